@@ -1,0 +1,3 @@
+"""Root conftest: makes pytest's ``pytester`` fixture available to the integration tests."""
+
+pytest_plugins = ["pytester"]

@@ -1,0 +1,108 @@
+"""Error types. Every message names where (file:line), what (the key path) and the fix.
+
+A configuration or input error is never reported as a gate failure: the plugin turns
+:class:`SaevalError` into a collection/usage error and the ``saeval`` command into exit code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a value came from: a file, an optional 1-based line and a key path like ``saes[0].gates.l0``."""
+
+    file: str | None = None
+    line: int | None = None
+    key: str | None = None
+
+    def prefix(self) -> str:
+        parts = []
+        if self.file:
+            parts.append(f"{self.file}:{self.line}" if self.line else self.file)
+        if self.key:
+            parts.append(self.key)
+        return ": ".join(parts)
+
+
+class SaevalError(Exception):
+    """Bad input: a suite file, a source, tokens or arguments that cannot be used.
+
+    ``str(err)`` is one line: ``file:line: key: what is wrong. Fix: what to do``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fix: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.message = message
+        self.fix = fix
+        self.location = Location(file=file, line=line, key=key)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        prefix = self.location.prefix()
+        text = f"{prefix}: {self.message}" if prefix else self.message
+        if self.fix:
+            text = f"{text.rstrip('.')}. Fix: {self.fix}"
+        return text
+
+    def located(
+        self, file: str | None = None, line: int | None = None, key: str | None = None
+    ) -> SaevalError:
+        """Return a copy of this error with missing location parts filled in (existing parts win)."""
+        new = type(self).__new__(type(self))
+        SaevalError.__init__(
+            new,
+            self.message,
+            fix=self.fix,
+            file=self.location.file or file,
+            line=self.location.line or line,
+            key=self.location.key or key,
+        )
+        new.__cause__ = self.__cause__
+        return new
+
+    def __reduce__(self):  # keep picklable (pytest-xdist ships errors between processes)
+        return (
+            _rebuild,
+            (type(self), self.message, self.fix, self.location.file, self.location.line, self.location.key),
+        )
+
+
+def _rebuild(cls, message, fix, file, line, key):  # type: ignore[no-untyped-def]
+    return cls(message, fix=fix, file=file, line=line, key=key)
+
+
+class SuiteError(SaevalError):
+    """A suite (threshold YAML) file is malformed: syntax, types, unknown keys, bad gates."""
+
+
+class SourceError(SaevalError):
+    """A model, SAE or token source cannot be loaded (missing, corrupt, wrong type)."""
+
+
+class InputError(SaevalError):
+    """Loaded objects that cannot be evaluated together (shapes, hooks, vocabulary, batch counts)."""
+
+
+class BaselineError(SaevalError):
+    """A baseline file is missing, corrupt, or lacks a value a gate refers to."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest candidates, or ``""`` when nothing is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)
+    if not close:
+        return ""
+    if len(close) == 1:
+        return f" (did you mean '{close[0]}'?)"
+    return " (did you mean " + ", ".join(f"'{c}'" for c in close[:-1]) + f" or '{close[-1]}'?)"

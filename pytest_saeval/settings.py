@@ -1,0 +1,51 @@
+"""Evaluation settings shared by the engine, suite files and the command line (pure Python)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How much data the metric pass uses and which token positions it ignores.
+
+    Batch ``i`` of either metric family is rows ``[i*B, (i+1)*B)`` of the token array; both
+    families start at row 0 (DESIGN §2).
+    """
+
+    batch_size_prompts: int = 16
+    """Sequences (rows of the token array) per batch: ``B``."""
+
+    n_reconstruction_batches: int = 10
+    """Batches used for the CE / KL metrics (the model's forward passes with the SAE spliced in)."""
+
+    n_sparsity_batches: int = 10
+    """Batches used for sparsity, variance, shrinkage and per-feature density metrics."""
+
+    exclude_special_tokens: bool | tuple[int, ...] = True
+    """``True``: the tokenizer's BOS/EOS/PAD/SEP/decoder-start ids (as SAE Lens picks them);
+    ``False``: nothing; a tuple: exactly these token ids."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size_prompts", "n_reconstruction_batches", "n_sparsity_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(f"{name} must be an integer, got {value!r}", key=name, fix=f"set {name} to a whole number")
+            if value < 1:
+                raise InputError(f"{name} must be >= 1, got {value}", key=name, fix=f"set {name} to 1 or more")
+        if not isinstance(self.exclude_special_tokens, bool):
+            ids = tuple(self.exclude_special_tokens)
+            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+                raise InputError(
+                    f"exclude_special_tokens must be true, false or a list of token ids, got {self.exclude_special_tokens!r}",
+                    key="exclude_special_tokens",
+                    fix="use true, false or a list of non-negative integers",
+                )
+            object.__setattr__(self, "exclude_special_tokens", ids)
+
+    @property
+    def rows_needed(self) -> int:
+        """Rows of the token array the pass reads (both families start at row 0)."""
+        return self.batch_size_prompts * max(self.n_reconstruction_batches, self.n_sparsity_batches)
