@@ -1,0 +1,574 @@
+"""Gate expressions: parse ``">= 0.8"`` / ``">= baseline - 0.01"`` and check metric values (pure Python).
+
+Grammar (whitespace between the parts is optional)::
+
+    gate   := OP VALUE
+    OP     := ">=" | ">" | "<=" | "<"
+    VALUE  := NUMBER | "baseline" | "baseline" ("+" | "-" | "*") NUMBER
+    NUMBER := decimal or scientific literal, e.g. 10, 0.8, .5, -2, 1e-3
+
+A suite file gives a metric either one expression or a list of expressions that must all hold.
+NaN and infinite values never pass a gate.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from .catalogue import METRICS, SCALAR_METRICS
+from .errors import BaselineError, SuiteError, did_you_mean
+
+__all__ = [
+    "GRAMMAR",
+    "Bound",
+    "BoundCheck",
+    "Gate",
+    "GateResult",
+    "Mode",
+    "Op",
+    "check_gate",
+    "format_number",
+    "parse_bound",
+    "parse_gate",
+]
+
+Op = Literal[">=", ">", "<=", "<"]
+"""Comparison operators a gate may use."""
+
+Mode = Literal["point", "interval"]
+"""``point``: the value itself must satisfy every bound. ``interval``: a bound fails only when the
+whole confidence interval lies on its wrong side."""
+
+_OPS: tuple[str, ...] = get_args(Op)
+_MODES: tuple[str, ...] = get_args(Mode)
+
+GRAMMAR = (
+    "write OP VALUE, with OP one of >=, >, <=, < and VALUE a number, baseline, baseline + X, "
+    "baseline - X or baseline * X (e.g. \">= 0.8\", \"<= 60\" or \">= baseline - 0.01\")"
+)
+"""The accepted grammar, as the fix text of parse errors."""
+
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_EXPR_RE = re.compile(
+    rf"^\s*(?P<op>>=|<=|>|<)\s*(?:(?P<number>{_NUMBER})|baseline\s*(?:(?P<sign>[-+*])\s*(?P<arg>{_NUMBER}))?)\s*$"
+)
+_BASELINE_FIX = (
+    "record baseline values with `pytest --saeval-update-baseline` or `saeval run --update-baseline`, "
+    "and point the suite's `baseline:` key at that file"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# number formatting
+
+
+def format_number(x: float, digits: int = 4) -> str:
+    """Format a metric value for messages.
+
+    ``NaN``, ``inf`` and ``-inf`` are spelled out; whole numbers print without decimals; values in
+    ``[0.01, 1)`` print with ``digits`` decimals (``0.7812``, ``0.7770``, ``0.0188``); other values
+    keep ``digits`` significant digits (``72.31``, ``1.002``, ``0.001234``, ``1.234e-09``) but never
+    lose integer digits (``12346``).
+    """
+    x = float(x)
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0"
+    if x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    magnitude = math.floor(math.log10(abs(x)))
+    if magnitude >= 15 or magnitude < -6:
+        return f"{x:.{digits - 1}e}"
+    if magnitude >= 0:
+        return f"{x:.{max(digits - 1 - magnitude, 0)}f}"
+    if magnitude >= -2:
+        return f"{x:.{digits}f}"
+    return f"{x:.{digits - 1 - magnitude}f}"
+
+
+def _difference(x: float) -> str:
+    """A positive distance, never shown as zero."""
+    text = format_number(x)
+    if x > 0 and float(text) == 0:  # pragma: no cover - format_number keeps small values visible
+        return repr(x)
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# bounds and gates
+
+
+def _holds(op: str, value: float, threshold: float) -> bool:
+    """Whether ``value OP threshold``; never true for NaN or infinite values."""
+    if not math.isfinite(value):
+        return False
+    if op == ">=":
+        return value >= threshold
+    if op == ">":
+        return value > threshold
+    if op == "<=":
+        return value <= threshold
+    return value < threshold
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One comparison, ``OP VALUE``: against a fixed number or relative to the baseline value.
+
+    A baseline-relative bound resolves to ``baseline * factor + offset``.
+    """
+
+    op: Op
+    """The comparison: ``>=``, ``>``, ``<=`` or ``<``."""
+    constant: float | None = None
+    """The threshold when it is a fixed number; ``None`` when it is relative to the baseline."""
+    offset: float = 0.0
+    """Added to the baseline value (``baseline + X``; ``baseline - X`` stores ``-X``)."""
+    factor: float = 1.0
+    """Multiplies the baseline value (``baseline * X``)."""
+    text: str = ""
+    """The value part as written, e.g. ``0.80`` or ``baseline - 0.01`` (derived when empty)."""
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPS:
+            raise SuiteError(f"unknown gate operator {self.op!r}", fix=GRAMMAR)
+        for name in ("constant", "offset", "factor"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise SuiteError(f"gate {name} must be a finite number, got {value!r}", fix=GRAMMAR)
+            object.__setattr__(self, name, float(value))
+        if self.constant is not None and (self.offset != 0.0 or self.factor != 1.0):
+            raise SuiteError("a fixed gate threshold cannot also have a baseline offset or factor", fix=GRAMMAR)
+        if not self.text:
+            object.__setattr__(self, "text", self._canonical_text())
+
+    def _canonical_text(self) -> str:
+        if self.constant is not None:
+            return repr(self.constant) if not self.constant.is_integer() else str(int(self.constant))
+        text = "baseline"
+        if self.factor != 1.0:
+            text += f" * {self.factor!r}"
+        if self.offset > 0:
+            text += f" + {self.offset!r}"
+        elif self.offset < 0:
+            text += f" - {-self.offset!r}"
+        return text
+
+    @property
+    def uses_baseline(self) -> bool:
+        """True when the threshold is relative to the baseline value."""
+        return self.constant is None
+
+    @property
+    def is_lower(self) -> bool:
+        """True for ``>=`` / ``>`` (the value must stay above the threshold)."""
+        return self.op in (">=", ">")
+
+    def resolve(self, baseline_value: float | None = None) -> float:
+        """The threshold as a number. Baseline-relative bounds need a finite ``baseline_value``."""
+        if self.constant is not None:
+            return self.constant
+        if baseline_value is None:
+            raise BaselineError(
+                f"gate bound '{self.op} {self.text}' refers to the baseline, but no baseline value was given",
+                fix=_BASELINE_FIX,
+            )
+        if not math.isfinite(baseline_value):
+            raise BaselineError(
+                f"gate bound '{self.op} {self.text}' refers to a baseline value of {format_number(baseline_value)}",
+                fix="a baseline must be a finite number: " + _BASELINE_FIX,
+            )
+        return float(baseline_value) * self.factor + self.offset
+
+    def holds(self, value: float, baseline_value: float | None = None) -> bool:
+        """Whether ``value`` satisfies this bound (NaN and infinities never do)."""
+        return _holds(self.op, float(value), self.resolve(baseline_value))
+
+    def describe(self, baseline_value: float | None = None, digits: int = 4) -> str:
+        """E.g. ``>= 0.80``; a baseline bound with its value: ``>= baseline - 0.01 (= 0.9312)``."""
+        text = f"{self.op} {self.text}"
+        if self.uses_baseline and baseline_value is not None:
+            text += f" (= {format_number(self.resolve(baseline_value), digits)})"
+        return text
+
+
+def parse_bound(expression: str) -> Bound:
+    """Parse one expression like ``">= 0.8"`` or ``"<= baseline * 1.1"``.
+
+    Raises :class:`SuiteError` (without a location; callers add it) naming the expression and the
+    accepted grammar.
+    """
+    if not isinstance(expression, str):
+        raise SuiteError(f"a gate expression must be a string, got {expression!r}", fix=GRAMMAR)
+    match = _EXPR_RE.match(expression)
+    if match is None:
+        raise SuiteError(f"cannot parse gate expression {expression!r}{_parse_hint(expression)}", fix=GRAMMAR)
+    op = match["op"]
+    number = match["number"]
+    if number is not None:
+        value = float(number)
+        if not math.isfinite(value):
+            raise SuiteError(f"gate expression {expression!r}: {number} is not a finite number", fix=GRAMMAR)
+        return Bound(op=op, constant=value, text=number)  # type: ignore[arg-type]
+    sign, arg = match["sign"], match["arg"]
+    if sign is None:
+        return Bound(op=op, text="baseline")  # type: ignore[arg-type]
+    amount = float(arg)
+    if not math.isfinite(amount):
+        raise SuiteError(f"gate expression {expression!r}: {arg} is not a finite number", fix=GRAMMAR)
+    text = f"baseline {sign} {arg}"
+    if sign == "*":
+        return Bound(op=op, factor=amount, text=text)  # type: ignore[arg-type]
+    return Bound(op=op, offset=amount if sign == "+" else -amount, text=text)  # type: ignore[arg-type]
+
+
+def _parse_hint(expression: str) -> str:
+    """A short reason for the most common mistakes, or ``""``."""
+    text = expression.strip()
+    if not text:
+        return " (it is empty)"
+    if text.startswith(("=>", "=<", "==", "=", "!=")):
+        return " (the operator must be one of >=, >, <=, <)"
+    if not text.startswith((">", "<")):
+        return " (it must start with an operator: >=, >, <=, <)"
+    rest = text.lstrip("<>=").strip()
+    if not rest:
+        return " (a value is missing after the operator)"
+    if rest.lower() in ("nan", "inf", "+inf", "-inf", "infinity"):
+        return " (the value must be a finite number)"
+    if rest.lower().startswith("baseline") and not rest.startswith("baseline"):
+        return " (write baseline in lower case)"
+    return ""
+
+
+def _metric_problem(metric: object) -> tuple[str, str] | None:
+    """(message, fix) when ``metric`` cannot be gated, else None."""
+    if not isinstance(metric, str):
+        return (
+            f"a gate's metric name must be a string, got {metric!r}",
+            "use a scalar metric name such as explained_variance or l0",
+        )
+    if metric in SCALAR_METRICS:
+        return None
+    info = METRICS.get(metric)
+    if info is not None and info.per_feature:
+        scalar = f"average_{metric}"
+        suggestion = (
+            f"gate the scalar summary {scalar} instead"
+            if scalar in SCALAR_METRICS
+            else "gate a scalar summary instead, e.g. frac_alive, freq_over_1_percent or freq_over_10_percent"
+        )
+        return (
+            f"'{metric}' is a per-feature metric (one value per SAE feature) and cannot be gated",
+            suggestion,
+        )
+    hint = did_you_mean(metric, SCALAR_METRICS)
+    if hint:
+        return f"unknown metric '{metric}'{hint}", "rename the gate to a metric name from the catalogue"
+    return (
+        f"unknown metric '{metric}'",
+        "use one of the scalar metrics: " + ", ".join(SCALAR_METRICS),
+    )
+
+
+@dataclass(frozen=True)
+class Gate:
+    """All bounds on one metric of one SAE, as written in a suite file."""
+
+    metric: str
+    """A scalar metric from the catalogue (``explained_variance``, ``l0``, ...)."""
+    bounds: tuple[Bound, ...]
+    """Every bound must hold for the gate to pass."""
+    text: str = ""
+    """The expression(s) as written; a list is joined with ``", "`` (derived when empty)."""
+    line: int | None = None
+    """1-based line of the gate's key in the suite file, when it came from one."""
+    file: str | None = None
+    """The suite file it came from, as given to the loader."""
+    key: str | None = None
+    """Key path in the suite file, e.g. ``saes[1].gates.l0`` or ``defaults.gates.l0``."""
+
+    def __post_init__(self) -> None:
+        problem = _metric_problem(self.metric)
+        if problem is not None:
+            raise SuiteError(problem[0], fix=problem[1], file=self.file, line=self.line, key=self.key)
+        bounds = tuple(self.bounds)
+        if not bounds or not all(isinstance(b, Bound) for b in bounds):
+            raise SuiteError(
+                f"gate on {self.metric} needs at least one bound",
+                fix=GRAMMAR,
+                file=self.file,
+                line=self.line,
+                key=self.key,
+            )
+        object.__setattr__(self, "bounds", bounds)
+        if not self.text:
+            object.__setattr__(self, "text", ", ".join(f"{b.op} {b.text}" for b in bounds))
+
+    @property
+    def uses_baseline(self) -> bool:
+        """True when any bound is relative to the baseline value."""
+        return any(b.uses_baseline for b in self.bounds)
+
+    def describe(self, baseline_value: float | None = None, digits: int = 4) -> str:
+        """All bounds joined with ``and``, e.g. ``>= 10 and <= 60``."""
+        return " and ".join(b.describe(baseline_value, digits) for b in self.bounds)
+
+
+def parse_gate(
+    metric: str,
+    spec: object,
+    *,
+    file: str | None = None,
+    line: int | None = None,
+    key: str | None = None,
+    item_lines: Sequence[int] | None = None,
+) -> Gate:
+    """Build a :class:`Gate` from a suite file entry: one expression string or a list of them.
+
+    ``file``, ``line`` and ``key`` locate the entry for error messages and are kept on the gate;
+    ``item_lines`` gives the line of each list item. A bare number is refused (the message shows
+    the expression to write instead).
+    """
+    key = key if key is not None else (metric if isinstance(metric, str) else None)
+    problem = _metric_problem(metric)
+    if problem is not None:
+        raise SuiteError(problem[0], fix=problem[1], file=file, line=line, key=key)
+
+    def err(message: str, fix: str, at: int | None = None, sub: str | None = None) -> SuiteError:
+        return SuiteError(message, fix=fix, file=file, line=at or line, key=sub or key)
+
+    def bare_number(value: object, at: int | None, sub: str | None) -> SuiteError:
+        return err(
+            f"a gate needs a comparison, got the bare number {value!r}",
+            f'write a quoted expression with an operator, e.g. ">= {value}" or "<= {value}"',
+            at,
+            sub,
+        )
+
+    def one(value: object, at: int | None, sub: str | None) -> Bound:
+        if isinstance(value, bool) or value is None:
+            raise err(f"a gate expression must be a string, got {value!r}", GRAMMAR, at, sub)
+        if isinstance(value, (int, float)):
+            raise bare_number(value, at, sub)
+        if not isinstance(value, str):
+            raise err(f"a gate expression must be a string, got {type(value).__name__}", GRAMMAR, at, sub)
+        try:
+            return parse_bound(value)
+        except SuiteError as e:
+            raise err(e.message, e.fix or GRAMMAR, at, sub) from e
+
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise err(f"gate on {metric} is an empty list", GRAMMAR)
+        lines = list(item_lines) if item_lines is not None else [None] * len(spec)
+        bounds = tuple(
+            one(item, lines[i] if i < len(lines) else None, f"{key}[{i}]") for i, item in enumerate(spec)
+        )
+        text = ", ".join(item.strip() for item in spec)
+    else:
+        bounds = (one(spec, line, key),)
+        text = str(spec).strip()
+    return Gate(metric=metric, bounds=bounds, text=text, line=line, file=file, key=key)
+
+
+# --------------------------------------------------------------------------------------------
+# checking
+
+
+@dataclass(frozen=True)
+class BoundCheck:
+    """One bound of a gate, resolved to a number and checked."""
+
+    bound: Bound
+    """The bound as parsed."""
+    threshold: float
+    """The resolved threshold (baseline bounds: ``baseline * factor + offset``)."""
+    passed: bool
+    """Whether this bound holds (in the gate's mode)."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The outcome of checking one gate against one value."""
+
+    gate: Gate
+    """The gate that was checked."""
+    passed: bool
+    """True only when every bound holds; never for NaN or infinite values."""
+    value: float
+    """The metric value that was checked."""
+    bounds: tuple[BoundCheck, ...]
+    """Each bound resolved to a number, with its own outcome."""
+    message: str
+    """One line for a reviewer, e.g. ``explained_variance = 0.7812, needs >= 0.80 (short by 0.0188)``."""
+    baseline_value: float | None = None
+    """The baseline value the baseline-relative bounds were resolved against, if any."""
+    interval: tuple[float, float] | None = None
+    """A confidence interval ``(lo, hi)`` for the value, when one was given."""
+    mode: Mode = "point"
+    """``point`` or ``interval`` (see :data:`Mode`)."""
+
+    @property
+    def metric(self) -> str:
+        """The gated metric's name."""
+        return self.gate.metric
+
+
+def _as_float(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def check_gate(
+    gate: Gate,
+    value: float,
+    baseline_value: float | None = None,
+    *,
+    interval: tuple[float, float] | None = None,
+    mode: Mode = "point",
+) -> GateResult:
+    """Check ``value`` against every bound of ``gate``.
+
+    ``baseline_value`` resolves baseline-relative bounds; a gate that needs it when it is ``None``
+    (or not finite) raises :class:`BaselineError` naming the metric and the fix. In ``point`` mode
+    the value decides; in ``interval`` mode (``interval`` required) a bound fails only when the whole
+    interval is on its wrong side. NaN and infinite values (and, in interval mode, non-finite interval
+    ends) never pass. The message shows the interval whenever one is given: ``0.7812 [0.7770, 0.7853]``.
+    """
+    if not isinstance(gate, Gate):
+        raise TypeError(f"check_gate needs a Gate, got {type(gate).__name__}")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    x = _as_float(value, f"value of {gate.metric}")
+    if interval is not None:
+        if len(interval) != 2:
+            raise ValueError(f"interval must be (lo, hi), got {interval!r}")
+        lo, hi = (_as_float(v, "interval end") for v in interval)
+        if lo > hi:
+            raise ValueError(f"interval must have lo <= hi, got ({lo}, {hi})")
+        interval = (lo, hi)
+    elif mode == "interval":
+        raise ValueError("mode='interval' needs an interval (lo, hi)")
+
+    if baseline_value is not None:
+        baseline_value = _as_float(baseline_value, "baseline value")
+    if gate.uses_baseline and (baseline_value is None or not math.isfinite(baseline_value)):
+        what = "no baseline value" if baseline_value is None else f"a baseline value of {format_number(baseline_value)}"
+        raise BaselineError(
+            f"gate '{gate.metric}: {gate.text}' refers to the baseline, but there is {what} for {gate.metric}",
+            fix=_BASELINE_FIX,
+            file=gate.file,
+            line=gate.line,
+            key=gate.key,
+        )
+
+    thresholds = [b.resolve(baseline_value) for b in gate.bounds]
+
+    def probe(b: Bound) -> float:
+        if mode == "point" or interval is None:
+            return x
+        return interval[1] if b.is_lower else interval[0]
+
+    finite = math.isfinite(x) and (mode == "point" or all(math.isfinite(v) for v in interval or ()))
+    checks = tuple(
+        BoundCheck(bound=b, threshold=t, passed=finite and _holds(b.op, probe(b), t))
+        for b, t in zip(gate.bounds, thresholds)
+    )
+    passed = all(c.passed for c in checks)
+    digits = _digits_for(x, interval, checks)
+    message = _message(gate, x, interval, mode, checks, baseline_value, passed, digits)
+    return GateResult(
+        gate=gate,
+        passed=passed,
+        value=x,
+        bounds=checks,
+        message=message,
+        baseline_value=baseline_value,
+        interval=interval,
+        mode=mode,
+    )
+
+
+def _shown_threshold(check: BoundCheck, digits: int) -> float:
+    """The threshold as the reader sees it: the literal for fixed bounds, rounded for baseline ones."""
+    if check.bound.uses_baseline:
+        return float(format_number(check.threshold, digits))
+    return check.threshold
+
+
+def _digits_for(x: float, interval: tuple[float, float] | None, checks: tuple[BoundCheck, ...]) -> int:
+    """Fewest digits (>= 4) at which every shown number compares with every shown threshold as the
+    exact numbers do, so a failing value never reads as passing (or the other way round)."""
+    shown = [v for v in (x, *(interval or ())) if math.isfinite(v)]
+    for digits in range(4, 21):
+        if all(
+            _holds(c.bound.op, float(format_number(v, digits)), _shown_threshold(c, digits))
+            == _holds(c.bound.op, v, c.threshold)
+            for v in shown
+            for c in checks
+        ):
+            return digits
+    return 20  # pragma: no cover - 17 significant digits always round-trip
+
+
+def _value_text(x: float, interval: tuple[float, float] | None, digits: int) -> str:
+    text = format_number(x, digits)
+    if interval is not None:
+        text += f" [{format_number(interval[0], digits)}, {format_number(interval[1], digits)}]"
+    return text
+
+
+def _message(
+    gate: Gate,
+    x: float,
+    interval: tuple[float, float] | None,
+    mode: Mode,
+    checks: tuple[BoundCheck, ...],
+    baseline_value: float | None,
+    passed: bool,
+    digits: int,
+) -> str:
+    head = f"{gate.metric} = {_value_text(x, interval, digits)}"
+    if passed:
+        described = ", ".join(c.bound.describe(baseline_value, digits) for c in checks)
+        if mode == "interval" and not all(_holds(c.bound.op, x, c.threshold) for c in checks):
+            described += "; the interval reaches the bound"
+        return f"{head} ({described})"
+
+    if not math.isfinite(x):
+        name = format_number(x)
+        return f"{head}, needs {gate.describe(baseline_value, digits)} ({name} never passes)"
+    if mode == "interval" and interval is not None and not all(math.isfinite(v) for v in interval):
+        return f"{head}, needs {gate.describe(baseline_value, digits)} (the interval is not finite, so it never passes)"
+
+    failed = [c for c in checks if not c.passed]
+    needs = " and ".join(c.bound.describe(baseline_value, digits) for c in failed)
+    details = []
+    for c in failed:
+        if mode == "interval" and interval is not None:
+            end = interval[1] if c.bound.is_lower else interval[0]
+            side = "below" if c.bound.is_lower else "above"
+            gap = abs(c.threshold - end)
+            if gap == 0:
+                details.append(f"the whole interval is {side}; its {'upper' if c.bound.is_lower else 'lower'} end equals the bound")
+            else:
+                word = "short by" if c.bound.is_lower else "over by"
+                details.append(f"the whole interval is {side}; {'upper' if c.bound.is_lower else 'lower'} end {word} {_difference(gap)}")
+            continue
+        gap = abs(c.threshold - x)
+        if gap == 0:
+            details.append("equal to the bound, needs strictly " + ("greater" if c.bound.is_lower else "less"))
+        else:
+            details.append(("short by " if c.bound.is_lower else "over by ") + _difference(gap))
+    return f"{head}, needs {needs} ({'; '.join(details)})"

@@ -1,0 +1,453 @@
+"""Gate expressions: grammar, checking, messages."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+
+from pytest_saeval.errors import BaselineError, SuiteError
+from pytest_saeval.gates import (
+    GRAMMAR,
+    Bound,
+    Gate,
+    check_gate,
+    format_number,
+    parse_bound,
+    parse_gate,
+)
+
+NAN = float("nan")
+INF = float("inf")
+
+
+# ---------------------------------------------------------------------------- grammar
+
+
+@pytest.mark.parametrize(
+    ("text", "op", "constant", "offset", "factor", "shown"),
+    [
+        (">= 0.8", ">=", 0.8, 0.0, 1.0, "0.8"),
+        (">=0.80", ">=", 0.8, 0.0, 1.0, "0.80"),
+        ("  >  10  ", ">", 10.0, 0.0, 1.0, "10"),
+        ("<= 60", "<=", 60.0, 0.0, 1.0, "60"),
+        ("< 1e-3", "<", 0.001, 0.0, 1.0, "1e-3"),
+        ("< 2.5E+2", "<", 250.0, 0.0, 1.0, "2.5E+2"),
+        (">= .5", ">=", 0.5, 0.0, 1.0, ".5"),
+        (">= -2", ">=", -2.0, 0.0, 1.0, "-2"),
+        (">= +3.", ">=", 3.0, 0.0, 1.0, "+3."),
+        (">= baseline", ">=", None, 0.0, 1.0, "baseline"),
+        (">=baseline", ">=", None, 0.0, 1.0, "baseline"),
+        (">= baseline - 0.01", ">=", None, -0.01, 1.0, "baseline - 0.01"),
+        (">= baseline-0.01", ">=", None, -0.01, 1.0, "baseline - 0.01"),
+        ("<= baseline + 5", "<=", None, 5.0, 1.0, "baseline + 5"),
+        ("<   baseline   *   1.1 ", "<", None, 0.0, 1.1, "baseline * 1.1"),
+        ("> baseline * 1e-1", ">", None, 0.0, 0.1, "baseline * 1e-1"),
+        ("<= baseline - -1", "<=", None, 1.0, 1.0, "baseline - -1"),
+    ],
+)
+def test_parse_bound_accepts(text: str, op: str, constant: float | None, offset: float, factor: float, shown: str) -> None:
+    bound = parse_bound(text)
+    assert bound.op == op
+    assert bound.constant == (pytest.approx(constant) if constant is not None else None)
+    assert bound.offset == pytest.approx(offset)
+    assert bound.factor == pytest.approx(factor)
+    assert bound.text == shown
+    assert bound.uses_baseline is (constant is None)
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("0.8", "must start with an operator"),
+        ("baseline", "must start with an operator"),
+        ("=> 0.8", "operator must be one of"),
+        ("== 1", "operator must be one of"),
+        ("= 1", "operator must be one of"),
+        ("!= 1", "operator must be one of"),
+        (">=", "value is missing"),
+        ("", "it is empty"),
+        ("   ", "it is empty"),
+        (">= nan", "finite number"),
+        (">= inf", "finite number"),
+        (">= Baseline", "lower case"),
+        (">= baselin", ""),
+        (">= baseline / 2", ""),
+        (">= baseline + ", ""),
+        (">= 0.8 0.9", ""),
+        (">= 0.8 and <= 0.9", ""),
+        (">> 1", ""),
+        (">= 1,5", ""),
+        (">= 2 * baseline", ""),
+    ],
+)
+def test_parse_bound_rejects(text: str, hint: str) -> None:
+    with pytest.raises(SuiteError) as info:
+        parse_bound(text)
+    message = str(info.value)
+    assert repr(text) in message
+    assert hint in message
+    assert "Fix: " in message and "baseline - X" in message  # the grammar is the fix
+
+
+@pytest.mark.parametrize("text", [">= 1e999", "<= baseline * 1e400"])
+def test_parse_bound_rejects_overflow(text: str) -> None:
+    with pytest.raises(SuiteError, match="not a finite number"):
+        parse_bound(text)
+
+
+def test_parse_bound_rejects_non_string() -> None:
+    with pytest.raises(SuiteError, match="must be a string"):
+        parse_bound(0.8)  # type: ignore[arg-type]
+
+
+def test_parse_gate_single_and_list() -> None:
+    gate = parse_gate("explained_variance", ">= 0.80", file="s.yaml", line=7, key="saes[0].gates.explained_variance")
+    assert gate.metric == "explained_variance"
+    assert len(gate.bounds) == 1 and gate.bounds[0].constant == 0.8
+    assert (gate.text, gate.line, gate.file, gate.key) == (">= 0.80", 7, "s.yaml", "saes[0].gates.explained_variance")
+    assert not gate.uses_baseline
+
+    gate = parse_gate("l0", [">= 10", " <= 60 "], line=3)
+    assert [b.op for b in gate.bounds] == [">=", "<="]
+    assert gate.text == ">= 10, <= 60"
+    assert gate.key == "l0"
+    assert gate.describe() == ">= 10 and <= 60"
+
+    gate = parse_gate("ce_loss_score", [">= baseline - 0.01", "<= 1"])
+    assert gate.uses_baseline
+
+
+@pytest.mark.parametrize("number", [0.8, 10, 0, -1.5])
+def test_bare_number_is_an_error_with_the_expression_to_write(number: float) -> None:
+    with pytest.raises(SuiteError) as info:
+        parse_gate("l0", number, file="s.yaml", line=4, key="saes[0].gates.l0")
+    message = str(info.value)
+    assert message.startswith("s.yaml:4: saes[0].gates.l0: ")
+    assert "bare number" in message
+    assert f'">= {number}"' in message
+
+
+def test_bare_number_inside_list_points_at_the_item() -> None:
+    with pytest.raises(SuiteError) as info:
+        parse_gate("l0", [">= 1", 60], file="s.yaml", line=4, key="saes[0].gates.l0", item_lines=[5, 6])
+    assert str(info.value).startswith("s.yaml:6: saes[0].gates.l0[1]: ")
+    assert '">= 60"' in str(info.value)
+
+
+def test_bad_expression_inside_list_points_at_the_item() -> None:
+    with pytest.raises(SuiteError) as info:
+        parse_gate("l0", [">= 1", "=< 60"], file="s.yaml", line=4, key="saes[0].gates.l0", item_lines=[5, 6])
+    message = str(info.value)
+    assert message.startswith("s.yaml:6: saes[0].gates.l0[1]: cannot parse gate expression '=< 60'")
+    assert GRAMMAR in message
+
+
+@pytest.mark.parametrize(("spec", "text"), [(True, "must be a string"), (None, "must be a string"),
+                                            ({"min": 1}, "must be a string"), ([], "empty list")])
+def test_parse_gate_rejects_other_types(spec: object, text: str) -> None:
+    with pytest.raises(SuiteError, match=text) as info:
+        parse_gate("l0", spec, file="s.yaml", line=2, key="defaults.gates.l0")
+    assert str(info.value).startswith("s.yaml:2: defaults.gates.l0: ")
+    assert "Fix: " in str(info.value)
+
+
+def test_unknown_metric_did_you_mean() -> None:
+    with pytest.raises(SuiteError) as info:
+        parse_gate("explained_varience", ">= 0.8", file="s.yaml", line=9, key="saes[1].gates.explained_varience")
+    message = str(info.value)
+    assert message.startswith("s.yaml:9: saes[1].gates.explained_varience: unknown metric")
+    assert "did you mean 'explained_variance'" in message
+    assert "Fix: " in message
+
+
+def test_unknown_metric_without_close_match_lists_metrics() -> None:
+    with pytest.raises(SuiteError) as info:
+        parse_gate("accuracy", ">= 0.8")
+    assert "unknown metric 'accuracy'" in str(info.value)
+    assert "explained_variance" in str(info.value) and "frac_alive" in str(info.value)
+
+
+def test_per_feature_metric_cannot_be_gated() -> None:
+    with pytest.raises(SuiteError) as info:
+        parse_gate("feature_density", ">= 0.01", file="s.yaml", line=3, key="saes[0].gates.feature_density")
+    message = str(info.value)
+    assert "per-feature metric" in message and "cannot be gated" in message
+    assert "frac_alive" in message
+    with pytest.raises(SuiteError, match="average_max_decoder_cosine_sim"):
+        parse_gate("max_decoder_cosine_sim", "<= 0.9")
+
+
+def test_gate_and_bound_dataclasses_validate() -> None:
+    with pytest.raises(SuiteError, match="at least one bound"):
+        Gate(metric="l0", bounds=())
+    with pytest.raises(SuiteError, match="unknown metric"):
+        Gate(metric="nope", bounds=(parse_bound(">= 1"),))
+    with pytest.raises(SuiteError, match="operator"):
+        Bound(op="==", constant=1.0)  # type: ignore[arg-type]
+    with pytest.raises(SuiteError, match="finite"):
+        Bound(op=">=", constant=NAN)
+    with pytest.raises(SuiteError, match="cannot also"):
+        Bound(op=">=", constant=1.0, offset=0.1)
+    assert Bound(op=">=", offset=-0.01).text == "baseline - 0.01"
+    assert Bound(op="<=", factor=1.5, offset=2).text == "baseline * 1.5 + 2.0"
+    assert Bound(op="<", constant=3).text == "3"
+    gate = Gate(metric="l0", bounds=[parse_bound(">= 1")])  # type: ignore[arg-type]
+    assert isinstance(gate.bounds, tuple) and gate.text == ">= 1"
+
+
+def test_gates_are_frozen_hashable_and_picklable() -> None:
+    gate = parse_gate("l0", [">= 10", "<= 60"], file="s.yaml", line=3, key="k")
+    with pytest.raises(AttributeError):
+        gate.metric = "l1"  # type: ignore[misc]
+    assert gate == pickle.loads(pickle.dumps(gate))
+    assert hash(gate) == hash(parse_gate("l0", [">= 10", "<= 60"], file="s.yaml", line=3, key="k"))
+
+
+def test_suite_errors_pickle_with_location() -> None:
+    with pytest.raises(SuiteError) as info:
+        parse_gate("l0", "bad", file="s.yaml", line=3, key="saes[0].gates.l0")
+    again = pickle.loads(pickle.dumps(info.value))
+    assert str(again) == str(info.value)
+
+
+# ---------------------------------------------------------------------------- bounds
+
+
+def test_resolve_and_describe() -> None:
+    assert parse_bound(">= 0.80").resolve() == 0.8
+    assert parse_bound(">= 0.80").describe() == ">= 0.80"
+    assert parse_bound(">= 0.80").describe(0.5) == ">= 0.80"  # fixed bounds ignore the baseline
+    minus = parse_bound(">= baseline - 0.01")
+    assert minus.resolve(0.9412) == pytest.approx(0.9312)
+    assert minus.describe() == ">= baseline - 0.01"
+    assert minus.describe(0.9412) == ">= baseline - 0.01 (= 0.9312)"
+    assert parse_bound("<= baseline * 1.1").resolve(50) == pytest.approx(55.0)
+    assert parse_bound("<= baseline + 2").resolve(50) == pytest.approx(52.0)
+    assert parse_bound("> baseline").resolve(3.0) == 3.0
+
+
+def test_resolve_without_baseline_raises() -> None:
+    with pytest.raises(BaselineError, match="no baseline value"):
+        parse_bound(">= baseline").resolve(None)
+    with pytest.raises(BaselineError, match="NaN"):
+        parse_bound(">= baseline").resolve(NAN)
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "threshold", "expected"),
+    [
+        (">=", 1.0, 1.0, True), (">", 1.0, 1.0, False), ("<=", 1.0, 1.0, True), ("<", 1.0, 1.0, False),
+        (">=", 0.9, 1.0, False), ("<=", 1.1, 1.0, False), (">", 1.1, 1.0, True), ("<", 0.9, 1.0, True),
+        (">=", NAN, 0.0, False), ("<=", NAN, 0.0, False), (">=", INF, 0.0, False), ("<=", -INF, 0.0, False),
+    ],
+)
+def test_bound_holds(op: str, value: float, threshold: float, expected: bool) -> None:
+    assert Bound(op=op, constant=threshold).holds(value) is expected  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- format_number
+
+
+@pytest.mark.parametrize(
+    ("x", "text"),
+    [
+        (0.7812, "0.7812"), (0.777, "0.7770"), (0.0188, "0.0188"), (0.5, "0.5000"), (-0.25, "-0.2500"),
+        (72.31, "72.31"), (1.0023, "1.002"), (35.1234, "35.12"), (12345.678, "12346"), (12800.0, "12800"),
+        (1.0, "1"), (0.0, "0"), (0.001234, "0.001234"), (1.234e-5, "0.00001234"), (1.234e-9, "1.234e-09"),
+        (1e20 + 0.5, "1.000e+20"), (NAN, "NaN"), (INF, "inf"), (-INF, "-inf"),
+    ],
+)
+def test_format_number(x: float, text: str) -> None:
+    assert format_number(x) == text
+
+
+def test_format_number_more_digits() -> None:
+    assert format_number(0.79999999, 8) == "0.79999999"
+    assert format_number(72.3145, 6) == "72.3145"
+
+
+# ---------------------------------------------------------------------------- check_gate
+
+
+def gate(metric: str, spec: object) -> Gate:
+    return parse_gate(metric, spec, file="s.yaml", line=5, key=f"saes[0].gates.{metric}")
+
+
+def test_failing_message_short_by() -> None:
+    result = check_gate(gate("explained_variance", ">= 0.80"), 0.7812)
+    assert not result.passed
+    assert result.message == "explained_variance = 0.7812, needs >= 0.80 (short by 0.0188)"
+    assert result.value == 0.7812
+    assert result.metric == "explained_variance"
+    assert result.bounds[0].threshold == 0.8 and not result.bounds[0].passed
+    assert result.mode == "point" and result.interval is None
+
+
+def test_passing_message() -> None:
+    result = check_gate(gate("explained_variance", ">= 0.80"), 0.8312)
+    assert result.passed
+    assert result.message == "explained_variance = 0.8312 (>= 0.80)"
+
+
+def test_exact_threshold_passes_non_strict_fails_strict() -> None:
+    assert check_gate(gate("frac_alive", ">= 0.98"), 0.98).passed
+    result = check_gate(gate("frac_alive", "> 0.98"), 0.98)
+    assert not result.passed
+    assert result.message == "frac_alive = 0.9800, needs > 0.98 (equal to the bound, needs strictly greater)"
+    result = check_gate(gate("l0", "< 60"), 60)
+    assert result.message == "l0 = 60, needs < 60 (equal to the bound, needs strictly less)"
+
+
+def test_upper_bound_over_by() -> None:
+    result = check_gate(gate("l0", [">= 10", "<= 60"]), 72.31)
+    assert not result.passed
+    assert [c.passed for c in result.bounds] == [True, False]
+    assert result.message == "l0 = 72.31, needs <= 60 (over by 12.31)"
+    result = check_gate(gate("l0", [">= 10", "<= 60"]), 35.123)
+    assert result.passed
+    assert result.message == "l0 = 35.12 (>= 10, <= 60)"
+
+
+def test_every_failing_bound_is_reported() -> None:
+    result = check_gate(gate("l0", [">= 10", ">= 20"]), 5.0)
+    assert result.message == "l0 = 5, needs >= 10 and >= 20 (short by 5; short by 15)"
+
+
+def test_near_miss_keeps_enough_digits() -> None:
+    result = check_gate(gate("explained_variance", ">= 0.80"), 0.79999999)
+    assert not result.passed
+    shown = result.message.split(" = ")[1].split(",")[0]
+    assert float(shown) < 0.8  # the value as shown visibly fails
+    short = result.message.split("short by ")[1].rstrip(")")
+    assert float(short) > 0
+    assert result.message == "explained_variance = 0.79999999, needs >= 0.80 (short by 1.000e-08)"
+
+
+def test_near_pass_on_strict_bound_keeps_enough_digits() -> None:
+    result = check_gate(gate("explained_variance", "> 0.8"), 0.80000004)
+    assert result.passed
+    shown = float(result.message.split(" = ")[1].split(" ")[0])
+    assert shown > 0.8
+
+
+@pytest.mark.parametrize(("value", "word"), [(NAN, "NaN"), (INF, "inf"), (-INF, "-inf")])
+def test_non_finite_never_passes(value: float, word: str) -> None:
+    for spec in (">= 0.80", "<= 0.80", "> -1e300", "< 1e300"):
+        result = check_gate(gate("explained_variance", spec), value)
+        assert not result.passed
+        assert all(not c.passed for c in result.bounds)
+    result = check_gate(gate("explained_variance", ">= 0.80"), value)
+    assert result.message == f"explained_variance = {word}, needs >= 0.80 ({word} never passes)"
+
+
+def test_nan_message_lists_all_bounds() -> None:
+    result = check_gate(gate("l0", [">= 10", "<= 60"]), NAN)
+    assert result.message == "l0 = NaN, needs >= 10 and <= 60 (NaN never passes)"
+
+
+def test_baseline_gate_messages() -> None:
+    g = gate("ce_loss_score", ">= baseline - 0.01")
+    result = check_gate(g, 0.9201, 0.9412)
+    assert not result.passed
+    assert result.bounds[0].threshold == pytest.approx(0.9312)
+    assert result.baseline_value == 0.9412
+    assert result.message == "ce_loss_score = 0.9201, needs >= baseline - 0.01 (= 0.9312) (short by 0.0111)"
+    result = check_gate(g, 0.95, 0.9412)
+    assert result.passed
+    assert result.message == "ce_loss_score = 0.9500 (>= baseline - 0.01 (= 0.9312))"
+    assert check_gate(gate("mse", "<= baseline * 1.1"), 1.05, 1.0).passed
+    assert not check_gate(gate("mse", "<= baseline * 1.1"), 1.15, 1.0).passed
+
+
+def test_baseline_gate_without_baseline_value_raises() -> None:
+    g = gate("ce_loss_score", ">= baseline - 0.01")
+    with pytest.raises(BaselineError) as info:
+        check_gate(g, 0.93, None)
+    message = str(info.value)
+    assert message.startswith("s.yaml:5: saes[0].gates.ce_loss_score: ")
+    assert "no baseline value for ce_loss_score" in message
+    assert "--saeval-update-baseline" in message and "saeval run --update-baseline" in message
+    with pytest.raises(BaselineError, match="baseline value of NaN"):
+        check_gate(g, 0.93, NAN)
+
+
+def test_fixed_gate_ignores_missing_baseline() -> None:
+    assert check_gate(gate("l0", ">= 1"), 3.0, None).passed
+
+
+def test_interval_shown_in_point_mode() -> None:
+    result = check_gate(gate("explained_variance", ">= 0.80"), 0.7812, interval=(0.7770, 0.7853))
+    assert result.interval == (0.7770, 0.7853)
+    assert result.message == "explained_variance = 0.7812 [0.7770, 0.7853], needs >= 0.80 (short by 0.0188)"
+    # point mode: the value decides even when the interval reaches the bound
+    result = check_gate(gate("explained_variance", ">= 0.80"), 0.7912, interval=(0.7770, 0.8053))
+    assert not result.passed
+
+
+def test_interval_mode_fails_only_when_whole_interval_is_wrong() -> None:
+    g = gate("explained_variance", ">= 0.80")
+    result = check_gate(g, 0.7912, interval=(0.7770, 0.8053), mode="interval")
+    assert result.passed
+    assert result.message == "explained_variance = 0.7912 [0.7770, 0.8053] (>= 0.80; the interval reaches the bound)"
+    result = check_gate(g, 0.7812, interval=(0.7770, 0.7853), mode="interval")
+    assert not result.passed
+    assert result.message == (
+        "explained_variance = 0.7812 [0.7770, 0.7853], needs >= 0.80 "
+        "(the whole interval is below; upper end short by 0.0147)"
+    )
+    upper = gate("l0", "<= 60")
+    assert check_gate(upper, 61.0, interval=(59.0, 63.0), mode="interval").passed
+    result = check_gate(upper, 62.0, interval=(61.0, 63.0), mode="interval")
+    assert not result.passed
+    assert "the whole interval is above; lower end over by 1" in result.message
+    assert check_gate(upper, 55.0, interval=(50.0, 58.0), mode="interval").message == "l0 = 55 [50, 58] (<= 60)"
+
+
+def test_interval_mode_strict_bound_at_edge() -> None:
+    result = check_gate(gate("l0", "> 10"), 9.0, interval=(8.0, 10.0), mode="interval")
+    assert not result.passed
+    assert "upper end equals the bound" in result.message
+
+
+def test_interval_mode_non_finite_never_passes() -> None:
+    g = gate("explained_variance", ">= 0.80")
+    assert not check_gate(g, NAN, interval=(0.7, 0.9), mode="interval").passed
+    result = check_gate(g, 0.85, interval=(0.7, INF), mode="interval")
+    assert not result.passed
+    assert "[0.7000, inf]" in result.message and "not finite" in result.message
+    result = check_gate(g, 0.85, interval=(NAN, NAN), mode="interval")
+    assert not result.passed
+    # point mode only looks at the value; the interval is displayed as is
+    result = check_gate(g, 0.85, interval=(NAN, NAN))
+    assert result.passed and "[NaN, NaN]" in result.message
+
+
+def test_check_gate_argument_errors() -> None:
+    g = gate("l0", ">= 1")
+    with pytest.raises(ValueError, match="needs an interval"):
+        check_gate(g, 2.0, mode="interval")
+    with pytest.raises(ValueError, match="mode"):
+        check_gate(g, 2.0, mode="median")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lo <= hi"):
+        check_gate(g, 2.0, interval=(3.0, 1.0))
+    with pytest.raises(TypeError):
+        check_gate(g, "2.0")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        check_gate(g, True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        check_gate("l0: >= 1", 2.0)  # type: ignore[arg-type]
+
+
+def test_int_values_are_accepted() -> None:
+    result = check_gate(gate("total_tokens_eval_reconstruction", ">= 1000"), 12800)
+    assert result.passed and isinstance(result.value, float)
+    assert result.message == "total_tokens_eval_reconstruction = 12800 (>= 1000)"
+
+
+def test_results_are_frozen() -> None:
+    result = check_gate(gate("l0", ">= 1"), 2.0)
+    with pytest.raises(AttributeError):
+        result.passed = False  # type: ignore[misc]
+    assert math.isfinite(result.value)
