@@ -1,0 +1,101 @@
+"""Bad input to evaluate(): one clear InputError naming the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pytest_saeval import EvalSettings, evaluate
+from pytest_saeval.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=2, d_model=16, d_head=4, n_heads=4, d_mlp=32, d_vocab=40, n_ctx=8,
+                                  act_fn="relu")
+    return HookedTransformer(cfg)
+
+
+def _sae(hook: str, d_in: int = 16, head: int | None = None):
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    cfg = StandardSAEConfig(d_in=d_in, d_sae=8)
+    cfg.metadata.hook_name = hook
+    if head is not None:
+        cfg.metadata.hook_head_index = head
+    return StandardSAE(cfg)
+
+
+SETTINGS = EvalSettings(batch_size_prompts=2, n_reconstruction_batches=1, n_sparsity_batches=2,
+                        exclude_special_tokens=False)
+
+
+def _tokens(n: int = 4) -> torch.Tensor:
+    return torch.randint(0, 40, (n, 8))
+
+
+def test_numpy_tokens_accepted(model):
+    out = evaluate(model, {"a": _sae("blocks.0.hook_resid_pre")}, _tokens().numpy().astype(np.int32), SETTINGS)
+    assert set(out) == {"a"} and out["a"].metrics["l0"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("saes", "tokens", "needle", "fix"),
+    [
+        ({}, None, "no SAEs", "at least one SAE"),
+        ({"a": "mlp"}, None, "d_in", None),
+        ({"a": "missing"}, None, "did you mean 'blocks.1.hook_resid_pre'", "hook this model has"),
+        ({"a": "ok"}, torch.randint(0, 40, (4,)), "2-D", "reshape"),
+        ({"a": "ok"}, torch.rand(4, 8), "integers", "integer array"),
+        ({"a": "ok"}, torch.full((4, 8), 40), "[0, 40)", "model's own tokenizer"),
+        ({"a": "ok"}, torch.full((4, 8), -1), "[0, 40)", "model's own tokenizer"),
+        ({"a": "ok"}, torch.randint(0, 40, (3, 8)), "3 token rows, but 4 are needed", "provide more rows"),
+        ({"a": "ok"}, torch.randint(0, 40, (4, 9)), "n_ctx 8", "context_size"),
+        ({"a": "head9"}, None, "hook_head_index 9", "head index"),
+    ],
+)
+def test_bad_inputs(model, saes, tokens, needle, fix):
+    built = {
+        k: {
+            "mlp": lambda: _sae("blocks.0.hook_mlp_out", d_in=7),
+            "missing": lambda: _sae("blocks.1.hook_resid_pr"),
+            "ok": lambda: _sae("blocks.0.hook_resid_pre"),
+            "head9": lambda: _sae("blocks.0.attn.hook_z", d_in=4, head=9),
+        }[v]()
+        for k, v in saes.items()
+    }
+    with pytest.raises(InputError) as info:
+        evaluate(model, built, _tokens() if tokens is None else tokens, SETTINGS)
+    message = str(info.value)
+    assert needle in message
+    assert "Fix:" in message
+    if fix:
+        assert fix in message
+
+
+def test_d_in_mismatch_names_both_sizes(model):
+    with pytest.raises(InputError, match=r"d_in is 7 but hook 'blocks.0.hook_mlp_out' gives activations of size 16"):
+        evaluate(model, {"a": _sae("blocks.0.hook_mlp_out", d_in=7)}, _tokens(), SETTINGS)
+
+
+@pytest.mark.parametrize("field", ["batch_size_prompts", "n_reconstruction_batches", "n_sparsity_batches"])
+@pytest.mark.parametrize("value", [0, -1, 1.5])
+def test_bad_settings(field, value):
+    with pytest.raises(InputError, match=field):
+        EvalSettings(**{field: value})
+
+
+def test_import_does_not_load_torch():
+    code = (
+        "import sys, pytest_saeval, pytest_saeval.plugin, pytest_saeval.errors, pytest_saeval.catalogue; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'sae_lens' not in sys.modules and 'transformer_lens' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
