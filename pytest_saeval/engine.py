@@ -294,14 +294,18 @@ class _Runner:
         """Clean forward; returns (logits or None, captured activations by hook name)."""
         captured: dict[str, torch.Tensor] = {}
 
-        def capture(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            captured[hook.name] = act
-            return act
+        def capture(name: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+            # keyed by the requested name: bridges may report an aliased hook.name
+            def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                captured[name] = act
+                return act
+
+            return fn
 
         names = {g.hook_name for g in self.groups}
         if full and self.fast:
             names |= {f"blocks.{g.layer}.hook_resid_pre" for g in self.groups if g.layer is not None}
-        hooks = [(name, capture) for name in sorted(names)]
+        hooks = [(name, capture(name)) for name in sorted(names)]
         if full:
             logits = self.model.run_with_hooks(rows, return_type="logits", fwd_hooks=hooks)
             return logits, captured
@@ -353,28 +357,28 @@ class _Runner:
             loss_mask = None if attn is None else torch.logical_and(attn[:, :-1], attn[:, 1:]).bool()
             if do_recon:
                 assert logits is not None
-                clean_log_p = torch.log_softmax(logits, dim=-1)
+                clean.add(rows_slice, torch.log_softmax(logits, dim=-1), rows, mask, None, None, loss_mask)
+                clean_p = torch.softmax(logits, dim=-1)
+                clean_plogp = torch.xlogy(clean_p, clean_p)
                 del logits
-                clean_p = clean_log_p.exp()
-                clean.add(rows_slice, clean_log_p, rows, mask, None, None, loss_mask)
             for group in self.groups:
                 act = captured[group.hook_name]
                 for sae_id in group.sae_ids:
                     self._sae_batch(sae_id, group, act, rows, rows_slice, mask, do_recon, do_sparse,
-                                    captured, attn, loss_mask, clean_log_p if do_recon else None,
+                                    captured, attn, loss_mask, clean_plogp if do_recon else None,
                                     clean_p if do_recon else None, n_recon_rows, n_sparse_rows)
                 if do_recon:
                     log_q = torch.log_softmax(
                         self._variant_forward(rows, group, captured, lambda a, hook, g=group: _ablate(a, g.head_index),
                                               attn), dim=-1)
-                    ablation[group].add(rows_slice, log_q, rows, mask, clean_log_p, clean_p, loss_mask)
+                    ablation[group].add(rows_slice, log_q, rows, mask, clean_plogp, clean_p, loss_mask)
                     del log_q
             del captured
         return self._finish(clean, ablation)
 
     def _sae_batch(self, sae_id: str, group: _Group, act: torch.Tensor, rows: torch.Tensor, rows_slice: slice,
                    mask: torch.Tensor, do_recon: bool, do_sparse: bool, captured: dict[str, torch.Tensor],
-                   attn: torch.Tensor | None, loss_mask: torch.Tensor | None, clean_log_p: torch.Tensor | None,
+                   attn: torch.Tensor | None, loss_mask: torch.Tensor | None, clean_plogp: torch.Tensor | None,
                    clean_p: torch.Tensor | None, n_recon_rows: int, n_sparse_rows: int) -> None:
         sae = self.saes[sae_id]
         x = _sae_input(act, group.head_index)
@@ -399,7 +403,7 @@ class _Runner:
             logits = self._variant_forward(rows, group, captured, lambda a, hook: replacement, attn)
             log_q = torch.log_softmax(logits, dim=-1)
             del logits
-            state.recon.add(rows_slice, log_q, rows, mask, clean_log_p, clean_p, loss_mask)
+            state.recon.add(rows_slice, log_q, rows, mask, clean_plogp, clean_p, loss_mask)
 
     def _finish(self, clean: LossAccumulator, ablation: dict[_Group, LossAccumulator]) -> dict[str, SAEResult]:
         # One host transfer: gather every device sum into one flat buffer, copy once, split again.

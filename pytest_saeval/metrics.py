@@ -43,7 +43,9 @@ class LossAccumulator:
     """Next-token KL divergence and cross-entropy of one forward variant against the clean run.
 
     Per kept position ``t`` (all positions for KL, positions ``0..T-2`` for CE):
-    ``KL_t = Σ_v p_t(v) (log p_t(v) − log q_t(v))`` (KL(clean ‖ variant), summed over the vocabulary)
+    ``KL_t = Σ_v [xlogy(p_t(v), p_t(v)) − p_t(v) log q_t(v)]`` (KL(clean ‖ variant) summed over the
+    vocabulary, with ``p = softmax(clean logits)``: the same arithmetic as ``torch.nn.functional.kl_div``,
+    which matters when KL is small and the two terms nearly cancel)
     and ``CE_t = −log q_t(token_{t+1})``. The reported values are ``Σ_t KL_t / N_KL`` and
     ``Σ_t CE_t / N_CE`` over every kept token of every reconstruction batch (SAE Lens's token means).
     """
@@ -60,7 +62,7 @@ class LossAccumulator:
         log_q: torch.Tensor,
         tokens: torch.Tensor,
         mask: torch.Tensor,
-        clean_log_p: torch.Tensor | None,
+        clean_plogp: torch.Tensor | None,
         clean_p: torch.Tensor | None,
         loss_mask: torch.Tensor | None = None,
     ) -> None:
@@ -76,8 +78,8 @@ class LossAccumulator:
         self.ce[rows] += _row_sum(ce_tok, ce_mask)
         self.ce_count[rows] += ce_mask.sum(dim=1, dtype=F64)
         if self.kl is not None:
-            assert clean_log_p is not None and clean_p is not None
-            kl_tok = (clean_p * (clean_log_p - log_q)).sum(dim=-1)
+            assert clean_plogp is not None and clean_p is not None
+            kl_tok = (clean_plogp - clean_p * log_q).sum(dim=-1)
             self.kl[rows] += _row_sum(kl_tok, mask)
             self.kl_count[rows] += mask.sum(dim=1, dtype=F64)
 
