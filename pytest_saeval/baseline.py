@@ -1,0 +1,260 @@
+"""Baseline files: the recorded metric values that ``baseline`` in a gate refers to (pure Python).
+
+Format (JSON, keys sorted, indent 2)::
+
+    {
+      "provenance": {"layer1-topk": {"sae_sha256": "...", "tokens_sha256": "..."}},
+      "saes": {"layer1-topk": {"ce_loss_score": 0.941234, "l0": 35.1234}}
+    }
+
+``provenance`` is optional. Values are finite numbers: NaN or infinity can never be a baseline, so
+:func:`write_baseline` refuses them and :func:`load_baseline` rejects files that hold them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BaselineError, did_you_mean
+from .fileio import atomic_write_text
+
+__all__ = ["Baseline", "load_baseline", "write_baseline"]
+
+_TOP_KEYS = ("saes", "provenance")
+_CREATE_FIX = (
+    "create it with `pytest --saeval-update-baseline` or `saeval run --update-baseline`, "
+    "or fix the suite's `baseline:` path"
+)
+_RECREATE_FIX = (
+    "fix the file by hand, or recreate it with `pytest --saeval-update-baseline` or "
+    "`saeval run --update-baseline`"
+)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Recorded metric values per SAE id, loaded from a baseline file."""
+
+    path: Path
+    """The baseline file."""
+    values: dict[str, dict[str, float]] = field(default_factory=dict)
+    """``{sae_id: {metric: value}}``; every value finite (integers as recorded)."""
+    provenances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``{sae_id: {...}}``: what the values were measured on (file hashes, settings), where recorded."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        values: dict[str, dict[str, float]] = {}
+        for sae_id, metrics in self.values.items():
+            values[sae_id] = {}
+            for metric, value in metrics.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise BaselineError(
+                        f"baseline value must be a finite number, got {value!r}",
+                        fix=_RECREATE_FIX,
+                        file=str(self.path),
+                        key=f"saes.{sae_id}.{metric}",
+                    )
+                values[sae_id][metric] = value  # ints stay ints so a rewrite is byte-identical
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "provenances", {k: dict(v) for k, v in self.provenances.items()})
+
+    @property
+    def sae_ids(self) -> tuple[str, ...]:
+        """SAE ids with recorded values, sorted."""
+        return tuple(sorted(self.values))
+
+    def value(self, sae_id: str, metric: str) -> float | None:
+        """The recorded value as a float, or ``None`` when this SAE or metric has none."""
+        found = self.values.get(sae_id, {}).get(metric)
+        return float(found) if found is not None else None
+
+    def provenance(self, sae_id: str) -> dict[str, Any] | None:
+        """A copy of what the SAE's values were measured on, or ``None`` when not recorded."""
+        found = self.provenances.get(sae_id)
+        return dict(found) if found is not None else None
+
+
+def _line_of(text: str, keys: list[str]) -> int | None:
+    """Best-effort line of the last key in a JSON key path (the keys are searched in order)."""
+    pos = 0
+    for key in keys:
+        needle = json.dumps(key)
+        found = -1
+        start = pos
+        while True:
+            found = text.find(needle, start)
+            if found < 0:
+                return None
+            rest = text[found + len(needle):].lstrip()
+            if rest.startswith(":"):
+                break
+            start = found + 1
+        pos = found + len(needle)
+    return text.count("\n", 0, pos) + 1
+
+
+class _Duplicate(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Duplicate(key)
+        out[key] = value
+    return out
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def load_baseline(path: str | os.PathLike[str], *, missing_ok: bool = False) -> Baseline:
+    """Read and validate a baseline file.
+
+    A missing file raises :class:`BaselineError` (naming the file and how to create it) unless
+    ``missing_ok``, which returns an empty :class:`Baseline`. Corrupt JSON reports the line JSON
+    gives; structure errors name the key path (and, where it can be found, the line).
+    """
+    file = os.fspath(path)
+    target = Path(file)
+    try:
+        raw = target.read_bytes()
+    except FileNotFoundError:
+        if missing_ok:
+            return Baseline(path=target)
+        raise BaselineError("baseline file not found", fix=_CREATE_FIX, file=file) from None
+    except IsADirectoryError:
+        raise BaselineError("baseline path is a folder, not a JSON file", fix=_CREATE_FIX, file=file) from None
+    except OSError as e:
+        raise BaselineError(f"cannot read the baseline file: {e.strerror or e}", fix="check the file's permissions", file=file) from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise BaselineError("the baseline file is not UTF-8 text", fix=_RECREATE_FIX, file=file, line=line) from e
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as e:
+        raise BaselineError(f"invalid JSON: {e.msg} (column {e.colno})", fix=_RECREATE_FIX, file=file, line=e.lineno) from e
+    except _Duplicate as e:
+        raise BaselineError(f"duplicate key {e.key!r}", fix="keep one entry per key", file=file, line=_line_of(text, [e.key])) from None
+
+    def bad(message: str, keys: list[str], fix: str = _RECREATE_FIX) -> BaselineError:
+        return BaselineError(message, fix=fix, file=file, line=_line_of(text, keys) if keys else 1, key=".".join(keys) or None)
+
+    if not isinstance(data, dict):
+        raise bad(f'a baseline file must be a JSON object with a "saes" key, got {_kind(data)}', [])
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise bad(f"unknown key {key!r}{did_you_mean(key, _TOP_KEYS)}", [key], "use only " + ", ".join(_TOP_KEYS))
+    if "saes" not in data:
+        raise bad('missing the "saes" key', [])
+    saes = data["saes"]
+    if not isinstance(saes, dict):
+        raise bad(f'"saes" must be an object {{sae_id: {{metric: value}}}}, got {_kind(saes)}', ["saes"])
+    values: dict[str, dict[str, float]] = {}
+    for sae_id, metrics in saes.items():
+        if not isinstance(metrics, dict):
+            raise bad(f"must be an object {{metric: value}}, got {_kind(metrics)}", ["saes", sae_id])
+        for metric, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad(f"baseline value must be a number, got {_kind(value)} ({value!r})", ["saes", sae_id, metric])
+            if not math.isfinite(value):
+                raise bad(
+                    f"baseline value is {value!r}; NaN and infinity cannot be a baseline",
+                    ["saes", sae_id, metric],
+                    "replace it with a finite number or remove the entry, then rerun with --saeval-update-baseline",
+                )
+        values[sae_id] = dict(metrics)
+    provenance = data.get("provenance")
+    provenances: dict[str, dict[str, Any]] = {}
+    if provenance is not None:
+        if not isinstance(provenance, dict):
+            raise bad(f'"provenance" must be an object {{sae_id: {{...}}}}, got {_kind(provenance)}', ["provenance"])
+        for sae_id, info in provenance.items():
+            if not isinstance(info, dict):
+                raise bad(f"must be an object, got {_kind(info)}", ["provenance", sae_id])
+            provenances[sae_id] = info
+    return Baseline(path=target, values=values, provenances=provenances)
+
+
+def _round6(value: float) -> float:
+    """Round to 6 significant digits (so small measurement noise does not churn the file)."""
+    return float(f"{value:.6g}")
+
+
+def write_baseline(
+    path: str | os.PathLike[str],
+    values: Mapping[str, Mapping[str, float]],
+    provenance: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Write a baseline file atomically: keys sorted, floats rounded to 6 significant digits,
+    indent 2, trailing newline.
+
+    Non-finite values are refused with :class:`BaselineError` (the file is left as it was), so NaN
+    is never recorded as a number. Integers are kept as they are.
+    """
+    file = os.fspath(path)
+    saes: dict[str, dict[str, float | int]] = {}
+    for sae_id, metrics in values.items():
+        if not isinstance(sae_id, str) or not sae_id:
+            raise BaselineError(f"SAE id must be a non-empty string, got {sae_id!r}", fix="pass string ids", file=file)
+        if not isinstance(metrics, Mapping):
+            raise BaselineError(f"values must be a mapping metric -> value, got {type(metrics).__name__}", fix="pass {metric: value}", file=file, key=f"saes.{sae_id}")
+        out: dict[str, float | int] = {}
+        for metric, value in metrics.items():
+            key = f"saes.{sae_id}.{metric}"
+            if not isinstance(metric, str) or not metric:
+                raise BaselineError(f"metric name must be a non-empty string, got {metric!r}", fix="pass string metric names", file=file, key=f"saes.{sae_id}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise BaselineError(f"baseline value must be a number, got {value!r}", fix="pass float metric values", file=file, key=key)
+            if not math.isfinite(value):
+                raise BaselineError(
+                    f"refusing to record {value!r} as a baseline: NaN and infinity cannot be a baseline",
+                    fix="make the metric finite (check the SAE and the evaluation data) before updating the baseline",
+                    file=file,
+                    key=key,
+                )
+            out[metric] = value if isinstance(value, int) else _round6(float(value))
+        saes[sae_id] = out
+    document: dict[str, Any] = {"saes": saes}
+    if provenance:
+        document["provenance"] = {str(k): dict(v) for k, v in provenance.items()}
+    try:
+        text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as e:
+        raise BaselineError(
+            f"provenance cannot be written as JSON: {e}",
+            fix="use only strings, finite numbers, booleans, lists and objects in provenance",
+            file=file,
+            key="provenance",
+        ) from e
+    try:
+        atomic_write_text(file, text)
+    except OSError as e:
+        raise BaselineError(
+            f"cannot write the baseline file: {e.strerror or e}",
+            fix="check that the folder exists and is writable",
+            file=file,
+        ) from e
