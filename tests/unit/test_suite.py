@@ -544,3 +544,13 @@ def test_defaults_errors(tmp_path: Path) -> None:
     assert_error(tmp_path, MINIMAL + "defaults: [a]\n", 8, "defaults", "must be a mapping")
     suite = load_suite(write(tmp_path, MINIMAL + "defaults:\n  gates:\n"))
     assert suite.default_gates == ()
+
+
+def test_loader_leaves_yaml_safe_load_alone(tmp_path: Path) -> None:
+    import datetime
+
+    import yaml
+
+    load_suite(write(tmp_path, MINIMAL))
+    assert yaml.safe_load("d: 2024-01-01") == {"d": datetime.date(2024, 1, 1)}
+    assert type(yaml.safe_load("{a: 1}")) is dict
