@@ -1,0 +1,189 @@
+"""Writers for run outputs: per-SAE JSON, ``all_eval_results.json`` / ``.csv``, the gate table.
+
+The per-SAE JSON has SAE Lens's eval-output keys (``unique_id sae_set sae_id eval_cfg metrics
+feature_metrics sae_cfg``) with ``metrics`` flat, plus ``gates`` and ``provenance``. Non-finite
+numbers are written as ``null`` (never as a number such as SAE Lens's ``-1``, which a later gate
+could read as a value). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .fileio import atomic_write_text
+from .gates import format_number
+from .session import SuiteRun
+
+__all__ = ["format_table", "result_records", "write_outputs"]
+
+
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def _sae_set(run: SuiteRun, unique_id: str) -> str:
+    for entry in run.entries:
+        if entry.unique_id == unique_id and entry.spec.release:
+            return entry.spec.release
+    return run.suite.path.stem
+
+
+def result_records(runs: Iterable[SuiteRun]) -> list[dict[str, Any]]:
+    """One JSON-ready record per evaluated SAE, in run order."""
+    records: list[dict[str, Any]] = []
+    for run in runs:
+        for entry in run.entries:
+            uid = entry.unique_id
+            result = run.results.get(uid)
+            if result is None:
+                continue
+            gates = [
+                {
+                    "metric": c.gate.metric,
+                    "bound": c.gate.text,
+                    "value": c.result.value,
+                    "passed": c.passed,
+                    "message": c.result.message,
+                    "line": c.gate.line,
+                }
+                for c in run.checks
+                if c.sae_id == uid
+            ]
+            records.append(
+                _finite_or_none(
+                    {
+                        "unique_id": uid,
+                        "sae_set": _sae_set(run, uid),
+                        "sae_id": entry.release_sae_id or uid,
+                        "eval_cfg": dict(run.eval_cfg),
+                        "metrics": dict(result.metrics),
+                        "feature_metrics": dict(result.feature_metrics),
+                        "sae_cfg": run.sae_cfgs.get(uid, {}),
+                        "hook_name": result.hook_name,
+                        "hook_head_index": result.hook_head_index,
+                        "gates": gates,
+                        "provenance": run.provenance.get(uid, {}),
+                    }
+                )
+            )
+    return records
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "sae"
+
+
+def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(obj, (list, tuple)):
+        out[prefix] = json.dumps(obj)
+    else:
+        out[prefix] = obj
+
+
+def _csv_text(records: Sequence[dict[str, Any]]) -> str:
+    rows = []
+    for rec in records:
+        flat: dict[str, Any] = {}
+        for key in ("unique_id", "sae_set", "sae_id", "hook_name", "hook_head_index"):
+            flat[key] = rec.get(key)
+        for key in ("eval_cfg", "metrics", "provenance", "sae_cfg"):
+            _flatten(key, rec.get(key, {}), flat)
+        flat["gates_passed"] = all(g["passed"] for g in rec.get("gates", []))
+        rows.append(flat)
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def write_outputs(runs: Sequence[SuiteRun], output_dir: str | Path) -> list[Path]:
+    """Write one JSON per SAE plus ``all_eval_results.json`` and ``all_eval_results.csv``."""
+    out = Path(output_dir)
+    records = result_records(runs)
+    written: list[Path] = []
+    for rec in records:
+        suite_stem = Path(rec["eval_cfg"]["suite"]).stem
+        path = out / f"{_safe_name(suite_stem)}__{_safe_name(rec['unique_id'])}.json"
+        atomic_write_text(path, json.dumps(rec, indent=2, allow_nan=False) + "\n")
+        written.append(path)
+    combined = out / "all_eval_results.json"
+    atomic_write_text(combined, json.dumps(records, indent=2, allow_nan=False) + "\n")
+    table = out / "all_eval_results.csv"
+    atomic_write_text(table, _csv_text(records))
+    return [*written, combined, table]
+
+
+def format_table(run: SuiteRun) -> str:
+    """A plain-text table: SAE x gated metric with value, bound and PASS/FAIL."""
+    header = ("sae", "metric", "value", "bound", "result")
+    rows = [
+        (c.sae_id, c.gate.metric, format_number(c.result.value), c.gate.describe(c.result.baseline_value),
+         "PASS" if c.passed else "FAIL")
+        for c in run.checks
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = [f"{run.suite.path}"]
+    lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    lines.append("  " + "  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    n_fail = sum(not c.passed for c in run.checks)
+    lines.append(f"  {len(rows) - n_fail} passed, {n_fail} failed" if rows else "  no gates")
+    return "\n".join(lines)
+
+
+def write_baselines(runs: Sequence[SuiteRun]) -> list[Path]:
+    """Rewrite each suite's baseline file from this run (finite scalar metrics and provenance).
+
+    SAEs not evaluated in this run keep their old values. The file is written atomically, keys
+    sorted and values rounded (see :func:`~pytest_saeval.baseline.write_baseline`). A suite without
+    a ``baseline:`` key is an error: there is no file to write.
+    """
+    from .baseline import load_baseline, write_baseline
+    from .errors import SuiteError
+
+    written: list[Path] = []
+    by_path: dict[Path, tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]] = {}
+    for run in runs:
+        path = run.suite.baseline
+        if path is None:
+            raise SuiteError(
+                "updating the baseline needs a baseline file",
+                fix="add `baseline: baselines/<name>.json` to the suite (the file is created on update)",
+                file=str(run.suite.path), key="baseline",
+            )
+        if path not in by_path:
+            old = load_baseline(path, missing_ok=True)
+            by_path[path] = ({k: dict(v) for k, v in old.values.items()},
+                             {k: old.provenance(k) or {} for k in old.sae_ids})
+        values, provenance = by_path[path]
+        for uid, result in run.results.items():
+            values[uid] = {k: v for k, v in result.metrics.items() if math.isfinite(v)}
+            provenance[uid] = dict(run.provenance.get(uid, {}))
+    for path, (values, provenance) in by_path.items():
+        write_baseline(path, values, {k: v for k, v in provenance.items() if v} or None)
+        written.append(path)
+    return written

@@ -1,0 +1,478 @@
+"""One evaluation run shared by the pytest plugin and the ``saeval`` command.
+
+Loads each model once (even when several suites share it), each token set and SAE once, runs one
+fused :func:`~pytest_saeval.engine.evaluate` call per (model, token set, settings) and checks every
+gate. Bad input surfaces as one :class:`~pytest_saeval.errors.SaevalError` located at the suite
+file, line and key it came from.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .baseline import Baseline, load_baseline
+from .errors import SaevalError
+from .gates import Gate, GateResult, check_gate
+from .suite import SAESpec, Suite
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .engine import SAEResult
+
+__all__ = [
+    "GateCheck",
+    "SAEEntry",
+    "Session",
+    "SuiteRun",
+    "entries_of",
+    "run_suites",
+]
+
+
+@dataclass(frozen=True)
+class SAEEntry:
+    """One SAE to evaluate: a suite entry, or one match of a release regex."""
+
+    suite_path: Path
+    """The suite file it belongs to."""
+    spec: SAESpec
+    """The ``saes:`` entry it came from."""
+    unique_id: str
+    """``spec.id``, or ``spec.id/<release sae_id>`` for entries expanded from a regex."""
+    release_sae_id: str | None = None
+    """The exact SAE Lens id inside the release (release entries only)."""
+
+    @property
+    def gates(self) -> tuple[Gate, ...]:
+        return self.spec.gates
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One gate of one SAE, checked (or not, when its SAE failed to evaluate)."""
+
+    suite_path: Path
+    """The suite file."""
+    sae_id: str
+    """The SAE's unique id."""
+    gate: Gate
+    """The gate as written."""
+    result: GateResult
+    """The outcome, with the reviewer's one-line message."""
+
+    @property
+    def passed(self) -> bool:
+        return self.result.passed
+
+    @property
+    def message(self) -> str:
+        """``file:line: [sae] metric = value, needs ... (short by ...)``."""
+        where = f"{self.suite_path}:{self.gate.line}" if self.gate.line else str(self.suite_path)
+        return f"{where}: [{self.sae_id}] {self.result.message}"
+
+
+@dataclass
+class SuiteRun:
+    """Everything one suite produced in a run."""
+
+    suite: Suite
+    """The suite as loaded."""
+    entries: list[SAEEntry]
+    """The SAEs that were evaluated (after selection and regex expansion)."""
+    results: dict[str, SAEResult]
+    """Engine results by unique SAE id."""
+    checks: list[GateCheck]
+    """Gate outcomes, in file order."""
+    eval_cfg: dict[str, Any]
+    """Settings and data description, as written to the outputs."""
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per SAE id: versions, device, content hashes of SAE weights, tokens and model."""
+    sae_cfgs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per SAE id: the SAE's config as a plain dict."""
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+def entries_of(suite: Suite, selected: Callable[[str], bool] | None = None) -> list[SAEEntry]:
+    """The SAE entries of ``suite`` (release regexes expanded through SAE Lens's directory; no download).
+
+    ``selected(unique_id)`` filters entries (e.g. by pytest's ``-k``).
+    """
+    out: list[SAEEntry] = []
+    for i, spec in enumerate(suite.saes):
+        if spec.release is not None:
+            from .sources.saes import expand_sae_ids
+
+            assert spec.sae_id is not None
+            try:
+                ids = expand_sae_ids(spec.release, spec.sae_id)
+            except SaevalError as e:
+                raise e.located(file=str(suite.path), line=spec.line, key=f"saes[{i}].sae_id") from e
+            exact = len(ids) == 1 and ids[0] == spec.sae_id
+            for rid in ids:
+                uid = spec.id if exact else f"{spec.id}/{rid}"
+                out.append(SAEEntry(suite.path, spec, uid, rid))
+        else:
+            out.append(SAEEntry(suite.path, spec, spec.id))
+    if selected is not None:
+        out = [e for e in out if selected(e.unique_id)]
+    return out
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _located(e: SaevalError, suite: Suite, line: int | None, key: str) -> SaevalError:
+    return e.located(file=str(suite.path), line=line, key=key)
+
+
+class Session:
+    """Loads and evaluates suites; memoizes models, tokens and SAEs across suites.
+
+    ``device`` overrides every suite's ``model.device``. ``model_override`` / ``saes_override`` /
+    ``tokens_override`` replace what a suite would load (the pytest fixtures use these).
+    """
+
+    def __init__(
+        self,
+        *,
+        device: str | None = None,
+        progress: bool = False,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = False,
+        model_override: Any = None,
+        saes_override: Mapping[str, Any] | None = None,
+        tokens_override: Any = None,
+    ) -> None:
+        self.device = device
+        self.progress = progress
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.use_cache = use_cache
+        self.model_override = model_override
+        self.saes_override = dict(saes_override) if saes_override is not None else None
+        self.tokens_override = tokens_override
+        self._models: dict[tuple[Any, ...], Any] = {}
+        self._tokens: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._saes: dict[tuple[Any, ...], list[tuple[str | None, Any]]] = {}
+        self.evaluations = 0
+        """How many SAEs this session has evaluated (tests use it to prove exactly-once)."""
+
+    # -- loading --------------------------------------------------------------------------------
+    def _model_key(self, suite: Suite) -> tuple[Any, ...]:
+        m = suite.model
+        return ("model", m.name, str(m.path) if m.path else None, m.factory,
+                self.device or m.device, m.dtype, str(suite.path.parent) if m.factory else None)
+
+    def model(self, suite: Suite) -> Any:
+        """The suite's model, loaded once per distinct model spec."""
+        if self.model_override is not None:
+            return self.model_override
+        key = self._model_key(suite)
+        if key not in self._models:
+            from .sources.models import load_model
+
+            m = suite.model
+            field_name = "name" if m.name else "path" if m.path else "factory"
+            try:
+                self._models[key] = load_model(
+                    name=m.name, path=m.path, factory=m.factory, device=self.device or m.device, dtype=m.dtype,
+                    base_dir=suite.path.parent,
+                )
+            except SaevalError as e:
+                raise _located(e, suite, m.line, f"model.{field_name}") from e
+        return self._models[key]
+
+    def tokens(self, suite: Suite, model: Any) -> torch.Tensor:
+        """The suite's token rows ``[n, context_size]``, checked against the model's vocabulary."""
+        if self.tokens_override is not None:
+            from .engine import _as_token_tensor
+
+            return _as_token_tensor(self.tokens_override)
+        d = suite.data
+        key = ("tokens", str(d.tokens) if d.tokens else None, d.dataset, d.context_size,
+               d.to_settings().rows_needed, id(model) if d.dataset else None)
+        if key not in self._tokens:
+            from .sources.data import check_tokens, load_token_file, tokens_from_dataset
+
+            settings = d.to_settings()
+            try:
+                if d.tokens is not None:
+                    toks = load_token_file(d.tokens, context_size=d.context_size, base_dir=suite.path.parent)
+                    where = "data.tokens"
+                else:
+                    ds = d.dataset
+                    assert ds is not None
+                    where = "data.dataset"
+                    toks = tokens_from_dataset(
+                        path=ds.path, model=model, context_size=d.context_size, n_rows=settings.rows_needed,
+                        split=ds.split, column=ds.column, streaming=ds.streaming, name=ds.name,
+                        data_files=dict(ds.data_files) if ds.data_files else None, base_dir=suite.path.parent,
+                    )
+                vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+                if vocab is not None:
+                    check_tokens(toks, int(vocab), source=str(d.tokens or d.dataset.path))  # type: ignore[union-attr]
+            except SaevalError as e:
+                raise _located(e, suite, d.line, where) from e
+            self._tokens[key] = toks
+        return self._tokens[key]
+
+    def saes(self, suite: Suite, entries: Iterable[SAEEntry], device: str) -> dict[str, Any]:
+        """The loaded SAEs of ``entries`` by unique id (each spec loaded once)."""
+        out: dict[str, Any] = {}
+        for entry in entries:
+            if self.saes_override is not None:
+                if entry.unique_id not in self.saes_override:
+                    raise SaevalError(
+                        f"the saeval_saes fixture has no SAE {entry.unique_id!r}",
+                        fix="return a mapping with an entry for every SAE id of the suite",
+                        file=str(suite.path), line=entry.spec.line, key="saes",
+                    )
+                out[entry.unique_id] = self.saes_override[entry.unique_id]
+                continue
+            spec = entry.spec
+            idx = suite.saes.index(spec)
+            key = ("sae", str(suite.path), spec.id, device, entry.release_sae_id)
+            if key not in self._saes:
+                from .sources.saes import load_saes
+
+                field_name = "path" if spec.path else "release" if spec.release else "factory"
+                try:
+                    self._saes[key] = load_saes(
+                        path=spec.path, release=spec.release,
+                        sae_id=entry.release_sae_id if spec.release else None,
+                        factory=spec.factory, device=device, base_dir=suite.path.parent,
+                    )
+                except SaevalError as e:
+                    raise _located(e, suite, spec.line, f"saes[{idx}].{field_name}") from e
+            loaded = self._saes[key]
+            out[entry.unique_id] = loaded[0][1]
+        return out
+
+    # -- running --------------------------------------------------------------------------------
+    def run(
+        self,
+        suites: Iterable[Suite],
+        selected: Callable[[Suite, str], bool] | None = None,
+    ) -> list[SuiteRun]:
+        """Evaluate every selected SAE of every suite once and check its gates."""
+        from .engine import model_device
+
+        suites = list(suites)
+        plans = []
+        for suite in suites:
+            sel = (lambda uid, s=suite: selected(s, uid)) if selected is not None else None
+            entries = entries_of(suite, sel)
+            if entries:
+                plans.append((suite, entries))
+
+        # Group suites sharing model, tokens and settings: one fused pass serves them all.
+        runs: list[SuiteRun] = []
+        groups: dict[tuple[Any, ...], list[tuple[Suite, list[SAEEntry]]]] = {}
+        for suite, entries in plans:
+            gkey = (self._model_key(suite), str(suite.data.tokens), suite.data.dataset, suite.data.to_settings())
+            groups.setdefault(gkey, []).append((suite, entries))
+
+        results_by_suite: dict[Path, dict[str, SAEResult]] = {}
+        context: dict[Path, dict[str, Any]] = {}
+        for members in groups.values():
+            first_suite = members[0][0]
+            model = self.model(first_suite)
+            device = str(model_device(model))
+            tokens = self.tokens(first_suite, model)
+            settings = first_suite.data.to_settings()
+            fused: dict[str, Any] = {}
+            owner: dict[str, tuple[Suite, str]] = {}
+            for suite, entries in members:
+                loaded = self.saes(suite, entries, device)
+                for uid, sae in loaded.items():
+                    fused_id = f"{suite.path}::{uid}"
+                    fused[fused_id] = sae
+                    owner[fused_id] = (suite, uid)
+            try:
+                out = self._evaluate(model, fused, tokens, settings)
+            except SaevalError as e:
+                raise _relocate(e, owner, first_suite) from e
+            self.evaluations += len(fused)
+            for fused_id, res in out.items():
+                suite, uid = owner[fused_id]
+                results_by_suite.setdefault(suite.path, {})[uid] = res
+            tok_hash = _tensor_hash(tokens)
+            for suite, _ in members:
+                context[suite.path] = {"model": model, "tokens_hash": tok_hash, "device": device,
+                                       "saes": {owner[f][1]: fused[f] for f in owner if owner[f][0] is suite},
+                                       "context_size": int(tokens.shape[1])}
+
+        for suite, entries in plans:
+            ctx = context[suite.path]
+            results = results_by_suite.get(suite.path, {})
+            baseline = self._baseline(suite)
+            checks = check_suite(suite, entries, results, baseline)
+            provenance = {uid: self._provenance(ctx, sae) for uid, sae in ctx["saes"].items()}
+            sae_cfgs = {uid: _sae_cfg_dict(sae) for uid, sae in ctx["saes"].items()}
+            runs.append(SuiteRun(suite=suite, entries=entries, results=results, checks=checks,
+                                 eval_cfg=_eval_cfg(suite, ctx["context_size"]), provenance=provenance,
+                                 sae_cfgs=sae_cfgs))
+        return runs
+
+    def _evaluate(self, model: Any, saes: dict[str, Any], tokens: Any, settings: Any) -> dict[str, SAEResult]:
+        from .engine import evaluate
+
+        return evaluate(model, saes, tokens, settings, progress=self.progress)
+
+    def _baseline(self, suite: Suite) -> Baseline | None:
+        if suite.baseline is None:
+            return None
+        try:
+            return load_baseline(suite.baseline, missing_ok=not suite.uses_baseline)
+        except SaevalError as e:
+            raise e.located(file=str(suite.path), line=suite.baseline_line, key="baseline") from e
+
+    def _provenance(self, ctx: dict[str, Any], sae: Any) -> dict[str, Any]:
+        import torch
+
+        return {
+            "pytest_saeval_version": _version("pytest-saeval"),
+            "sae_lens_version": _version("sae-lens"),
+            "transformer_lens_version": _version("transformer-lens"),
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "device": ctx["device"],
+            "sae_weights_sha256": _module_hash(sae),
+            "tokens_sha256": ctx["tokens_hash"],
+            "model_weights_sha256": _module_hash(ctx["model"]),
+        }
+
+
+def _relocate(e: SaevalError, owner: Mapping[str, tuple[Suite, str]], fallback: Suite) -> SaevalError:
+    """Point an engine error about ``saes.<fused id>...`` at the suite entry it concerns."""
+    key = e.location.key or ""
+    for fused_id, (suite, uid) in owner.items():
+        prefix = f"saes.{fused_id}"
+        if key == prefix or key.startswith(prefix + "."):
+            spec = next(s for s in suite.saes if uid == s.id or uid.startswith(s.id + "/"))
+            idx = suite.saes.index(spec)
+            rest = key[len(prefix):]
+            message = e.message.replace(fused_id, uid)
+            return type(e)(message, fix=e.fix, file=str(suite.path), line=spec.line, key=f"saes[{idx}]{rest}")
+    data_keys = {"tokens": "data.tokens", "context_size": "data.context_size"}
+    if key in data_keys or key in ("batch_size_prompts", "n_reconstruction_batches", "n_sparsity_batches"):
+        return type(e)(e.message, fix=e.fix, file=str(fallback.path), line=fallback.data.line,
+                       key=data_keys.get(key, f"data.{key}"))
+    return e.located(file=str(fallback.path))
+
+
+_HASHES: dict[int, str] = {}
+
+
+def _module_hash(obj: Any) -> str:
+    from .sources.hashing import state_dict_hash
+
+    key = id(obj)
+    if key not in _HASHES:
+        _HASHES[key] = state_dict_hash(obj)
+    return _HASHES[key]
+
+
+def _tensor_hash(t: Any) -> str:
+    from .sources.hashing import tensor_hash
+
+    return tensor_hash(t)
+
+
+def _sae_cfg_dict(sae: Any) -> dict[str, Any]:
+    cfg = getattr(sae, "cfg", None)
+    to_dict = getattr(cfg, "to_dict", None)
+    if callable(to_dict):
+        try:
+            return _jsonable(to_dict())
+        except Exception:  # noqa: BLE001 - a config that cannot be serialised is described below
+            pass
+    out: dict[str, Any] = {}
+    for name in ("d_in", "d_sae", "architecture", "dtype", "device"):
+        value = getattr(cfg, name, None)
+        out[name] = value() if callable(value) else value
+    meta = getattr(cfg, "metadata", None)
+    out["hook_name"] = getattr(meta, "hook_name", None)
+    out["hook_head_index"] = getattr(meta, "hook_head_index", None)
+    return _jsonable(out)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "to_dict"):
+        return _jsonable(obj.to_dict())
+    return str(obj)
+
+
+def _eval_cfg(suite: Suite, context_size: int) -> dict[str, Any]:
+    d = suite.data
+    s = d.to_settings()
+    dataset = str(d.tokens) if d.tokens is not None else (d.dataset.path if d.dataset else None)
+    return {
+        "suite": str(suite.path),
+        "dataset": dataset,
+        "context_size": context_size,
+        "batch_size_prompts": s.batch_size_prompts,
+        "n_eval_reconstruction_batches": s.n_reconstruction_batches,
+        "n_eval_sparsity_variance_batches": s.n_sparsity_batches,
+        "exclude_special_tokens": s.exclude_special_tokens if isinstance(s.exclude_special_tokens, bool)
+        else list(s.exclude_special_tokens),
+        "library_version": _version("sae-lens"),
+        "saeval_version": _version("pytest-saeval"),
+    }
+
+
+def check_suite(suite: Suite, entries: list[SAEEntry], results: Mapping[str, SAEResult],
+                baseline: Baseline | None) -> list[GateCheck]:
+    """Check every gate of every evaluated entry; baseline-relative gates read ``baseline``."""
+    checks: list[GateCheck] = []
+    for entry in entries:
+        result = results.get(entry.unique_id)
+        if result is None:
+            continue
+        for gate in entry.gates:
+            checks.append(check_one(suite, entry.unique_id, gate, result.metrics, baseline))
+    return checks
+
+
+def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float],
+              baseline: Baseline | None) -> GateCheck:
+    """Check one gate; a metric the engine did not produce is NaN (and so fails, never passes)."""
+    value = metrics.get(gate.metric, math.nan)
+    base = baseline.value(sae_id, gate.metric) if (baseline is not None and gate.uses_baseline) else None
+    if gate.uses_baseline and base is None:
+        from .errors import BaselineError
+
+        raise BaselineError(
+            f"the baseline file has no value of {gate.metric} for SAE {sae_id!r}",
+            fix="record it with `pytest --saeval-update-baseline` or `saeval run --update-baseline`",
+            file=str(suite.path), line=gate.line, key=gate.key,
+        )
+    return GateCheck(suite.path, sae_id, gate, check_gate(gate, value, base))
+
+
+def run_suites(paths: Iterable[str | Path], **session_options: Any) -> list[SuiteRun]:
+    """Load the suite files at ``paths`` and run them in one :class:`Session`."""
+    from .suite import load_suites
+
+    return Session(**session_options).run(load_suites(paths))
