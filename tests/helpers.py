@@ -1,0 +1,189 @@
+"""Tiny models, tokenizers and SAEs saved to folders, for tests.
+
+Everything here is small (2 layers, d_model 32, vocabulary under 200) and deterministic, so a test
+can build it in well under a second. Heavy libraries are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+BOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<pad>"
+UNK_TOKEN = "<unk>"
+
+_WORDS = (
+    "the a cat dog sat ran on under mat log red blue small big tree house bird fish swims "
+    "flies sings and or but then quickly slowly happy sad green old new river hill sun moon"
+).split()
+
+
+def tiny_corpus(n_docs: int = 64, *, seed: int = 0, min_words: int = 3, max_words: int = 40) -> list[str]:
+    """Deterministic short documents made of a small English word list."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        n = rng.randint(min_words, max_words)
+        words = [rng.choice(_WORDS) for _ in range(n)]
+        docs.append(" ".join(words) + rng.choice([".", "!", "?"]))
+    return docs
+
+
+def build_tiny_tokenizer(vocab_size: int = 160, *, seed: int = 0, add_bos_token: bool = False) -> Any:
+    """A BPE tokenizer trained on :func:`tiny_corpus`, as a ``PreTrainedTokenizerFast``.
+
+    BOS = EOS = ``<|endoftext|>`` (id 0), PAD = ``<pad>`` (id 1), UNK = ``<unk>`` (id 2).
+    ``add_bos_token=True`` makes ``encode`` start with BOS (what TransformerLens turns a
+    tokenizer into when it loads one).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=UNK_TOKEN))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS_TOKEN, PAD_TOKEN, UNK_TOKEN],
+        show_progress=False,
+    )
+    tok.train_from_iterator(tiny_corpus(256, seed=seed), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS_TOKEN,
+        eos_token=BOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        unk_token=UNK_TOKEN,
+        add_bos_token=add_bos_token,
+        name_or_path="tiny-tokenizer",
+    )
+
+
+def build_tiny_gpt2(
+    *,
+    vocab_size: int,
+    n_layer: int = 2,
+    n_embd: int = 32,
+    n_head: int = 2,
+    n_positions: int = 64,
+    seed: int = 0,
+) -> Any:
+    """A randomly initialised ``transformers.GPT2LMHeadModel`` (eval mode, float32)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=1,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    # Non-trivial LayerNorm parameters, so that folding or centering would show in the logits.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def save_tiny_gpt2(folder: str | Path, *, seed: int = 0, n_layer: int = 2, n_positions: int = 64) -> Path:
+    """Save a tiny GPT-2 and its tokenizer (``save_pretrained``) into ``folder``; return the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_tokenizer(seed=seed)
+    model = build_tiny_gpt2(vocab_size=len(tokenizer), n_layer=n_layer, n_positions=n_positions, seed=seed)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_hooked_transformer(*, seed: int = 0, n_layers: int = 2, d_model: int = 32, n_ctx: int = 64) -> Any:
+    """A HookedTransformer built in code with the tiny tokenizer attached (no folder involved)."""
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    tokenizer = build_tiny_tokenizer(seed=seed, add_bos_token=True)
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=d_model,
+        n_ctx=n_ctx,
+        d_head=d_model // 2,
+        n_heads=2,
+        d_mlp=4 * d_model,
+        d_vocab=len(tokenizer),
+        act_fn="gelu_new",
+        normalization_type="LN",
+        seed=seed,
+        device="cpu",
+    )
+    torch.manual_seed(seed)
+    return HookedTransformer(cfg, tokenizer=tokenizer)
+
+
+def sae_cfg_dict(
+    *,
+    architecture: str = "standard",
+    hook_name: str = "blocks.0.hook_resid_pre",
+    d_in: int = 32,
+    d_sae: int = 64,
+    hook_head_index: int | None = None,
+    model_name: str = "tiny-gpt2",
+    context_size: int = 64,
+    prepend_bos: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An SAE Lens ``cfg.json`` dictionary for :func:`save_tiny_sae`."""
+    metadata: dict[str, Any] = {
+        "hook_name": hook_name,
+        "model_name": model_name,
+        "context_size": context_size,
+        "prepend_bos": prepend_bos,
+    }
+    if hook_head_index is not None:
+        metadata["hook_head_index"] = hook_head_index
+    extra = dict(extra or {})
+    if architecture in ("topk", "abstopk") and "k" not in extra:
+        extra["k"] = 4
+    return {"architecture": architecture, "d_in": d_in, "d_sae": d_sae, "metadata": metadata, **extra}
+
+
+def build_tiny_sae(seed: int = 0, **cfg: Any) -> Any:
+    """An SAE Lens SAE with random weights (keyword arguments as for :func:`sae_cfg_dict`)."""
+    import torch
+    from sae_lens import SAE
+
+    sae = SAE.from_dict(sae_cfg_dict(**cfg))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sae.named_parameters():
+            values = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            if name == "threshold":
+                values = values.abs() * 0.1
+            elif name.startswith("b_"):
+                values = values * 0.1
+            elif name.startswith("W_"):
+                values = values / p.shape[0] ** 0.5
+            p.copy_(values)
+    return sae.eval()
+
+
+def save_tiny_sae(folder: str | Path, *, seed: int = 0, **cfg: Any) -> Path:
+    """Save a tiny SAE Lens SAE (``cfg.json`` + ``sae_weights.safetensors``) into ``folder``.
+
+    ``cfg`` takes the keyword arguments of :func:`sae_cfg_dict` (architecture, hook_name, d_in,
+    d_sae, hook_head_index, ...). Returns the folder.
+    """
+    folder = Path(folder)
+    build_tiny_sae(seed=seed, **cfg).save_model(folder)
+    return folder
