@@ -187,3 +187,45 @@ def save_tiny_sae(folder: str | Path, *, seed: int = 0, **cfg: Any) -> Path:
     folder = Path(folder)
     build_tiny_sae(seed=seed, **cfg).save_model(folder)
     return folder
+
+
+
+class ProtocolSAE:
+    """Not an SAE Lens SAE and not an ``nn.Module``: only what the evaluation needs (a ReLU SAE).
+
+    ``encode``/``decode``, tensors ``W_enc`` [d_in, d_sae], ``W_dec`` [d_sae, d_in], ``b_enc``,
+    ``cfg.d_in``, ``cfg.d_sae``, ``cfg.metadata.hook_name``, ``cfg.metadata.hook_head_index``, and ``to``.
+    """
+
+    def __init__(
+        self,
+        d_in: int = 8,
+        d_sae: int = 12,
+        hook_name: str | None = "blocks.0.hook_resid_pre",
+        hook_head_index: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        from types import SimpleNamespace
+
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        self.W_enc = torch.randn(d_in, d_sae, generator=gen) / d_in**0.5
+        self.W_dec = torch.randn(d_sae, d_in, generator=gen) / d_sae**0.5
+        self.b_enc = torch.zeros(d_sae)
+        self.cfg = SimpleNamespace(
+            d_in=d_in, d_sae=d_sae, metadata=SimpleNamespace(hook_name=hook_name, hook_head_index=hook_head_index)
+        )
+
+    def encode(self, x: Any) -> Any:
+        import torch
+
+        return torch.relu(x @ self.W_enc + self.b_enc)
+
+    def decode(self, z: Any) -> Any:
+        return z @ self.W_dec
+
+    def to(self, device: Any = None, dtype: Any = None) -> ProtocolSAE:
+        for name in ("W_enc", "W_dec", "b_enc"):
+            setattr(self, name, getattr(self, name).to(device=device, dtype=dtype))
+        return self

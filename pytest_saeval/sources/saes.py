@@ -1,0 +1,274 @@
+"""Load SAEs: an SAE Lens folder, an SAE Lens pretrained release (exact id or regex), or a factory.
+
+Weights are read with safetensors only (SAE Lens's loaders); nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import SourceError, did_you_mean
+from . import call_factory, is_hub_unreachable, resolve_path, short
+
+SAE_CFG_FILE = "cfg.json"
+SAE_WEIGHTS_FILE = "sae_weights.safetensors"
+
+_FOLDER_FIX = (
+    "point the path at a folder written by SAE Lens (sae.save_model(folder)) holding "
+    f"{SAE_CFG_FILE} and {SAE_WEIGHTS_FILE}"
+)
+
+
+def load_saes(
+    *,
+    path: str | os.PathLike[str] | None = None,
+    release: str | None = None,
+    sae_id: str | None = None,
+    factory: str | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> list[tuple[str | None, Any]]:
+    """Load one or more SAEs; each comes back as ``(sae_id, sae)``.
+
+    Exactly one source:
+
+    - ``path``: an SAE Lens folder (``cfg.json`` + ``sae_weights.safetensors``); relative to
+      ``base_dir``. Returns ``[(None, sae)]``.
+    - ``release`` + ``sae_id``: an SAE Lens pretrained release. ``sae_id`` is an exact id of that
+      release or, when it is not one, a regular expression matched in full against the release's
+      ids: one entry per match, ids in natural order (``blocks.2`` before ``blocks.10``), each as
+      ``(sae_id, sae)``. A Hugging Face repo id (``user/repo``) not in the directory is loaded as
+      SAE Lens does, with ``sae_id`` the exact folder in that repo.
+    - ``factory``: ``"module:function"`` returning an SAE Lens SAE, or any object with ``encode``,
+      ``decode``, ``W_enc``, ``W_dec``, ``cfg.d_in``, ``cfg.d_sae`` and ``cfg.metadata.hook_name``.
+      Returns ``[(None, sae)]``.
+
+    ``device`` accepts what :func:`~pytest_saeval.sources.models.resolve_device` accepts;
+    ``dtype`` (e.g. ``"float32"``) overrides the SAE's own when given.
+    """
+    from .models import parse_dtype, resolve_device
+
+    given = [k for k, v in (("path", path), ("release", release), ("factory", factory)) if v is not None]
+    if len(given) != 1:
+        raise SourceError(
+            "an SAE needs exactly one of path, release (with sae_id), factory"
+            + (f" (got {', '.join(given)})" if given else ""),
+            fix="keep one of path, release + sae_id, factory",
+        )
+    if release is None and sae_id is not None:
+        raise SourceError("sae_id is given without release", fix="add the SAE Lens release the id belongs to, or use path")
+    if release is not None and (sae_id is None or not str(sae_id).strip()):
+        raise SourceError(
+            f"release {release!r} needs an sae_id (an exact id or a regular expression over the release's ids)",
+            fix="add sae_id, e.g. sae_id: \"blocks\\\\.[0-9]+\\\\.hook_resid_pre\"",
+        )
+    device_str = resolve_device(device)
+    dtype_name = None if dtype is None else str(parse_dtype(dtype)).removeprefix("torch.")
+
+    if path is not None:
+        sae = _load_folder(resolve_path(path, base_dir), device_str, dtype_name)
+        return [(None, _checked(sae, f"SAE folder '{resolve_path(path, base_dir)}'"))]
+    if factory is not None:
+        sae = _from_factory(factory, device_str, dtype_name, base_dir)
+        return [(None, sae)]
+    assert release is not None and sae_id is not None
+    ids = expand_sae_ids(release, sae_id)
+    return [(i, _checked(_load_pretrained(release, i, device_str, dtype_name), f"SAE {i!r} of release {release!r}")) for i in ids]
+
+
+# ---------------------------------------------------------------------------------------------
+# folder
+
+
+def _load_folder(folder: Path, device: str, dtype: str | None) -> Any:
+    if not folder.exists():
+        raise SourceError(
+            f"SAE folder '{folder}' does not exist",
+            fix="check the SAE path (relative paths are relative to the suite file); " + _FOLDER_FIX,
+        )
+    if not folder.is_dir():
+        raise SourceError(f"SAE path '{folder}' is not a folder", fix=_FOLDER_FIX)
+    cfg_file = folder / SAE_CFG_FILE
+    weights = folder / SAE_WEIGHTS_FILE
+    missing = [f for f in (cfg_file, weights) if not f.is_file()]
+    if missing:
+        raise SourceError(
+            f"SAE folder '{folder}' has no {' and no '.join(f.name for f in missing)}",
+            fix=_FOLDER_FIX,
+        )
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SourceError(f"'{cfg_file}' is not valid JSON: {short(e)}", fix="re-save the SAE with sae.save_model(folder)") from e
+    if not isinstance(cfg, dict):
+        raise SourceError(f"'{cfg_file}' does not hold a JSON object", fix="re-save the SAE with sae.save_model(folder)")
+    if weights.stat().st_size == 0:
+        raise SourceError(f"SAE weights file '{weights}' is empty", fix="re-save the SAE with sae.save_model(folder) or copy the file again")
+    _check_safetensors(weights)
+
+    from sae_lens import SAE
+
+    try:
+        return SAE.load_from_disk(str(folder), device=device, dtype=dtype)
+    except Exception as e:
+        raise SourceError(
+            f"SAE Lens could not load the SAE in '{folder}': {short(e)}",
+            fix=f"check that {SAE_CFG_FILE} matches the weights (architecture, d_in, d_sae) and was written by SAE Lens",
+        ) from e
+
+
+def _check_safetensors(weights: Path) -> None:
+    """Read the header of the safetensors file: safetensors refuses a truncated or corrupt file here."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                f.get_slice(key).get_shape()
+    except Exception as e:
+        raise SourceError(
+            f"SAE weights file '{weights}' is corrupt or truncated ({short(e, 160)})",
+            fix="re-save the SAE with sae.save_model(folder) or copy the file again completely",
+        ) from e
+
+
+# ---------------------------------------------------------------------------------------------
+# pretrained releases
+
+
+def _natural_key(text: str) -> tuple[Any, ...]:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text))
+
+
+def _preview(ids: Iterable[str], n: int = 8) -> str:
+    ids = list(ids)
+    head = ", ".join(repr(i) for i in ids[:n])
+    return head + (f", ... ({len(ids)} in all)" if len(ids) > n else "")
+
+
+def expand_sae_ids(release: str, sae_id: str) -> list[str]:
+    """The ids of ``release`` that ``sae_id`` names: itself when exact, else every full regex match.
+
+    Matches come in natural order. A release that is not in SAE Lens's directory but looks like a
+    Hugging Face repo id (``user/repo``) gives ``[sae_id]`` unchanged.
+    """
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        if "/" in release:
+            return [sae_id]
+        raise SourceError(
+            f"SAE Lens has no pretrained release {release!r}{did_you_mean(release, directory)}",
+            fix="use a release name from SAE Lens's pretrained SAE table, or path: for a local SAE folder",
+        )
+    ids = list(directory[release].saes_map)
+    if sae_id in ids:
+        return [sae_id]
+    try:
+        pattern = re.compile(sae_id)
+    except re.error as e:
+        raise SourceError(
+            f"sae_id {sae_id!r} is not an id of release {release!r} nor a valid regular expression ({e})"
+            f"{did_you_mean(sae_id, ids)}",
+            fix=f"use an exact id (e.g. {_preview(ids, 3)}) or a valid regular expression",
+        ) from e
+    matches = sorted((i for i in ids if pattern.fullmatch(i)), key=_natural_key)
+    if not matches:
+        close = did_you_mean(sae_id, ids)
+        raise SourceError(
+            f"sae_id {sae_id!r} matches no id of release {release!r} (as an exact id or a full regex match){close}",
+            fix=f"the release's ids are {_preview(ids)}",
+        )
+    return matches
+
+
+def _load_pretrained(release: str, sae_id: str, device: str, dtype: str | None) -> Any:
+    from sae_lens import SAE
+
+    try:
+        return SAE.from_pretrained(release, sae_id, device=device, dtype=dtype or "float32")
+    except Exception as e:
+        if is_hub_unreachable(e):
+            raise SourceError(
+                f"SAE {sae_id!r} of release {release!r} is not in the local Hugging Face cache and the hub cannot be reached",
+                fix=f"download it once where the hub is reachable (SAE.from_pretrained({release!r}, {sae_id!r})) so it "
+                "lands in the Hugging Face cache (HF_HOME), or save it with sae.save_model(folder) and use path:",
+            ) from e
+        raise SourceError(
+            f"loading SAE {sae_id!r} of release {release!r} failed: {short(e)}",
+            fix="check the release and sae_id against SAE Lens's pretrained SAE table",
+        ) from e
+
+
+# ---------------------------------------------------------------------------------------------
+# factory and the SAE protocol
+
+
+def _from_factory(spec: str, device: str, dtype: str | None, base_dir: Any) -> Any:
+    sae = call_factory(spec, base_dir=base_dir, what="SAE")
+    sae = _checked(sae, f"the object returned by factory {spec!r}")
+    to = getattr(sae, "to", None)
+    if callable(to):
+        import torch
+
+        try:
+            moved = to(device=device, dtype=getattr(torch, dtype)) if dtype else to(device)
+        except Exception as e:
+            raise SourceError(f"the SAE from factory {spec!r} could not be moved to {device}: {short(e)}", fix="use device: cpu or auto") from e
+        sae = sae if moved is None else moved
+    eval_ = getattr(sae, "eval", None)
+    if callable(eval_):
+        eval_()
+    return sae
+
+
+def sae_protocol_problems(sae: Any) -> list[str]:
+    """What ``sae`` lacks of the SAE protocol (empty when it is usable)."""
+    import torch
+
+    problems = []
+    for name in ("encode", "decode"):
+        if not callable(getattr(sae, name, None)):
+            problems.append(f"method {name}()")
+    for name in ("W_enc", "W_dec"):
+        if not isinstance(getattr(sae, name, None), torch.Tensor):
+            problems.append(f"tensor {name}")
+    cfg = getattr(sae, "cfg", None)
+    if cfg is None:
+        problems.append("cfg")
+        return problems
+    for name in ("d_in", "d_sae"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"cfg.{name} (a positive int)")
+    metadata = getattr(cfg, "metadata", None)
+    hook_name = getattr(metadata, "hook_name", None) if metadata is not None else None
+    if not isinstance(hook_name, str) or not hook_name:
+        problems.append("cfg.metadata.hook_name (the hook the SAE reads, e.g. 'blocks.0.hook_resid_pre')")
+    head = getattr(metadata, "hook_head_index", None) if metadata is not None else None
+    if head is not None and (isinstance(head, bool) or not isinstance(head, int) or head < 0):
+        problems.append("cfg.metadata.hook_head_index (None or a head index >= 0)")
+    if not problems:
+        w_enc, w_dec = sae.W_enc, sae.W_dec
+        if w_enc.ndim != 2 or w_enc.shape != (cfg.d_in, cfg.d_sae):
+            problems.append(f"W_enc of shape [d_in, d_sae] = [{cfg.d_in}, {cfg.d_sae}] (got {list(w_enc.shape)})")
+        if w_dec.ndim != 2 or w_dec.shape[0] != cfg.d_sae:
+            problems.append(f"W_dec of shape [d_sae, d_out] with d_sae = {cfg.d_sae} (got {list(w_dec.shape)})")
+    return problems
+
+
+def _checked(sae: Any, what: str) -> Any:
+    problems = sae_protocol_problems(sae)
+    if problems:
+        raise SourceError(
+            f"{what} ({type(sae).__module__}.{type(sae).__name__}) is not a usable SAE: it lacks {'; '.join(problems)}",
+            fix="return an SAE Lens SAE, or an object with encode, decode, W_enc, W_dec, cfg.d_in, cfg.d_sae and cfg.metadata.hook_name",
+        )
+    return sae
