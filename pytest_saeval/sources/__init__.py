@@ -117,12 +117,15 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
 
 def is_hub_unreachable(exc: BaseException) -> bool:
     """True when ``exc`` says the Hugging Face hub could not be reached and the cache had nothing."""
-    names = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError", "ConnectTimeout", "gaierror"}
+    names = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "ConnectError", "ConnectTimeout", "gaierror"}
     for e in exception_chain(exc):
         if any(cls.__name__ in names for cls in type(e).__mro__):
             return True
         text = str(e).lower()
-        if "couldn't connect to" in text or "offline mode" in text or "outgoing traffic has been disabled" in text:
+        if any(
+            phrase in text
+            for phrase in ("couldn't connect to", "couldn't reach", "offline mode", "outgoing traffic has been disabled")
+        ):
             return True
     return False
 
