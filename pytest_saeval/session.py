@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import platform
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .baseline import Baseline, load_baseline
 from .errors import SaevalError
 from .gates import Gate, GateResult, check_gate
+from .provenance import provenance_notes
 from .suite import SAESpec, Suite
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,6 +98,9 @@ class SuiteRun:
     """Per SAE id: versions, device, content hashes of SAE weights, tokens and model."""
     sae_cfgs: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per SAE id: the SAE's config as a plain dict."""
+    notes: list[str] = field(default_factory=list)
+    """Human-readable notes, e.g. that the baseline was recorded on other weights or tokens
+    (see :func:`pytest_saeval.provenance.provenance_notes`)."""
 
     @property
     def passed(self) -> bool:
@@ -322,9 +327,10 @@ class Session:
             checks = check_suite(suite, entries, results, baseline)
             provenance = {uid: self._provenance(ctx, sae) for uid, sae in ctx["saes"].items()}
             sae_cfgs = {uid: _sae_cfg_dict(sae) for uid, sae in ctx["saes"].items()}
+            notes = provenance_notes(suite.path, provenance, baseline)
             runs.append(SuiteRun(suite=suite, entries=entries, results=results, checks=checks,
                                  eval_cfg=_eval_cfg(suite, ctx["context_size"]), provenance=provenance,
-                                 sae_cfgs=sae_cfgs))
+                                 sae_cfgs=sae_cfgs, notes=notes))
         return runs
 
     def _evaluate(self, model: Any, saes: dict[str, Any], tokens: Any, settings: Any) -> dict[str, SAEResult]:
@@ -374,16 +380,24 @@ def _relocate(e: SaevalError, owner: Mapping[str, tuple[Suite, str]], fallback: 
     return e.located(file=str(fallback.path))
 
 
-_HASHES: dict[int, str] = {}
+_HASHES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+"""Content hash per loaded model / SAE object, kept only while the object lives (an ``id()``
+key could be reused by a later object and give it a stale hash)."""
 
 
 def _module_hash(obj: Any) -> str:
     from .sources.hashing import state_dict_hash
 
-    key = id(obj)
-    if key not in _HASHES:
-        _HASHES[key] = state_dict_hash(obj)
-    return _HASHES[key]
+    try:
+        return _HASHES[obj]
+    except (KeyError, TypeError):
+        pass
+    digest = state_dict_hash(obj)
+    try:
+        _HASHES[obj] = digest
+    except TypeError:  # not weakly referenceable: hash it again next time
+        pass
+    return digest
 
 
 def _tensor_hash(t: Any) -> str:
