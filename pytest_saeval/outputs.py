@@ -9,26 +9,35 @@ could read as a value). Every file is written atomically.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
+import numbers
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
 from .fileio import atomic_write_text
 from .gates import format_number
 from .session import SuiteRun
 
-__all__ = ["format_table", "result_records", "write_outputs"]
+__all__ = ["format_table", "per_sae_file_names", "result_records", "write_baselines", "write_outputs"]
 
 
 def _finite_or_none(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+    """``obj`` with every NaN / infinity replaced by ``None`` (JSON ``null``) and numpy scalars made plain."""
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        value = float(obj)
+        return value if math.isfinite(value) else None
     if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
+        return {str(k): _finite_or_none(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_finite_or_none(v) for v in obj]
     return obj
@@ -76,6 +85,7 @@ def result_records(runs: Iterable[SuiteRun]) -> list[dict[str, Any]]:
                         "hook_head_index": result.hook_head_index,
                         "gates": gates,
                         "provenance": run.provenance.get(uid, {}),
+                        "notes": [n for n in getattr(run, "notes", ()) if f"[{uid}]" in n],
                     }
                 )
             )
@@ -119,21 +129,63 @@ def _csv_text(records: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def per_sae_file_names(records: Sequence[dict[str, Any]]) -> list[str]:
+    """File names of the per-SAE JSON files: ``<suite stem>__<sae id>.json``.
+
+    Two suites with the same file name in different folders get a short hash of the suite path
+    appended, so no file overwrites another.
+    """
+    names: list[str] = []
+    used: set[str] = set()
+    for rec in records:
+        suite = str(rec["eval_cfg"]["suite"])
+        name = f"{_safe_name(Path(suite).stem)}__{_safe_name(rec['unique_id'])}"
+        if name in used:
+            name = f"{name}__{hashlib.sha256(suite.encode()).hexdigest()[:8]}"
+        used.add(name)
+        names.append(name + ".json")
+    return names
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        atomic_write_text(path, text)
+    except OSError as e:
+        raise InputError(
+            f"cannot write the output file: {e.strerror or e}",
+            fix="give --output-dir (or --saeval-output-dir) a folder you can write to",
+            file=str(path),
+            key="output_dir",
+        ) from e
+
+
 def write_outputs(runs: Sequence[SuiteRun], output_dir: str | Path) -> list[Path]:
-    """Write one JSON per SAE plus ``all_eval_results.json`` and ``all_eval_results.csv``."""
+    """Write one JSON per SAE plus ``all_eval_results.json`` and ``all_eval_results.csv``.
+
+    Every file is written atomically (a reader sees the old or the new file, never a part).
+    Non-finite numbers are written as ``null``. Returns the written paths. An unwritable folder
+    raises :class:`~pytest_saeval.errors.InputError`.
+    """
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("the output folder is a file", fix="give a folder (it is created when missing)",
+                         file=str(out), key="output_dir")
     records = result_records(runs)
     written: list[Path] = []
-    for rec in records:
-        suite_stem = Path(rec["eval_cfg"]["suite"]).stem
-        path = out / f"{_safe_name(suite_stem)}__{_safe_name(rec['unique_id'])}.json"
-        atomic_write_text(path, json.dumps(rec, indent=2, allow_nan=False) + "\n")
+    for rec, name in zip(records, per_sae_file_names(records)):
+        path = out / name
+        _write(path, _json(rec))
         written.append(path)
     combined = out / "all_eval_results.json"
-    atomic_write_text(combined, json.dumps(records, indent=2, allow_nan=False) + "\n")
+    _write(combined, _json(records))
     table = out / "all_eval_results.csv"
-    atomic_write_text(table, _csv_text(records))
+    _write(table, _csv_text(records))
     return [*written, combined, table]
+
+
+def _json(obj: Any) -> str:
+    """Indented JSON; ``allow_nan=False`` makes a stray NaN an error instead of an invalid number."""
+    return json.dumps(_finite_or_none(obj), indent=2, allow_nan=False) + "\n"
 
 
 def format_table(run: SuiteRun) -> str:
