@@ -30,10 +30,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "GateCheck",
+    "Overrides",
     "SAEEntry",
     "Session",
     "SuiteRun",
+    "check_suite",
     "entries_of",
+    "group_key",
+    "merge_runs",
     "run_suites",
 ]
 
@@ -101,6 +105,9 @@ class SuiteRun:
     notes: list[str] = field(default_factory=list)
     """Human-readable notes, e.g. that the baseline was recorded on other weights or tokens
     (see :func:`pytest_saeval.provenance.provenance_notes`)."""
+    unchecked: list[tuple[str, Gate]] = field(default_factory=list)
+    """``(sae id, gate)`` pairs left unchecked because the baseline has no value for them yet
+    (only when :meth:`Session.run` is called with ``baseline_missing_ok=True``)."""
 
     @property
     def passed(self) -> bool:
@@ -133,6 +140,97 @@ def entries_of(suite: Suite, selected: Callable[[str], bool] | None = None) -> l
     return out
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """Objects used instead of what the suites would load (the pytest fixtures' conftest overrides)."""
+
+    model: Any = None
+    """A loaded model, used instead of every suite's ``model:``."""
+    saes: Mapping[str, Any] | None = None
+    """SAEs by unique id, used instead of the suites' ``saes:`` sources."""
+    tokens: Any = None
+    """A token array ``[n, context_size]``, used instead of every suite's ``data:`` source."""
+
+    def __post_init__(self) -> None:
+        if self.saes is not None:
+            if not isinstance(self.saes, Mapping):
+                from .errors import InputError
+
+                raise InputError(
+                    f"the SAEs override must map SAE ids to SAEs, got {type(self.saes).__name__}",
+                    fix="return a dict like {'layer1-topk': sae} from the saeval_saes fixture",
+                    key="saeval_saes",
+                )
+            object.__setattr__(self, "saes", dict(self.saes))
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing is overridden."""
+        return self.model is None and self.saes is None and self.tokens is None
+
+
+def group_key(suite: Suite) -> str:
+    """Which suites one fused pass can serve: same model source, token source and batch settings.
+
+    A plain string (pure Python, no loading), so that a pytest-xdist scheduler can keep every SAE
+    of a group on one worker: the group's model is then loaded, and its forward passes run, once.
+    """
+    m, d = suite.model, suite.data
+    parts = (
+        "model", m.name, str(m.path) if m.path else None, m.factory, m.device, m.dtype,
+        str(suite.path.absolute().parent) if m.factory else None,
+        "data", str(d.tokens) if d.tokens else None, repr(d.dataset), d.context_size,
+        repr(d.to_settings()),
+    )
+    return "|".join("" if p is None else str(p) for p in parts)
+
+
+def merge_runs(runs: Iterable[SuiteRun]) -> list[SuiteRun]:
+    """Merge partial runs of the same suite file (e.g. from several workers) into one per suite.
+
+    Suites are ordered by path; SAEs and gates follow the suite file's order, so the merged result
+    does not depend on which process evaluated what.
+    """
+    by_path: dict[str, list[SuiteRun]] = {}
+    for run in runs:
+        by_path.setdefault(str(run.suite.path), []).append(run)
+    merged: list[SuiteRun] = []
+    for path in sorted(by_path):
+        parts = by_path[path]
+        suite = parts[0].suite
+        order = {spec.id: i for i, spec in enumerate(suite.saes)}
+        entries: dict[str, SAEEntry] = {}
+        checks: dict[tuple[str, str], GateCheck] = {}
+        unchecked: dict[tuple[str, str], tuple[str, Gate]] = {}
+        out = SuiteRun(suite=suite, entries=[], results={}, checks=[], eval_cfg=dict(parts[0].eval_cfg))
+        for part in parts:
+            for entry in part.entries:
+                entries.setdefault(entry.unique_id, entry)
+            out.results.update(part.results)
+            out.provenance.update(part.provenance)
+            out.sae_cfgs.update(part.sae_cfgs)
+            for check in part.checks:
+                checks.setdefault((check.sae_id, check.gate.metric), check)
+            for uid, gate in part.unchecked:
+                unchecked.setdefault((uid, gate.metric), (uid, gate))
+            out.notes.extend(n for n in part.notes if n not in out.notes)
+
+        def entry_rank(uid: str) -> tuple[int, str]:
+            e = entries.get(uid)
+            return (order.get(e.spec.id, len(order)) if e else len(order), uid)
+
+        def gate_rank(uid: str, metric: str) -> tuple[tuple[int, str], int]:
+            e = entries.get(uid)
+            metrics = e.spec.metrics if e else ()
+            return (entry_rank(uid), metrics.index(metric) if metric in metrics else len(metrics))
+
+        out.entries = sorted(entries.values(), key=lambda e: entry_rank(e.unique_id))
+        out.checks = [checks[k] for k in sorted(checks, key=lambda k: gate_rank(*k))]
+        out.unchecked = [unchecked[k] for k in sorted(unchecked, key=lambda k: gate_rank(*k))]
+        merged.append(out)
+    return merged
+
+
 def _version(dist: str) -> str:
     try:
         return version(dist)
@@ -147,8 +245,13 @@ def _located(e: SaevalError, suite: Suite, line: int | None, key: str) -> Saeval
 class Session:
     """Loads and evaluates suites; memoizes models, tokens and SAEs across suites.
 
-    ``device`` overrides every suite's ``model.device``. ``model_override`` / ``saes_override`` /
-    ``tokens_override`` replace what a suite would load (the pytest fixtures use these).
+    ``device`` overrides every suite's ``model.device``; ``auto_device`` is what ``auto`` (and a
+    plain ``cuda``, when it names a GPU itself) means, e.g. one GPU per pytest-xdist worker.
+    ``model_override`` / ``saes_override`` / ``tokens_override`` replace what every suite would load;
+    :meth:`run` also takes :class:`Overrides` per call (the pytest fixtures use these).
+
+    Every result is kept: asking again for an SAE already evaluated on the same model object, token
+    array and settings returns the kept result instead of evaluating it again.
     """
 
     def __init__(
@@ -161,8 +264,10 @@ class Session:
         model_override: Any = None,
         saes_override: Mapping[str, Any] | None = None,
         tokens_override: Any = None,
+        auto_device: str | None = None,
     ) -> None:
         self.device = device
+        self.auto_device = auto_device
         self.progress = progress
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.use_cache = use_cache
@@ -172,19 +277,44 @@ class Session:
         self._models: dict[tuple[Any, ...], Any] = {}
         self._tokens: dict[tuple[Any, ...], torch.Tensor] = {}
         self._saes: dict[tuple[Any, ...], list[tuple[str | None, Any]]] = {}
+        self._done: dict[tuple[int, int, Any, int], tuple[Any, Any, Any, SAEResult]] = {}
+        self._token_refs: list[Any] = []
         self.evaluations = 0
         """How many SAEs this session has evaluated (tests use it to prove exactly-once)."""
 
     # -- loading --------------------------------------------------------------------------------
-    def _model_key(self, suite: Suite) -> tuple[Any, ...]:
+    def _overrides(self, overrides: Overrides | None) -> Overrides:
+        base = Overrides(self.model_override, self.saes_override, self.tokens_override)
+        if overrides is None:
+            return base
+        return Overrides(
+            overrides.model if overrides.model is not None else base.model,
+            overrides.saes if overrides.saes is not None else base.saes,
+            overrides.tokens if overrides.tokens is not None else base.tokens,
+        )
+
+    def device_for(self, suite: Suite) -> str:
+        """The device the suite's model is loaded on: ``device``, else ``auto_device`` for ``auto``, else the suite's."""
+        wanted = suite.model.device
+        if self.device:
+            return self.device
+        if self.auto_device and (wanted == "auto" or (wanted == "cuda" and self.auto_device.startswith("cuda"))):
+            return self.auto_device
+        return wanted
+
+    def _model_key(self, suite: Suite, overrides: Overrides | None = None) -> tuple[Any, ...]:
+        ov = self._overrides(overrides)
+        if ov.model is not None:
+            return ("model-override", id(ov.model))
         m = suite.model
         return ("model", m.name, str(m.path) if m.path else None, m.factory,
-                self.device or m.device, m.dtype, str(suite.path.parent) if m.factory else None)
+                self.device_for(suite), m.dtype, str(suite.path.absolute().parent) if m.factory else None)
 
-    def model(self, suite: Suite) -> Any:
-        """The suite's model, loaded once per distinct model spec."""
-        if self.model_override is not None:
-            return self.model_override
+    def model(self, suite: Suite, overrides: Overrides | None = None) -> Any:
+        """The suite's model, loaded once per distinct model spec (or the override)."""
+        ov = self._overrides(overrides)
+        if ov.model is not None:
+            return ov.model
         key = self._model_key(suite)
         if key not in self._models:
             from .sources.models import load_model
@@ -193,19 +323,24 @@ class Session:
             field_name = "name" if m.name else "path" if m.path else "factory"
             try:
                 self._models[key] = load_model(
-                    name=m.name, path=m.path, factory=m.factory, device=self.device or m.device, dtype=m.dtype,
+                    name=m.name, path=m.path, factory=m.factory, device=self.device_for(suite), dtype=m.dtype,
                     base_dir=suite.path.parent,
                 )
             except SaevalError as e:
                 raise _located(e, suite, m.line, f"model.{field_name}") from e
         return self._models[key]
 
-    def tokens(self, suite: Suite, model: Any) -> torch.Tensor:
+    def tokens(self, suite: Suite, model: Any, overrides: Overrides | None = None) -> torch.Tensor:
         """The suite's token rows ``[n, context_size]``, checked against the model's vocabulary."""
-        if self.tokens_override is not None:
-            from .engine import _as_token_tensor
+        ov = self._overrides(overrides)
+        if ov.tokens is not None:
+            key = ("tokens-override", id(ov.tokens))
+            if key not in self._tokens:
+                from .engine import _as_token_tensor
 
-            return _as_token_tensor(self.tokens_override)
+                self._tokens[key] = _as_token_tensor(ov.tokens)
+                self._token_refs.append(ov.tokens)
+            return self._tokens[key]
         d = suite.data
         key = ("tokens", str(d.tokens) if d.tokens else None, d.dataset, d.context_size,
                d.to_settings().rows_needed, id(model) if d.dataset else None)
@@ -234,22 +369,25 @@ class Session:
             self._tokens[key] = toks
         return self._tokens[key]
 
-    def saes(self, suite: Suite, entries: Iterable[SAEEntry], device: str) -> dict[str, Any]:
-        """The loaded SAEs of ``entries`` by unique id (each spec loaded once)."""
+    def saes(
+        self, suite: Suite, entries: Iterable[SAEEntry], device: str, overrides: Overrides | None = None
+    ) -> dict[str, Any]:
+        """The loaded SAEs of ``entries`` by unique id (each spec loaded once), or the overrides."""
+        ov = self._overrides(overrides)
         out: dict[str, Any] = {}
         for entry in entries:
-            if self.saes_override is not None:
-                if entry.unique_id not in self.saes_override:
+            if ov.saes is not None:
+                if entry.unique_id not in ov.saes:
                     raise SaevalError(
                         f"the saeval_saes fixture has no SAE {entry.unique_id!r}",
                         fix="return a mapping with an entry for every SAE id of the suite",
                         file=str(suite.path), line=entry.spec.line, key="saes",
                     )
-                out[entry.unique_id] = self.saes_override[entry.unique_id]
+                out[entry.unique_id] = ov.saes[entry.unique_id]
                 continue
             spec = entry.spec
             idx = suite.saes.index(spec)
-            key = ("sae", str(suite.path), spec.id, device, entry.release_sae_id)
+            key = ("sae", str(suite.path.absolute()), spec.id, device, entry.release_sae_id)
             if key not in self._saes:
                 from .sources.saes import load_saes
 
@@ -271,8 +409,17 @@ class Session:
         self,
         suites: Iterable[Suite],
         selected: Callable[[Suite, str], bool] | None = None,
+        *,
+        overrides: Overrides | None = None,
+        baseline_missing_ok: bool = False,
     ) -> list[SuiteRun]:
-        """Evaluate every selected SAE of every suite once and check its gates."""
+        """Evaluate every selected SAE of every suite once and check its gates.
+
+        ``selected(suite, unique_id)`` picks SAEs (all when ``None``). ``overrides`` replace what the
+        suites would load, for this call. With ``baseline_missing_ok`` a missing baseline file or
+        value leaves its gates unchecked (:attr:`SuiteRun.unchecked`) instead of raising
+        :class:`~pytest_saeval.errors.BaselineError` (for runs that record a new baseline).
+        """
         from .engine import model_device
 
         suites = list(suites)
@@ -284,33 +431,31 @@ class Session:
                 plans.append((suite, entries))
 
         # Group suites sharing model, tokens and settings: one fused pass serves them all.
+        ov = self._overrides(overrides)
         runs: list[SuiteRun] = []
         groups: dict[tuple[Any, ...], list[tuple[Suite, list[SAEEntry]]]] = {}
         for suite, entries in plans:
-            gkey = (self._model_key(suite), str(suite.data.tokens), suite.data.dataset, suite.data.to_settings())
+            tokens_key = ("override", id(ov.tokens)) if ov.tokens is not None else (str(suite.data.tokens), suite.data.dataset)
+            gkey = (self._model_key(suite, ov), tokens_key, suite.data.context_size, suite.data.to_settings())
             groups.setdefault(gkey, []).append((suite, entries))
 
         results_by_suite: dict[Path, dict[str, SAEResult]] = {}
         context: dict[Path, dict[str, Any]] = {}
         for members in groups.values():
             first_suite = members[0][0]
-            model = self.model(first_suite)
+            model = self.model(first_suite, ov)
             device = str(model_device(model))
-            tokens = self.tokens(first_suite, model)
+            tokens = self.tokens(first_suite, model, ov)
             settings = first_suite.data.to_settings()
             fused: dict[str, Any] = {}
             owner: dict[str, tuple[Suite, str]] = {}
             for suite, entries in members:
-                loaded = self.saes(suite, entries, device)
+                loaded = self.saes(suite, entries, device, ov)
                 for uid, sae in loaded.items():
                     fused_id = f"{suite.path}::{uid}"
                     fused[fused_id] = sae
                     owner[fused_id] = (suite, uid)
-            try:
-                out = self._evaluate(model, fused, tokens, settings)
-            except SaevalError as e:
-                raise _relocate(e, owner, first_suite) from e
-            self.evaluations += len(fused)
+            out = self._evaluate_once(model, fused, tokens, settings, owner, first_suite)
             for fused_id, res in out.items():
                 suite, uid = owner[fused_id]
                 results_by_suite.setdefault(suite.path, {})[uid] = res
@@ -323,26 +468,59 @@ class Session:
         for suite, entries in plans:
             ctx = context[suite.path]
             results = results_by_suite.get(suite.path, {})
-            baseline = self._baseline(suite)
-            checks = check_suite(suite, entries, results, baseline)
+            baseline = self._baseline(suite, missing_ok=baseline_missing_ok)
+            unchecked: list[tuple[str, Gate]] = []
+            checks = check_suite(suite, entries, results, baseline,
+                                 unchecked=unchecked if baseline_missing_ok else None)
             provenance = {uid: self._provenance(ctx, sae) for uid, sae in ctx["saes"].items()}
             sae_cfgs = {uid: _sae_cfg_dict(sae) for uid, sae in ctx["saes"].items()}
             notes = provenance_notes(suite.path, provenance, baseline)
             runs.append(SuiteRun(suite=suite, entries=entries, results=results, checks=checks,
                                  eval_cfg=_eval_cfg(suite, ctx["context_size"]), provenance=provenance,
-                                 sae_cfgs=sae_cfgs, notes=notes))
+                                 sae_cfgs=sae_cfgs, notes=notes, unchecked=unchecked))
         return runs
 
+    def _evaluate_once(
+        self, model: Any, fused: dict[str, Any], tokens: Any, settings: Any,
+        owner: Mapping[str, tuple[Suite, str]], first_suite: Suite,
+    ) -> dict[str, SAEResult]:
+        """Results for ``fused``: kept ones reused, the rest evaluated in one fused pass."""
+        import dataclasses
+
+        def key(sae: Any) -> tuple[int, int, Any, int]:
+            return (id(model), id(tokens), settings, id(sae))
+
+        out: dict[str, SAEResult] = {}
+        todo: dict[str, Any] = {}
+        for fused_id, sae in fused.items():
+            kept = self._done.get(key(sae))
+            if kept is not None:
+                out[fused_id] = dataclasses.replace(kept[3], sae_id=fused_id)
+            else:
+                todo[fused_id] = sae
+        if todo:
+            try:
+                fresh = self._evaluate(model, todo, tokens, settings)
+            except SaevalError as e:
+                raise _relocate(e, owner, first_suite) from e
+            self.evaluations += len(todo)
+            for fused_id, res in fresh.items():
+                # The objects are kept with the result so that their ids stay theirs.
+                self._done[key(todo[fused_id])] = (model, tokens, todo[fused_id], res)
+                out[fused_id] = res
+        return {f: out[f] for f in fused}
+
     def _evaluate(self, model: Any, saes: dict[str, Any], tokens: Any, settings: Any) -> dict[str, SAEResult]:
+        """One fused engine pass (the seam where a results cache plugs in)."""
         from .engine import evaluate
 
         return evaluate(model, saes, tokens, settings, progress=self.progress)
 
-    def _baseline(self, suite: Suite) -> Baseline | None:
+    def _baseline(self, suite: Suite, missing_ok: bool = False) -> Baseline | None:
         if suite.baseline is None:
             return None
         try:
-            return load_baseline(suite.baseline, missing_ok=not suite.uses_baseline)
+            return load_baseline(suite.baseline, missing_ok=missing_ok or not suite.uses_baseline)
         except SaevalError as e:
             raise e.located(file=str(suite.path), line=suite.baseline_line, key="baseline") from e
 
@@ -457,14 +635,23 @@ def _eval_cfg(suite: Suite, context_size: int) -> dict[str, Any]:
 
 
 def check_suite(suite: Suite, entries: list[SAEEntry], results: Mapping[str, SAEResult],
-                baseline: Baseline | None) -> list[GateCheck]:
-    """Check every gate of every evaluated entry; baseline-relative gates read ``baseline``."""
+                baseline: Baseline | None, *, unchecked: list[tuple[str, Gate]] | None = None) -> list[GateCheck]:
+    """Check every gate of every evaluated entry; baseline-relative gates read ``baseline``.
+
+    When ``unchecked`` is a list, a baseline-relative gate without a baseline value is appended to
+    it as ``(sae id, gate)`` instead of raising :class:`~pytest_saeval.errors.BaselineError`.
+    """
     checks: list[GateCheck] = []
     for entry in entries:
         result = results.get(entry.unique_id)
         if result is None:
             continue
         for gate in entry.gates:
+            if unchecked is not None and gate.uses_baseline and (
+                baseline is None or baseline.value(entry.unique_id, gate.metric) is None
+            ):
+                unchecked.append((entry.unique_id, gate))
+                continue
             checks.append(check_one(suite, entry.unique_id, gate, result.metrics, baseline))
     return checks
 
