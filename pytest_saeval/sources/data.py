@@ -219,8 +219,8 @@ def tokens_from_dataset(
 
     ``path``: a Hugging Face hub dataset id, or a local folder, or a local ``.jsonl`` / ``.json`` /
     ``.parquet`` / ``.csv`` / ``.txt`` / ``.arrow`` file (relative to ``base_dir`` when that exists);
-    local data is read offline. A folder written by ``Dataset.save_to_disk`` is read with
-    ``load_from_disk``.
+    local data is read offline. A single local file has one split, ``train``. A folder written by
+    ``Dataset.save_to_disk`` is read with ``load_from_disk``.
 
     ``column``: by default the first of ``tokens``, ``input_ids``, ``text``, ``problem`` present
     (SAE Lens's order). A column of token lists is used row by row, each row cut to
@@ -296,7 +296,8 @@ def _open_local(local: Path, *, split: str, streaming: bool, name: str | None, d
             f"dataset file '{local}' has suffix {local.suffix!r}; supported are {', '.join(_DATA_BUILDERS)}",
             fix="convert the data to JSON lines or parquet, or give a folder",
         )
-    return datasets.load_dataset(builder, data_files=str(local), split="train", streaming=streaming)
+    # A single file is the split "train" (as datasets names it).
+    return datasets.load_dataset(builder, data_files=str(local), split=split, streaming=streaming)
 
 
 def _pick_column(first: dict[str, Any], column: str | None, path: str) -> str:

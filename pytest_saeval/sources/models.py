@@ -435,7 +435,11 @@ def _check_same_logits(model: Any, hf_model: Any, dtype: torch.dtype, torch: Any
 
 def _folder_bridge(folder: Path, device: str, dtype: torch.dtype, tokenizer: Any) -> Any:
     try:
-        return _boot_bridge(str(folder), device, dtype, tokenizer=tokenizer)
+        bridge = _boot_bridge(str(folder), device, dtype, tokenizer=tokenizer)
+        if tokenizer is None:
+            # Without tokenizer files the bridge makes up an empty GPT-2 tokenizer; say there is none.
+            bridge.tokenizer = None
+        return bridge
     except SourceError:
         raise
     except Exception as e:

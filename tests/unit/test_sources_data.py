@@ -351,6 +351,12 @@ def test_saved_dataset_folder_unknown_split(model, data_files):
     assert "no split 'trian'" in _message(excinfo) and "did you mean 'train'" in _message(excinfo)
 
 
+def test_single_file_has_only_the_train_split(model, data_files):
+    with pytest.raises(SourceError) as excinfo:
+        tokens_from_dataset(path=str(data_files["jsonl"]), split="validation", model=model, context_size=CTX, n_rows=2)
+    assert "no split 'validation'" in _message(excinfo)
+
+
 def test_too_few_rows_names_both_numbers(model, data_files):
     with pytest.raises(InputError) as excinfo:
         tokens_from_dataset(path=str(data_files["pretok"]), model=model, context_size=CTX, n_rows=13)

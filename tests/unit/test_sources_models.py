@@ -116,6 +116,17 @@ def test_folder_without_tokenizer_loads_without_one(gpt2_folder, tmp_path):
     assert model_info(model).has_tokenizer is False
 
 
+def test_bridge_without_tokenizer_files_has_no_tokenizer(gpt2_folder, tmp_path, sample_tokens):
+    folder = tmp_path / "no-tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(gpt2_folder / name, folder / name)
+    bridge = load_model(path=folder, device="cpu", backend="bridge")
+    assert bridge.tokenizer is None
+    with torch.no_grad():
+        assert bridge(sample_tokens).shape == (2, 24, 160)
+
+
 def test_float64_dtype(gpt2_folder):
     model = load_model(path=gpt2_folder, device="cpu", dtype="float64")
     assert model.W_E.dtype == torch.float64
