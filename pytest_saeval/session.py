@@ -317,10 +317,14 @@ class Session:
             return ov.model
         key = self._model_key(suite)
         if key not in self._models:
-            from .sources.models import load_model
+            from .sources.models import load_model, resolve_device
 
             m = suite.model
             field_name = "name" if m.name else "path" if m.path else "factory"
+            try:
+                resolve_device(self.device_for(suite))  # a device problem is located at model.device
+            except SaevalError as e:
+                raise _located(e, suite, m.line, "model.device" if not self.device else "device") from e
             try:
                 self._models[key] = load_model(
                     name=m.name, path=m.path, factory=m.factory, device=self.device_for(suite), dtype=m.dtype,
@@ -350,8 +354,8 @@ class Session:
             settings = d.to_settings()
             try:
                 if d.tokens is not None:
-                    toks = load_token_file(d.tokens, context_size=d.context_size, base_dir=suite.path.parent)
                     where = "data.tokens"
+                    toks = load_token_file(d.tokens, context_size=d.context_size, base_dir=suite.path.parent)
                 else:
                     ds = d.dataset
                     assert ds is not None
