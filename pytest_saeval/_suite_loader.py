@@ -302,6 +302,8 @@ class _Builder:
             baseline = self.file_path(data["baseline"], "baseline", baseline_line, "../baselines/demo.json")
         defaults = self.defaults(data.get("defaults"), line(data, "defaults", 1))
         saes = self.saes(data["saes"], line(data, "saes", 1), defaults)
+        if baseline is None:
+            self.check_no_baseline_gates(saes)
         return Suite(
             path=self.path,
             model=model,
@@ -311,6 +313,19 @@ class _Builder:
             default_gates=defaults,
             baseline_line=baseline_line,
         )
+
+    def check_no_baseline_gates(self, saes: tuple[SAESpec, ...]) -> None:
+        """A gate that compares with ``baseline`` needs the suite's ``baseline:`` file."""
+        for spec in saes:
+            for gate in spec.gates:
+                if gate.uses_baseline:
+                    raise self.error(
+                        f"gate '{gate.text}' compares with the baseline, but the suite has no baseline: file",
+                        "add `baseline: baselines/<name>.json` at the top level (create the file with "
+                        "`saeval run --update-baseline` or `pytest --saeval-update-baseline`), or compare with a number",
+                        gate.line,
+                        gate.key,
+                    )
 
     def model(self, value: object, line: int | None) -> ModelSpec:
         m = self.mapping(value, "model", line, "path: ../models/tiny")

@@ -140,14 +140,16 @@ def load_baseline(path: str | os.PathLike[str], *, missing_ok: bool = False) -> 
     target = Path(file)
     try:
         raw = target.read_bytes()
+    # A file that cannot be opened has no line to point at: these errors carry the path in the
+    # message and no location, so the caller locates them at the suite's `baseline:` line.
     except FileNotFoundError:
         if missing_ok:
             return Baseline(path=target)
-        raise BaselineError("baseline file not found", fix=_CREATE_FIX, file=file) from None
+        raise BaselineError(f"baseline file '{file}' not found", fix=_CREATE_FIX) from None
     except IsADirectoryError:
-        raise BaselineError("baseline path is a folder, not a JSON file", fix=_CREATE_FIX, file=file) from None
+        raise BaselineError(f"baseline path '{file}' is a folder, not a JSON file", fix=_CREATE_FIX) from None
     except OSError as e:
-        raise BaselineError(f"cannot read the baseline file: {e.strerror or e}", fix="check the file's permissions", file=file) from e
+        raise BaselineError(f"cannot read the baseline file '{file}': {e.strerror or e}", fix="check the file's permissions") from e
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -58,14 +58,19 @@ class SaevalError(Exception):
     def located(
         self, file: str | None = None, line: int | None = None, key: str | None = None
     ) -> SaevalError:
-        """Return a copy of this error with missing location parts filled in (existing parts win)."""
+        """Return a copy of this error with missing location parts filled in (existing parts win).
+
+        A line belongs to its file: ``line`` is only filled in when this error names no file yet
+        (or the same file), so a suite's line never ends up next to another file's name.
+        """
         new = type(self).__new__(type(self))
+        own_file = self.location.file
         SaevalError.__init__(
             new,
             self.message,
             fix=self.fix,
-            file=self.location.file or file,
-            line=self.location.line or line,
+            file=own_file or file,
+            line=self.location.line or (line if own_file is None or own_file == file else None),
             key=self.location.key or key,
         )
         new.__cause__ = self.__cause__

@@ -228,8 +228,9 @@ class DatasetSpec:
     """Hub name (``Skylion007/openwebtext``), builder (``json``) or local folder (absolute after loading)."""
     split: str = "train"
     """Split to read."""
-    column: str = "text"
-    """Column holding the text."""
+    column: str | None = None
+    """Column to read; by default the first of ``tokens``, ``input_ids``, ``text``, ``problem`` (SAE Lens's order).
+    A column of token-id lists is used row by row; text is tokenized."""
     streaming: bool = True
     """Stream rows instead of downloading the whole dataset first."""
     name: str | None = None
@@ -243,7 +244,8 @@ class DatasetSpec:
         try:
             _check_text("path", self.path, "Skylion007/openwebtext")
             _check_text("split", self.split, "train")
-            _check_text("column", self.column, "text")
+            if self.column is not None:
+                _check_text("column", self.column, "text")
             _check_bool("streaming", self.streaming)
             if self.name is not None:
                 _check_text("name", self.name, "wikitext-2-raw-v1")

@@ -111,15 +111,36 @@ def _read_npy(file: Path) -> Any:
 
     try:
         return np.load(file, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise SourceError(
+                f"token file '{file}' holds a numpy object array (pickled Python objects) and was refused "
+                "(read with allow_pickle=False: nothing in it was run)",
+                fix="save an integer array: numpy.save(path, tokens.astype('int64'))",
+            ) from e
+        raise _corrupt(file, e) from e
     except Exception as e:
         raise _corrupt(file, e) from e
 
 
 def _read_pt(file: Path) -> Any:
+    import pickle
+    import warnings
+
     import torch
 
     try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" in str(e).lower():
+            raise SourceError(
+                f"token file '{file}' holds pickled Python objects other than tensors and was refused "
+                "(read with torch.load(weights_only=True): nothing in it was run)",
+                fix="save only the token tensor, torch.save(tokens, path) with a LongTensor, or use .npy / .safetensors",
+            ) from e
+        raise _corrupt(file, e) from e
     except Exception as e:
         raise _corrupt(file, e) from e
     if isinstance(obj, dict):

@@ -137,7 +137,7 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(BaselineError) as info:
         load_baseline(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: baseline file not found")
+    assert message.startswith(f"baseline file '{path}' not found")
     assert "--saeval-update-baseline" in message and "saeval run --update-baseline" in message
     empty = load_baseline(path, missing_ok=True)
     assert empty.values == {} and empty.value("s", "l0") is None and empty.path == path

@@ -62,7 +62,7 @@ class _Payload:
 
 def test_pt_is_never_unpickled_with_code(tmp_path, capsys):
     torch.save({"tokens": _Payload()}, tmp_path / "t.pt")
-    with pytest.raises(SourceError, match="could not be read"):
+    with pytest.raises(SourceError, match=r"pickled Python objects .* refused"):
         load_token_file(tmp_path / "t.pt")
     assert "code ran" not in capsys.readouterr().out
 
