@@ -1,0 +1,171 @@
+"""The Markdown summary: failures first, values with intervals, headroom, the GitHub step summary."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from pytest_saeval.gates import check_gate
+from pytest_saeval.report_md import (
+    GITHUB_SUMMARY_LIMIT,
+    append_github_step_summary,
+    format_headroom,
+    gate_rows,
+    markdown_summary,
+    shown_value,
+    write_markdown,
+)
+from pytest_saeval.session import GateCheck, SuiteRun, check_suite, entries_of
+from pytest_saeval.suite import load_suite
+
+SUITE = """\
+model:
+  path: ../model
+data:
+  tokens: ../tokens.npy
+saes:
+  - id: layer1-topk
+    path: ../saes/a
+    gates:
+      explained_variance: ">= 0.80"
+      l0: [">= 10", "<= 60"]
+  - id: layer2-relu
+    path: ../saes/b
+    gates:
+      explained_variance: ">= 0.80"
+      kl_div_score: ">= 0.95"
+"""
+
+
+class _Result:
+    """Just what the report reads from an engine result."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+        self.feature_metrics = {}
+
+
+def _runs(tmp_path: Path, a: dict, b: dict) -> list[SuiteRun]:
+    path = tmp_path / "thresholds" / "demo.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(SUITE)
+    suite = load_suite(path)
+    entries = entries_of(suite)
+    results = {"layer1-topk": _Result(a), "layer2-relu": _Result(b)}
+    checks = check_suite(suite, entries, results, None)
+    return [SuiteRun(suite=suite, entries=entries, results=results, checks=checks, eval_cfg={})]
+
+
+GOOD = {"explained_variance": 0.85, "l0": 32.0, "kl_div_score": 0.97, "frac_alive": 1.0}
+BAD = {"explained_variance": 0.7812, "l0": 32.0, "kl_div_score": 0.97, "frac_alive": 1.0}
+
+
+def _table_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| ") and "`" in line and "<" not in line[:3]]
+
+
+def test_failures_come_first_with_value_interval_bound_headroom_and_place(tmp_path):
+    runs = _runs(tmp_path, GOOD, BAD)
+    intervals = {"layer2-relu": {"explained_variance": (0.7770, 0.7853)}}
+    text = markdown_summary(runs, intervals, details=False)
+    assert text.startswith("## saeval: ❌ 1 of 4 gates failed (2 SAEs)\n")
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| Result | SAE | Metric | Value | 95% interval | Bound | Headroom | Where |"
+    body = rows[1:]
+    assert len(body) == 4
+    where = f"{tmp_path / 'thresholds' / 'demo.yaml'}:14"
+    assert body[0] == (f"| ❌ FAIL | `layer2-relu` | `explained_variance` | 0.7812 | [0.7770, 0.7853] | >= 0.80 "
+                       f"| -0.0188 | `{where}` |")
+    assert [r.split(" | ")[0] for r in body[1:]] == ["| ✅ pass"] * 3
+    assert "| `l0` | 32 |  | >= 10 and <= 60 | +22 |" in body[2]
+    assert "Intervals: 95% percentile bootstrap over sequences." in text
+
+
+def test_all_passing_headline_and_no_interval_note(tmp_path):
+    text = markdown_summary(_runs(tmp_path, GOOD, GOOD), details=False)
+    assert text.startswith("## saeval: ✅ all 4 gates passed (2 SAEs)\n")
+    assert "Intervals:" not in text
+
+
+def test_the_interval_a_gate_was_checked_with_wins(tmp_path):
+    runs = _runs(tmp_path, GOOD, GOOD)
+    run = runs[0]
+    c = run.checks[0]
+    checked = GateCheck(c.suite_path, c.sae_id, c.gate, check_gate(c.gate, 0.85, interval=(0.84, 0.86)))
+    run.checks[0] = checked
+    rows = gate_rows(runs, {f"{run.suite.path}::layer1-topk": {"explained_variance": (0.0, 1.0)}})
+    assert rows[0].interval == (0.84, 0.86)
+    # the suite-qualified key is found as well as the bare id
+    assert gate_rows(runs, {f"{run.suite.path}::layer2-relu": {"kl_div_score": (0.9, 1.0)}})[3].interval == (0.9, 1.0)
+
+
+def test_a_value_just_below_its_bound_never_reads_as_the_bound(tmp_path):
+    runs = _runs(tmp_path, {**GOOD, "explained_variance": 0.79996}, GOOD)
+    text = markdown_summary(runs, details=False)
+    assert "| 0.79996 |" in text
+    assert shown_value(0.79996) == "0.8000"
+    assert shown_value(0.79996, [(">=", 0.8)]) == "0.79996"
+    assert format_headroom(-4e-05) == "-0.00004000"
+
+
+def test_nan_values_fail_and_show_as_nan(tmp_path):
+    text = markdown_summary(_runs(tmp_path, {**GOOD, "l0": math.nan}, GOOD), details=False)
+    fail = _table_lines(text)[0]
+    assert fail.startswith("| ❌ FAIL | `layer1-topk` | `l0` | NaN |  | >= 10 and <= 60 |  |")
+
+
+def test_details_list_every_metric_with_its_direction_and_interval(tmp_path):
+    runs = _runs(tmp_path, GOOD, BAD)
+    text = markdown_summary(runs, {"layer1-topk": {"explained_variance": (0.84, 0.86), "frac_alive": (0.0, 1.0)}})
+    assert "<details><summary>All metrics of <code>layer1-topk</code>" in text
+    assert "| `explained_variance` | 0.8500 | [0.8400, 0.8600] | ↑ |" in text
+    assert "| `l0` | 32 |  |  |" in text
+    # frac_alive has no bootstrap interval: an interval given for it is not shown
+    assert "| `frac_alive` | 1 |  | ↑ |" in text
+    assert text.count("<details>") == 2 and text.count("</details>") == 2
+
+
+def test_no_gates(tmp_path):
+    runs = _runs(tmp_path, GOOD, GOOD)
+    runs[0].checks.clear()
+    assert markdown_summary(runs, details=False) == "## saeval: no gates checked (2 SAEs evaluated)\n"
+
+
+def test_write_markdown(tmp_path):
+    runs = _runs(tmp_path, GOOD, BAD)
+    path = write_markdown(runs, tmp_path / "out" / "summary.md")
+    assert path.read_text(encoding="utf-8") == markdown_summary(runs)
+
+
+def test_github_step_summary_appends_only_when_set(tmp_path):
+    target = tmp_path / "step_summary.md"
+    target.write_text("earlier step\n")
+    assert append_github_step_summary("x", environ={}) is None
+    assert append_github_step_summary("x", environ={"GITHUB_STEP_SUMMARY": " "}) is None
+    assert append_github_step_summary("## one", environ={"GITHUB_STEP_SUMMARY": str(target)}) == target
+    append_github_step_summary("## two\n", environ={"GITHUB_STEP_SUMMARY": str(target)})
+    assert target.read_text() == "earlier step\n## one\n## two\n"
+
+
+def test_github_step_summary_reads_the_environment(tmp_path, monkeypatch):
+    target = tmp_path / "s.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(target))
+    assert append_github_step_summary("hello") == target
+    assert target.read_text() == "hello\n"
+
+
+def test_github_step_summary_is_cut_at_the_limit(tmp_path):
+    target = tmp_path / "s.md"
+    text = "".join(f"| row {i} | ✅ |\n" for i in range(80_000))
+    append_github_step_summary(text, environ={"GITHUB_STEP_SUMMARY": str(target)})
+    data = target.read_bytes()
+    assert len(data) <= GITHUB_SUMMARY_LIMIT
+    assert data.decode("utf-8").endswith("_(summary cut at GitHub's 1 MiB limit; see the written report)_\n")
+    assert b"| row 0 |" in data
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_headroom_is_signed(value):
+    assert format_headroom(value) == ("+0" if value == 0 else "+1")
