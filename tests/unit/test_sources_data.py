@@ -156,7 +156,7 @@ def test_truncated_file(tmp_path, suffix):
 
 def test_npy_with_pickled_objects_is_refused(tmp_path):
     np.save(tmp_path / "t.npy", np.array([[1, "a"]], dtype=object), allow_pickle=True)
-    with pytest.raises(SourceError, match="could not be read"):
+    with pytest.raises(SourceError, match=r"object array .* refused"):
         load_token_file(tmp_path / "t.npy")
 
 
