@@ -338,6 +338,9 @@ class Session:
         """The suite's token rows ``[n, context_size]``, checked against the model's vocabulary."""
         ov = self._overrides(overrides)
         if ov.tokens is not None:
+            for loaded in self._tokens.values():
+                if loaded is ov.tokens:  # already one of ours (e.g. the saeval_tokens fixture's value)
+                    return loaded
             key = ("tokens-override", id(ov.tokens))
             if key not in self._tokens:
                 from .engine import _as_token_tensor

@@ -1,0 +1,465 @@
+"""Per-run state of the pytest plugin: what is selected, what was evaluated, what to report.
+
+One :class:`Runner` per pytest run lives in ``config.stash[RUNNER_KEY]``. After collection it
+groups the selected gate items into *units* (by default: suites that share a model, token set and
+settings, so one fused pass serves them); the first item of a unit to run evaluates the whole unit
+with one shared :class:`~pytest_saeval.session.Session`, and every other item reads its check.
+
+Under pytest-xdist each worker has its own runner. A worker sends what it evaluated to the
+controller (``workeroutput``); the controller merges, writes the outputs and the baseline, and
+prints the summary.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .errors import SaevalError
+from .gates import Gate
+from .session import GateCheck, Overrides, Session, SuiteRun, group_key, merge_runs
+from .suite import Suite, load_suite
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._collect import GateItem
+
+__all__ = ["OVERRIDABLE", "RUNNER_KEY", "GateOutcome", "PluginOptions", "Runner", "get_runner"]
+
+OVERRIDABLE: tuple[str, ...] = ("saeval_model", "saeval_saes", "saeval_tokens")
+"""Fixtures whose conftest overrides replace what the suites load, for the gate items too."""
+
+UNITS: tuple[str, ...] = ("group", "file", "sae")
+"""How gate items are evaluated together: suites sharing a fused pass, one suite file, one SAE."""
+
+_PLUGIN_MODULE = "pytest_saeval.plugin"
+
+
+@dataclass(frozen=True)
+class PluginOptions:
+    """The plugin's command-line options and ini values, resolved."""
+
+    device: str | None = None
+    """``--saeval-device`` / ``saeval_device``: overrides every suite's ``model.device``."""
+    output_dir: Path | None = None
+    """``--saeval-output-dir`` / ``saeval_output_dir``: where the JSON and CSV outputs go."""
+    update_baseline: bool = False
+    """``--saeval-update-baseline``: rewrite each suite's baseline file from this run."""
+    suite: Path | None = None
+    """``--saeval-suite`` / ``saeval_suite``: the suite the session fixtures serve."""
+    use_cache: bool = True
+    """``saeval_cache`` (``--saeval-no-cache`` turns it off): read and write the results cache."""
+    cache_dir: Path | None = None
+    """``--saeval-cache-dir`` / ``saeval_cache_dir``: folder of the results cache."""
+    thresholds: tuple[str, ...] = ("thresholds/*.yaml",)
+    """``saeval_thresholds``: globs, relative to the rootdir, of the suite files to collect."""
+
+    def __post_init__(self) -> None:
+        import re
+
+        if self.device is not None and not re.match(r"^(?:auto|cpu|cuda|cuda:\d+)$", self.device):
+            raise pytest.UsageError(
+                f"--saeval-device must be auto, cpu, cuda or cuda:N, got {self.device!r}. "
+                "Fix: pass e.g. --saeval-device cpu or --saeval-device cuda:0"
+            )
+        object.__setattr__(self, "thresholds", tuple(self.thresholds))
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> PluginOptions:
+        """Command-line options first, then ini values (ini paths are relative to the ini file's folder)."""
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        cwd = config.invocation_params.dir
+
+        def path_option(option: str, ini: str) -> Path | None:
+            value = config.getoption(option)
+            if value:
+                return cwd / value
+            value = config.getini(ini)
+            return base / value if value else None
+
+        device = config.getoption("saeval_device") or config.getini("saeval_device") or None
+        return cls(
+            device=device,
+            output_dir=path_option("saeval_output_dir", "saeval_output_dir"),
+            update_baseline=bool(config.getoption("saeval_update_baseline")),
+            suite=path_option("saeval_suite", "saeval_suite"),
+            use_cache=not config.getoption("saeval_no_cache") and bool(config.getini("saeval_cache")),
+            cache_dir=path_option("saeval_cache_dir", "saeval_cache_dir"),
+            thresholds=tuple(config.getini("saeval_thresholds")),
+        )
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """What a gate item reports: its check, or why it is skipped."""
+
+    check: GateCheck | None = None
+    """The checked gate."""
+    skip_reason: str | None = None
+    """Set when the gate could not be checked for a reason that is not an error."""
+
+
+@dataclass
+class _Unit:
+    """Gate items evaluated together, and the result once evaluated."""
+
+    selected: dict[Path, dict[str, set[str]]] = field(default_factory=dict)
+    """Suite file -> SAE id -> gated metrics of the selected items."""
+    result: list[SuiteRun] | BaseException | None = None
+    """The runs, or the error that stopped the evaluation."""
+
+
+def _overridden(node: pytest.Item | pytest.Collector) -> tuple[tuple[str, int], ...]:
+    """The overridable fixtures that a conftest or module overrides where ``node`` is, with their definitions' ids."""
+    fm = node.session._fixturemanager
+    found = []
+    for name in OVERRIDABLE:
+        defs = fm.getfixturedefs(name, node)
+        if defs and getattr(defs[-1].func, "__module__", None) != _PLUGIN_MODULE:
+            found.append((name, id(defs[-1])))
+    return tuple(found)
+
+
+def _override_values(request: pytest.FixtureRequest, names: Iterable[str]) -> Overrides:
+    values = {name: request.getfixturevalue(name) for name in names}
+    return Overrides(model=values.get("saeval_model"), saes=values.get("saeval_saes"),
+                     tokens=values.get("saeval_tokens"))
+
+
+class Runner:
+    """Everything the plugin knows about one pytest run (one per process)."""
+
+    def __init__(self, config: pytest.Config, options: PluginOptions) -> None:
+        self.config = config
+        self.options = options
+        workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+        self.worker_id: str | None = workerinput.get("workerid") if workerinput else None
+        self.unit_kind: str = (workerinput or {}).get("saeval_unit", "group")
+        if self.unit_kind not in UNITS:
+            self.unit_kind = "sae"
+        self._session: Session | None = None
+        self._suites: dict[Path, Suite] = {}
+        self._globbed: frozenset[Path] | None = None
+        self._units: dict[tuple[Any, ...], _Unit] = {}
+        self._unit_of: dict[tuple[Path, str], tuple[Any, ...]] = {}
+        self.runs: list[SuiteRun] = []
+        """Every run evaluated in this process (gate items, markers, fixtures)."""
+        self.errors: list[str] = []
+        """Messages of evaluations that failed with an error, in this process and its workers."""
+        self.evaluations: dict[str, int] = {}
+        """SAEs evaluated, per process (``main`` or the xdist worker id)."""
+        self.finish_lines: list[str] = []
+        """Lines for the summary: files written, baselines updated, problems doing so."""
+
+    # -- suites and collection ------------------------------------------------------------------
+    @property
+    def is_worker(self) -> bool:
+        return self.worker_id is not None
+
+    def globbed(self) -> frozenset[Path]:
+        """Files matched by the ``saeval_thresholds`` globs (relative to the rootdir), found once."""
+        if self._globbed is None:
+            root = self.config.rootpath
+            found: set[Path] = set()
+            for pattern in self.options.thresholds:
+                found.update(Path(os.path.abspath(p)) for p in root.glob(pattern) if p.is_file())
+            self._globbed = frozenset(found)
+        return self._globbed
+
+    def display_path(self, path: Path) -> Path:
+        """``path`` relative to the invocation folder when it lies inside it (as messages show it)."""
+        path = Path(os.path.abspath(path))
+        try:
+            return path.relative_to(self.config.invocation_params.dir)
+        except ValueError:
+            return path
+
+    def load_suite(self, path: Path) -> Suite:
+        """Load a suite file once per run; errors name the file as messages show it."""
+        key = Path(os.path.abspath(path))
+        if key not in self._suites:
+            self._suites[key] = load_suite(self.display_path(key))
+        return self._suites[key]
+
+    @property
+    def session(self) -> Session:
+        """The one :class:`Session` of this process (created on first use)."""
+        if self._session is None:
+            from ._xdist import worker_device
+
+            auto = worker_device(self.worker_id) if self.options.device is None else None
+            self._session = Session(device=self.options.device, cache_dir=self.options.cache_dir,
+                                    use_cache=self.options.use_cache, auto_device=auto)
+        return self._session
+
+    def plan(self, items: Iterable[pytest.Item]) -> None:
+        """Group the selected gate items into evaluation units (after deselection)."""
+        from ._collect import GateItem
+
+        sigs: dict[Path, tuple[tuple[str, int], ...]] = {}
+        for item in items:
+            if not isinstance(item, GateItem):
+                continue
+            path = Path(os.path.abspath(item.path))
+            if path not in sigs:
+                sigs[path] = _overridden(item)
+            if self.unit_kind == "group":
+                key: tuple[Any, ...] = ("group", group_key(item.suite), sigs[path])
+            elif self.unit_kind == "file":
+                key = ("file", str(path), sigs[path])
+            else:
+                key = ("sae", str(path), item.sae_id, sigs[path])
+            unit = self._units.setdefault(key, _Unit())
+            unit.selected.setdefault(path, {}).setdefault(item.sae_id, set()).add(item.gate.metric)
+            self._unit_of[(path, item.sae_id)] = key
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def _evaluate(self, suites_selected: Mapping[Path, Mapping[str, set[str]] | None],
+                  overrides: Overrides | None) -> list[SuiteRun]:
+        """Run the session on some SAEs of some suites; ``None`` selects every SAE and gate of a suite."""
+        suites = [self._suites[p] for p in suites_selected]
+        by_suite = {self._suites[p].path: sel for p, sel in suites_selected.items()}
+
+        def selected(suite: Suite, uid: str) -> bool:
+            sel = by_suite.get(suite.path)
+            return sel is None or uid in sel
+
+        from .cli import _quiet_libraries
+
+        session = self.session
+        before = session.evaluations
+        try:
+            with _quiet_libraries():
+                runs = session.run(suites, selected, overrides=overrides,
+                                   baseline_missing_ok=self.options.update_baseline)
+        finally:
+            who = self.worker_id or "main"
+            self.evaluations[who] = self.evaluations.get(who, 0) + session.evaluations - before
+        for run in runs:
+            sel = by_suite.get(run.suite.path)
+            if sel is not None:
+                run.checks = [c for c in run.checks if c.gate.metric in sel.get(c.sae_id, ())]
+                run.unchecked = [(u, g) for u, g in run.unchecked if g.metric in sel.get(u, ())]
+        self.runs.extend(runs)
+        return runs
+
+    def _record_error(self, error: BaseException) -> None:
+        text = str(error) if isinstance(error, SaevalError) else f"{type(error).__name__}: {error}"
+        if text not in self.errors:
+            self.errors.append(text)
+
+    def gate_outcome(self, item: GateItem) -> GateOutcome:
+        """The check of ``item``, evaluating its unit first if needed.
+
+        Raises :class:`~pytest_saeval._collect.EvaluationError` (an error of the item, not a
+        failure) when the unit could not be evaluated.
+        """
+        from ._collect import EvaluationError
+
+        path = Path(os.path.abspath(item.path))
+        key = self._unit_of.get((path, item.sae_id))
+        if key is None:  # collected after planning (should not happen): evaluate it on its own
+            self.plan([item])
+            key = self._unit_of[(path, item.sae_id)]
+        unit = self._units[key]
+        if unit.result is None:
+            try:
+                overrides = _override_values(item._request, (name for name, _ in key[-1])) if key[-1] else None
+                unit.result = self._evaluate(unit.selected, overrides)
+            except SaevalError as e:
+                unit.result = e
+                self._record_error(e)
+            except Exception as e:  # noqa: BLE001 - a bug or a device problem: every item of the unit shows it
+                unit.result = e
+                self._record_error(e)
+        if isinstance(unit.result, SaevalError):
+            raise EvaluationError(str(unit.result))
+        if isinstance(unit.result, BaseException):
+            raise unit.result
+        for run in unit.result:
+            if Path(os.path.abspath(run.suite.path)) != path:
+                continue
+            for check in run.checks:
+                if check.sae_id == item.sae_id and check.gate.metric == item.gate.metric:
+                    return GateOutcome(check=check)
+            for uid, gate in run.unchecked:
+                if uid == item.sae_id and gate.metric == item.gate.metric:
+                    return GateOutcome(skip_reason=_no_baseline_reason(run.suite, uid, gate))
+        raise EvaluationError(f"{item.nodeid}: the evaluation produced no check for this gate")
+
+    def marker_failures(self, item: pytest.Item, suite_path: Path, sae: str | None) -> list[str]:
+        """Evaluate a ``saeval`` marker's suite (one SAE or all) and return the failing gates' messages."""
+        suite = self.load_suite(suite_path)
+        key = Path(os.path.abspath(suite_path))
+        names = [name for name, _ in _overridden(item)]
+        request: pytest.FixtureRequest = item._request  # type: ignore[attr-defined]
+        overrides = _override_values(request, names) if names else None
+        selected = {key: {sae: set(suite.sae(sae).metrics)} if sae is not None else None}
+        try:
+            runs = self._evaluate(selected, overrides)
+        except BaseException as e:
+            self._record_error(e)
+            raise
+        messages = [c.message for run in runs for c in run.checks if not c.passed]
+        messages += [f"{_no_baseline_reason(run.suite, uid, gate)} (not checked)"
+                     for run in runs for uid, gate in run.unchecked]
+        return messages
+
+    def fixture_suite(self) -> Suite:
+        """The suite named by ``--saeval-suite`` / ``saeval_suite``."""
+        if self.options.suite is None:
+            pytest.fail(
+                "the saeval fixtures need a suite file. Fix: pass --saeval-suite thresholds/<name>.yaml "
+                "or set saeval_suite in the ini file",
+                pytrace=False,
+            )
+        try:
+            return self.load_suite(self.options.suite)
+        except SaevalError as e:
+            pytest.fail(str(e), pytrace=False)
+
+    def fixture_model(self) -> Any:
+        """The fixture suite's model (the same object its gates are evaluated on)."""
+        suite = self.fixture_suite()
+        try:
+            return self.session.model(suite)
+        except SaevalError as e:
+            pytest.fail(str(e), pytrace=False)
+
+    def fixture_tokens(self, model: Any) -> Any:
+        """The fixture suite's token rows, checked against ``model``'s vocabulary."""
+        suite = self.fixture_suite()
+        try:
+            return self.session.tokens(suite, model)
+        except SaevalError as e:
+            pytest.fail(str(e), pytrace=False)
+
+    def fixture_saes(self, model: Any) -> dict[str, Any]:
+        """The fixture suite's SAEs by unique id, on ``model``'s device."""
+        from .engine import model_device
+        from .session import entries_of
+
+        suite = self.fixture_suite()
+        try:
+            return self.session.saes(suite, entries_of(suite), str(model_device(model)))
+        except SaevalError as e:
+            pytest.fail(str(e), pytrace=False)
+
+    def fixture_results(self, model: Any, saes: Mapping[str, Any], tokens: Any) -> dict[str, Any]:
+        """Results of every SAE of the fixture suite on these objects (kept results are reused)."""
+        suite = self.fixture_suite()
+        try:
+            runs = self._evaluate({Path(os.path.abspath(suite.path)): None},
+                                  Overrides(model=model, saes=saes, tokens=tokens))
+        except SaevalError as e:
+            self._record_error(e)
+            pytest.fail(str(e), pytrace=False)
+        return dict(runs[0].results) if runs else {}
+
+    # -- xdist ------------------------------------------------------------------------------------
+    def to_wire(self) -> dict[str, Any]:
+        """What a worker sends to the controller: plain data only."""
+        from ._wire import run_to_wire
+
+        return {"worker": self.worker_id, "evaluations": dict(self.evaluations), "errors": list(self.errors),
+                "runs": [run_to_wire(r) for r in self.runs]}
+
+    def add_remote(self, payload: Mapping[str, Any] | None) -> None:
+        """Take in a worker's results (on the controller)."""
+        if not payload:
+            return
+        from ._wire import run_from_wire
+
+        for who, n in payload.get("evaluations", {}).items():
+            self.evaluations[who] = self.evaluations.get(who, 0) + int(n)
+        for text in payload.get("errors", []):
+            if text not in self.errors:
+                self.errors.append(text)
+        for data in payload.get("runs", []):
+            self.runs.append(run_from_wire(data, self.load_suite))
+
+    # -- the end ----------------------------------------------------------------------------------
+    def merged(self) -> list[SuiteRun]:
+        return merge_runs(self.runs)
+
+    def finish(self) -> bool:
+        """Write the outputs and the baselines (controller or single process). False when that failed."""
+        runs = self.merged()
+        ok = True
+        if self.options.output_dir is not None and runs:
+            from .outputs import write_outputs
+
+            try:
+                paths = write_outputs(runs, self.options.output_dir)
+                self.finish_lines.append(f"wrote {len(paths)} files to {self.display_path(self.options.output_dir)}")
+            except (OSError, SaevalError) as e:
+                self.finish_lines.append(f"ERROR writing the outputs: {e}")
+                ok = False
+        if self.options.update_baseline:
+            ok = self._update_baselines(runs) and ok
+        return ok
+
+    def _update_baselines(self, runs: list[SuiteRun]) -> bool:
+        if self.errors:
+            n = len(self.errors)
+            self.finish_lines.append(
+                f"baseline NOT updated: {n} evaluation error{'s' if n != 1 else ''} in this run (fix them and run again)"
+            )
+            return True
+        from .outputs import write_baselines
+
+        with_file = [r for r in runs if r.suite.baseline is not None]
+        for run in runs:
+            if run.suite.baseline is None:
+                self.finish_lines.append(
+                    f"baseline not updated for {run.suite.path}: it has no `baseline:` key "
+                    "(add `baseline: baselines/<name>.json`; the file is created on update)"
+                )
+        if not with_file:
+            return True
+        try:
+            for path in write_baselines(with_file):
+                self.finish_lines.append(f"updated baseline {self.display_path(path)}")
+        except (OSError, SaevalError) as e:
+            self.finish_lines.append(f"ERROR updating the baseline: {e}")
+            return False
+        return True
+
+    def summary_lines(self) -> list[str]:
+        """The terminal summary section: one table per suite, then notes and what was written."""
+        from .outputs import format_table
+
+        lines: list[str] = []
+        for run in self.merged():
+            lines.extend(format_table(run).splitlines())
+            for uid, gate in run.unchecked:
+                lines.append(f"  not checked: {_no_baseline_reason(run.suite, uid, gate)}")
+            lines.extend(f"  note: {n}" for n in run.notes)
+        if self.evaluations:
+            total = sum(self.evaluations.values())
+            who = ", ".join(f"{k}: {v}" for k, v in sorted(self.evaluations.items()) if k != "main")
+            lines.append(f"{total} SAE evaluation{'s' if total != 1 else ''}" + (f" ({who})" if who else ""))
+        for text in self.errors:
+            lines.append(f"ERROR {text}")
+        lines.extend(self.finish_lines)
+        return lines
+
+
+def _no_baseline_reason(suite: Suite, uid: str, gate: Gate) -> str:
+    where = f"{suite.path}:{gate.line}" if gate.line else str(suite.path)
+    return (f"{where}: [{uid}] {gate.metric} {gate.text}: the baseline has no value yet; "
+            "--saeval-update-baseline records it in this run")
+
+
+RUNNER_KEY = pytest.StashKey[Runner]()
+"""Where the run's :class:`Runner` lives in ``config.stash``."""
+
+
+def get_runner(config: pytest.Config) -> Runner:
+    """The run's :class:`Runner` (created by the plugin's ``pytest_configure``)."""
+    return config.stash[RUNNER_KEY]
+
