@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "INTERVAL_METRICS",
     "Interval",
+    "gate_interval",
     "intervals",
     "percentile_interval",
     "replicates",
@@ -234,10 +235,29 @@ def sae_key(run: SuiteRun, sae_id: str) -> str:
 
 def lookup(intervals_by_sae: Mapping[str, Mapping[str, Interval]] | None, run: SuiteRun,
            sae_id: str) -> Mapping[str, Interval]:
-    """The intervals of one SAE: keyed ``"<suite>::<id>"`` (as :func:`run_intervals` writes) or by the bare id."""
-    if not intervals_by_sae:
-        return {}
-    found = intervals_by_sae.get(sae_key(run, sae_id))
-    if found is None:
-        found = intervals_by_sae.get(sae_id)
-    return found or {}
+    """The intervals of one SAE of ``run``.
+
+    From ``intervals_by_sae`` when given (keyed ``"<suite>::<id>"`` as :func:`run_intervals` writes,
+    or by the bare id), else from ``run.intervals[sae_id]`` when the run carries intervals; ``{}``
+    when neither has them.
+    """
+    if intervals_by_sae:
+        found = intervals_by_sae.get(sae_key(run, sae_id))
+        if found is None:
+            found = intervals_by_sae.get(sae_id)
+        if found is not None:
+            return found
+    own = getattr(run, "intervals", None)
+    if isinstance(own, Mapping):
+        return own.get(sae_id) or {}
+    return {}
+
+
+def gate_interval(found: Mapping[str, Interval] | None, metric: str) -> Interval | None:
+    """The interval to check a gate on ``metric`` with: ``found[metric]`` when both ends are finite, else None."""
+    if not found:
+        return None
+    iv = found.get(metric)
+    if iv is None or not all(math.isfinite(v) for v in iv):
+        return None
+    return (float(iv[0]), float(iv[1]))

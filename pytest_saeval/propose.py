@@ -222,7 +222,8 @@ def propose_gates(
             are proposed too (baseline-relative gates are kept as written).
         policy: the margins (see :class:`MarginPolicy`).
         intervals_by_sae: precomputed intervals (as :func:`pytest_saeval.bootstrap.run_intervals`
-            returns); computed with ``n_boot`` / ``seed`` when absent.
+            returns). When None: the run's own ``intervals`` if it carries them, else computed from
+            each result's per-sequence sums with ``n_boot`` / ``seed``.
 
     Returns:
         One :class:`SAEProposal` per ``saes:`` entry that was evaluated, in file order. Entries that
@@ -261,8 +262,8 @@ def propose_gates(
                     if not math.isfinite(value):
                         problem = f"{metric}: measured {format_number(value)} for {uid}, no gate proposed"
                         break
-                    found = lookup(intervals_by_sae, run, uid) if intervals_by_sae is not None else None
-                    if found is None:
+                    found = lookup(intervals_by_sae, run, uid)
+                    if not found and intervals_by_sae is None:
                         found = intervals(result, n_boot=n_boot, seed=seed)
                     interval = found.get(metric)
                     per_sae.append(ProposedGate(metric, _one(metric, value, interval, policy), value, interval))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .bootstrap import INTERVAL_METRICS, Interval, lookup
+from .bootstrap import INTERVAL_METRICS, Interval, gate_interval, lookup
 from .catalogue import METRICS
 from .fileio import atomic_write_text
 from .gates import format_number
@@ -84,14 +84,15 @@ def _headroom(check: GateCheck) -> float:
 def gate_rows(runs: Iterable[SuiteRun], intervals_by_sae: IntervalsBySAE | None = None) -> list[GateRow]:
     """Every checked gate of ``runs``: failures first, each group in run and file order.
 
-    The interval is the one the gate was checked with, else the one in ``intervals_by_sae``.
+    The interval is the one the gate was checked with, else the one in ``intervals_by_sae``, else
+    the run's own ``intervals`` (see :func:`pytest_saeval.bootstrap.lookup`).
     """
     rows: list[GateRow] = []
     for run in runs:
         for check in run.checks:
             interval = check.result.interval
             if interval is None:
-                interval = lookup(intervals_by_sae, run, check.sae_id).get(check.gate.metric)
+                interval = gate_interval(lookup(intervals_by_sae, run, check.sae_id), check.gate.metric)
             rows.append(GateRow(
                 suite_path=check.suite_path, line=check.gate.line, sae_id=check.sae_id, metric=check.gate.metric,
                 passed=check.passed, value=check.result.value, interval=interval,
@@ -159,8 +160,9 @@ def markdown_summary(runs: Sequence[SuiteRun], intervals_by_sae: IntervalsBySAE 
                      title: str = "saeval", details: bool = True) -> str:
     """A Markdown report: a headline, the gate table (failures first) and, per SAE, all scalar metrics.
 
-    ``intervals_by_sae`` (as :func:`pytest_saeval.bootstrap.run_intervals` returns) adds the
-    95% bootstrap interval of each value; ``details=False`` leaves out the per-SAE metric tables.
+    ``intervals_by_sae`` (as :func:`pytest_saeval.bootstrap.run_intervals` returns; default: the
+    intervals the gates were checked with, or the runs' own ``intervals``) adds the 95% bootstrap
+    interval of each value; ``details=False`` leaves out the per-SAE metric tables.
     """
     rows = gate_rows(runs, intervals_by_sae)
     n_fail = sum(not r.passed for r in rows)

@@ -276,3 +276,13 @@ def test_bad_options_are_input_errors(kwargs, key):
         intervals(_mean_result([1.0], [1.0]), **kwargs)
     assert info.value.location.key == key
     assert "Fix:" in str(info.value)
+
+
+def test_gate_interval_only_gives_finite_intervals():
+    from pytest_saeval.bootstrap import gate_interval
+
+    found = {"l0": (1.0, 2.0), "mse": (math.nan, math.nan)}
+    assert gate_interval(found, "l0") == (1.0, 2.0)
+    assert gate_interval(found, "mse") is None
+    assert gate_interval(found, "cossim") is None
+    assert gate_interval(None, "l0") is None

@@ -325,18 +325,20 @@ def tiny_setup():
     return model, saes, tokens
 
 
-def _session(tiny_setup) -> Session:
+@pytest.fixture(scope="module")
+def session(tiny_setup) -> Session:
+    """One session for the module: it keeps each SAE's result, so later runs reuse the first evaluation."""
     model, saes, tokens = tiny_setup
     return Session(model_override=model, saes_override=saes, tokens_override=tokens)
 
 
-def test_init_proposes_a_suite_that_passes_on_its_own_run(tmp_path, tiny_setup):
+def test_init_proposes_a_suite_that_passes_on_its_own_run(tmp_path, session):
     path = _write(tmp_path)
-    first_run = _session(tiny_setup).run([load_suite(path)])[0]
+    first_run = session.run([load_suite(path)])[0]
     assert not first_run.passed  # explained_variance >= 0.99 and l0 in [1, 2] fail on random SAEs
 
     new_path = tmp_path / "thresholds" / "proposed.yaml"
-    written, proposals = init_suite(path, output=new_path, session=_session(tiny_setup))
+    written, proposals = init_suite(path, output=new_path, session=session)
     assert written == new_path
     assert path.read_text() == SUITE
     assert {p.sae_id for p in proposals} == {"first", "second"}
@@ -349,18 +351,27 @@ def test_init_proposes_a_suite_that_passes_on_its_own_run(tmp_path, tiny_setup):
         assert comment in new_text
 
     suite = load_suite(new_path)
-    rerun = _session(tiny_setup).run([suite])[0]
+    rerun = session.run([suite])[0]
     assert rerun.checks and rerun.passed, [c.message for c in rerun.checks if not c.passed]
     assert {c.gate.metric for c in rerun.checks if c.sae_id == "second"} >= {"l0", "explained_variance", "frac_alive"}
     # a measured interval went into the comments
     assert "# measured" in new_text and "[" in new_text.split("# measured", 1)[1].splitlines()[0]
 
 
-def test_init_ignores_a_missing_baseline(tmp_path, tiny_setup):
+def test_init_ignores_a_missing_baseline(tmp_path, session):
     text = SUITE.replace('explained_variance: ">= 0.99"', 'ce_loss_score: ">= baseline - 0.01"')
     text = text.replace("saes:\n", "baseline: ../baselines/missing.json\nsaes:\n")
     path = _write(tmp_path, text)
-    _, proposals = init_suite(path, session=_session(tiny_setup), metrics=("l0",))
+    _, proposals = init_suite(path, session=session, metrics=("l0",))
     assert proposals[0].skipped == ("ce_loss_score: relative to the baseline, kept as written",)
     assert 'ce_loss_score: ">= baseline - 0.01"' in path.read_text()
     assert textwrap.dedent(path.read_text()).count("# measured") == 4  # l0 + frac_alive for each SAE
+
+
+def test_intervals_carried_by_the_run_are_used(tmp_path):
+    path = _write(tmp_path)
+    run = _run(path, {"first": MEASURED, "second": MEASURED})
+    run.intervals = {"first": {"explained_variance": (0.70, 0.90)}}
+    gates = _gates(propose_gates([run], metrics=("explained_variance",))[0])
+    # half-width 0.1: 0.70 - 2 * 0.1 = 0.50
+    assert gates["explained_variance"] == (">= 0.5",)

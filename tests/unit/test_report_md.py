@@ -169,3 +169,12 @@ def test_github_step_summary_is_cut_at_the_limit(tmp_path):
 @pytest.mark.parametrize("value", [0.0, 1.0])
 def test_headroom_is_signed(value):
     assert format_headroom(value) == ("+0" if value == 0 else "+1")
+
+
+def test_intervals_carried_by_the_run_are_used(tmp_path):
+    runs = _runs(tmp_path, GOOD, BAD)
+    runs[0].intervals = {"layer2-relu": {"explained_variance": (0.7770, 0.7853), "l0": (math.nan, math.nan)}}
+    text = markdown_summary(runs)
+    assert "| 0.7812 | [0.7770, 0.7853] |" in text
+    # a given mapping wins over the run's own
+    assert "[0.1000, 0.2000]" in markdown_summary(runs, {"layer2-relu": {"explained_variance": (0.1, 0.2)}})
