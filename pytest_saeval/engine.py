@@ -8,8 +8,17 @@ Schedule per batch of ``B`` rows (DESIGN §4):
   encode/decode (feeding both metric families) and one SAE-spliced forward from the hook's block;
 * sparsity-only batches: one forward that stops after the deepest needed block.
 
+On the fast path (a ``HookedTransformer``, every hook inside a block) the forwards stop after the
+last block; the final residuals of the clean run and of every variant are then unembedded together,
+a chunk of positions at a time, and scored in small row steps (:func:`~pytest_saeval.metrics.next_token_losses`),
+so no ``[batch, ctx, vocab]`` tensor is ever held. Zero-ablating a whole residual-stream hook makes
+every position equal, so that ablation forward runs on one position (see ``_Runner._ablation_forward``).
+
 Models without ``start_at_layer`` (TransformerLens 3's ``TransformerBridge``) run the ablation and
 spliced forwards as full forwards with hooks; both paths give the same numbers.
+
+A :class:`ModelStore` can keep the SAE-independent part of a pass (:class:`ModelRecords`); a later
+call with the same model, tokens and settings then runs only the new SAEs' own forwards.
 """
 
 from __future__ import annotations
@@ -17,15 +26,24 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from .catalogue import METRICS
 from .errors import InputError, did_you_mean
-from .metrics import F64, LossAccumulator, SequenceSums, SparsityAccumulator, SparsityTotals, weight_metrics
+from .metrics import (
+    COSINE_METRICS,
+    F64,
+    LossAccumulator,
+    SequenceSums,
+    SparsityAccumulator,
+    SparsityTotals,
+    next_token_losses,
+    weight_metrics,
+)
 from .settings import EvalSettings
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
@@ -261,11 +279,61 @@ def _sae_device(sae: Any, fallback: torch.device) -> torch.device:
         return fallback
 
 
+_RESID_HOOK_RE = re.compile(r"^blocks\.\d+\.hook_resid_(pre|mid|post)$")
+
+STACK_ELEMENTS = 1 << 25
+"""Logit elements per unembedding call on the fast path (128 MiB in float32): the final residuals of
+the clean run and of every variant of a batch are stacked, a chunk of positions at a time."""
+
+
+@dataclass(frozen=True)
+class HookRecord:
+    """What an SAE on one hook (and head) needs from the model for one token set; no SAE enters it."""
+
+    acts: torch.Tensor
+    """``[rows, T, ...]``: the hook's clean activations on every row the pass reads."""
+    block_resid: torch.Tensor | None
+    """``[recon_rows, T, d_model]``: the residual stream entering the hook's block; None when the
+    hook is that block's ``hook_resid_pre`` (then it equals ``acts``)."""
+    ablation_kl: torch.Tensor
+    """``[recon_rows, T]``: per-token KL(clean ‖ zero-ablated), before any token mask."""
+    ablation_ce: torch.Tensor
+    """``[recon_rows, T-1]``: per-token CE of the zero-ablated forward, before any token mask."""
+
+
+@dataclass(frozen=True)
+class ModelRecords:
+    """The SAE-independent part of a pass over one model, token set and settings (CPU tensors).
+
+    With these, a new SAE needs only its own tail forwards and the clean unembedding: no clean
+    forward through the blocks and no ablation forward.
+    """
+
+    final_resid: torch.Tensor
+    """``[recon_rows, T, d_model]``: the clean residual stream after the last block."""
+    hooks: dict[tuple[str, int | None], HookRecord]
+    """By ``(hook_name, hook_head_index)``."""
+
+
+class ModelStore(Protocol):
+    """Where :func:`evaluate` keeps :class:`ModelRecords` (bound to one model, token set and settings)."""
+
+    def load(self, hooks: Sequence[tuple[str, int | None]]) -> ModelRecords | None:
+        """The records when the clean residual and every hook in ``hooks`` are stored, else None."""
+
+    def save(self, records: ModelRecords) -> None:
+        """Keep ``records`` (merging with hooks stored before)."""
+
+
+def _entry_name(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_pre"
+
+
 class _Runner:
     """Executes the fused schedule for one ``evaluate`` call."""
 
     def __init__(self, model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, settings: EvalSettings,
-                 use_start_at_layer: bool) -> None:
+                 use_start_at_layer: bool, store: ModelStore | None) -> None:
         self.model = model
         self.saes = saes
         self.settings = settings
@@ -282,7 +350,14 @@ class _Runner:
         ]
         layers = [g.layer for g in self.groups]
         self.stop_layer = None if any(layer is None for layer in layers) else max(layers) + 1  # type: ignore[type-var]
+        self.n_layers = int(getattr(model.cfg, "n_layers", 0) or 0)
+        # Fast path with every hook inside a block: variant forwards stop after the last block and the
+        # unembedding of the clean run and all variants of a batch happens together (_stacked_losses).
+        self.resid_head = self.fast and self.stop_layer is not None and self.n_layers > 0
+        self.store = store if self.resid_head else None
         self.states: dict[str, _SAEState] = {}
+        self._w_u_t: torch.Tensor | None = None
+        self.cosines: frozenset[str] = frozenset({"encoder", "decoder"})
 
     # -- forwards -------------------------------------------------------------------------------
     def _mask(self, rows: torch.Tensor) -> torch.Tensor:
@@ -291,7 +366,11 @@ class _Runner:
         return ~torch.isin(rows, self.ignore.to(rows.device))
 
     def _capture_forward(self, rows: torch.Tensor, *, full: bool) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        """Clean forward; returns (logits or None, captured activations by hook name)."""
+        """Clean forward; returns (final residual or logits or None, captured activations by hook name).
+
+        ``full`` on the fast path stops after the last block (the final residual); otherwise it
+        returns the logits. Not ``full``: stops after the deepest needed block.
+        """
         captured: dict[str, torch.Tensor] = {}
 
         def capture(name: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
@@ -304,11 +383,13 @@ class _Runner:
 
         names = {g.hook_name for g in self.groups}
         if full and self.fast:
-            names |= {f"blocks.{g.layer}.hook_resid_pre" for g in self.groups if g.layer is not None}
+            names |= {_entry_name(g.layer) for g in self.groups if g.layer is not None}
         hooks = [(name, capture(name)) for name in sorted(names)]
+        if full and self.resid_head:
+            out = self.model.run_with_hooks(rows, fwd_hooks=hooks, stop_at_layer=self.n_layers)
+            return out, captured
         if full:
-            logits = self.model.run_with_hooks(rows, return_type="logits", fwd_hooks=hooks)
-            return logits, captured
+            return self.model.run_with_hooks(rows, return_type="logits", fwd_hooks=hooks), captured
         self.model.run_with_hooks(rows, return_type=None if self.stop_layer is None else "logits",
                                   fwd_hooks=hooks, stop_at_layer=self.stop_layer)
         return None, captured
@@ -316,12 +397,91 @@ class _Runner:
     def _variant_forward(self, rows: torch.Tensor, group: _Group, captured: dict[str, torch.Tensor],
                          hook_fn: Callable[[torch.Tensor, Any], torch.Tensor],
                          attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """A forward with ``hook_fn`` on the group's hook: the final residual ``[B*T, d]`` on the fast
+        path (from the hook's block to the end of the blocks), else the logits ``[B*T, V]``."""
         hooks = [(group.hook_name, hook_fn)]
         if self.fast and group.layer is not None:
-            resid = captured[f"blocks.{group.layer}.hook_resid_pre"]
-            return self.model.run_with_hooks(resid, start_at_layer=group.layer, return_type="logits",
-                                             fwd_hooks=hooks, attention_mask=attention_mask)
-        return self.model.run_with_hooks(rows, return_type="logits", fwd_hooks=hooks)
+            resid = captured[_entry_name(group.layer)]
+            if self.resid_head:
+                out = self.model.run_with_hooks(resid, start_at_layer=group.layer, stop_at_layer=self.n_layers,
+                                                fwd_hooks=hooks, attention_mask=attention_mask)
+            else:
+                out = self.model.run_with_hooks(resid, start_at_layer=group.layer, return_type="logits",
+                                                fwd_hooks=hooks, attention_mask=attention_mask)
+        else:
+            out = self.model.run_with_hooks(rows, return_type="logits", fwd_hooks=hooks)
+        return out.reshape(-1, out.shape[-1])
+
+    def _ablation_forward(self, rows: torch.Tensor, group: _Group, captured: dict[str, torch.Tensor],
+                          attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The zero-ablation forward of a hook group.
+
+        Zeroing a whole residual-stream hook (``hook_resid_pre/mid/post``) leaves every position with
+        the same residual, and every later block maps equal positions to equal positions (attention
+        averages identical values), so the ablated logits are one vector for every token: that
+        forward runs on a single position and its ``[1, d]`` result stands for all of them.
+        """
+        hook = lambda act, hook, g=group: _ablate(act, g.head_index)  # noqa: E731
+        if (self.resid_head and attention_mask is None and group.head_index is None
+                and _RESID_HOOK_RE.match(group.hook_name)):
+            assert group.layer is not None
+            one = {_entry_name(group.layer): captured[_entry_name(group.layer)][:1, :1]}
+            return self._variant_forward(rows[:1, :1], group, one, hook, None)
+        return self._variant_forward(rows, group, captured, hook, attention_mask)
+
+    def _head(self, resid: torch.Tensor) -> torch.Tensor:
+        """``[M, d]`` final residuals -> ``[M, V]`` logits: ``ln_final``, unembedding, logit soft-cap.
+
+        The unembedding is TransformerLens's ``F.linear(x, W_U.T.contiguous(), b_U)`` with the
+        transposed weight made once per call of :func:`evaluate` instead of once per forward.
+        """
+        model = self.model
+        x = resid[None]
+        if getattr(model.cfg, "normalization_type", None) is not None:
+            x = model.ln_final(x)
+        if self._w_u_t is None:
+            self._w_u_t = model.unembed.W_U.T.contiguous()
+        logits = torch.nn.functional.linear(x, self._w_u_t, model.unembed.b_U)[0]
+        cap = getattr(model.cfg, "output_logits_soft_cap", None)
+        if cap is not None and cap > 0:
+            logits = cap * torch.tanh(logits / cap)
+        return logits
+
+    def _stacked_losses(self, clean: torch.Tensor, variants: Sequence[torch.Tensor], targets: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Clean CE and each variant's KL / CE per position from final residuals (``[N, d]`` or ``[1, d]``).
+
+        The positions go in chunks; per chunk one unembedding call covers the clean run and every
+        variant (their rows stacked), so no ``[B, T, V]`` tensor is ever made.
+        """
+        n_pos = clean.shape[0]
+        full = [k for k, v in enumerate(variants) if v.shape[0] == n_pos]
+        single = [k for k, v in enumerate(variants) if v.shape[0] != n_pos]
+        vocab = int(self.model.cfg.d_vocab_out if getattr(self.model.cfg, "d_vocab_out", -1) > 0
+                    else self.model.cfg.d_vocab)
+        per_chunk = max(1, STACK_ELEMENTS // (vocab * (1 + len(full))))
+        single_rows = torch.cat([variants[k] for k in single]) if single else None
+        like = {"dtype": clean.dtype, "device": clean.device}
+        cce = torch.empty(n_pos, **like)
+        kl = torch.empty(len(variants), n_pos, **like)
+        ce = torch.empty(len(variants), n_pos, **like)
+        for start in range(0, n_pos, per_chunk):
+            stop = min(n_pos, start + per_chunk)
+            n = stop - start
+            parts = [clean[start:stop], *(variants[k][start:stop] for k in full)]
+            if single_rows is not None:
+                parts.append(single_rows)
+            logits = self._head(torch.cat(parts))
+            chunk: list[torch.Tensor] = [logits] * len(variants)
+            for j, k in enumerate(full):
+                chunk[k] = logits[(j + 1) * n:(j + 2) * n]
+            base = (len(full) + 1) * n
+            for j, k in enumerate(single):
+                chunk[k] = logits[base + j:base + j + 1]
+            c, kk, cc = next_token_losses(logits[:n], chunk, targets[start:stop])
+            assert c is not None
+            cce[start:stop], kl[:, start:stop], ce[:, start:stop] = c, kk, cc
+        return cce, kl, ce
 
     def _attention_mask(self, rows: torch.Tensor) -> torch.Tensor | None:
         """TransformerLens's padding mask, computed as its forward does (left padding only)."""
@@ -337,9 +497,11 @@ class _Runner:
         s = self.settings
         B = s.batch_size_prompts
         n_recon_rows = s.n_reconstruction_batches * B
-        n_sparse_rows = s.n_sparsity_batches * B
         clean = LossAccumulator(n_recon_rows, self.device, with_kl=False)
         ablation = {g: LossAccumulator(n_recon_rows, self.device) for g in self.groups}
+        keys = [(g.hook_name, g.head_index) for g in self.groups]
+        stored = self.store.load(keys) if self.store is not None else None
+        record = _Recording(self.groups) if self.store is not None and stored is None else None
         n_batches = max(s.n_reconstruction_batches, s.n_sparsity_batches)
         batches: Any = range(n_batches)
         if progress:
@@ -352,43 +514,102 @@ class _Runner:
             mask = self._mask(rows)
             do_recon = i < s.n_reconstruction_batches
             do_sparse = i < s.n_sparsity_batches
-            logits, captured = self._capture_forward(rows, full=do_recon)
             attn = self._attention_mask(rows) if do_recon else None
             loss_mask = None if attn is None else torch.logical_and(attn[:, :-1], attn[:, 1:]).bool()
-            if do_recon:
-                assert logits is not None
-                clean.add(rows_slice, torch.log_softmax(logits, dim=-1), rows, mask, None, None, loss_mask)
-                clean_p = torch.softmax(logits, dim=-1)
-                clean_plogp = torch.xlogy(clean_p, clean_p)
-                del logits
+            # the model side: clean forward and ablations, or their stored records
+            abl_tokens: dict[_Group, tuple[torch.Tensor, torch.Tensor]] = {}
+            abl_sources: dict[_Group, torch.Tensor] = {}
+            clean_out: torch.Tensor | None = None
+            if stored is not None:
+                captured = self._stored_batch(stored, rows_slice, do_recon)
+                if do_recon:
+                    clean_out = stored.final_resid[rows_slice].to(self.device)
+                    for g, key in zip(self.groups, keys):
+                        h = stored.hooks[key]
+                        abl_tokens[g] = (h.ablation_kl[rows_slice].to(self.device),
+                                         h.ablation_ce[rows_slice].to(self.device))
+            else:
+                clean_out, captured = self._capture_forward(rows, full=do_recon)
+                if do_recon:
+                    for g in self.groups:
+                        abl_sources[g] = self._ablation_forward(rows, g, captured, attn)
+            targets = torch.cat([rows[:, 1:], rows[:, :1]], dim=1).reshape(-1)
+            clean_flat: torch.Tensor | None = None
+            if do_recon and not self.resid_head:
+                # logits path: every variant is scored against the clean logits as soon as it exists
+                assert clean_out is not None
+                clean_flat = clean_out.reshape(-1, clean_out.shape[-1])
+                cce, _, _ = next_token_losses(clean_flat, [], targets)
+                assert cce is not None
+                clean.add(rows_slice, mask, cce.view(B, -1)[:, :-1], loss_mask=loss_mask)
+                for g, logits in abl_sources.items():
+                    _, kl, ce = next_token_losses(clean_flat, [logits], targets, clean_ce=False)
+                    ablation[g].add(rows_slice, mask, ce[0].view(B, -1)[:, :-1], kl[0].view(B, -1), loss_mask)
+                abl_sources.clear()
+            sae_sources: list[tuple[str, torch.Tensor]] = []
             for group in self.groups:
                 act = captured[group.hook_name]
                 for sae_id in group.sae_ids:
-                    self._sae_batch(sae_id, group, act, rows, rows_slice, mask, do_recon, do_sparse,
-                                    captured, attn, loss_mask, clean_plogp if do_recon else None,
-                                    clean_p if do_recon else None, n_recon_rows, n_sparse_rows)
-                if do_recon:
-                    log_q = torch.log_softmax(
-                        self._variant_forward(rows, group, captured, lambda a, hook, g=group: _ablate(a, g.head_index),
-                                              attn), dim=-1)
-                    ablation[group].add(rows_slice, log_q, rows, mask, clean_plogp, clean_p, loss_mask)
-                    del log_q
-            del captured
+                    out = self._sae_batch(sae_id, group, act, rows, rows_slice, mask, do_recon, do_sparse,
+                                          captured, attn)
+                    if out is None:
+                        continue
+                    if self.resid_head:
+                        sae_sources.append((sae_id, out))
+                    else:
+                        assert clean_flat is not None
+                        _, kl, ce = next_token_losses(clean_flat, [out], targets, clean_ce=False)
+                        acc = self.states[sae_id].recon
+                        assert acc is not None
+                        acc.add(rows_slice, mask, ce[0].view(B, -1)[:, :-1], kl[0].view(B, -1), loss_mask)
+                        del out
+            if do_recon and self.resid_head:
+                assert clean_out is not None
+                abl_groups = list(abl_sources)
+                variants = [abl_sources[g] for g in abl_groups] + [src for _, src in sae_sources]
+                cce, kl, ce = self._stacked_losses(clean_out.reshape(-1, clean_out.shape[-1]), variants, targets)
+                clean.add(rows_slice, mask, cce.view(B, -1)[:, :-1], loss_mask=loss_mask)
+                for j, g in enumerate(abl_groups):
+                    abl_tokens[g] = (kl[j].view(B, -1), ce[j].view(B, -1)[:, :-1])
+                for j, (sae_id, _) in enumerate(sae_sources, start=len(abl_groups)):
+                    acc = self.states[sae_id].recon
+                    assert acc is not None
+                    acc.add(rows_slice, mask, ce[j].view(B, -1)[:, :-1], kl[j].view(B, -1), loss_mask)
+                for g, (kl_tok, ce_tok) in abl_tokens.items():
+                    ablation[g].add(rows_slice, mask, ce_tok, kl_tok, loss_mask)
+            if record is not None:
+                record.add(captured, clean_out if do_recon else None, abl_tokens)
+            del captured, clean_out, abl_sources, sae_sources
+        if record is not None and self.store is not None:
+            self.store.save(record.finish(keys))
         return self._finish(clean, ablation)
+
+    def _stored_batch(self, stored: ModelRecords, rows: slice, do_recon: bool) -> dict[str, torch.Tensor]:
+        captured: dict[str, torch.Tensor] = {}
+        for g in self.groups:
+            h = stored.hooks[(g.hook_name, g.head_index)]
+            captured[g.hook_name] = h.acts[rows].to(self.device)
+            if do_recon:
+                assert g.layer is not None
+                entry = h.block_resid if h.block_resid is not None else h.acts
+                captured[_entry_name(g.layer)] = entry[rows].to(self.device)
+        return captured
 
     def _sae_batch(self, sae_id: str, group: _Group, act: torch.Tensor, rows: torch.Tensor, rows_slice: slice,
                    mask: torch.Tensor, do_recon: bool, do_sparse: bool, captured: dict[str, torch.Tensor],
-                   attn: torch.Tensor | None, loss_mask: torch.Tensor | None, clean_plogp: torch.Tensor | None,
-                   clean_p: torch.Tensor | None, n_recon_rows: int, n_sparse_rows: int) -> None:
+                   attn: torch.Tensor | None) -> torch.Tensor | None:
+        """Encode/decode one SAE on one batch, feed its sparsity sums, and return its spliced forward's
+        final residual (fast path) or logits (``None`` for a sparsity-only batch)."""
         sae = self.saes[sae_id]
         x = _sae_input(act, group.head_index)
         state = self.states.get(sae_id)
         if state is None:
+            s = self.settings
             d_in = x.shape[-1]
             state = _SAEState(sae=sae, group=group, d_in=d_in, d_sae=int(sae.cfg.d_sae))
-            if s_rows := (n_recon_rows if self.settings.n_reconstruction_batches else 0):
-                state.recon = LossAccumulator(s_rows, self.device)
-            state.sparsity = SparsityAccumulator(n_sparse_rows, d_in, state.d_sae, self.device)
+            state.recon = LossAccumulator(s.n_reconstruction_batches * s.batch_size_prompts, self.device)
+            state.sparsity = SparsityAccumulator(s.n_sparsity_batches * s.batch_size_prompts, d_in, state.d_sae,
+                                                 self.device)
             self.states[sae_id] = state
         dev = _sae_device(sae, self.device)
         feats = sae.encode(x.to(dev))
@@ -396,14 +617,13 @@ class _Runner:
         if do_sparse:
             assert state.sparsity is not None
             state.sparsity.add(rows_slice, x, x_hat.to(x.device), feats, mask.to(feats.device))
-        if do_recon:
-            assert state.recon is not None
-            new = torch.where(mask.to(dev)[..., None], x_hat, x.to(dev)).to(act.device)
-            replacement = _replace(act, group.head_index, new)
-            logits = self._variant_forward(rows, group, captured, lambda a, hook: replacement, attn)
-            log_q = torch.log_softmax(logits, dim=-1)
-            del logits
-            state.recon.add(rows_slice, log_q, rows, mask, clean_plogp, clean_p, loss_mask)
+        if not do_recon:
+            return None
+        new = torch.where(mask.to(dev)[..., None], x_hat, x.to(dev)).to(act.device)
+        del feats, x_hat
+        replacement = _replace(act, group.head_index, new)
+        return self._variant_forward(rows, group, captured, lambda a, hook: replacement, attn)
+
 
     def _finish(self, clean: LossAccumulator, ablation: dict[_Group, LossAccumulator]) -> dict[str, SAEResult]:
         # One host transfer: gather every device sum into one flat buffer, copy once, split again.
@@ -464,7 +684,8 @@ class _Runner:
             metrics.update(totals.scalar_metrics())
             metrics["total_tokens_eval_reconstruction"] = float(ctx * s.n_reconstruction_batches * s.batch_size_prompts)
             metrics["total_tokens_eval_sparsity_variance"] = float(ctx * s.n_sparsity_batches * s.batch_size_prompts)
-            w_scalars, w_lists = weight_metrics(st.sae)
+            w_scalars, w_lists = weight_metrics(st.sae, encoder_cosines="encoder" in self.cosines,
+                                                decoder_cosines="decoder" in self.cosines)
             metrics.update(w_scalars)
             feature_metrics = {
                 "feature_density": totals.feature_density().tolist(),
@@ -479,6 +700,64 @@ class _Runner:
                                              sum_x=totals.sum_x, sum_sq_norm=totals.sum_sq_norm),
             )
         return results
+
+
+class _Recording:
+    """Collects the model-side tensors of a cold pass for a :class:`ModelStore` (kept on the device
+    until the end, then moved to the CPU at once)."""
+
+    def __init__(self, groups: Sequence[_Group]) -> None:
+        self.groups = list(groups)
+        self.final: list[torch.Tensor] = []
+        self.acts: dict[_Group, list[torch.Tensor]] = {g: [] for g in groups}
+        self.entry: dict[_Group, list[torch.Tensor]] = {g: [] for g in groups}
+        self.kl: dict[_Group, list[torch.Tensor]] = {g: [] for g in groups}
+        self.ce: dict[_Group, list[torch.Tensor]] = {g: [] for g in groups}
+
+    def add(self, captured: dict[str, torch.Tensor], final: torch.Tensor | None,
+            abl_tokens: dict[_Group, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        if final is not None:
+            self.final.append(final)
+        for g in self.groups:
+            self.acts[g].append(captured[g.hook_name])
+            if final is not None:
+                assert g.layer is not None
+                if g.hook_name != _entry_name(g.layer):
+                    self.entry[g].append(captured[_entry_name(g.layer)])
+                kl, ce = abl_tokens[g]
+                self.kl[g].append(kl)
+                self.ce[g].append(ce)
+
+    def finish(self, keys: Sequence[tuple[str, int | None]]) -> ModelRecords:
+        def cpu(parts: list[torch.Tensor]) -> torch.Tensor:
+            return torch.cat(parts).detach().to("cpu").contiguous()
+
+        hooks = {
+            key: HookRecord(acts=cpu(self.acts[g]), block_resid=cpu(self.entry[g]) if self.entry[g] else None,
+                            ablation_kl=cpu(self.kl[g]), ablation_ce=cpu(self.ce[g]))
+            for g, key in zip(self.groups, keys)
+        }
+        return ModelRecords(final_resid=cpu(self.final), hooks=hooks)
+
+
+def cosine_matrices(metrics: Collection[str] | None) -> frozenset[str]:
+    """Which all-pairs cosine matrices (``"encoder"``, ``"decoder"``) the requested metrics need.
+
+    Raises:
+        InputError: a name that is not in the catalogue.
+    """
+    if metrics is None:
+        return frozenset({"encoder", "decoder"})
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    for name in metrics:
+        if name not in METRICS:
+            raise InputError(
+                f"unknown metric '{name}'{did_you_mean(name, METRICS)}",
+                key="metrics",
+                fix="use catalogue names (pytest_saeval.METRICS)",
+            )
+    return frozenset(COSINE_METRICS[name] for name in metrics if name in COSINE_METRICS)
 
 
 def reconstruction_scores(m: Mapping[str, float]) -> dict[str, float]:
@@ -538,6 +817,8 @@ def evaluate(
     *,
     use_start_at_layer: bool | None = None,
     progress: bool = False,
+    model_store: ModelStore | None = None,
+    metrics: Collection[str] | None = None,
 ) -> dict[str, SAEResult]:
     """Evaluate every SAE in ``saes`` on ``model`` over ``tokens`` in one fused pass.
 
@@ -550,6 +831,14 @@ def evaluate(
         use_start_at_layer: force (True) or forbid (False) forwards that start at the hook's block;
             default: whenever the model supports it.
         progress: show a tqdm bar on stderr.
+        model_store: where the SAE-independent part of the pass (:class:`ModelRecords`: clean
+            activations, block-entry residuals, final residuals, ablation losses) is read from and
+            written to; with a hit, only the SAEs' own forwards run. Used on the fast path only
+            (a ``HookedTransformer`` and hooks inside blocks); see :mod:`pytest_saeval.cache`.
+        metrics: catalogue names the caller needs; None (default) means all. Work that only serves
+            metrics outside this set is skipped (today: the all-pairs feature cosine similarities,
+            :data:`~pytest_saeval.metrics.COSINE_METRICS`, ``n² d`` work per SAE); the results may
+            still hold more metrics than asked for.
 
     Returns:
         ``{id: SAEResult}`` in the order of ``saes``.
@@ -558,10 +847,12 @@ def evaluate(
         InputError: bad tokens, too few rows, unknown hooks, ``d_in`` mismatches, no SAEs.
     """
     settings = settings or EvalSettings()
+    cosines = cosine_matrices(metrics)
     token_tensor = _as_token_tensor(tokens)
     _check_inputs(model, saes, token_tensor, settings)
     fast = supports_start_at_layer(model) if use_start_at_layer is None else use_start_at_layer
-    runner = _Runner(model, saes, token_tensor, settings, fast)
+    runner = _Runner(model, saes, token_tensor, settings, fast, model_store)
+    runner.cosines = cosines
     with _plain_hook_z(saes):
         _check_shapes(runner, token_tensor)
         results = runner.run(progress)

@@ -13,6 +13,7 @@ next-token distributions.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,7 +46,7 @@ class LossAccumulator:
     Per kept position ``t`` (all positions for KL, positions ``0..T-2`` for CE):
     ``KL_t = Σ_v [xlogy(p_t(v), p_t(v)) − p_t(v) log q_t(v)]`` (KL(clean ‖ variant) summed over the
     vocabulary, with ``p = softmax(clean logits)``: the same arithmetic as ``torch.nn.functional.kl_div``,
-    which matters when KL is small and the two terms nearly cancel)
+    which matters when KL is small and the two terms nearly cancel; see :func:`next_token_losses`)
     and ``CE_t = −log q_t(token_{t+1})``. The reported values are ``Σ_t KL_t / N_KL`` and
     ``Σ_t CE_t / N_CE`` over every kept token of every reconstruction batch (SAE Lens's token means).
     """
@@ -59,29 +60,82 @@ class LossAccumulator:
     def add(
         self,
         rows: slice,
-        log_q: torch.Tensor,
-        tokens: torch.Tensor,
         mask: torch.Tensor,
-        clean_plogp: torch.Tensor | None,
-        clean_p: torch.Tensor | None,
+        ce_tok: torch.Tensor,
+        kl_tok: torch.Tensor | None = None,
         loss_mask: torch.Tensor | None = None,
     ) -> None:
-        """Add one batch. ``log_q``: ``[B, T, V]`` log-probabilities of this variant; ``mask``: kept positions.
+        """Add one batch of per-token values.
 
-        ``loss_mask`` (``[B, T-1]``, optional) is TransformerLens's padding mask for the loss: CE is
-        0 where it is False, as ``lm_cross_entropy_loss`` does with an attention mask.
+        ``mask``: ``[B, T]`` kept positions; ``ce_tok``: ``[B, T-1]`` next-token losses;
+        ``kl_tok``: ``[B, T]`` KL values (required when the accumulator keeps KL). ``loss_mask``
+        (``[B, T-1]``, optional) is TransformerLens's padding mask for the loss: CE is 0 where it is
+        False, as ``lm_cross_entropy_loss`` does with an attention mask.
         """
-        ce_tok = -log_q[:, :-1, :].gather(dim=-1, index=tokens[:, 1:, None])[..., 0]
         if loss_mask is not None:
             ce_tok = ce_tok.masked_fill(~loss_mask, 0.0)
         ce_mask = mask[:, :-1]
         self.ce[rows] += _row_sum(ce_tok, ce_mask)
         self.ce_count[rows] += ce_mask.sum(dim=1, dtype=F64)
         if self.kl is not None:
-            assert clean_plogp is not None and clean_p is not None
-            kl_tok = (clean_plogp - clean_p * log_q).sum(dim=-1)
+            if kl_tok is None:
+                raise ValueError("this accumulator keeps KL: pass kl_tok")
             self.kl[rows] += _row_sum(kl_tok, mask)
             self.kl_count[rows] += mask.sum(dim=1, dtype=F64)
+
+
+SUB_CHUNK_ELEMENTS = 1 << 19
+"""Logit elements per step of :func:`next_token_losses` (2 MiB in float32: the softmax, ``xlogy`` and
+KL temporaries of one step stay in the CPU cache instead of spanning ``[batch, ctx, vocab]``)."""
+
+
+def next_token_losses(
+    clean_logits: torch.Tensor,
+    variant_logits: Sequence[torch.Tensor],
+    targets: torch.Tensor,
+    *,
+    clean_ce: bool = True,
+    step_rows: int | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Per-position CE and KL of several forward variants against the clean logits, in row steps.
+
+    ``clean_logits``: ``[n, V]`` (n positions); each variant: ``[n, V]``, or ``[1, V]`` for a variant
+    whose logits are the same at every position (a zero-ablated residual stream); ``targets``:
+    ``[n]`` next-token ids. Per position ``i`` and variant ``k``, with ``p = softmax(clean_logits_i)``
+    and ``log q_k = log_softmax(variant_k_i)``:
+
+    * ``clean_ce_i = −log_softmax(clean_logits_i)[targets_i]`` (TransformerLens's per-token loss),
+    * ``kl_ki = Σ_v (xlogy(p, p) − p · log q_k)`` — elementwise first, then the sum over the
+      vocabulary, exactly as ``kl_div(log q, p, reduction="none").sum(-1)`` (SAE Lens's ``_kl``),
+    * ``ce_ki = −log q_k[targets_i]``.
+
+    Work proceeds ``step_rows`` positions at a time (default: :data:`SUB_CHUNK_ELEMENTS` / V), so no
+    temporary spans all positions; ``p`` and ``xlogy(p, p)`` are computed once per step and shared by
+    every variant. Returns ``(clean_ce [n] or None, kl [K, n], ce [K, n])`` in the logits' dtype.
+    """
+    n, vocab = clean_logits.shape
+    k_count = len(variant_logits)
+    step = step_rows or max(1, SUB_CHUNK_ELEMENTS // max(vocab, 1))
+    like = {"dtype": clean_logits.dtype, "device": clean_logits.device}
+    kl = torch.empty(k_count, n, **like)
+    ce = torch.empty(k_count, n, **like)
+    cce = torch.empty(n, **like) if clean_ce else None
+    shared = {k: torch.log_softmax(v, dim=-1) for k, v in enumerate(variant_logits) if v.shape[0] == 1 and n != 1}
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        z = clean_logits[start:stop]
+        y = targets[start:stop, None]
+        if cce is not None:
+            cce[start:stop] = -torch.log_softmax(z, dim=-1).gather(-1, y)[:, 0]
+        if not k_count:
+            continue
+        p = torch.softmax(z, dim=-1)
+        plogp = torch.xlogy(p, p)
+        for k, v in enumerate(variant_logits):
+            log_q = shared[k].expand(stop - start, vocab) if k in shared else torch.log_softmax(v[start:stop], dim=-1)
+            kl[k, start:stop] = (plogp - p * log_q).sum(dim=-1)
+            ce[k, start:stop] = -log_q.gather(-1, y)[:, 0]
+    return cce, kl, ce
 
 
 class SparsityAccumulator:
@@ -235,30 +289,45 @@ def density_summary(density: torch.Tensor) -> dict[str, float]:
 def max_other_cosine_sim(vectors: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
     """For each row ``v_i`` of ``vectors`` ``[n, d]``: ``max_{j ≠ i} cos(v_i, v_j)`` (chunked; float32+).
 
-    Rows with zero norm have cosine 0 to everything. A single row gives NaN.
+    Rows with zero norm have cosine 0 to everything. A single row gives NaN. The similarity matrix is
+    symmetric, so only its upper block triangle is computed (each block updates the maxima of its rows
+    and of its columns): half the matrix products of the full ``n × n`` matrix.
     """
     v = vectors.to(torch.promote_types(vectors.dtype, torch.float32))
     n = v.shape[0]
     if n < 2:
         return torch.full((n,), math.nan, dtype=v.dtype, device=v.device)
     unit = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    out = torch.empty(n, dtype=v.dtype, device=v.device)
+    out = torch.full((n,), -math.inf, dtype=v.dtype, device=v.device)
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
-        sims = unit[start:stop] @ unit.T
-        idx = torch.arange(start, stop, device=v.device)
-        sims[idx - start, idx] = -math.inf
-        out[start:stop] = sims.max(dim=1).values
+        sims = unit[start:stop] @ unit[start:].T  # rows start:stop x columns start:n
+        idx = torch.arange(stop - start, device=v.device)
+        sims[idx, idx] = -math.inf
+        out[start:stop] = torch.maximum(out[start:stop], sims.max(dim=1).values)
+        out[start:] = torch.maximum(out[start:], sims.max(dim=0).values)
     return out
 
 
-def weight_metrics(sae: object) -> tuple[dict[str, float], dict[str, list[float]]]:
+COSINE_METRICS: dict[str, str] = {
+    "average_max_encoder_cosine_sim": "encoder",
+    "max_encoder_cosine_sim": "encoder",
+    "average_max_decoder_cosine_sim": "decoder",
+    "max_decoder_cosine_sim": "decoder",
+}
+"""The metrics that need the all-pairs feature cosine similarities (``n² d`` work), by matrix."""
+
+
+def weight_metrics(
+    sae: object, *, encoder_cosines: bool = True, decoder_cosines: bool = True
+) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Per-feature weight statistics (no data needed).
 
     ``encoder_norm_i = ‖W_enc[:, i]‖``, ``decoder_norm_i = ‖W_dec[i]‖``,
     ``encoder_decoder_cosine_sim_i = cos(W_enc[:, i], W_dec[i])``, ``encoder_bias_i = b_enc[i]``
     (when the SAE has one), ``max_encoder_cosine_sim_i = max_{j≠i} cos(W_enc[:, i], W_enc[:, j])``
     and likewise for the decoder; the ``average_max_*`` scalars are their means over features.
+    ``encoder_cosines`` / ``decoder_cosines`` False leave out the all-pairs ones (see :data:`COSINE_METRICS`).
     """
     w_enc = sae.W_enc.detach()  # type: ignore[attr-defined]
     w_dec = sae.W_dec.detach()  # type: ignore[attr-defined]
@@ -269,15 +338,14 @@ def weight_metrics(sae: object) -> tuple[dict[str, float], dict[str, list[float]
         "encoder_norm": w_enc.norm(dim=-2),
         "encoder_decoder_cosine_sim": torch.nn.functional.cosine_similarity(unit_dec, unit_enc),
         "decoder_norm": w_dec.norm(dim=-1),
-        "max_encoder_cosine_sim": max_other_cosine_sim(enc_cols),
-        "max_decoder_cosine_sim": max_other_cosine_sim(w_dec),
     }
+    scalars: dict[str, float] = {}
+    for which, wanted, rows in (("encoder", encoder_cosines, enc_cols), ("decoder", decoder_cosines, w_dec)):
+        if wanted:
+            features[f"max_{which}_cosine_sim"] = max_other_cosine_sim(rows)
+            scalars[f"average_max_{which}_cosine_sim"] = float(features[f"max_{which}_cosine_sim"].to(F64).mean())
     b_enc = getattr(sae, "b_enc", None)
     if isinstance(b_enc, torch.Tensor):
         features["encoder_bias"] = b_enc.detach()
     lists = {name: t.detach().to("cpu", F64).tolist() for name, t in features.items()}
-    scalars = {
-        "average_max_encoder_cosine_sim": float(features["max_encoder_cosine_sim"].to(F64).mean()),
-        "average_max_decoder_cosine_sim": float(features["max_decoder_cosine_sim"].to(F64).mean()),
-    }
     return scalars, lists

@@ -41,21 +41,28 @@ def _count_block_calls(model, fn) -> Counter:
         for i, block in enumerate(model.blocks)
     ]
     unembed = model.unembed.register_forward_pre_hook(lambda mod, args: counts.update(["unembed"]))
+    ln_final = model.ln_final.register_forward_pre_hook(lambda mod, args: counts.update(["head"]))
     try:
         fn()
     finally:
         for h in handles:
             h.remove()
         unembed.remove()
+        ln_final.remove()
     return counts
 
 
 def test_two_saes_on_each_of_two_hooks(model):
     """2 SAEs on blocks.1 and 2 on blocks.2, 2 reconstruction + 3 sparsity batches.
 
-    Per reconstruction batch: 1 clean full forward (blocks 0,1,2 + unembed); 1 ablation per hook
-    (from block 1: blocks 1,2; from block 2: block 2); 1 spliced tail per SAE (2x from block 1,
-    2x from block 2). Per sparsity-only batch: blocks 0..2 (deepest needed block is 2), no unembed.
+    Per reconstruction batch: 1 clean forward (blocks 0,1,2); 1 ablation per hook (from block 1:
+    blocks 1,2; from block 2: block 2); 1 spliced tail per SAE (2x from block 1, 2x from block 2).
+    Per sparsity-only batch: blocks 0..2 (deepest needed block is 2).
+
+    The forwards stop after the last block: the engine unembeds the clean run and all 6 variants of
+    a batch together, stacked along the rows (one ``ln_final`` + unembedding step per chunk of
+    positions; one chunk at this size), instead of one unembedding inside each of the 7 forwards.
+    So ``model.unembed`` is never called and the head runs once per reconstruction batch.
     """
     saes = {
         "a1": _sae("blocks.1.hook_resid_pre"),
@@ -67,7 +74,7 @@ def test_two_saes_on_each_of_two_hooks(model):
     settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=3,
                             exclude_special_tokens=False)
     counts = _count_block_calls(model, lambda: evaluate(model, saes, tokens, settings))
-    per_recon_batch = Counter({0: 1, 1: 1 + 1 + 2, 2: 1 + 1 + 1 + 2 + 2, "unembed": 1 + 2 + 4})
+    per_recon_batch = Counter({0: 1, 1: 1 + 1 + 2, 2: 1 + 1 + 1 + 2 + 2, "head": 1})
     per_sparse_batch = Counter({0: 1, 1: 1, 2: 1})
     probe = Counter({0: 1, 1: 1, 2: 1})  # the 1x2-token shape check
     expected = Counter()
@@ -84,8 +91,9 @@ def test_sparsity_only_batches_stop_at_deepest_block(model):
     settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=1, n_sparsity_batches=2,
                             exclude_special_tokens=False)
     counts = _count_block_calls(model, lambda: evaluate(model, saes, tokens, settings))
-    # recon batch: clean (0,1,2,unembed) + ablation from 0 + splice from 0; sparse-only batch and probe: block 0
-    assert counts == Counter({0: 3 + 1 + 1, 1: 3, 2: 3, "unembed": 3})
+    # recon batch: clean (0,1,2) + ablation from 0 + splice from 0, then one stacked head step;
+    # sparse-only batch and probe: block 0
+    assert counts == Counter({0: 3 + 1 + 1, 1: 3, 2: 3, "head": 1})
 
 
 def test_full_forward_path_gives_same_numbers(model):
