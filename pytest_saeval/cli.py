@@ -176,12 +176,21 @@ def _quiet_datasets() -> list[Any]:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.device is not None and not _DEVICE_RE.match(args.device.strip().lower()):
-        raise InputError(
-            f"unknown device {args.device!r}",
-            fix="use --device auto, cpu, cuda or cuda:N (e.g. cuda:0)",
-            key="--device",
-        )
+    if args.device is not None:
+        if not _DEVICE_RE.match(args.device.strip().lower()):
+            raise InputError(
+                f"unknown device {args.device!r}",
+                fix="use --device auto, cpu, cuda or cuda:N (e.g. cuda:0)",
+                key="--device",
+            )
+        if args.device.strip().lower().startswith("cuda"):
+            from .sources.models import resolve_device
+
+            try:
+                resolve_device(args.device)
+            except SaevalError as e:
+                raise InputError(e.message, fix=(e.fix or "").replace("device: auto", "--device auto"),
+                                 key="--device") from e
     if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
         raise InputError(
             "the output folder is a file",
@@ -206,6 +215,10 @@ def _report(runs: Sequence[SuiteRun], out: TextIO) -> None:
         for check in run.checks:
             if not check.passed:
                 print(f"FAILED {check.message}", file=out)
+        for uid, gate in getattr(run, "unchecked", ()):
+            where = f"{run.suite.path}:{gate.line}" if gate.line else str(run.suite.path)
+            print(f"UNCHECKED {where}: [{uid}] {gate.metric} {gate.text}: the baseline has no value yet; "
+                  "this run records it", file=out)
         for note in getattr(run, "notes", ()):
             print(f"NOTE {note}", file=out)
     n_pass = sum(c.passed for r in runs for c in r.checks)
@@ -226,7 +239,9 @@ def _run(args: argparse.Namespace) -> int:
         from .session import Session
 
         session = Session(device=args.device, progress=progress, cache_dir=args.cache_dir, use_cache=not args.no_cache)
-        runs = session.run(suites)
+        # With --update-baseline a missing baseline (value) leaves its gates unchecked: this run records it.
+        runs = session.run(suites, baseline_missing_ok=args.update_baseline) if args.update_baseline \
+            else session.run(suites)
     _report(runs, sys.stdout)
     if args.output_dir is not None:
         paths = write_outputs(runs, args.output_dir)
@@ -242,6 +257,16 @@ def _is_terminal(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # closed or replaced streams
         return False
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (e.g. captured in-process)
+        pass
 
 
 def _one_line(text: str) -> str:
@@ -266,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("saeval: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `saeval run ... | head`: the reader left; say nothing more
+        _silence_stdout()
+        return EXIT_FAILED
     except Exception as e:  # noqa: BLE001 - a bug, not bad input: show everything needed to report it
         traceback.print_exc(file=sys.stderr)
         print(f"saeval: internal error: {_one_line(f'{type(e).__name__}: {e}')} "

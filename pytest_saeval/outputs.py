@@ -188,14 +188,30 @@ def _json(obj: Any) -> str:
     return json.dumps(_finite_or_none(obj), indent=2, allow_nan=False) + "\n"
 
 
+def _rank(run: SuiteRun, sae_id: str, metric: str) -> tuple[int, int]:
+    """(SAE position, gate position) in the suite, for rows in file order."""
+    for i, entry in enumerate(run.entries):
+        if entry.unique_id == sae_id:
+            metrics = [g.metric for g in entry.gates]
+            return i, metrics.index(metric) if metric in metrics else len(metrics)
+    return len(run.entries), 0
+
+
 def format_table(run: SuiteRun) -> str:
     """A plain-text table: SAE x gated metric with value, bound and PASS/FAIL."""
     header = ("sae", "metric", "value", "bound", "result")
-    rows = [
-        (c.sae_id, c.gate.metric, format_number(c.result.value), c.gate.describe(c.result.baseline_value),
-         "PASS" if c.passed else "FAIL")
+    ranked: list[tuple[tuple[int, int], tuple[str, str, str, str, str]]] = [
+        (_rank(run, c.sae_id, c.gate.metric),
+         (c.sae_id, c.gate.metric, format_number(c.result.value), c.gate.describe(c.result.baseline_value),
+          "PASS" if c.passed else "FAIL"))
         for c in run.checks
     ]
+    for uid, gate in getattr(run, "unchecked", ()):
+        result = run.results.get(uid)
+        value = result.metrics.get(gate.metric, math.nan) if result is not None else math.nan
+        ranked.append((_rank(run, uid, gate.metric),
+                       (uid, gate.metric, format_number(value), gate.describe(), "UNCHECKED")))
+    rows = [row for _, row in sorted(ranked, key=lambda item: item[0])]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = [f"{run.suite.path}"]
     lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
@@ -203,7 +219,11 @@ def format_table(run: SuiteRun) -> str:
     for r in rows:
         lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
     n_fail = sum(not c.passed for c in run.checks)
-    lines.append(f"  {len(rows) - n_fail} passed, {n_fail} failed" if rows else "  no gates")
+    n_unchecked = len(rows) - len(run.checks)
+    summary = f"  {len(run.checks) - n_fail} passed, {n_fail} failed"
+    if n_unchecked:
+        summary += f", {n_unchecked} unchecked (no baseline value yet)"
+    lines.append(summary if rows else "  no gates")
     return "\n".join(lines)
 
 
