@@ -286,3 +286,29 @@ def test_gate_interval_only_gives_finite_intervals():
     assert gate_interval(found, "mse") is None
     assert gate_interval(found, "cossim") is None
     assert gate_interval(None, "l0") is None
+
+
+def test_engine_sums_reproduce_the_engine_metrics():
+    """On a real (tiny) engine pass, unit weights over its per-sequence sums give its own metrics."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from pytest_saeval import EvalSettings, evaluate
+    from tests.helpers import build_tiny_sae
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=2, d_model=16, d_head=4, n_heads=4, d_mlp=32, d_vocab=50, n_ctx=8,
+                                  act_fn="gelu")
+    model = HookedTransformer(cfg)
+    sae = build_tiny_sae(seed=3, hook_name="blocks.1.hook_resid_pre", d_in=16, d_sae=24)
+    tokens = torch.randint(0, 50, (12, 8), generator=torch.Generator().manual_seed(1))
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=3,
+                            exclude_special_tokens=(0,))
+    res = evaluate(model, {"s": sae}, tokens, settings)["s"]
+    reps = replicates(res, np.ones((1, 8)), np.ones((1, 12)))
+    assert set(reps) == set(INTERVAL_METRICS)
+    for name, values in reps.items():
+        assert values[0] == pytest.approx(res.metrics[name], rel=1e-9, abs=1e-12), name
+    out = intervals(res, n_boot=200)
+    assert set(out) == set(INTERVAL_METRICS)
+    for name, (lo, hi) in out.items():
+        assert lo <= hi, name
