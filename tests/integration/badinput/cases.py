@@ -1,0 +1,492 @@
+"""The bad-input matrix (issue 9): each case builds one broken input and names what its error must say.
+
+Every case is run through ``saeval run`` (exit code 2, one line ``saeval: error: file:line: key:
+message. Fix: ...``, no traceback) by ``tests/integration/test_bad_input.py``; the pytest side runs
+the same cases as collection errors. A case is data:
+
+- ``build(folder, assets)`` writes the broken input into an empty ``folder`` (the shared tiny
+  model, SAEs and tokens of :class:`Assets` are referenced by absolute path or copied and broken)
+  and returns the suite file to run;
+- ``expect``: substrings the message must contain;
+- ``key``: the key path the message must name;
+- ``at`` / ``line_of``: the file the message must point at (``"suite"`` for the suite file, else a
+  file name inside ``folder``) and a piece of text whose first line in that file is the line the
+  message must give;
+- ``marker``: a file name inside ``folder`` that must not exist afterwards (code that must not run).
+
+Use :func:`materialise` to build a case and :func:`expected_location` to get the ``file:line``
+prefix its message must carry. :func:`build_assets` makes the shared assets once per test session.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CASES", "Assets", "BadInputCase", "build_assets", "expected_location", "materialise", "shared_assets"]
+
+CONTEXT = 8
+N_ROWS = 8
+N_POSITIONS = 32
+
+
+@dataclass(frozen=True)
+class Assets:
+    """Tiny, valid inputs the broken cases start from (built once per test session)."""
+
+    root: Path
+    """The folder holding everything below."""
+    model: Path
+    """A tiny GPT-2 (2 layers, d_model 32, n_positions 32) and its tokenizer, saved with save_pretrained."""
+    sae: Path
+    """An SAE Lens standard SAE on ``blocks.0.hook_resid_pre`` (d_in 32, d_sae 64)."""
+    sae_wide: Path
+    """An SAE with d_in 48 on ``blocks.0.hook_resid_pre`` (the hook gives 32)."""
+    sae_deep: Path
+    """An SAE on ``blocks.7.hook_resid_pre`` (the model has 2 blocks)."""
+    sae_topk: Path
+    """A valid top-k SAE on ``blocks.1.hook_resid_pre`` (d_in 32, d_sae 64)."""
+    tokens: Path
+    """``int64 [8, 8]`` token ids inside the vocabulary, BOS first."""
+    vocab: int
+    """The model's vocabulary size."""
+
+
+def build_assets(root: Path) -> Assets:
+    """Write the shared tiny model, SAEs and tokens under ``root`` (a few seconds)."""
+    import numpy as np
+
+    from tests.helpers import save_tiny_gpt2, save_tiny_sae
+
+    root.mkdir(parents=True, exist_ok=True)
+    model = save_tiny_gpt2(root / "model", n_layer=2, n_positions=N_POSITIONS)
+    vocab = int(json.loads((model / "config.json").read_text())["vocab_size"])
+    sae = save_tiny_sae(root / "sae", seed=0, hook_name="blocks.0.hook_resid_pre", d_in=32, d_sae=64)
+    sae_wide = save_tiny_sae(root / "sae_wide", seed=1, hook_name="blocks.0.hook_resid_pre", d_in=48, d_sae=64)
+    sae_deep = save_tiny_sae(root / "sae_deep", seed=2, hook_name="blocks.7.hook_resid_pre", d_in=32, d_sae=64)
+    sae_topk = save_tiny_sae(root / "sae_topk", seed=3, architecture="topk", hook_name="blocks.1.hook_resid_pre",
+                             d_in=32, d_sae=64)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(3, vocab, size=(N_ROWS, CONTEXT)).astype(np.int64)
+    tokens[:, 0] = 0
+    np.save(root / "tokens.npy", tokens)
+    return Assets(root=root, model=model, sae=sae, sae_wide=sae_wide, sae_deep=sae_deep, sae_topk=sae_topk,
+                  tokens=root / "tokens.npy", vocab=vocab)
+
+
+_SHARED: dict[str, Assets] = {}
+
+
+def shared_assets(tmp_path_factory: Any) -> Assets:
+    """The assets, built once per process (test modules share them through this module).
+
+    ``tmp_path_factory`` is pytest's session fixture; the assets live in its temporary folder.
+    Treat them as read-only: cases that break a file copy it first.
+    """
+    if "assets" not in _SHARED:
+        _SHARED["assets"] = build_assets(tmp_path_factory.mktemp("saeval-assets"))
+    return _SHARED["assets"]
+
+
+@dataclass(frozen=True)
+class BadInputCase:
+    """One broken input and what its error message must say."""
+
+    name: str
+    """Short id, used as the test id."""
+    build: Callable[[Path, Assets], Path] = field(repr=False)
+    """Writes the broken input into an empty folder; returns the suite file."""
+    expect: tuple[str, ...]
+    """Substrings the message must contain (besides location, key and ``Fix:``)."""
+    key: str | None
+    """The key path the message must name, e.g. ``data.n_sparsity_batches``; ``None`` only for
+    problems of the whole file (YAML syntax, an empty or missing file), which have no key."""
+    line_of: str | None
+    """Text whose first line in the ``at`` file is the line the message must give (``None``: no line)."""
+    at: str = "suite"
+    """``"suite"`` (the suite file) or a file name inside the case folder the message points at."""
+    loads_model: bool = False
+    """True when the error is only found after loading the model (slower)."""
+    marker: str | None = None
+    """A file name inside the folder that must not exist afterwards (code that must not have run)."""
+    needs_no_cuda: bool = False
+    """The case only applies on a machine without CUDA."""
+
+    def __post_init__(self) -> None:
+        if not self.expect:
+            raise ValueError(f"case {self.name}: expect is required")
+
+
+def materialise(case: BadInputCase, folder: Path, assets: Assets) -> Path:
+    """Build ``case`` into ``folder`` (created when missing); return the suite file to run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return case.build(folder, assets)
+
+
+def expected_location(case: BadInputCase, suite: Path) -> tuple[Path, int | None]:
+    """The file the case's message must name and the line (``None`` when the case checks no line)."""
+    target = suite if case.at == "suite" else suite.parent / case.at
+    if case.line_of is None:
+        return target, None
+    for number, line in enumerate(target.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if case.line_of in line:
+            return target, number
+    raise AssertionError(f"case {case.name}: {case.line_of!r} is not in {target}")
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks
+
+
+def _base(a: Assets, *, model: str | None = None, tokens: str | None = None, sae: str | None = None) -> str:
+    return textwrap.dedent(
+        f"""\
+        model:
+          path: {model or a.model}
+          device: cpu
+        data:
+          tokens: {tokens or a.tokens}
+          context_size: {CONTEXT}
+          batch_size_prompts: 2
+          n_reconstruction_batches: 1
+          n_sparsity_batches: 1
+        saes:
+          - id: sae0
+            path: {sae or a.sae}
+            gates:
+              l0: ">= 0"
+        """
+    )
+
+
+def _write(folder: Path, text: str, name: str = "suite.yaml") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _edit(*pairs: tuple[str, str]) -> Callable[[Path, Assets], Path]:
+    """A builder: the base suite with each ``(old, new)`` text replaced once."""
+
+    def build(folder: Path, a: Assets) -> Path:
+        text = _base(a)
+        for old, new in pairs:
+            assert old in text, f"{old!r} is not in the base suite"
+            text = text.replace(old, new, 1)
+        return _write(folder, text)
+
+    return build
+
+
+def _text(text: str) -> Callable[[Path, Assets], Path]:
+    def build(folder: Path, a: Assets) -> Path:
+        return _write(folder, text)
+
+    return build
+
+
+def _tokens_file(name: str, write: Callable[[Path, Assets], None], *pairs: tuple[str, str]) -> Callable[[Path, Assets], Path]:
+    """Write ``folder/name`` with ``write`` and point the suite's ``data.tokens`` at it (plus edits)."""
+
+    def build(folder: Path, a: Assets) -> Path:
+        write(folder / name, a)
+        text = _base(a, tokens=name)
+        for old, new in pairs:
+            assert old in text, f"{old!r} is not in the base suite"
+            text = text.replace(old, new, 1)
+        return _write(folder, text)
+
+    return build
+
+
+def _copy_model(folder: Path, a: Assets) -> Path:
+    target = folder / "model"
+    shutil.copytree(a.model, target)
+    return target
+
+
+def _copy_sae(folder: Path, a: Assets) -> Path:
+    target = folder / "sae"
+    shutil.copytree(a.sae, target)
+    return target
+
+
+def _broken_model(change: Callable[[Path], None]) -> Callable[[Path, Assets], Path]:
+    def build(folder: Path, a: Assets) -> Path:
+        change(_copy_model(folder, a))
+        return _write(folder, _base(a, model="model"))
+
+    return build
+
+
+def _broken_sae(change: Callable[[Path], None]) -> Callable[[Path, Assets], Path]:
+    def build(folder: Path, a: Assets) -> Path:
+        change(_copy_sae(folder, a))
+        return _write(folder, _base(a, sae="sae"))
+
+    return build
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _save_npy(array_fn: Callable[[Assets], object]) -> Callable[[Path, Assets], None]:
+    def write(path: Path, a: Assets) -> None:
+        import numpy as np
+
+        np.save(path, array_fn(a))
+
+    return write
+
+
+def _np_tokens(kind: str) -> Callable[[Assets], object]:
+    def make(a: Assets) -> object:
+        import numpy as np
+
+        base = np.load(a.tokens)
+        if kind == "float":
+            return base.astype(np.float32)
+        if kind == "1d":
+            return base.reshape(-1)
+        if kind == "oov":
+            out = base.copy()
+            out[1, 3] = a.vocab + 10
+            return out
+        if kind == "negative":
+            out = base.copy()
+            out[2, 2] = -1
+            return out
+        if kind == "short":
+            return base[:, :4]
+        if kind == "wide":
+            return np.tile(base, (1, 5))  # [8, 40]: longer than the model's 32 positions
+        raise ValueError(kind)
+
+    return make
+
+
+def _pickle_with_code(path: Path, a: Assets) -> None:
+    """A .pt file whose unpickling would create ``marker`` next to it (a stand-in for any code)."""
+    import torch
+
+    marker = path.parent / "PWNED"
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+            return (Path.touch, (marker,))
+
+    torch.save({"tokens": Payload()}, path)
+
+
+_FACTORIES = textwrap.dedent(
+    """\
+    def model_raises():
+        raise RuntimeError("the checkpoint server is down")
+
+
+    def not_a_model():
+        return 42
+
+
+    def not_an_sae():
+        return "an SAE"
+
+
+    value = 3
+    """
+)
+
+
+def _factory(target: str, spec_suffix: str) -> Callable[[Path, Assets], Path]:
+    """A suite whose model or SAE (``target``) comes from ``<unique module>:<spec_suffix>``."""
+
+    def build(folder: Path, a: Assets) -> Path:
+        module = f"saeval_bad_factories_{folder.name}".replace("-", "_").replace(".", "_")
+        (folder / f"{module}.py").write_text(_FACTORIES, encoding="utf-8")
+        spec = spec_suffix.replace("MODULE", module)
+        text = _base(a)
+        if target == "model":
+            text = text.replace(f"  path: {a.model}", f"  factory: {spec}", 1)
+        else:
+            text = text.replace(f"    path: {a.sae}", f"    factory: {spec}", 1)
+        return _write(folder, text)
+
+    return build
+
+
+def _baseline_case(baseline_text: str | None) -> Callable[[Path, Assets], Path]:
+    """The base suite with ``baseline: base.json`` and a baseline-relative gate; the file holds ``baseline_text``."""
+
+    def build(folder: Path, a: Assets) -> Path:
+        if baseline_text is not None:
+            (folder / "base.json").write_text(baseline_text, encoding="utf-8")
+        text = _base(a).replace("saes:\n", "baseline: base.json\nsaes:\n", 1)
+        text = text.replace('      l0: ">= 0"', '      l0: ">= baseline - 1"', 1)
+        return _write(folder, text)
+
+    return build
+
+
+# ---------------------------------------------------------------------------------------------
+# the cases
+
+_C = BadInputCase
+
+CASES: tuple[BadInputCase, ...] = (
+    # --- the suite file as a whole --------------------------------------------------------------
+    _C("yaml-syntax", _text("model:\n  path: m\ndata: [unclosed\n  tokens: t.npy\nsaes:\n"),
+       expect=("invalid YAML", "fix the YAML syntax"), key=None, line_of="tokens: t.npy"),
+    _C("yaml-unquoted-gate", _edit(('l0: ">= 0"', "l0: >= 0")),
+       expect=("invalid YAML", "quote gate expressions"), key=None, line_of="l0: >= 0"),
+    _C("yaml-python-tag", lambda f, a: _write(f, _base(a).replace(
+        "saes:\n", "extra: !!python/object/apply:os.system ['touch PWNED']\nsaes:\n", 1)),
+       expect=("tags are not allowed", "!!python/object/apply:os.system"), key=None,
+       line_of="extra:", marker="PWNED"),
+    _C("empty-file", _text(""), expect=("the suite file is empty", "add the model:"), key=None, line_of=None),
+    _C("not-a-mapping", _text("- model\n- data\n"), expect=("must be a mapping", "got a list"),
+       key=None, line_of="- model"),
+    _C("duplicate-yaml-key", _edit(("  device: cpu\n", "  device: cpu\n  device: auto\n")),
+       expect=("duplicate key 'device'", "keep one entry per key"), key=None, line_of="device: auto"),
+    # --- unknown keys and metrics ---------------------------------------------------------------
+    _C("unknown-top-key", _edit(("model:", "modle:")),
+       expect=("unknown key 'modle'", "did you mean 'model'"), key="modle", line_of="modle:"),
+    _C("unknown-data-key", _edit(("  batch_size_prompts: 2", "  batch_size: 2")),
+       expect=("unknown key 'batch_size' in data", "did you mean 'batch_size_prompts'"),
+       key="data.batch_size", line_of="batch_size:"),
+    _C("unknown-sae-key", _edit(("    gates:", "    gate:")),
+       expect=("unknown key 'gate'", "did you mean 'gates'"), key="saes[0].gate", line_of="gate:"),
+    _C("unknown-metric", _edit(('l0: ">= 0"', 'explained_varience: ">= 0.5"')),
+       expect=("unknown metric 'explained_varience'", "did you mean 'explained_variance'"),
+       key="saes[0].gates.explained_varience", line_of="explained_varience"),
+    _C("per-feature-metric", _edit(('l0: ">= 0"', 'feature_density: ">= 0"')),
+       expect=("per-feature metric", "cannot be gated"), key="saes[0].gates.feature_density",
+       line_of="feature_density"),
+    _C("missing-section", lambda f, a: _write(f, _base(a).split("saes:")[0]),
+       expect=("missing required section 'saes'",), key="saes", line_of="model:"),
+    # --- wrong types ----------------------------------------------------------------------------
+    _C("context-size-string", _edit(("context_size: 8", 'context_size: "eight"')),
+       expect=("context_size must be a whole number", "'eight'"), key="data.context_size",
+       line_of="context_size:"),
+    _C("batch-size-float", _edit(("batch_size_prompts: 2", "batch_size_prompts: 1.5")),
+       expect=("batch_size_prompts must be a whole number", "1.5"), key="data.batch_size_prompts",
+       line_of="batch_size_prompts:"),
+    _C("model-not-mapping", lambda f, a: _write(f, _base(a).replace(
+        f"model:\n  path: {a.model}\n  device: cpu\n", f"model: {a.model}\n", 1)),
+       expect=("model must be a mapping", "got a string"), key="model", line_of="model:"),
+    _C("saes-not-list", _edit(("  - id: sae0\n", "    id: sae0\n")),
+       expect=("saes must be a list",), key="saes", line_of="saes:"),
+    _C("exclude-special-string", _edit(("  n_sparsity_batches: 1\n",
+                                        "  n_sparsity_batches: 1\n  exclude_special_tokens: sometimes\n")),
+       expect=("exclude_special_tokens must be true, false or a list",), key="data.exclude_special_tokens",
+       line_of="exclude_special_tokens"),
+    _C("dtype-unknown", _edit(("  device: cpu\n", "  device: cpu\n  dtype: float8\n")),
+       expect=("unknown dtype 'float8'",), key="model.dtype", line_of="dtype:"),
+    _C("device-bad-name", _edit(("device: cpu", "device: gpu")),
+       expect=("device must be auto, cpu, cuda or cuda:N", "'gpu'"), key="model.device", line_of="device:"),
+    _C("two-model-sources", _edit(("  device: cpu\n", "  device: cpu\n  name: gpt2\n")),
+       expect=("has both 'name' and 'path'", "keep exactly one"), key="model.path", line_of="  path:"),
+    # --- duplicate SAE ids ----------------------------------------------------------------------
+    _C("duplicate-sae-id", lambda f, a: _write(f, _base(a) + f"  - id: sae0  # again\n    path: {a.sae}\n"),
+       expect=("duplicate SAE id 'sae0'", "unique id"), key="saes[1].id", line_of="# again"),
+    # --- gate syntax ----------------------------------------------------------------------------
+    _C("gate-wrong-operator", _edit(('l0: ">= 0"', 'l0: "=> 0"')),
+       expect=("cannot parse gate expression '=> 0'", "the operator must be one of"), key="saes[0].gates.l0",
+       line_of="l0:"),
+    _C("gate-bare-number", _edit(('l0: ">= 0"', "l0: 10")),
+       expect=("bare number 10", '">= 10"'), key="saes[0].gates.l0", line_of="l0:"),
+    _C("gate-nan-threshold", _edit(('l0: ">= 0"', 'l0: ">= nan"')),
+       expect=("must be a finite number",), key="saes[0].gates.l0", line_of="l0:"),
+    _C("gate-list-item", _edit(('l0: ">= 0"', 'l0: [">= 0", "<= ten"]')),
+       expect=("cannot parse gate expression '<= ten'",), key="saes[0].gates.l0[1]", line_of="l0:"),
+    _C("gate-baseline-without-file", _edit(('l0: ">= 0"', 'l0: ">= baseline"')),
+       expect=("compares with the baseline, but the suite has no baseline: file", "add `baseline:"),
+       key="saes[0].gates.l0", line_of="l0:"),
+    # --- batch counts ---------------------------------------------------------------------------
+    _C("batches-zero", _edit(("n_reconstruction_batches: 1", "n_reconstruction_batches: 0")),
+       expect=("n_reconstruction_batches must be >= 1, got 0",), key="data.n_reconstruction_batches",
+       line_of="n_reconstruction_batches"),
+    _C("batches-negative", _edit(("n_sparsity_batches: 1", "n_sparsity_batches: -3")),
+       expect=("n_sparsity_batches must be >= 1, got -3",), key="data.n_sparsity_batches",
+       line_of="n_sparsity_batches"),
+    _C("batches-more-than-data", _edit(("n_sparsity_batches: 1", "n_sparsity_batches: 10")),
+       expect=(f"{N_ROWS} token rows", "20 are needed"), key="data.tokens", line_of="data:", loads_model=True),
+    # --- baselines ------------------------------------------------------------------------------
+    _C("baseline-missing", _baseline_case(None),
+       expect=("baseline file", "not found", "--update-baseline"), key="baseline", line_of="baseline:"),
+    _C("baseline-corrupt-json", _baseline_case('{"saes": {"sae0": {"l0": 3,}}}\n'),
+       expect=("invalid JSON",), key="baseline", at="base.json", line_of='"saes"'),
+    _C("baseline-nan", _baseline_case('{\n  "saes": {\n    "sae0": {\n      "l0": NaN\n    }\n  }\n}\n'),
+       expect=("NaN and infinity cannot be a baseline",), key="saes.sae0.l0", at="base.json", line_of='"l0"'),
+    _C("baseline-no-value", _baseline_case('{"saes": {"sae0": {"l1": 3.0}}}\n'),
+       expect=("has no value of l0 for SAE 'sae0'", "--update-baseline"), key="saes[0].gates.l0",
+       line_of="l0:", loads_model=True),
+    # --- the model --------------------------------------------------------------------------------
+    _C("model-folder-missing", lambda f, a: _write(f, _base(a, model="no-such-model")),
+       expect=("does not exist",), key="model.path", line_of="model:"),
+    _C("model-folder-empty", lambda f, a: (f.joinpath("model").mkdir(), _write(f, _base(a, model="model")))[1],
+       expect=("has no config.json", "save_pretrained"), key="model.path", line_of="model:"),
+    _C("model-config-corrupt", _broken_model(lambda m: (m / "config.json").write_text("{not json")),
+       expect=("is not valid JSON",), key="model.path", line_of="model:"),
+    _C("model-weights-truncated", _broken_model(lambda m: _truncate(m / "model.safetensors")),
+       expect=("could not be loaded", "re-save the model"), key="model.path", line_of="model:"),
+    _C("model-weights-empty", _broken_model(lambda m: (m / "model.safetensors").write_bytes(b"")),
+       expect=("could not be loaded",), key="model.path", line_of="model:"),
+    _C("model-factory-no-module", _factory("model", "no_such_module_xyz:load"),
+       expect=("module 'no_such_module_xyz' not found",), key="model.factory", line_of="model:"),
+    _C("model-factory-no-function", _factory("model", "MODULE:lod_model"),
+       expect=("has no attribute 'lod_model'",), key="model.factory", line_of="model:"),
+    _C("model-factory-not-callable", _factory("model", "MODULE:value"),
+       expect=("not a function",), key="model.factory", line_of="model:"),
+    _C("model-factory-raises", _factory("model", "MODULE:model_raises"),
+       expect=("raised RuntimeError: the checkpoint server is down",), key="model.factory", line_of="model:"),
+    _C("model-factory-wrong-type", _factory("model", "MODULE:not_a_model"),
+       expect=("returned a builtins.int", "not a TransformerLens model"), key="model.factory", line_of="model:"),
+    _C("device-cuda-without-cuda", _edit(("device: cpu", "device: cuda")),
+       expect=("CUDA is not available",), key="model.device", line_of="model:", needs_no_cuda=True),
+    # --- SAEs -----------------------------------------------------------------------------------
+    _C("sae-folder-missing", lambda f, a: _write(f, _base(a, sae="no-such-sae")),
+       expect=("SAE folder", "does not exist"), key="saes[0].path", line_of="- id: sae0", loads_model=True),
+    _C("sae-weights-truncated", _broken_sae(lambda s: _truncate(s / "sae_weights.safetensors")),
+       expect=("corrupt or truncated",), key="saes[0].path", line_of="- id: sae0", loads_model=True),
+    _C("sae-weights-empty", _broken_sae(lambda s: (s / "sae_weights.safetensors").write_bytes(b"")),
+       expect=("is empty",), key="saes[0].path", line_of="- id: sae0", loads_model=True),
+    _C("sae-cfg-corrupt", _broken_sae(lambda s: (s / "cfg.json").write_text("[1, 2")),
+       expect=("is not valid JSON",), key="saes[0].path", line_of="- id: sae0", loads_model=True),
+    _C("sae-factory-wrong-type", _factory("sae", "MODULE:not_an_sae"),
+       expect=("is not a usable SAE",), key="saes[0].factory", line_of="- id: sae0", loads_model=True),
+    _C("sae-d-in-mismatch", lambda f, a: _write(f, _base(a, sae=str(a.sae_wide))),
+       expect=("d_in is 48", "size 32"), key="saes[0].d_in", line_of="- id: sae0", loads_model=True),
+    _C("sae-hook-missing", lambda f, a: _write(f, _base(a, sae=str(a.sae_deep))),
+       expect=("has no hook 'blocks.7.hook_resid_pre'",), key="saes[0].hook_name", line_of="- id: sae0",
+       loads_model=True),
+    # --- tokens ---------------------------------------------------------------------------------
+    _C("tokens-missing", lambda f, a: _write(f, _base(a, tokens="no-such-tokens.npy")),
+       expect=("token file", "does not exist"), key="data.tokens", line_of="data:", loads_model=True),
+    _C("tokens-empty-file", _tokens_file("t.npy", lambda p, a: p.write_bytes(b"")),
+       expect=("is empty",), key="data.tokens", line_of="data:", loads_model=True),
+    _C("tokens-corrupt", _tokens_file("t.npy", lambda p, a: p.write_bytes(b"\x93NUMPY garbage" * 3)),
+       expect=("could not be read",), key="data.tokens", line_of="data:", loads_model=True),
+    _C("tokens-float", _tokens_file("t.npy", _save_npy(_np_tokens("float"))),
+       expect=("float32 values", "must be integers"), key="data.tokens", line_of="data:", loads_model=True),
+    _C("tokens-1d", _tokens_file("t.npy", _save_npy(_np_tokens("1d"))),
+       expect=("must be 2-D",), key="data.tokens", line_of="data:", loads_model=True),
+    _C("tokens-out-of-vocab", _tokens_file("t.npy", _save_npy(_np_tokens("oov"))),
+       expect=("contain id 170", "vocabulary has 160 tokens"), key="data.tokens", line_of="data:", loads_model=True),
+    _C("tokens-negative", _tokens_file("t.npy", _save_npy(_np_tokens("negative"))),
+       expect=("negative id -1",), key="data.tokens", line_of="data:", loads_model=True),
+    _C("tokens-rows-too-short", _tokens_file("t.npy", _save_npy(_np_tokens("short")),
+                                             ("context_size: 8", "context_size: 6")),
+       expect=("rows of 4 tokens, fewer than context_size 6",), key="data.tokens", line_of="data:", loads_model=True),
+    _C("context-longer-than-model", _tokens_file("t.npy", _save_npy(_np_tokens("wide")),
+                                                 ("context_size: 8", "context_size: 40")),
+       expect=("exceeds the model's n_ctx 32",), key="data.context_size", line_of="data:", loads_model=True),
+    _C("tokens-pickle-with-code", _tokens_file("t.pt", _pickle_with_code),
+       expect=("t.pt", "refused", "nothing in it was run"), key="data.tokens", line_of="data:", loads_model=True, marker="PWNED"),
+)
