@@ -288,7 +288,7 @@ class Runner:
                     return GateOutcome(check=check)
             for uid, gate in run.unchecked:
                 if uid == item.sae_id and gate.metric == item.gate.metric:
-                    return GateOutcome(skip_reason=_no_baseline_reason(run.suite, uid, gate))
+                    return GateOutcome(skip_reason=_no_baseline_reason(None, uid, gate))
         raise EvaluationError(f"{item.nodeid}: the evaluation produced no check for this gate")
 
     def marker_failures(self, item: pytest.Item, suite_path: Path, sae: str | None) -> list[str]:
@@ -304,10 +304,7 @@ class Runner:
         except BaseException as e:
             self._record_error(e)
             raise
-        messages = [c.message for run in runs for c in run.checks if not c.passed]
-        messages += [f"{_no_baseline_reason(run.suite, uid, gate)} (not checked)"
-                     for run in runs for uid, gate in run.unchecked]
-        return messages
+        return [c.message for run in runs for c in run.checks if not c.passed]
 
     def fixture_suite(self) -> Suite:
         """The suite named by ``--saeval-suite`` / ``saeval_suite``."""
@@ -363,10 +360,10 @@ class Runner:
     # -- xdist ------------------------------------------------------------------------------------
     def to_wire(self) -> dict[str, Any]:
         """What a worker sends to the controller: plain data only."""
-        from ._wire import run_to_wire
+        from ._wire import plain, run_to_wire
 
-        return {"worker": self.worker_id, "evaluations": dict(self.evaluations), "errors": list(self.errors),
-                "runs": [run_to_wire(r) for r in self.runs]}
+        return plain({"worker": self.worker_id, "evaluations": dict(self.evaluations), "errors": list(self.errors),
+                      "runs": [run_to_wire(r) for r in self.runs]})
 
     def add_remote(self, payload: Mapping[str, Any] | None) -> None:
         """Take in a worker's results (on the controller)."""
@@ -439,8 +436,8 @@ class Runner:
             for uid, gate in run.unchecked:
                 lines.append(f"  not checked: {_no_baseline_reason(run.suite, uid, gate)}")
             lines.extend(f"  note: {n}" for n in run.notes)
-        if self.evaluations:
-            total = sum(self.evaluations.values())
+        total = sum(self.evaluations.values())
+        if total:
             who = ", ".join(f"{k}: {v}" for k, v in sorted(self.evaluations.items()) if k != "main")
             lines.append(f"{total} SAE evaluation{'s' if total != 1 else ''}" + (f" ({who})" if who else ""))
         for text in self.errors:
@@ -449,9 +446,10 @@ class Runner:
         return lines
 
 
-def _no_baseline_reason(suite: Suite, uid: str, gate: Gate) -> str:
-    where = f"{suite.path}:{gate.line}" if gate.line else str(suite.path)
-    return (f"{where}: [{uid}] {gate.metric} {gate.text}: the baseline has no value yet; "
+def _no_baseline_reason(suite: Suite | None, uid: str, gate: Gate) -> str:
+    """Why a baseline-relative gate was not checked (``suite`` given: with its file:line)."""
+    where = "" if suite is None else (f"{suite.path}:{gate.line}: " if gate.line else f"{suite.path}: ")
+    return (f"{where}[{uid}] {gate.metric} {gate.text}: the baseline has no value yet; "
             "--saeval-update-baseline records it in this run")
 
 

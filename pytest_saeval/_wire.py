@@ -14,12 +14,32 @@ from typing import Any
 from .session import GateCheck, SAEEntry, SuiteRun, check_one
 from .suite import Suite
 
-__all__ = ["run_from_wire", "run_to_wire"]
+__all__ = ["plain", "run_from_wire", "run_to_wire"]
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with every value turned into a builtin type that execnet can send (str subclasses such
+    as ``torch.__version__`` included); tuples become lists and keys strings."""
+    if obj is None or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return str(obj)
 
 
 def run_to_wire(run: SuiteRun) -> dict[str, Any]:
     """Plain data for ``run`` (results without their per-sequence statistics)."""
-    return {
+    return plain({
         "suite": str(run.suite.path),
         "entries": [[e.unique_id, e.spec.id, e.release_sae_id] for e in run.entries],
         "results": {
@@ -39,7 +59,7 @@ def run_to_wire(run: SuiteRun) -> dict[str, Any]:
         "provenance": {k: dict(v) for k, v in run.provenance.items()},
         "sae_cfgs": {k: dict(v) for k, v in run.sae_cfgs.items()},
         "notes": list(run.notes),
-    }
+    })
 
 
 def run_from_wire(data: Mapping[str, Any], load: Callable[[Path], Suite]) -> SuiteRun:

@@ -538,7 +538,7 @@ class Session:
             "pytest_saeval_version": _version("pytest-saeval"),
             "sae_lens_version": _version("sae-lens"),
             "transformer_lens_version": _version("transformer-lens"),
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
             "python_version": platform.python_version(),
             "device": ctx["device"],
             "sae_weights_sha256": _module_hash(sae),
