@@ -518,7 +518,14 @@ class Session:
         return {f: out[f] for f in fused}
 
     def _evaluate(self, model: Any, saes: dict[str, Any], tokens: Any, settings: Any) -> dict[str, SAEResult]:
-        """One fused engine pass (the seam where a results cache plugs in)."""
+        """One fused engine pass, through the results cache when ``use_cache`` (and the cache module) is there."""
+        if self.use_cache:
+            try:
+                from .cache import cached_evaluate
+            except ImportError:  # pragma: no cover - a build without the cache module
+                pass
+            else:
+                return cached_evaluate(model, saes, tokens, settings, cache_dir=self.cache_dir, progress=self.progress)
         from .engine import evaluate
 
         return evaluate(model, saes, tokens, settings, progress=self.progress)
