@@ -1,0 +1,318 @@
+"""Run outputs: per-SAE JSON, all_eval_results.json / .csv, provenance, atomic and concurrent writes."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_saeval.catalogue import METRICS
+from pytest_saeval.cli import main
+from tests.integration.badinput.cases import Assets, shared_assets
+
+RECORD_KEYS = {"unique_id", "sae_set", "sae_id", "eval_cfg", "metrics", "feature_metrics", "sae_cfg"}
+HASH_KEYS = ("sae_weights_sha256", "model_weights_sha256", "tokens_sha256")
+
+# SAE Lens groups its run_evals metrics like this; our metrics are flat, under the same names.
+METRIC_GROUPS = {
+    "model_behavior_preservation": ("kl_div_with_sae", "kl_div_with_ablation", "kl_div_score"),
+    "model_performance_preservation": ("ce_loss_with_sae", "ce_loss_without_sae", "ce_loss_with_ablation",
+                                       "ce_loss_score"),
+    "reconstruction_quality": ("explained_variance", "explained_variance_legacy", "mse", "cossim"),
+    "shrinkage": ("l2_norm_in", "l2_norm_out", "l2_ratio", "relative_reconstruction_bias"),
+    "sparsity": ("l0", "l1"),
+    "token_stats": ("total_tokens_eval_reconstruction", "total_tokens_eval_sparsity_variance"),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Assets:
+    return shared_assets(tmp_path_factory)
+
+
+def write_suite(path: Path, tiny: Assets, *, context: int = 8, sae0: Path | None = None,
+                tokens: Path | None = None, second: bool = True) -> Path:
+    text = (
+        f"model:\n  path: {tiny.model}\n  device: cpu\n"
+        f"data:\n  tokens: {tokens or tiny.tokens}\n  context_size: {context}\n  batch_size_prompts: 2\n"
+        "  n_reconstruction_batches: 2\n  n_sparsity_batches: 2\n"
+        f"saes:\n  - id: sae0\n    path: {sae0 or tiny.sae}\n    gates:\n      l0: \">= 0\"\n"
+    )
+    if second:
+        text += f"  - id: topk\n    path: {tiny.sae_topk}\n    gates:\n      frac_alive: \">= 0\"\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def run_quietly(*args: str) -> int:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        rc = main(["run", *args, "--no-cache", "--no-progress"])
+    assert rc == 0, err.getvalue()
+    return rc
+
+
+@pytest.fixture(scope="module")
+def outputs(tiny: Assets, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two suites (context 8 and 4), two SAEs each, written to one output folder."""
+    root = tmp_path_factory.mktemp("outputs")
+    wide = write_suite(root / "wide.yaml", tiny, context=8)
+    short = write_suite(root / "short.yaml", tiny, context=4)
+    run_quietly(str(wide), str(short), "--output-dir", str(root / "out"))
+    return root / "out"
+
+
+def load(path: Path) -> Any:
+    def refuse(constant: str) -> Any:
+        raise AssertionError(f"{path.name}: non-JSON number {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+# ---------------------------------------------------------------------------------------------
+# contents
+
+
+def test_one_json_per_sae_with_sae_lens_keys_and_flat_metrics(outputs: Path) -> None:
+    names = sorted(p.name for p in outputs.iterdir())
+    assert names == ["all_eval_results.csv", "all_eval_results.json", "short__sae0.json", "short__topk.json",
+                     "wide__sae0.json", "wide__topk.json"]
+    record = load(outputs / "wide__sae0.json")
+    assert RECORD_KEYS <= set(record)
+    assert record["unique_id"] == "sae0" and record["sae_id"] == "sae0" and record["sae_set"] == "wide"
+    assert record["eval_cfg"]["context_size"] == 8 and record["eval_cfg"]["dataset"].endswith("tokens.npy")
+    metrics = record["metrics"]
+    scalar = {name for name, info in METRICS.items() if not info.per_feature}
+    assert set(metrics) == scalar  # every scalar metric, flat: name -> number
+    assert all(isinstance(v, (int, float)) or v is None for v in metrics.values())
+    assert set(record["feature_metrics"]) == {name for name, info in METRICS.items() if info.per_feature}
+    assert all(len(v) == 64 for v in record["feature_metrics"].values())
+    assert record["sae_cfg"]["d_in"] == 32 and record["sae_cfg"]["d_sae"] == 64
+    assert [g["metric"] for g in record["gates"]] == ["l0"] and record["gates"][0]["passed"] is True
+
+
+def test_provenance_names_versions_device_and_content_hashes(outputs: Path) -> None:
+    import torch
+
+    prov = load(outputs / "wide__sae0.json")["provenance"]
+    assert prov["pytest_saeval_version"] and prov["sae_lens_version"]
+    assert prov["torch_version"] == torch.__version__ and prov["device"] == "cpu"
+    for key in HASH_KEYS:
+        assert re.fullmatch(r"[0-9a-f]{64}", prov[key]), key
+    other = load(outputs / "wide__topk.json")["provenance"]
+    assert other["sae_weights_sha256"] != prov["sae_weights_sha256"]
+    assert other["model_weights_sha256"] == prov["model_weights_sha256"]
+    assert other["tokens_sha256"] == prov["tokens_sha256"]
+    # a context of 4 reads other token rows (cut), so the token hash differs
+    assert load(outputs / "short__sae0.json")["provenance"]["tokens_sha256"] != prov["tokens_sha256"]
+
+
+def test_combined_json_and_csv_match_the_per_sae_files(outputs: Path) -> None:
+    combined = load(outputs / "all_eval_results.json")
+    singles = [load(outputs / n) for n in ("wide__sae0.json", "wide__topk.json", "short__sae0.json", "short__topk.json")]
+    assert combined == singles
+
+    with open(outputs / "all_eval_results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4
+    header = list(rows[0])
+    for name in combined[0]["metrics"]:
+        assert f"metrics.{name}" in header  # one flat column per metric
+    assert not any(h.startswith("feature_metrics") for h in header)
+    for row, record in zip(rows, combined):
+        assert row["unique_id"] == record["unique_id"]
+        assert row["eval_cfg.context_size"] == str(record["eval_cfg"]["context_size"])
+        assert row["provenance.sae_weights_sha256"] == record["provenance"]["sae_weights_sha256"]
+        for name, value in record["metrics"].items():
+            cell = row[f"metrics.{name}"]
+            assert (cell == "") if value is None else math.isclose(float(cell), value, rel_tol=0, abs_tol=0)
+
+
+def test_the_sae_lens_tutorial_analysis_runs_on_the_outputs(outputs: Path) -> None:
+    """The evals tutorial's way of reading results: json_normalize, group by dataset and context
+    size, print each metric group. It runs unchanged on our flat metrics, with the same numbers."""
+    import pandas as pd
+
+    with open(outputs / "all_eval_results.json") as fh:
+        data = json.load(fh)
+    df = pd.json_normalize(data)
+    printed = io.StringIO()
+    seen: dict[tuple[str, str], dict[str, float]] = {}
+    for (dataset, context_size), group in df.groupby(["eval_cfg.dataset", "eval_cfg.context_size"]):
+        print(f"== {Path(dataset).name}, context {context_size} ==", file=printed)
+        for group_name, names in METRIC_GROUPS.items():
+            columns = [f"metrics.{n}" for n in names]
+            table = group.set_index(["eval_cfg.suite", "unique_id"])[columns]
+            print(f"-- {group_name}", file=printed)
+            print(table.to_string(), file=printed)
+            for (suite, uid), values in table.iterrows():
+                seen.setdefault((suite, uid), {}).update({c.removeprefix("metrics."): v for c, v in values.items()})
+    text = printed.getvalue()
+    assert text.count("== tokens.npy") == 2  # two context sizes
+    for group_name in METRIC_GROUPS:
+        assert text.count(f"-- {group_name}\n") == 2
+    assert len(seen) == 4
+    for path in outputs.glob("*__*.json"):
+        record = load(path)
+        values = seen[(record["eval_cfg"]["suite"], record["unique_id"])]
+        for group_names in METRIC_GROUPS.values():
+            for name in group_names:
+                expected = record["metrics"][name]
+                assert (math.isnan(values[name]) if expected is None else values[name] == expected), name
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance follows the content
+
+
+def test_provenance_hashes_change_when_the_sae_weights_change(tiny: Assets, tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.helpers import save_tiny_sae
+
+    sae = save_tiny_sae(tmp_path / "sae", seed=0, hook_name="blocks.0.hook_resid_pre", d_in=32, d_sae=64)
+    tokens = tmp_path / "tokens.npy"
+    np.save(tokens, np.load(tiny.tokens))
+    suite = write_suite(tmp_path / "s.yaml", tiny, sae0=sae, tokens=tokens, second=False)
+
+    def provenance(tag: str) -> dict[str, str]:
+        run_quietly(str(suite), "--output-dir", str(tmp_path / tag))
+        return load(tmp_path / tag / "s__sae0.json")["provenance"]
+
+    first = provenance("a")
+    assert provenance("again") == first  # same content, same hashes
+    save_tiny_sae(sae, seed=1, hook_name="blocks.0.hook_resid_pre", d_in=32, d_sae=64)
+    retrained = provenance("b")
+    assert retrained["sae_weights_sha256"] != first["sae_weights_sha256"]
+    assert retrained["model_weights_sha256"] == first["model_weights_sha256"]
+    assert retrained["tokens_sha256"] == first["tokens_sha256"]
+    changed = np.load(tiny.tokens)
+    changed[0, 1] += 1
+    np.save(tokens, changed)
+    new_tokens = provenance("c")
+    assert new_tokens["tokens_sha256"] != first["tokens_sha256"]
+    assert new_tokens["sae_weights_sha256"] == retrained["sae_weights_sha256"]
+
+
+def test_suites_with_the_same_name_in_two_folders_keep_both_files(tiny: Assets, tmp_path: Path) -> None:
+    a = write_suite(tmp_path / "a" / "demo.yaml", tiny, second=False)
+    b = write_suite(tmp_path / "b" / "demo.yaml", tiny, second=False)
+    run_quietly(str(a), str(b), "--output-dir", str(tmp_path / "out"))
+    singles = sorted(p.name for p in (tmp_path / "out").glob("demo__*.json"))
+    assert len(singles) == 2 and singles[0] == "demo__sae0.json" and re.fullmatch(r"demo__sae0__[0-9a-f]{8}\.json", singles[1])
+    suites = {load(tmp_path / "out" / n)["eval_cfg"]["suite"] for n in singles}
+    assert suites == {str(a), str(b)}
+
+
+def test_an_unwritable_output_folder_is_bad_input(tiny: Assets, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    suite = write_suite(tmp_path / "s.yaml", tiny, second=False)
+    rc = main(["run", str(suite), "--output-dir", str(blocker / "out"), "--no-cache", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"saeval: error: {blocker / 'out'}/") and "output_dir: cannot write the output file" in err
+    assert "Fix: " in err
+
+
+# ---------------------------------------------------------------------------------------------
+# atomicity: a killed writer and two concurrent runs
+
+
+_WRITER = """
+import json, sys
+from pytest_saeval.baseline import write_baseline
+from pytest_saeval.fileio import atomic_write_text
+
+results, baseline = sys.argv[1], sys.argv[2]
+print("ready", flush=True)
+i = 0
+while True:
+    i += 1
+    version = i % 3
+    atomic_write_text(results, json.dumps({"version": version, "payload": [version] * 300000}))
+    write_baseline(baseline, {"sae0": {"l0": version + 0.5}}, {"sae0": {"round": i}})
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_writer_killed_mid_write_leaves_complete_files(tmp_path: Path) -> None:
+    from pytest_saeval.baseline import load_baseline, write_baseline
+    from pytest_saeval.fileio import atomic_write_text
+
+    results, baseline = tmp_path / "all_eval_results.json", tmp_path / "base.json"
+    atomic_write_text(results, json.dumps({"version": 0, "payload": [0] * 300000}))
+    write_baseline(baseline, {"sae0": {"l0": 0.5}})
+    rng = random.Random(1234)
+    rounds: set[int] = set()
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(results), str(baseline)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        data = json.loads(results.read_text())  # parses: a complete version, never a part
+        assert data["version"] in (0, 1, 2) and data["payload"] == [data["version"]] * 300000
+        loaded = load_baseline(baseline)
+        assert loaded.value("sae0", "l0") in (0.5, 1.5, 2.5)
+        rounds.add(int((loaded.provenance("sae0") or {}).get("round", 0)))
+    assert max(rounds) > 0  # the writer did replace the files before it was killed
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX console script")
+def test_concurrent_runs_share_an_output_folder_safely(tiny: Assets, tmp_path: Path) -> None:
+    """A real ``saeval run`` process writes into a folder while this process keeps writing its own
+    run's outputs there; every file stays complete and no temporary file is left behind."""
+    from pytest_saeval.outputs import write_outputs
+    from pytest_saeval.session import Session
+    from pytest_saeval.suite import load_suite
+
+    a = write_suite(tmp_path / "alpha.yaml", tiny, second=False)
+    b = write_suite(tmp_path / "beta.yaml", tiny)
+    out = tmp_path / "out"
+    ours = Session(use_cache=False).run([load_suite(a)])
+    script = Path(sys.executable).with_name("saeval")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "pytest_saeval.cli"]
+    proc = subprocess.Popen([*command, "run", str(b), "--output-dir", str(out), "--no-cache"], cwd=tmp_path,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    writes = 0
+    try:
+        while proc.poll() is None:  # keep rewriting until the other process has written and exited
+            write_outputs(ours, out)
+            writes += 1
+            time.sleep(0.02)  # leave the CPU to the other process
+        write_outputs(ours, out)
+    finally:
+        stdout, stderr = proc.communicate(timeout=550)
+    assert proc.returncode == 0, stdout + stderr
+    assert stderr == ""  # no progress bar (not a terminal), no loading noise, no warnings
+    assert stdout.splitlines()[0] == str(b) and stdout.count("PASS") == 2
+    assert f"saeval: wrote 4 files to {out}" in stdout
+    assert writes > 10
+
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["all_eval_results.csv", "all_eval_results.json", "alpha__sae0.json", "beta__sae0.json",
+                     "beta__topk.json"]  # no temporary files left behind
+    singles = {name: load(out / name) for name in names[2:]}
+    assert singles["beta__topk.json"]["eval_cfg"]["suite"] == str(b)
+    combined = load(out / "all_eval_results.json")
+    assert combined == [singles["alpha__sae0.json"]]  # this process wrote last: its complete list
+    with open(out / "all_eval_results.csv", newline="") as fh:
+        assert [r["unique_id"] for r in csv.DictReader(fh)] == ["sae0"]
