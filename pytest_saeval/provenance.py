@@ -95,8 +95,8 @@ def provenance_notes(
             notes.append(f"{text}. Fix: {_UPDATE_HINT}")
         elif environment:
             notes.append(
-                f"{where} the baseline {baseline.path} was recorded with {', '.join(environment)}; "
-                "small numeric differences are possible"
+                f"{where} the baseline {baseline.path} was recorded with another environment "
+                f"({', '.join(environment)}); small numeric differences are possible"
             )
     return notes
 

@@ -400,3 +400,29 @@ def test_a_note_when_the_baseline_was_measured_on_other_weights_or_tokens(
     (note_sae0, note_topk) = runs[0].notes  # SuiteRun.notes, as the plugin shows them
     assert "SAE weights" in note_sae0 and " and tokens (sha256 " in note_sae0
     assert note_topk.startswith(f"{suite}: [topk]") and "different tokens (sha256" in note_topk
+
+
+def test_provenance_notes_from_hand_set_values(tmp_path: Path) -> None:
+    from pytest_saeval.baseline import Baseline
+    from pytest_saeval.provenance import provenance_notes
+
+    recorded = {"sae_weights_sha256": "a" * 64, "model_weights_sha256": "b" * 64, "tokens_sha256": "c" * 64,
+                "torch_version": "2.12.0", "device": "cpu"}
+    baseline = Baseline(path=tmp_path / "b.json", values={"s": {"l0": 1.0}}, provenances={"s": recorded})
+    same = dict(recorded)
+    assert provenance_notes("x.yaml", {"s": same}, baseline) == []
+    assert provenance_notes("x.yaml", {"s": same}, None) == []
+    assert provenance_notes("x.yaml", {"other": same}, baseline) == []  # nothing recorded for it
+    assert provenance_notes("x.yaml", {"s": {"sae_weights_sha256": "d" * 64}}, baseline) == [
+        f"x.yaml: [s] the baseline {tmp_path / 'b.json'} was recorded on different SAE weights "
+        "(sha256 aaaaaaaaaaaa -> dddddddddddd); gates that use `baseline` compare against values measured on "
+        "other inputs. Fix: if the change is intended, record new values with `saeval run --update-baseline` "
+        "(or `pytest --saeval-update-baseline`)"
+    ]
+    moved = {**recorded, "model_weights_sha256": "e" * 64, "tokens_sha256": "f" * 64, "device": "cuda:0"}
+    (note,) = provenance_notes("x.yaml", {"s": moved}, baseline)
+    assert "different model weights (sha256 bbbbbbbbbbbb -> eeeeeeeeeeee) and tokens (sha256" in note
+    assert "(also changed: device cpu -> cuda:0)" in note
+    (env_only,) = provenance_notes("x.yaml", {"s": {**recorded, "torch_version": "2.13.0"}}, baseline)
+    assert env_only == (f"x.yaml: [s] the baseline {tmp_path / 'b.json'} was recorded with another "
+                        "environment (torch 2.12.0 -> 2.13.0); small numeric differences are possible")
