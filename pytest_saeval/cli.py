@@ -215,17 +215,19 @@ def _report(runs: Sequence[SuiteRun], out: TextIO) -> None:
         for check in run.checks:
             if not check.passed:
                 print(f"FAILED {check.message}", file=out)
-        for uid, gate in getattr(run, "unchecked", ()):
+        for uid, gate in run.unchecked:
             where = f"{run.suite.path}:{gate.line}" if gate.line else str(run.suite.path)
             print(f"UNCHECKED {where}: [{uid}] {gate.metric} {gate.text}: the baseline has no value yet; "
                   "this run records it", file=out)
-        for note in getattr(run, "notes", ()):
+        for note in run.notes:
             print(f"NOTE {note}", file=out)
     n_pass = sum(c.passed for r in runs for c in r.checks)
     n_fail = sum(not c.passed for r in runs for c in r.checks)
+    n_unchecked = sum(len(r.unchecked) for r in runs)
     n_saes = sum(len(r.results) for r in runs)
     suites = "suite" if len(runs) == 1 else "suites"
-    print(f"saeval: {n_pass} passed, {n_fail} failed ({n_saes} SAEs in {len(runs)} {suites})", file=out)
+    unchecked = f", {n_unchecked} unchecked" if n_unchecked else ""
+    print(f"saeval: {n_pass} passed, {n_fail} failed{unchecked} ({n_saes} SAEs in {len(runs)} {suites})", file=out)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -240,8 +242,7 @@ def _run(args: argparse.Namespace) -> int:
 
         session = Session(device=args.device, progress=progress, cache_dir=args.cache_dir, use_cache=not args.no_cache)
         # With --update-baseline a missing baseline (value) leaves its gates unchecked: this run records it.
-        runs = session.run(suites, baseline_missing_ok=args.update_baseline) if args.update_baseline \
-            else session.run(suites)
+        runs = session.run(suites, baseline_missing_ok=args.update_baseline)
     _report(runs, sys.stdout)
     if args.output_dir is not None:
         paths = write_outputs(runs, args.output_dir)

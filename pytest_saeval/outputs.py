@@ -71,6 +71,18 @@ def result_records(runs: Iterable[SuiteRun]) -> list[dict[str, Any]]:
                 for c in run.checks
                 if c.sae_id == uid
             ]
+            gates += [
+                {
+                    "metric": gate.metric,
+                    "bound": gate.text,
+                    "value": result.metrics.get(gate.metric, math.nan),
+                    "passed": None,
+                    "message": "not checked: the baseline has no value yet",
+                    "line": gate.line,
+                }
+                for sae_id, gate in run.unchecked
+                if sae_id == uid
+            ]
             records.append(
                 _finite_or_none(
                     {
@@ -85,7 +97,7 @@ def result_records(runs: Iterable[SuiteRun]) -> list[dict[str, Any]]:
                         "hook_head_index": result.hook_head_index,
                         "gates": gates,
                         "provenance": run.provenance.get(uid, {}),
-                        "notes": [n for n in getattr(run, "notes", ()) if f"[{uid}]" in n],
+                        "notes": [n for n in run.notes if f"[{uid}]" in n],
                     }
                 )
             )
@@ -114,7 +126,7 @@ def _csv_text(records: Sequence[dict[str, Any]]) -> str:
             flat[key] = rec.get(key)
         for key in ("eval_cfg", "metrics", "provenance", "sae_cfg"):
             _flatten(key, rec.get(key, {}), flat)
-        flat["gates_passed"] = all(g["passed"] for g in rec.get("gates", []))
+        flat["gates_passed"] = all(g["passed"] is not False for g in rec.get("gates", []))
         rows.append(flat)
     columns: list[str] = []
     for row in rows:
@@ -206,7 +218,7 @@ def format_table(run: SuiteRun) -> str:
           "PASS" if c.passed else "FAIL"))
         for c in run.checks
     ]
-    for uid, gate in getattr(run, "unchecked", ()):
+    for uid, gate in run.unchecked:
         result = run.results.get(uid)
         value = result.metrics.get(gate.metric, math.nan) if result is not None else math.nan
         ranked.append((_rank(run, uid, gate.metric),

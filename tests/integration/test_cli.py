@@ -350,10 +350,13 @@ def test_update_baseline_creates_a_missing_file(tiny: Assets, tmp_path: Path, ca
     rc, _, err = run(capsys, str(suite), *NO_CACHE)
     assert rc == 2 and "not found" in err  # without the option a missing baseline is bad input
 
-    rc, out, err = run(capsys, str(suite), "--update-baseline", *NO_CACHE)
+    rc, out, err = run(capsys, str(suite), "--update-baseline", "--output-dir", str(tmp_path / "out"), *NO_CACHE)
     assert rc == 0, out + err
     assert re.search(r"sae0\s+l0\s+\S+\s+>= baseline - 1\s+UNCHECKED", out)
+    (gate,) = json.loads((tmp_path / "out" / "s__sae0.json").read_text())["gates"]
+    assert gate["passed"] is None and gate["message"] == "not checked: the baseline has no value yet"
     assert f"UNCHECKED {suite}:{line_of(suite, 'l0:')}: [sae0] l0" in out
+    assert "saeval: 1 passed, 0 failed, 1 unchecked (2 SAEs in 1 suite)" in out.splitlines()
     assert (tmp_path / "new.json").is_file()
     assert run(capsys, str(suite), *NO_CACHE)[0] == 0
 
