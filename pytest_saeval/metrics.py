@@ -101,13 +101,15 @@ def next_token_losses(
 
     ``clean_logits``: ``[n, V]`` (n positions); each variant: ``[n, V]``, or ``[1, V]`` for a variant
     whose logits are the same at every position (a zero-ablated residual stream); ``targets``:
-    ``[n]`` next-token ids. Per position ``i`` and variant ``k``, with ``p = softmax(clean_logits_i)``
-    and ``log q_k = log_softmax(variant_k_i)``:
+    ``[n]`` next-token ids. Per position ``i`` and variant ``k``, with ``z = clean_logits_i``,
+    ``p = softmax(z)`` and ``log q_k = log_softmax(variant_k_i)``:
 
-    * ``clean_ce_i = −log_softmax(clean_logits_i)[targets_i]`` (TransformerLens's per-token loss),
     * ``kl_ki = Σ_v (xlogy(p, p) − p · log q_k)`` — elementwise first, then the sum over the
       vocabulary, exactly as ``kl_div(log q, p, reduction="none").sum(-1)`` (SAE Lens's ``_kl``),
-    * ``ce_ki = −log q_k[targets_i]``.
+    * ``ce_ki = −log q_k[targets_i]`` (TransformerLens's per-token loss),
+    * ``clean_ce_i = −log_softmax(z)[targets_i]``, computed as ``z_j − log p_j − z_targets_i`` with
+      ``j = argmax p`` (``z_j − log p_j`` is the log-sum-exp; ``p_j ≥ 1/V`` never underflows), so
+      ``p`` serves both the KL and the clean CE. Without variants: ``log_softmax`` directly.
 
     Work proceeds ``step_rows`` positions at a time (default: :data:`SUB_CHUNK_ELEMENTS` / V), so no
     temporary spans all positions; ``p`` and ``xlogy(p, p)`` are computed once per step and shared by
@@ -125,16 +127,23 @@ def next_token_losses(
         stop = min(start + step, n)
         z = clean_logits[start:stop]
         y = targets[start:stop, None]
-        if cce is not None:
-            cce[start:stop] = -torch.log_softmax(z, dim=-1).gather(-1, y)[:, 0]
         if not k_count:
+            if cce is not None:
+                cce[start:stop] = -torch.log_softmax(z, dim=-1).gather(-1, y)[:, 0]
             continue
         p = torch.softmax(z, dim=-1)
+        if cce is not None:
+            p_max, j = p.max(dim=-1, keepdim=True)
+            cce[start:stop] = (z.gather(-1, j) - torch.log(p_max) - z.gather(-1, y))[:, 0]
         plogp = torch.xlogy(p, p)
         for k, v in enumerate(variant_logits):
-            log_q = shared[k].expand(stop - start, vocab) if k in shared else torch.log_softmax(v[start:stop], dim=-1)
-            kl[k, start:stop] = (plogp - p * log_q).sum(dim=-1)
-            ce[k, start:stop] = -log_q.gather(-1, y)[:, 0]
+            if k in shared:
+                log_q = shared[k]
+                ce[k, start:stop] = -log_q[0, y[:, 0]]
+            else:
+                log_q = torch.log_softmax(v[start:stop], dim=-1)
+                ce[k, start:stop] = -log_q.gather(-1, y)[:, 0]
+            kl[k, start:stop] = torch.addcmul(plogp, p, log_q, value=-1).sum(dim=-1)
     return cce, kl, ce
 
 

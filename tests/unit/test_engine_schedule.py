@@ -56,7 +56,9 @@ def test_two_saes_on_each_of_two_hooks(model):
     """2 SAEs on blocks.1 and 2 on blocks.2, 2 reconstruction + 3 sparsity batches.
 
     Per reconstruction batch: 1 clean forward (blocks 0,1,2); 1 ablation per hook (from block 1:
-    blocks 1,2; from block 2: block 2); 1 spliced tail per SAE (2x from block 1, 2x from block 2).
+    blocks 1,2; from block 2: block 2); the spliced tails of the 2 SAEs on a hook run as ONE forward
+    over their rows stacked along the batch (from block 1: blocks 1,2; from block 2: block 2) — the
+    same per-row arithmetic as one tail per SAE, in fewer, larger operations (DESIGN §4 allows it).
     Per sparsity-only batch: blocks 0..2 (deepest needed block is 2).
 
     The forwards stop after the last block: the engine unembeds the clean run and all 6 variants of
@@ -74,7 +76,7 @@ def test_two_saes_on_each_of_two_hooks(model):
     settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=3,
                             exclude_special_tokens=False)
     counts = _count_block_calls(model, lambda: evaluate(model, saes, tokens, settings))
-    per_recon_batch = Counter({0: 1, 1: 1 + 1 + 2, 2: 1 + 1 + 1 + 2 + 2, "head": 1})
+    per_recon_batch = Counter({0: 1, 1: 1 + 1 + 1, 2: 1 + 1 + 1 + 1 + 1, "head": 1})
     per_sparse_batch = Counter({0: 1, 1: 1, 2: 1})
     probe = Counter({0: 1, 1: 1, 2: 1})  # the 1x2-token shape check
     expected = Counter()
@@ -115,3 +117,17 @@ def test_full_forward_path_gives_same_numbers(model):
     for sae_id in saes:
         for name, value in fast[sae_id].metrics.items():
             assert slow[sae_id].metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
+
+
+def test_stacked_tails_match_one_sae_at_a_time(model):
+    """Several SAEs on one hook share one stacked tail forward; each SAE's numbers are those it gets alone."""
+    saes = {f"s{j}": _sae("blocks.1.hook_resid_pre") for j in range(3)}
+    saes["z"] = _sae("blocks.1.attn.hook_z", d_in=16)
+    tokens = torch.randint(0, 50, (8, 8))
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=1,
+                            exclude_special_tokens=(3,))
+    together = evaluate(model, saes, tokens, settings)
+    for sae_id, sae in saes.items():
+        alone = evaluate(model, {sae_id: sae}, tokens, settings)[sae_id]
+        for name, value in alone.metrics.items():
+            assert together[sae_id].metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-7), (sae_id, name)
