@@ -239,13 +239,14 @@ from pytest_saeval.baseline import write_baseline
 from pytest_saeval.fileio import atomic_write_text
 
 results, baseline = sys.argv[1], sys.argv[2]
-print("ready", flush=True)
 i = 0
 while True:
     i += 1
     version = i % 3
     atomic_write_text(results, json.dumps({"version": version, "payload": [version] * 300000}))
     write_baseline(baseline, {"sae0": {"l0": version + 0.5}}, {"sae0": {"round": i}})
+    if i == 1:
+        print("ready", flush=True)  # one full round done: the files have been replaced at least once
 """
 
 
@@ -263,7 +264,7 @@ def test_a_writer_killed_mid_write_leaves_complete_files(tmp_path: Path) -> None
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(results), str(baseline)],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.05, 0.6))
+        time.sleep(rng.uniform(0.01, 0.4))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         assert proc.returncode == -signal.SIGKILL
@@ -272,7 +273,7 @@ def test_a_writer_killed_mid_write_leaves_complete_files(tmp_path: Path) -> None
         loaded = load_baseline(baseline)
         assert loaded.value("sae0", "l0") in (0.5, 1.5, 2.5)
         rounds.add(int((loaded.provenance("sae0") or {}).get("round", 0)))
-    assert max(rounds) > 0  # the writer did replace the files before it was killed
+    assert min(rounds) >= 1  # each writer replaced the files before it was killed
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX console script")
