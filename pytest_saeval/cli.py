@@ -84,7 +84,21 @@ def _parser() -> argparse.ArgumentParser:
                      help="rewrite each suite's baseline file from this run (gates are checked against the old values first)")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the results cache")
     run.add_argument("--cache-dir", type=Path, default=None, metavar="DIR", help="folder of the results cache")
+    run.add_argument("--report", type=Path, default=None, metavar="PAGE.html",
+                     help="write a self-contained HTML report (gate table and the SAE Lens evals plots)")
     run.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    init = sub.add_parser(
+        "init",
+        help="propose noise-aware gates for a suite from one evaluation",
+        description="Evaluate a suite and write proposed gates for each SAE from the measured values, with "
+        "margins from their bootstrap intervals. Only the gates: entries of the file change (or use --output).",
+    )
+    init.add_argument("suite", metavar="SUITE.yaml", help="the suite file to propose gates for")
+    init.add_argument("--output", type=Path, default=None, metavar="NEW.yaml",
+                      help="write the proposed suite here instead of editing SUITE.yaml in place")
+    init.add_argument("--device", default=None, metavar="D",
+                      help="override the suite's model.device: auto, cpu, cuda or cuda:N")
+    init.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     return parser
 
 
@@ -191,18 +205,19 @@ def _check_args(args: argparse.Namespace) -> None:
             except SaevalError as e:
                 raise InputError(e.message, fix=(e.fix or "").replace("device: auto", "--device auto"),
                                  key="--device") from e
-    if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
+    output_dir, cache_dir = getattr(args, "output_dir", None), getattr(args, "cache_dir", None)
+    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
         raise InputError(
             "the output folder is a file",
             fix="give --output-dir a folder (it is created when missing)",
-            file=str(args.output_dir),
+            file=str(output_dir),
             key="--output-dir",
         )
-    if args.cache_dir is not None and args.cache_dir.exists() and not args.cache_dir.is_dir():
+    if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise InputError(
             "the cache folder is a file",
             fix="give --cache-dir a folder (it is created when missing)",
-            file=str(args.cache_dir),
+            file=str(cache_dir),
             key="--cache-dir",
         )
 
@@ -244,13 +259,36 @@ def _run(args: argparse.Namespace) -> int:
         # With --update-baseline a missing baseline (value) leaves its gates unchecked: this run records it.
         runs = session.run(suites, baseline_missing_ok=args.update_baseline)
     _report(runs, sys.stdout)
+    from .report_md import append_github_step_summary, markdown_summary, write_markdown
+
     if args.output_dir is not None:
         paths = write_outputs(runs, args.output_dir)
+        paths.append(write_markdown(runs, Path(args.output_dir) / "summary.md"))
         print(f"saeval: wrote {len(paths)} files to {args.output_dir}")
+    if args.report is not None:
+        from .report_html import write_html_report
+
+        print(f"saeval: wrote report {write_html_report(runs, args.report)}")
+    append_github_step_summary(markdown_summary(runs))
     if args.update_baseline:
         for path in write_baselines(runs):
             print(f"saeval: updated baseline {path}")
     return EXIT_OK if all(r.passed for r in runs) else EXIT_FAILED
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .propose import format_proposals, init_suite
+
+    _check_args(args)
+    progress = not args.no_progress and _is_terminal(sys.stderr)
+    with _quiet_libraries():
+        from .session import Session
+
+        path, proposals = init_suite(args.suite, output=args.output,
+                                     session=Session(device=args.device, progress=progress))
+    print(format_proposals(proposals))
+    print(f"saeval: wrote {path}")
+    return EXIT_OK
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -286,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "init":
+            return _init(args)
     except SaevalError as e:
         print(f"saeval: error: {_one_line(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
