@@ -109,8 +109,12 @@ class _Unit:
 
     selected: dict[Path, dict[str, set[str]]] = field(default_factory=dict)
     """Suite file -> SAE id -> gated metrics of the selected items."""
-    result: list[SuiteRun] | BaseException | None = None
-    """The runs, or the error that stopped the evaluation."""
+    done: bool = False
+    """Whether the unit was evaluated (successfully or not)."""
+    runs: list[SuiteRun] = field(default_factory=list)
+    """The runs of the SAEs that could be evaluated."""
+    errors: dict[tuple[Path, str], BaseException] = field(default_factory=dict)
+    """(suite file, SAE id) -> the error that kept that SAE from being evaluated."""
 
 
 def _overridden(node: pytest.Item | pytest.Collector) -> tuple[tuple[str, int], ...]:
@@ -252,11 +256,43 @@ class Runner:
         if text not in self.errors:
             self.errors.append(text)
 
+    def _culprits(self, error: SaevalError, selected: Mapping[Path, Mapping[str, set[str]]]) -> list[tuple[Path, str]]:
+        """The selected SAEs an error is about (it names ``file`` and ``saes[i]``), or ``[]`` when it concerns more."""
+        import re
+
+        match = re.match(r"^saes\[(\d+)\]", error.location.key or "")
+        if match is None or error.location.file is None:
+            return []
+        for path, uids in selected.items():
+            suite = self._suites[path]
+            if str(suite.path) != error.location.file or int(match.group(1)) >= len(suite.saes):
+                continue
+            spec_id = suite.saes[int(match.group(1))].id
+            return [(path, uid) for uid in uids if uid == spec_id or uid.startswith(spec_id + "/")]
+        return []
+
+    def _evaluate_unit(self, unit: _Unit, overrides: Overrides | None) -> None:
+        """Evaluate a unit; an SAE that cannot be evaluated is set aside and the others are evaluated without it."""
+        selected = {path: dict(uids) for path, uids in unit.selected.items()}
+        while selected:
+            try:
+                unit.runs.extend(self._evaluate(selected, overrides))
+                return
+            except SaevalError as e:
+                self._record_error(e)
+                culprits = self._culprits(e, selected)
+                if not culprits or sum(len(u) for u in selected.values()) == len(culprits):
+                    culprits = [(path, uid) for path, uids in selected.items() for uid in uids]
+                for path, uid in culprits:
+                    unit.errors[(path, uid)] = e
+                    del selected[path][uid]
+                selected = {path: uids for path, uids in selected.items() if uids}
+
     def gate_outcome(self, item: GateItem) -> GateOutcome:
         """The check of ``item``, evaluating its unit first if needed.
 
         Raises :class:`~pytest_saeval._collect.EvaluationError` (an error of the item, not a
-        failure) when the unit could not be evaluated.
+        failure) when its SAE could not be evaluated.
         """
         from ._collect import EvaluationError
 
@@ -266,21 +302,22 @@ class Runner:
             self.plan([item])
             key = self._unit_of[(path, item.sae_id)]
         unit = self._units[key]
-        if unit.result is None:
+        if not unit.done:
+            unit.done = True
             try:
                 overrides = _override_values(item._request, (name for name, _ in key[-1])) if key[-1] else None
-                unit.result = self._evaluate(unit.selected, overrides)
-            except SaevalError as e:
-                unit.result = e
+                self._evaluate_unit(unit, overrides)
+            except Exception as e:  # noqa: BLE001 - a bug, a device problem or a failing override: every item shows it
                 self._record_error(e)
-            except Exception as e:  # noqa: BLE001 - a bug or a device problem: every item of the unit shows it
-                unit.result = e
-                self._record_error(e)
-        if isinstance(unit.result, SaevalError):
-            raise EvaluationError(str(unit.result))
-        if isinstance(unit.result, BaseException):
-            raise unit.result
-        for run in unit.result:
+                for p, uids in unit.selected.items():
+                    for uid in uids:
+                        unit.errors.setdefault((p, uid), e)
+        error = unit.errors.get((path, item.sae_id))
+        if isinstance(error, SaevalError):
+            raise EvaluationError(str(error))
+        if error is not None:
+            raise error
+        for run in unit.runs:
             if Path(os.path.abspath(run.suite.path)) != path:
                 continue
             for check in run.checks:

@@ -136,6 +136,7 @@ def write_rich_project(root: Path, assets: Assets) -> RichProject:
         assets.model_block() + assets.data_block(batch_size=2)
         + f"saes:\n  - id: narrow\n    path: {assets.narrow}\n    gates:\n"
         '      l0: "<= 1000"\n      explained_variance: "<= 1"\n'
+        f"  - id: fine\n    path: {assets.sae0}\n    gates:\n      l0: \"<= 1000\"\n"
     )
     (root / "other" / "ov.yaml").write_text(
         assets.model_block(root / "no-such-model") + assets.data_block()
@@ -174,6 +175,7 @@ def write_rich_project(root: Path, assets: Assets) -> RichProject:
         "thresholds/broken.yaml": "ERROR",
         "thresholds/mismatch.yaml::narrow::l0": "ERROR",
         "thresholds/mismatch.yaml::narrow::explained_variance": "ERROR",
+        "thresholds/mismatch.yaml::fine::l0": "PASSED",  # its neighbour's error does not touch it
         "other/ov.yaml::ov::l0": "PASSED",
         "tests/test_py.py::test_marker_pass": "PASSED",
         "tests/test_py.py::test_marker_fail": "FAILED",

@@ -54,6 +54,7 @@ def test_collection_ids_locations_and_deselection(pytester: pytest.Pytester, ass
         "thresholds/demo.yaml::bad::l0",
         "thresholds/mismatch.yaml::narrow::l0",
         "thresholds/mismatch.yaml::narrow::explained_variance",
+        "thresholds/mismatch.yaml::fine::l0",
     ]
     assert "other/ov.yaml::ov::l0" in ids
     assert not any(i.startswith("notes/") for i in ids)
@@ -210,13 +211,15 @@ def test_every_surface_in_one_run(
 
     # Outputs hold exactly the evaluated SAEs (not the deselected one), with the library's own values.
     results = all_results(pytester.path / "out")
-    assert sorted(results) == ["bad", "good", "ov"]
+    assert sorted(results) == ["bad", "fine", "good", "ov"]
     assert results["good"]["metrics"] == pytest.approx(reference[("model", "sae0")], rel=1e-12, abs=1e-12)
     assert results["bad"]["metrics"] == pytest.approx(reference[("model", "sae1")], rel=1e-12, abs=1e-12)
     # The conftest override of saeval_model was used: the suite's own model folder does not exist.
     assert results["ov"]["metrics"] == pytest.approx(reference[("model", "sae0")], rel=1e-12, abs=1e-12)
+    assert 0 < results["fine"]["metrics"]["l0"] <= 64  # other batch settings than the reference
     assert sorted(p.name for p in (pytester.path / "out").iterdir()) == [
-        "all_eval_results.csv", "all_eval_results.json", "demo__bad.json", "demo__good.json", "ov__ov.json"]
+        "all_eval_results.csv", "all_eval_results.json", "demo__bad.json", "demo__good.json", "mismatch__fine.json",
+        "ov__ov.json"]
 
     # The terminal summary covers every suite; the baseline is not written after an evaluation error.
     summary = saeval_section(out)
@@ -225,7 +228,7 @@ def test_every_surface_in_one_run(
     assert re.search(r"^  ov\s+l0\s+\S+\s+<= 1000\s+PASS\s*$", summary, re.M)
     assert "ERROR " + mismatch in summary
     assert "baseline NOT updated: 1 evaluation error" in summary
-    assert "wrote 5 files to out" in summary
+    assert "wrote 6 files to out" in summary
     assert not (pytester.path / "baselines").exists()
 
 
@@ -240,24 +243,23 @@ def _baseline_project(pytester: pytest.Pytester, assets: Assets) -> str:
     return text
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_baseline_update(
-    pytester: pytest.Pytester, assets: Assets, reference: dict[tuple[str, str], dict[str, float]], mode: str
+    pytester: pytest.Pytester, assets: Assets, reference: dict[tuple[str, str], dict[str, float]]
 ) -> None:
+    """Record, check against, fail against, and re-record a baseline (the controller's writing under
+    xdist is checked by ``test_xdist.py``)."""
     text = _baseline_project(pytester, assets)
     baseline = pytester.path / "baselines" / "demo.json"
     expected_cossim = reference[("model", "sae0")]["cossim"]
 
-    # Recording: the gate without a value is skipped, the file is written (by the controller under xdist).
-    result = run_pytest(pytester, mode, "--saeval-update-baseline")
+    # Recording: the gate without a value is skipped, the file is written.
+    result = run_pytest(pytester, "plain", "--saeval-update-baseline")
     result.assert_outcomes(passed=1, skipped=1)
     assert "updated baseline baselines/demo.json" in saeval_section(result.stdout.str())
     recorded = json.loads(baseline.read_text())
     assert recorded["saes"]["good"]["cossim"] == pytest.approx(expected_cossim, abs=1e-6)
-    if mode != "plain":
-        return
 
-    # Checking against it (in-process: same engine, same numbers).
+    # Checking against it.
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
 
     # A worse run: the gate compares with the recorded value and fails at its YAML line.
