@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import SaevalError
-from .gates import Gate
+from ._options import PluginOptions
+from ._report import no_baseline_reason
 from .session import GateCheck, Overrides, Session, SuiteRun, group_key, merge_runs
 from .suite import Suite, load_suite
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._collect import GateItem
 
-__all__ = ["OVERRIDABLE", "RUNNER_KEY", "GateOutcome", "PluginOptions", "Runner", "get_runner"]
+__all__ = ["OVERRIDABLE", "RUNNER_KEY", "GateOutcome", "Runner", "get_runner"]
 
 OVERRIDABLE: tuple[str, ...] = ("saeval_model", "saeval_saes", "saeval_tokens")
 """Fixtures whose conftest overrides replace what the suites load, for the gate items too."""
@@ -37,60 +38,6 @@ UNITS: tuple[str, ...] = ("group", "file", "sae")
 """How gate items are evaluated together: suites sharing a fused pass, one suite file, one SAE."""
 
 _PLUGIN_MODULE = "pytest_saeval.plugin"
-
-
-@dataclass(frozen=True)
-class PluginOptions:
-    """The plugin's command-line options and ini values, resolved."""
-
-    device: str | None = None
-    """``--saeval-device`` / ``saeval_device``: overrides every suite's ``model.device``."""
-    output_dir: Path | None = None
-    """``--saeval-output-dir`` / ``saeval_output_dir``: where the JSON and CSV outputs go."""
-    update_baseline: bool = False
-    """``--saeval-update-baseline``: rewrite each suite's baseline file from this run."""
-    suite: Path | None = None
-    """``--saeval-suite`` / ``saeval_suite``: the suite the session fixtures serve."""
-    use_cache: bool = True
-    """``saeval_cache`` (``--saeval-no-cache`` turns it off): read and write the results cache."""
-    cache_dir: Path | None = None
-    """``--saeval-cache-dir`` / ``saeval_cache_dir``: folder of the results cache."""
-    thresholds: tuple[str, ...] = ("thresholds/*.yaml",)
-    """``saeval_thresholds``: globs, relative to the rootdir, of the suite files to collect."""
-
-    def __post_init__(self) -> None:
-        import re
-
-        if self.device is not None and not re.match(r"^(?:auto|cpu|cuda|cuda:\d+)$", self.device):
-            raise pytest.UsageError(
-                f"--saeval-device must be auto, cpu, cuda or cuda:N, got {self.device!r}. "
-                "Fix: pass e.g. --saeval-device cpu or --saeval-device cuda:0"
-            )
-        object.__setattr__(self, "thresholds", tuple(self.thresholds))
-
-    @classmethod
-    def from_config(cls, config: pytest.Config) -> PluginOptions:
-        """Command-line options first, then ini values (ini paths are relative to the ini file's folder)."""
-        base = config.inipath.parent if config.inipath is not None else config.rootpath
-        cwd = config.invocation_params.dir
-
-        def path_option(option: str, ini: str) -> Path | None:
-            value = config.getoption(option)
-            if value:
-                return cwd / value
-            value = config.getini(ini)
-            return base / value if value else None
-
-        device = config.getoption("saeval_device") or config.getini("saeval_device") or None
-        return cls(
-            device=device,
-            output_dir=path_option("saeval_output_dir", "saeval_output_dir"),
-            update_baseline=bool(config.getoption("saeval_update_baseline")),
-            suite=path_option("saeval_suite", "saeval_suite"),
-            use_cache=not config.getoption("saeval_no_cache") and bool(config.getini("saeval_cache")),
-            cache_dir=path_option("saeval_cache_dir", "saeval_cache_dir"),
-            thresholds=tuple(config.getini("saeval_thresholds")),
-        )
 
 
 @dataclass(frozen=True)
@@ -325,7 +272,7 @@ class Runner:
                     return GateOutcome(check=check)
             for uid, gate in run.unchecked:
                 if uid == item.sae_id and gate.metric == item.gate.metric:
-                    return GateOutcome(skip_reason=_no_baseline_reason(None, uid, gate))
+                    return GateOutcome(skip_reason=no_baseline_reason(None, uid, gate))
         raise EvaluationError(f"{item.nodeid}: the evaluation produced no check for this gate")
 
     def marker_failures(self, item: pytest.Item, suite_path: Path, sae: str | None) -> list[str]:
@@ -416,78 +363,9 @@ class Runner:
         for data in payload.get("runs", []):
             self.runs.append(run_from_wire(data, self.load_suite))
 
-    # -- the end ----------------------------------------------------------------------------------
     def merged(self) -> list[SuiteRun]:
+        """Every run of this process and its workers, one per suite file."""
         return merge_runs(self.runs)
-
-    def finish(self) -> bool:
-        """Write the outputs and the baselines (controller or single process). False when that failed."""
-        runs = self.merged()
-        ok = True
-        if self.options.output_dir is not None and runs:
-            from .outputs import write_outputs
-
-            try:
-                paths = write_outputs(runs, self.options.output_dir)
-                self.finish_lines.append(f"wrote {len(paths)} files to {self.display_path(self.options.output_dir)}")
-            except (OSError, SaevalError) as e:
-                self.finish_lines.append(f"ERROR writing the outputs: {e}")
-                ok = False
-        if self.options.update_baseline:
-            ok = self._update_baselines(runs) and ok
-        return ok
-
-    def _update_baselines(self, runs: list[SuiteRun]) -> bool:
-        if self.errors:
-            n = len(self.errors)
-            self.finish_lines.append(
-                f"baseline NOT updated: {n} evaluation error{'s' if n != 1 else ''} in this run (fix them and run again)"
-            )
-            return True
-        from .outputs import write_baselines
-
-        with_file = [r for r in runs if r.suite.baseline is not None]
-        for run in runs:
-            if run.suite.baseline is None:
-                self.finish_lines.append(
-                    f"baseline not updated for {run.suite.path}: it has no `baseline:` key "
-                    "(add `baseline: baselines/<name>.json`; the file is created on update)"
-                )
-        if not with_file:
-            return True
-        try:
-            for path in write_baselines(with_file):
-                self.finish_lines.append(f"updated baseline {self.display_path(path)}")
-        except (OSError, SaevalError) as e:
-            self.finish_lines.append(f"ERROR updating the baseline: {e}")
-            return False
-        return True
-
-    def summary_lines(self) -> list[str]:
-        """The terminal summary section: one table per suite, then notes and what was written."""
-        from .outputs import format_table
-
-        lines: list[str] = []
-        for run in self.merged():
-            lines.extend(format_table(run).splitlines())
-            for uid, gate in run.unchecked:
-                lines.append(f"  not checked: {_no_baseline_reason(run.suite, uid, gate)}")
-            lines.extend(f"  note: {n}" for n in run.notes)
-        total = sum(self.evaluations.values())
-        if total:
-            who = ", ".join(f"{k}: {v}" for k, v in sorted(self.evaluations.items()) if k != "main")
-            lines.append(f"{total} SAE evaluation{'s' if total != 1 else ''}" + (f" ({who})" if who else ""))
-        for text in self.errors:
-            lines.append(f"ERROR {text}")
-        lines.extend(self.finish_lines)
-        return lines
-
-
-def _no_baseline_reason(suite: Suite | None, uid: str, gate: Gate) -> str:
-    """Why a baseline-relative gate was not checked (``suite`` given: with its file:line)."""
-    where = "" if suite is None else (f"{suite.path}:{gate.line}: " if gate.line else f"{suite.path}: ")
-    return (f"{where}[{uid}] {gate.metric} {gate.text}: the baseline has no value yet; "
-            "--saeval-update-baseline records it in this run")
 
 
 RUNNER_KEY = pytest.StashKey[Runner]()

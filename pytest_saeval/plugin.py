@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import _marker, _xdist
+from . import _marker, _report, _xdist
 from ._collect import SuiteFile, is_suite_file, tidy_report
-from ._runner import RUNNER_KEY, PluginOptions, Runner, get_runner
+from ._options import PluginOptions
+from ._runner import RUNNER_KEY, Runner, get_runner
 
 if TYPE_CHECKING:  # pragma: no cover
     from xdist.workermanage import WorkerController
@@ -93,12 +94,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     runner = get_runner(session.config)
     if runner.is_worker:
         session.config.workeroutput["saeval"] = runner.to_wire()  # type: ignore[attr-defined]
-    elif not runner.finish() and session.exitstatus == pytest.ExitCode.OK:
+    elif not _report.finish(runner) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    lines = get_runner(config).summary_lines()
+    lines = _report.summary_lines(get_runner(config))
     if lines:
         terminalreporter.write_sep("=", "saeval")
         for line in lines:

@@ -1,0 +1,63 @@
+"""The plugin's options: command-line flags and their ini twins, resolved once per run."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+__all__ = ["PluginOptions"]
+
+
+@dataclass(frozen=True)
+class PluginOptions:
+    """The plugin's command-line options and ini values, resolved."""
+
+    device: str | None = None
+    """``--saeval-device`` / ``saeval_device``: overrides every suite's ``model.device``."""
+    output_dir: Path | None = None
+    """``--saeval-output-dir`` / ``saeval_output_dir``: where the JSON and CSV outputs go."""
+    update_baseline: bool = False
+    """``--saeval-update-baseline``: rewrite each suite's baseline file from this run."""
+    suite: Path | None = None
+    """``--saeval-suite`` / ``saeval_suite``: the suite the session fixtures serve."""
+    use_cache: bool = True
+    """``saeval_cache`` (``--saeval-no-cache`` turns it off): read and write the results cache."""
+    cache_dir: Path | None = None
+    """``--saeval-cache-dir`` / ``saeval_cache_dir``: folder of the results cache."""
+    thresholds: tuple[str, ...] = ("thresholds/*.yaml",)
+    """``saeval_thresholds``: globs, relative to the rootdir, of the suite files to collect."""
+
+    def __post_init__(self) -> None:
+        if self.device is not None and not re.match(r"^(?:auto|cpu|cuda|cuda:\d+)$", self.device):
+            raise pytest.UsageError(
+                f"--saeval-device must be auto, cpu, cuda or cuda:N, got {self.device!r}. "
+                "Fix: pass e.g. --saeval-device cpu or --saeval-device cuda:0"
+            )
+        object.__setattr__(self, "thresholds", tuple(self.thresholds))
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> PluginOptions:
+        """Command-line options first, then ini values (ini paths are relative to the ini file's folder)."""
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        cwd = config.invocation_params.dir
+
+        def path_option(option: str, ini: str) -> Path | None:
+            value = config.getoption(option)
+            if value:
+                return cwd / value
+            value = config.getini(ini)
+            return base / value if value else None
+
+        device = config.getoption("saeval_device") or config.getini("saeval_device") or None
+        return cls(
+            device=device,
+            output_dir=path_option("saeval_output_dir", "saeval_output_dir"),
+            update_baseline=bool(config.getoption("saeval_update_baseline")),
+            suite=path_option("saeval_suite", "saeval_suite"),
+            use_cache=not config.getoption("saeval_no_cache") and bool(config.getini("saeval_cache")),
+            cache_dir=path_option("saeval_cache_dir", "saeval_cache_dir"),
+            thresholds=tuple(config.getini("saeval_thresholds")),
+        )
