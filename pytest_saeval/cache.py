@@ -237,14 +237,20 @@ class _Unusable(Exception):
 
 def _read_entry(path: Path, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
     """``(header, tensors)``, or None when there is no file. Raises :class:`_Unusable` for a bad file."""
-    if not path.is_file():
-        return None
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _Unusable(f"cannot be read ({e})") from e
+    from safetensors.torch import load
+
+    # one read of the whole file: the header and the tensors come from the same version of it even
+    # while another process replaces the file
+    try:
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+        tensors = load(data)
     except Exception as e:  # noqa: BLE001 - any failure to parse means the file is unusable
         raise _Unusable(f"cannot be read ({type(e).__name__}: {e})") from e
     if metadata.get("key") != key:

@@ -27,6 +27,15 @@ from pytest_saeval.engine import SAEResult, SequenceStats
 from pytest_saeval.errors import InputError
 from pytest_saeval.metrics import SequenceSums
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids thread hand-offs that dominate on a busy 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 SETTINGS = EvalSettings(batch_size_prompts=2, n_reconstruction_batches=2, n_sparsity_batches=2,
                         exclude_special_tokens=(0,))
 

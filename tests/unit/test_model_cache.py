@@ -1,0 +1,268 @@
+"""The model-side cache: a new SAE on a known model and token set gets the numbers of a cold pass."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import pytest
+import torch
+
+from pytest_saeval import EvalSettings, evaluate
+from pytest_saeval.cache import CacheWarning, ModelCache, cached_evaluate, results_equal
+from pytest_saeval.engine import ModelRecords
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids thread hand-offs that dominate on a busy 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+N_LAYERS = 3
+VOCAB = 50
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=N_LAYERS, d_model=16, d_head=4, n_heads=4, d_mlp=32, d_vocab=VOCAB,
+                                  n_ctx=8, act_fn="gelu_new", normalization_type="LN")
+    return HookedTransformer(cfg)
+
+
+def _sae(hook: str, seed: int, d_in: int = 16, head: int | None = None, arch: str = "standard"):
+    from sae_lens import SAE
+
+    cfg = {"architecture": arch, "d_in": d_in, "d_sae": 24, "metadata": {"hook_name": hook}}
+    if head is not None:
+        cfg["metadata"]["hook_head_index"] = head
+    if arch == "topk":
+        cfg["k"] = 5
+    sae = SAE.from_dict(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return sae
+
+
+HOOKS = {
+    "resid_pre": ("blocks.1.hook_resid_pre", None, 16),
+    "resid_post": ("blocks.0.hook_resid_post", None, 16),
+    "mlp_out": ("blocks.2.hook_mlp_out", None, 16),
+    "z": ("blocks.1.attn.hook_z", None, 16),
+    "z_head": ("blocks.1.attn.hook_z", 2, 4),
+}
+
+
+def _saes(seed: int, kinds=tuple(HOOKS)) -> dict[str, object]:
+    out = {}
+    for j, kind in enumerate(kinds):
+        hook, head, d_in = HOOKS[kind]
+        out[f"{kind}-{seed}"] = _sae(hook, seed * 100 + j, d_in=d_in, head=head)
+    return out
+
+
+def _tokens(n_rows: int = 12) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(5)
+    t = torch.randint(2, VOCAB, (n_rows, 8), generator=gen)
+    t[:, 0] = 0
+    return t
+
+
+def _assert_same(warm: dict, cold: dict) -> None:
+    for sae_id, expected in cold.items():
+        assert results_equal(warm[sae_id], expected), sae_id
+
+
+def _blocks_called(model, fn) -> Counter:
+    counts: Counter = Counter()
+    handles = [b.register_forward_pre_hook(lambda mod, args, i=i: counts.update([i]))
+               for i, b in enumerate(model.blocks)]
+    try:
+        fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return counts
+
+
+class _SpyStore:
+    """A ModelStore that keeps records in a dict and counts loads and saves."""
+
+    def __init__(self) -> None:
+        self.records: ModelRecords | None = None
+        self.loads = 0
+        self.saves = 0
+
+    def load(self, hooks):
+        self.loads += 1
+        if self.records is None or not all(h in self.records.hooks for h in hooks):
+            return None
+        return ModelRecords(final_resid=self.records.final_resid, hooks={h: self.records.hooks[h] for h in hooks})
+
+    def save(self, records):
+        self.saves += 1
+        self.records = records
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=2, exclude_special_tokens=(0,)),
+        EvalSettings(batch_size_prompts=3, n_reconstruction_batches=1, n_sparsity_batches=4, exclude_special_tokens=False),
+        EvalSettings(batch_size_prompts=4, n_reconstruction_batches=3, n_sparsity_batches=1, exclude_special_tokens=(0, 7)),
+    ],
+    ids=["equal", "more-sparsity", "more-reconstruction"],
+)
+def test_new_saes_on_warm_records_equal_a_cold_pass(model, settings):
+    tokens = _tokens()
+    store = _SpyStore()
+    evaluate(model, _saes(1), tokens, settings, model_store=store)
+    assert store.saves == 1 and store.records is not None
+    new = _saes(2)
+    cold = evaluate(model, new, tokens, settings)
+    warm = evaluate(model, new, tokens, settings, model_store=store)
+    assert store.saves == 1, "a hit writes nothing"
+    _assert_same(warm, cold)
+
+
+def test_warm_pass_runs_only_the_sae_tails(model):
+    """With records, no clean forward and no ablation forward run: only the probe and the SAE tails."""
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=2,
+                            exclude_special_tokens=False)
+    tokens = _tokens()
+    store = _SpyStore()
+    evaluate(model, {"old": _sae("blocks.1.hook_resid_pre", 1)}, tokens, settings, model_store=store)
+    new = {"new": _sae("blocks.1.hook_resid_pre", 2)}
+    counts = _blocks_called(model, lambda: evaluate(model, new, tokens, settings, model_store=store))
+    # probe (shape check, blocks 0..1) + one tail from block 1 per reconstruction batch (blocks 1, 2)
+    assert counts == Counter({0: 1, 1: 1 + 2, 2: 2})
+
+
+def test_records_hold_no_logits(model):
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=3,
+                            exclude_special_tokens=False)
+    store = _SpyStore()
+    evaluate(model, _saes(1, ("resid_pre", "mlp_out")), _tokens(), settings, model_store=store)
+    rec = store.records
+    assert rec is not None
+    assert tuple(rec.final_resid.shape) == (8, 8, 16)
+    resid = rec.hooks[("blocks.1.hook_resid_pre", None)]
+    assert resid.block_resid is None, "for hook_resid_pre the activation is the block entry"
+    mlp = rec.hooks[("blocks.2.hook_mlp_out", None)]
+    assert tuple(mlp.acts.shape) == (12, 8, 16) and tuple(mlp.block_resid.shape) == (8, 8, 16)
+    assert tuple(mlp.ablation_kl.shape) == (8, 8) and tuple(mlp.ablation_ce.shape) == (8, 7)
+    assert all(t.device.type == "cpu" for t in (rec.final_resid, mlp.acts, mlp.ablation_kl))
+
+
+def test_missing_hook_runs_cold_and_saves_all(model):
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=1, n_sparsity_batches=1,
+                            exclude_special_tokens=False)
+    tokens = _tokens()
+    store = _SpyStore()
+    evaluate(model, _saes(1, ("resid_pre",)), tokens, settings, model_store=store)
+    both = _saes(2, ("resid_pre", "mlp_out"))
+    cold = evaluate(model, both, tokens, settings)
+    out = evaluate(model, both, tokens, settings, model_store=store)
+    assert store.saves == 2
+    assert set(store.records.hooks) == {("blocks.1.hook_resid_pre", None), ("blocks.2.hook_mlp_out", None)}
+    _assert_same(out, cold)
+
+
+def test_records_of_other_rows_are_not_used(model):
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=1, n_sparsity_batches=1,
+                            exclude_special_tokens=False)
+    store = _SpyStore()
+    evaluate(model, _saes(1, ("resid_pre",)), _tokens(), settings, model_store=store)
+    bigger = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=2,
+                          exclude_special_tokens=False)
+    new = _saes(2, ("resid_pre",))
+    out = evaluate(model, new, _tokens(), bigger, model_store=store)  # shapes do not fit: recomputed
+    _assert_same(out, evaluate(model, new, _tokens(), bigger))
+
+
+def test_full_forward_path_ignores_the_store(model):
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=1, n_sparsity_batches=1,
+                            exclude_special_tokens=False)
+    store = _SpyStore()
+    evaluate(model, _saes(1, ("resid_pre",)), _tokens(), settings, model_store=store, use_start_at_layer=False)
+    assert store.loads == 0 and store.saves == 0
+
+
+@pytest.mark.parametrize("tier", ["memory", "disk"])
+def test_cached_evaluate_new_sae_memory_and_disk(model, tmp_path, tier):
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=3,
+                            exclude_special_tokens=(0,))
+    tokens = _tokens()
+    cache = ModelCache(tmp_path)
+    cached_evaluate(model, _saes(1), tokens, settings, cache_dir=tmp_path, model_cache=cache)
+    files = sorted(p.name for p in (tmp_path / "model").rglob("*.safetensors"))
+    assert files[0] == "clean.safetensors" and len(files) == 1 + len(HOOKS)
+    if tier == "disk":
+        cache.clear_memory()
+    new = _saes(3)
+    cold = evaluate(model, new, tokens, settings)
+    warm: dict = {}
+    calls = _blocks_called(model, lambda: warm.update(
+        cached_evaluate(model, new, tokens, settings, cache_dir=tmp_path, model_cache=cache)))
+    # block 0 runs for the shape probe and for the resid_post SAE's tail (its hook is in block 0), once
+    # per reconstruction batch; a cold pass would add the clean forward and the ablation of that hook
+    assert calls[0] == 1 + settings.n_reconstruction_batches
+    _assert_same(warm, cold)
+
+
+def test_corrupt_model_side_file_is_recomputed_with_a_warning(model, tmp_path):
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=1, n_sparsity_batches=1,
+                            exclude_special_tokens=False)
+    tokens = _tokens()
+    cache = ModelCache(tmp_path, memory_bytes=0)
+    cached_evaluate(model, _saes(1, ("mlp_out",)), tokens, settings, cache_dir=tmp_path, model_cache=cache)
+    (hook_file,) = (tmp_path / "model").rglob("hook-*.safetensors")
+    data = hook_file.read_bytes()
+    hook_file.write_bytes(data[: len(data) - 20])
+    new = _saes(2, ("mlp_out",))
+    with pytest.warns(CacheWarning, match="recomputing"):
+        out = cached_evaluate(model, new, tokens, settings, cache_dir=tmp_path, model_cache=cache)
+    _assert_same(out, evaluate(model, new, tokens, settings))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        cached_evaluate(model, _saes(3, ("mlp_out",)), tokens, settings, cache_dir=tmp_path, model_cache=cache)
+
+
+def test_memory_tier_budget(tmp_path, model):
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=1, n_sparsity_batches=1,
+                            exclude_special_tokens=False)
+    tokens = _tokens()
+    off = ModelCache(tmp_path / "off", memory_bytes=0)
+    cached_evaluate(model, _saes(1, ("mlp_out",)), tokens, settings, cache_dir=tmp_path / "off", model_cache=off)
+    assert off._used == 0 and not off._memory
+    small = ModelCache(tmp_path / "small", memory_bytes=3000, disk=False)
+    cached_evaluate(model, _saes(1, ("resid_pre", "mlp_out")), tokens, settings, cache_dir=tmp_path / "small",
+                    model_cache=small)
+    assert 0 < small._used <= 3000, "least recently used parts are dropped to stay within the budget"
+
+
+def test_model_change_misses_the_model_side(tmp_path, model):
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=1, n_sparsity_batches=1,
+                            exclude_special_tokens=False)
+    tokens = _tokens()
+    cache = ModelCache(tmp_path)
+    cached_evaluate(model, _saes(1, ("resid_pre",)), tokens, settings, cache_dir=tmp_path, model_cache=cache)
+    from transformer_lens import HookedTransformer
+
+    other = HookedTransformer(model.cfg)
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        other.blocks[2].mlp.W_in[0, 0] += 0.5
+    new = _saes(2, ("resid_pre",))
+    warm: dict = {}
+    counts = _blocks_called(other, lambda: warm.update(
+        cached_evaluate(other, new, tokens, settings, cache_dir=tmp_path, model_cache=cache)))
+    assert counts[0] == 2, "probe + a clean forward: the changed model's records are computed afresh"
+    _assert_same(warm, evaluate(other, new, tokens, settings))
