@@ -334,6 +334,11 @@ def train_tokenizer(docs: list[str], vocab_size: int, folder: Path) -> Any:
         model_max_length=CONTEXT_SIZE,
     )
     fast.save_pretrained(folder)
+    # transformers 5 writes its own class name; the 4.x name loads in both major versions.
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
     return AutoTokenizer.from_pretrained(folder)
 
 
