@@ -89,6 +89,7 @@ class Runner:
         self.options = options
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
         self.worker_id: str | None = workerinput.get("workerid") if workerinput else None
+        self.worker_count: int = int(workerinput.get("workercount", 1)) if workerinput else 1
         self.unit_kind: str = (workerinput or {}).get("saeval_unit", "group")
         if self.unit_kind not in UNITS:
             self.unit_kind = "sae"
@@ -140,8 +141,10 @@ class Runner:
     def session(self) -> Session:
         """The one :class:`Session` of this process (created on first use)."""
         if self._session is None:
-            from ._xdist import worker_device
+            from ._xdist import limit_worker_threads, worker_device
 
+            if self.is_worker:
+                limit_worker_threads(self.worker_count)
             auto = worker_device(self.worker_id) if self.options.device is None else None
             self._session = Session(device=self.options.device, cache_dir=self.options.cache_dir,
                                     use_cache=self.options.use_cache, auto_device=auto)
@@ -282,7 +285,12 @@ class Runner:
         names = [name for name, _ in _overridden(item)]
         request: pytest.FixtureRequest = item._request  # type: ignore[attr-defined]
         overrides = _override_values(request, names) if names else None
-        selected = {key: {sae: set(suite.sae(sae).metrics)} if sae is not None else None}
+        selected: dict[Path, dict[str, set[str]] | None] = {key: None}
+        if sae is not None:  # the entry's SAE, or every SAE its release regex matches
+            from .session import entries_of
+
+            metrics = set(suite.sae(sae).metrics)
+            selected[key] = {e.unique_id: metrics for e in entries_of(suite) if e.spec.id == sae}
         try:
             runs = self._evaluate(selected, overrides)
         except BaseException as e:

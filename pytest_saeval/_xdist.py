@@ -5,7 +5,8 @@ scheduler (:func:`make_scheduler`): every gate item of suites that share a model
 and batch settings (:func:`~pytest_saeval.session.group_key`) forms one work unit, so each SAE is
 evaluated exactly once, each model is loaded only by the worker that evaluates its SAEs, and SAEs on
 the same model share their forward passes. Other tests are scheduled one by one, as ``load`` does
-(with ``loadgroup``, ``xdist_group`` marks still group them).
+(with ``loadgroup``, ``xdist_group`` marks still group them). Each worker uses its share of the CPU
+threads (unless ``OMP_NUM_THREADS`` is set) and, with several GPUs, its own GPU.
 
 With other ``--dist`` modes the plugin keeps xdist's scheduler and narrows what one worker
 evaluates together, so that no SAE is evaluated twice: ``loadfile`` keeps a suite file on one
@@ -14,6 +15,7 @@ worker (one unit per file); ``loadscope``, ``worksteal`` and ``each`` evaluate S
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from xdist.scheduler.protocol import Scheduling
     from xdist.workermanage import WorkerController
 
-__all__ = ["gpu_for_worker", "make_scheduler", "takes_over", "unit_for", "worker_device"]
+__all__ = ["gpu_for_worker", "limit_worker_threads", "make_scheduler", "takes_over", "threads_per_worker",
+           "unit_for", "worker_device"]
 
 _SUFFIXES = (".yaml", ".yml")
 
@@ -51,6 +54,25 @@ def worker_device(worker_id: str | None) -> str | None:
     import torch
 
     return gpu_for_worker(worker_id, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def threads_per_worker(n_workers: int, n_cpus: int) -> int:
+    """CPU threads each of ``n_workers`` processes may use so that together they fill ``n_cpus`` without oversubscribing."""
+    return max(1, n_cpus // max(1, n_workers))
+
+
+def limit_worker_threads(n_workers: int) -> None:
+    """Share the CPU among xdist workers: torch would otherwise give every worker all cores.
+
+    Left alone when ``OMP_NUM_THREADS`` is set (the user decided) or there is one worker.
+    """
+    if n_workers < 2 or "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    wanted = threads_per_worker(n_workers, os.cpu_count() or 1)
+    if torch.get_num_threads() > wanted:
+        torch.set_num_threads(wanted)
 
 
 def takes_over(config: pytest.Config) -> bool:

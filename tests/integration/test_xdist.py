@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saeval._xdist import gpu_for_worker
+from pytest_saeval._xdist import gpu_for_worker, threads_per_worker
 from tests.integration.plugin_helpers import (
     Assets,
     all_results,
@@ -131,6 +131,11 @@ def test_two_models_three_saes_each_evaluated_exactly_once(
 )
 def test_worker_gpu_placement(worker: str | None, n_gpus: int, device: str | None) -> None:
     assert gpu_for_worker(worker, n_gpus) == device
+
+
+@pytest.mark.parametrize(("workers", "cpus", "threads"), [(2, 2, 1), (3, 16, 5), (1, 8, 8), (4, 2, 1), (0, 4, 4)])
+def test_cpu_threads_are_shared_among_workers(workers: int, cpus: int, threads: int) -> None:
+    assert threads_per_worker(workers, cpus) == threads
 
 
 def test_auto_device_applies_to_auto_and_plain_cuda_only(assets: Assets, tmp_path: Path) -> None:
