@@ -73,24 +73,25 @@ def test_two_models_three_saes_each_evaluated_exactly_once(
 ) -> None:
     log = _write_project(pytester.path, assets)
     result = run_pytest(pytester, mode, "--junitxml=junit.xml", "--saeval-output-dir=out", "--saeval-update-baseline")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    context = result.stdout.str()[-4000:]  # shown when an assertion below fails
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, context
 
     # Outcomes as in a plain run.
-    assert {k: v["outcome"] for k, v in junit_cases(pytester.path / "junit.xml").items()} == EXPECTED
+    assert {k: v["outcome"] for k, v in junit_cases(pytester.path / "junit.xml").items()} == EXPECTED, context
 
     # Exactly once: every SAE evaluated once, every model loaded once, by the process evaluating its SAEs.
     seen = read_log(log)
     evaluated = sorted(sae for _, sae in seen["eval"])
-    assert evaluated == ["a/s1", "a/s2", "a2/s3", "b/t1", "b/t2", "b/t3"]
+    assert evaluated == ["a/s1", "a/s2", "a2/s3", "b/t1", "b/t2", "b/t3"], (seen, context)
     loads = sorted(seen["model"])
-    assert [folder for _, folder in loads] == ["model", "model2"]
+    assert [folder for _, folder in loads] == ["model", "model2"], (seen, context)
     loader = {folder: who for who, folder in loads}
     for who, sae in seen["eval"]:
-        assert who == loader["model2" if sae.startswith("b/") else "model"], (who, sae)
+        assert who == loader["model2" if sae.startswith("b/") else "model"], (seen, context)
     if mode == "plain":
         assert set(loader.values()) == {"main"}
-    else:
-        assert len(set(loader.values())) == 2 and "main" not in loader.values()  # spread over two workers
+    else:  # the two groups went to two workers
+        assert len(set(loader.values())) == 2 and "main" not in loader.values(), (seen, context)
 
     # The controller's outputs hold every worker's results, equal to the library's own values.
     results = all_results(pytester.path / "out")
