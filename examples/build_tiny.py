@@ -651,8 +651,10 @@ def train_sae(spec: SAESpec, hooked: Any, dataset: Any, folder: Path, seed: int)
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        for name in ("cfg.json", "sae_weights.safetensors"):
-            shutil.copy2(Path(tmp) / name, folder / name)
+        shutil.copy2(Path(tmp) / "sae_weights.safetensors", folder / "sae_weights.safetensors")
+        # Same content, keys sorted: SAE Lens's key order varies from run to run.
+        cfg_dict = json.loads((Path(tmp) / "cfg.json").read_text())
+        (folder / "cfg.json").write_text(json.dumps(cfg_dict, sort_keys=True) + "\n")
     return time.perf_counter() - start
 
 
