@@ -14,9 +14,11 @@ Two caches share one folder (default ``.saeval-cache`` in the current directory,
   per (model, token rows, batch settings). A new SAE on a known model and token set then runs only
   its own forwards from the hook's block and the clean unembedding. Disk holds one file for the clean
   residual and one per hook (``rows × ctx × d_model`` floats each: ~63 MB for 160 rows of 128 tokens
-  on GPT-2 small); clean logits (``rows × ctx × vocab``, 4 GB there) are never stored. A memory tier
+  on GPT-2 small); clean logits (``rows × ctx × vocab``, 4 GB there) never go to disk. A memory tier
   (least recently used, :data:`DEFAULT_MEMORY_BYTES` by default, per cache folder and process) keeps
-  recent records, so a second call in the same process reads nothing from disk.
+  recent records, so a second call in the same process reads nothing from disk; it also keeps the
+  clean logits when they take at most half of it (412 MB for 16 rows of 128 tokens at GPT-2's
+  vocabulary), which spares a new SAE the clean unembedding as well.
 
 Files are safetensors (never pickle) written with :func:`~pytest_saeval.fileio.atomic_write_bytes`
 (temporary file + ``os.replace``): readers never see a partial file and concurrent writers of one key
@@ -463,6 +465,13 @@ class _BoundModelStore:
         self.cache = cache
         self.context = context
 
+    def logits_budget(self) -> int:
+        """Clean logits are kept (in memory only) up to half the memory tier."""
+        return self.cache.memory_bytes // 2
+
+    def _logits_key(self) -> str:
+        return _digest({"context": self.context, "part": "clean-logits"})
+
     def load(self, hooks: Sequence[tuple[str, int | None]]) -> ModelRecords | None:
         from .engine import HookRecord, ModelRecords
 
@@ -477,11 +486,16 @@ class _BoundModelStore:
                 return None
             records[hook] = HookRecord(acts=part["acts"], block_resid=part.get("block_resid"),
                                        ablation_kl=part["ablation_kl"], ablation_ce=part["ablation_ce"])
-        return ModelRecords(final_resid=clean["final_resid"], hooks=records)
+        logits = self.cache._recall(self._logits_key())
+        return ModelRecords(final_resid=clean["final_resid"], hooks=records,
+                            clean_logits=None if logits is None else logits["clean_logits"])
 
     def save(self, records: ModelRecords) -> None:
         self.cache._save_part(self.context, "clean", _digest({"context": self.context, "part": "clean"}),
                               {"final_resid": records.final_resid})
+        if records.clean_logits is not None:  # memory only: rows x ctx x vocab floats
+            logits = records.clean_logits
+            self.cache._remember(self._logits_key(), {"clean_logits": logits}, logits.numel() * logits.element_size())
         for hook, rec in records.hooks.items():
             key = _hook_file_key(self.context, hook)
             tensors = {"acts": rec.acts, "ablation_kl": rec.ablation_kl, "ablation_ce": rec.ablation_ce}

@@ -317,6 +317,9 @@ class ModelRecords:
     """``[recon_rows, T, d_model]``: the clean residual stream after the last block."""
     hooks: dict[tuple[str, int | None], HookRecord]
     """By ``(hook_name, hook_head_index)``."""
+    clean_logits: torch.Tensor | None = None
+    """``[recon_rows, T, V]``: the clean logits, when the store asked for them (they spare the clean
+    unembedding; ``rows × T × V`` floats, so stores keep them in memory only and only when small)."""
 
 
 class ModelStore(Protocol):
@@ -327,6 +330,9 @@ class ModelStore(Protocol):
 
     def save(self, records: ModelRecords) -> None:
         """Keep ``records`` (merging with hooks stored before)."""
+
+    def logits_budget(self) -> int:
+        """Bytes of clean logits the store would keep (0: do not record them)."""
 
 
 def _entry_name(layer: int) -> str:
@@ -451,19 +457,23 @@ class _Runner:
             logits = cap * torch.tanh(logits / cap)
         return logits
 
-    def _stacked_losses(self, clean: torch.Tensor, variants: Sequence[torch.Tensor], targets: torch.Tensor
+    def _stacked_losses(self, clean: torch.Tensor, variants: Sequence[torch.Tensor], targets: torch.Tensor, *,
+                        clean_is_logits: bool = False, keep_clean: torch.Tensor | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Clean CE and each variant's KL / CE per position from final residuals (``[N, d]`` or ``[1, d]``).
 
         The positions go in chunks; per chunk one unembedding call covers the clean run and every
-        variant (their rows stacked), so no ``[B, T, V]`` tensor is ever made.
+        variant (their rows stacked), so no ``[B, T, V]`` tensor is ever made. ``clean_is_logits``:
+        ``clean`` holds stored clean logits ``[N, V]`` (not unembedded again). ``keep_clean``: an
+        ``[N, V]`` tensor that receives the clean logits.
         """
         n_pos = clean.shape[0]
         full = [k for k, v in enumerate(variants) if v.shape[0] == n_pos]
         single = [k for k, v in enumerate(variants) if v.shape[0] != n_pos]
         vocab = int(self.model.cfg.d_vocab_out if getattr(self.model.cfg, "d_vocab_out", -1) > 0
                     else self.model.cfg.d_vocab)
-        per_chunk = max(1, STACK_ELEMENTS // (vocab * (1 + len(full))))
+        own = 0 if clean_is_logits else 1
+        per_chunk = max(1, STACK_ELEMENTS // (vocab * max(1, own + len(full))))
         single_rows = torch.cat([variants[k] for k in single]) if single else None
         like = {"dtype": clean.dtype, "device": clean.device}
         cce = torch.empty(n_pos, **like)
@@ -472,17 +482,21 @@ class _Runner:
         for start in range(0, n_pos, per_chunk):
             stop = min(n_pos, start + per_chunk)
             n = stop - start
-            parts = [clean[start:stop], *(variants[k][start:stop] for k in full)]
+            parts = [*([] if clean_is_logits else [clean[start:stop]]), *(variants[k][start:stop] for k in full)]
             if single_rows is not None:
                 parts.append(single_rows)
-            logits = self._head(torch.cat(parts))
+            logits = self._head(torch.cat(parts)) if parts else clean[:0]
+            clean_logits = clean[start:stop] if clean_is_logits else logits[:n]
+            if keep_clean is not None:
+                # into pinned host memory on CUDA: the copy overlaps the next chunk's work (no sync)
+                keep_clean[start:stop].copy_(clean_logits, non_blocking=keep_clean.is_pinned())
             chunk: list[torch.Tensor] = [logits] * len(variants)
             for j, k in enumerate(full):
-                chunk[k] = logits[(j + 1) * n:(j + 2) * n]
-            base = (len(full) + 1) * n
+                chunk[k] = logits[(j + own) * n:(j + own + 1) * n]
+            base = (len(full) + own) * n
             for j, k in enumerate(single):
                 chunk[k] = logits[base + j:base + j + 1]
-            c, kk, cc = next_token_losses(logits[:n], chunk, targets[start:stop])
+            c, kk, cc = next_token_losses(clean_logits, chunk, targets[start:stop])
             assert c is not None
             cce[start:stop], kl[:, start:stop], ce[:, start:stop] = c, kk, cc
         return cce, kl, ce
@@ -507,7 +521,14 @@ class _Runner:
         stored = self.store.load(keys) if self.store is not None else None
         if stored is not None and not self._records_fit(stored, keys):
             stored = None
-        record = _Recording(self.groups) if self.store is not None and stored is None else None
+        record = None
+        if self.store is not None and stored is None:
+            vocab = int(self.model.cfg.d_vocab_out if getattr(self.model.cfg, "d_vocab_out", -1) > 0
+                        else self.model.cfg.d_vocab)
+            logits_bytes = n_recon_rows * self.tokens.shape[1] * vocab * self.model.cfg.dtype.itemsize
+            record = _Recording(self.groups, (n_recon_rows, self.tokens.shape[1], vocab), self.model.cfg.dtype,
+                                with_logits=0 < logits_bytes <= _logits_budget(self.store),
+                                pin=self.device.type == "cuda")
         n_batches = max(s.n_reconstruction_batches, s.n_sparsity_batches)
         batches: Any = range(n_batches)
         if progress:
@@ -529,11 +550,12 @@ class _Runner:
             if stored is not None:
                 captured = self._stored_batch(stored, rows_slice, do_recon)
                 if do_recon:
-                    clean_out = stored.final_resid[rows_slice].to(self.device)
+                    source = stored.final_resid if stored.clean_logits is None else stored.clean_logits
+                    clean_out = self._upload(source[rows_slice])
                     for g, key in zip(self.groups, keys):
                         h = stored.hooks[key]
-                        abl_tokens[g] = (h.ablation_kl[rows_slice].to(self.device),
-                                         h.ablation_ce[rows_slice].to(self.device))
+                        abl_tokens[g] = (self._upload(h.ablation_kl[rows_slice]),
+                                         self._upload(h.ablation_ce[rows_slice]))
             else:
                 clean_out, captured = self._capture_forward(rows, full=do_recon)
                 if do_recon:
@@ -576,7 +598,10 @@ class _Runner:
                 assert clean_out is not None
                 abl_groups = list(abl_sources)
                 variants = [abl_sources[g] for g in abl_groups] + [src for _, src in sae_sources]
-                cce, kl, ce = self._stacked_losses(clean_out.reshape(-1, clean_out.shape[-1]), variants, targets)
+                keep = record.logits_buffer(rows_slice) if record is not None else None
+                cce, kl, ce = self._stacked_losses(
+                    clean_out.reshape(-1, clean_out.shape[-1]), variants, targets,
+                    clean_is_logits=stored is not None and stored.clean_logits is not None, keep_clean=keep)
                 clean.add(rows_slice, mask, cce.view(B, -1)[:, :-1], loss_mask=loss_mask)
                 for j, g in enumerate(abl_groups):
                     abl_tokens[g] = (kl[j].view(B, -1), ce[j].view(B, -1)[:, :-1])
@@ -600,6 +625,8 @@ class _Runner:
         ctx = self.tokens.shape[1]
         if tuple(stored.final_resid.shape[:2]) != (recon_rows, ctx):
             return False
+        if stored.clean_logits is not None and tuple(stored.clean_logits.shape[:2]) != (recon_rows, ctx):
+            return False
         for key in keys:
             h = stored.hooks.get(key)
             if h is None or tuple(h.acts.shape[:2]) != (s.rows_needed, ctx):
@@ -610,15 +637,19 @@ class _Runner:
                 return False
         return True
 
+    def _upload(self, t: torch.Tensor) -> torch.Tensor:
+        """A stored (CPU) tensor on the model's device; asynchronous when the source is pinned."""
+        return t.to(self.device, non_blocking=t.is_pinned()) if t.device != self.device else t
+
     def _stored_batch(self, stored: ModelRecords, rows: slice, do_recon: bool) -> dict[str, torch.Tensor]:
         captured: dict[str, torch.Tensor] = {}
         for g in self.groups:
             h = stored.hooks[(g.hook_name, g.head_index)]
-            captured[g.hook_name] = h.acts[rows].to(self.device)
+            captured[g.hook_name] = self._upload(h.acts[rows])
             if do_recon:
                 assert g.layer is not None
                 entry = h.block_resid if h.block_resid is not None else h.acts
-                captured[_entry_name(g.layer)] = entry[rows].to(self.device)
+                captured[_entry_name(g.layer)] = self._upload(entry[rows])
         return captured
 
     def _sae_batch(self, sae_id: str, group: _Group, act: torch.Tensor, rows_slice: slice, mask: torch.Tensor,
@@ -751,17 +782,31 @@ class _Runner:
         return results
 
 
+def _logits_budget(store: ModelStore) -> int:
+    budget = getattr(store, "logits_budget", None)
+    return int(budget()) if callable(budget) else 0
+
+
 class _Recording:
     """Collects the model-side tensors of a cold pass for a :class:`ModelStore` (kept on the device
-    until the end, then moved to the CPU at once)."""
+    until the end, then moved to the CPU at once; clean logits, when asked for, go straight into one
+    CPU tensor, chunk by chunk)."""
 
-    def __init__(self, groups: Sequence[_Group]) -> None:
+    def __init__(self, groups: Sequence[_Group], logits_shape: tuple[int, int, int], dtype: torch.dtype, *,
+                 with_logits: bool, pin: bool = False) -> None:
         self.groups = list(groups)
         self.final: list[torch.Tensor] = []
+        self.logits = (torch.empty(logits_shape, dtype=dtype, pin_memory=pin) if with_logits else None)
         self.acts: dict[_Group, list[torch.Tensor]] = {g: [] for g in groups}
         self.entry: dict[_Group, list[torch.Tensor]] = {g: [] for g in groups}
         self.kl: dict[_Group, list[torch.Tensor]] = {g: [] for g in groups}
         self.ce: dict[_Group, list[torch.Tensor]] = {g: [] for g in groups}
+
+    def logits_buffer(self, rows: slice) -> torch.Tensor | None:
+        """The CPU ``[B*T, V]`` slot for one batch's clean logits (None when they are not recorded)."""
+        if self.logits is None:
+            return None
+        return self.logits[rows].view(-1, self.logits.shape[-1])
 
     def add(self, captured: dict[str, torch.Tensor], final: torch.Tensor | None,
             abl_tokens: dict[_Group, tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -786,7 +831,7 @@ class _Recording:
                             ablation_kl=cpu(self.kl[g]), ablation_ce=cpu(self.ce[g]))
             for g, key in zip(self.groups, keys)
         }
-        return ModelRecords(final_resid=cpu(self.final), hooks=hooks)
+        return ModelRecords(final_resid=cpu(self.final), hooks=hooks, clean_logits=self.logits)
 
 
 def cosine_matrices(metrics: Collection[str] | None) -> frozenset[str]:

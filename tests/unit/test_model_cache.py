@@ -266,3 +266,23 @@ def test_model_change_misses_the_model_side(tmp_path, model):
         cached_evaluate(other, new, tokens, settings, cache_dir=tmp_path, model_cache=cache)))
     assert counts[0] == 2, "probe + a clean forward: the changed model's records are computed afresh"
     _assert_same(warm, evaluate(other, new, tokens, settings))
+
+
+def test_clean_logits_kept_in_memory_only_when_small(model, tmp_path):
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=2,
+                            exclude_special_tokens=False)
+    tokens = _tokens()
+    keys = [("blocks.1.hook_resid_pre", None)]
+    roomy = ModelCache(tmp_path / "roomy")
+    cached_evaluate(model, _saes(1, ("resid_pre",)), tokens, settings, cache_dir=tmp_path / "roomy", model_cache=roomy)
+    (context,) = [p.name for p in (tmp_path / "roomy" / "model").iterdir()]
+    rec = roomy.bind(context).load(keys)
+    assert rec is not None and tuple(rec.clean_logits.shape) == (8, 8, VOCAB)
+    assert not any("logits" in p.name for p in (tmp_path / "roomy").rglob("*")), "logits never go to disk"
+    roomy.clear_memory()
+    assert roomy.bind(context).load(keys).clean_logits is None
+    # a budget below the logits' size: not recorded, the rest still is
+    tight = ModelCache(tmp_path / "tight", memory_bytes=2 * 8 * 8 * VOCAB * 4 - 1)
+    cached_evaluate(model, _saes(1, ("resid_pre",)), tokens, settings, cache_dir=tmp_path / "tight", model_cache=tight)
+    rec = tight.bind(context).load(keys)
+    assert rec is not None and rec.clean_logits is None
