@@ -27,6 +27,8 @@ class PluginOptions:
     """``saeval_cache`` (``--saeval-no-cache`` turns it off): read and write the results cache."""
     cache_dir: Path | None = None
     """``--saeval-cache-dir`` / ``saeval_cache_dir``: folder of the results cache."""
+    report: Path | None = None
+    """``--saeval-report`` / ``saeval_report``: the self-contained HTML report to write."""
     thresholds: tuple[str, ...] = ("thresholds/*.yaml",)
     """``saeval_thresholds``: globs, relative to the rootdir, of the suite files to collect."""
 
@@ -59,5 +61,6 @@ class PluginOptions:
             suite=path_option("saeval_suite", "saeval_suite"),
             use_cache=not config.getoption("saeval_no_cache") and bool(config.getini("saeval_cache")),
             cache_dir=path_option("saeval_cache_dir", "saeval_cache_dir"),
+            report=path_option("saeval_report", "saeval_report"),
             thresholds=tuple(config.getini("saeval_thresholds")),
         )

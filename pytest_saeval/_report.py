@@ -22,13 +22,28 @@ def finish(runner: Runner) -> bool:
     ok = True
     if runner.options.output_dir is not None and runs:
         from .outputs import write_outputs
+        from .report_md import write_markdown
 
         try:
             paths = write_outputs(runs, runner.options.output_dir)
+            paths.append(write_markdown(runs, runner.options.output_dir / "summary.md"))
             runner.finish_lines.append(f"wrote {len(paths)} files to {runner.display_path(runner.options.output_dir)}")
         except (OSError, SaevalError) as e:
             runner.finish_lines.append(f"ERROR writing the outputs: {e}")
             ok = False
+    if runner.options.report is not None and runs:
+        from .report_html import write_html_report
+
+        try:
+            path = write_html_report(runs, runner.options.report)
+            runner.finish_lines.append(f"wrote report {runner.display_path(path)}")
+        except (OSError, SaevalError) as e:
+            runner.finish_lines.append(f"ERROR writing the report: {e}")
+            ok = False
+    if runs:
+        from .report_md import append_github_step_summary, markdown_summary
+
+        append_github_step_summary(markdown_summary(runs))
     if runner.options.update_baseline:
         ok = _update_baselines(runner, runs) and ok
     return ok

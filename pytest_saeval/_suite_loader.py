@@ -304,6 +304,15 @@ class _Builder:
         saes = self.saes(data["saes"], line(data, "saes", 1), defaults)
         if baseline is None:
             self.check_no_baseline_gates(saes)
+        gate_mode = data.get("gate_mode", "point")
+        if gate_mode not in ("point", "interval"):
+            raise self.error(
+                f"gate_mode must be point or interval, got {gate_mode!r}",
+                "write gate_mode: point (check the measured value, the default) or gate_mode: interval "
+                "(fail only when the whole 95% interval is on the wrong side)",
+                line(data, "gate_mode", 1),
+                "gate_mode",
+            )
         return Suite(
             path=self.path,
             model=model,
@@ -312,6 +321,7 @@ class _Builder:
             baseline=baseline,
             default_gates=defaults,
             baseline_line=baseline_line,
+            gate_mode=gate_mode,
         )
 
     def check_no_baseline_gates(self, saes: tuple[SAESpec, ...]) -> None:

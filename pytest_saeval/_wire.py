@@ -59,6 +59,8 @@ def run_to_wire(run: SuiteRun) -> dict[str, Any]:
         "provenance": {k: dict(v) for k, v in run.provenance.items()},
         "sae_cfgs": {k: dict(v) for k, v in run.sae_cfgs.items()},
         "notes": list(run.notes),
+        "intervals": {uid: {m: [float(lo), float(hi)] for m, (lo, hi) in iv.items()}
+                      for uid, iv in run.intervals.items()},
     })
 
 
@@ -80,11 +82,13 @@ def run_from_wire(data: Mapping[str, Any], load: Callable[[Path], Suite]) -> Sui
         (g := by_uid[uid].spec.gate(metric)) is not None and g.uses_baseline for uid, metric in data["checks"]
     )
     baseline = load_baseline(suite.baseline, missing_ok=True) if uses_baseline and suite.baseline else None
+    intervals = {uid: {m: (float(lo), float(hi)) for m, (lo, hi) in iv.items()}
+                 for uid, iv in data.get("intervals", {}).items()}
     checks: list[GateCheck] = []
     for uid, metric in data["checks"]:
         gate = by_uid[uid].spec.gate(metric)
         assert gate is not None
-        checks.append(check_one(suite, uid, gate, results[uid].metrics, baseline))
+        checks.append(check_one(suite, uid, gate, results[uid].metrics, baseline, intervals=intervals.get(uid)))
     unchecked = []
     for uid, metric in data["unchecked"]:
         gate = by_uid[uid].spec.gate(metric)
@@ -93,4 +97,4 @@ def run_from_wire(data: Mapping[str, Any], load: Callable[[Path], Suite]) -> Sui
     return SuiteRun(suite=suite, entries=entries, results=results, checks=checks, eval_cfg=dict(data["eval_cfg"]),
                     provenance={k: dict(v) for k, v in data["provenance"].items()},
                     sae_cfgs={k: dict(v) for k, v in data["sae_cfgs"].items()}, notes=list(data["notes"]),
-                    unchecked=unchecked)
+                    unchecked=unchecked, intervals=intervals)

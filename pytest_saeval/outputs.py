@@ -97,6 +97,7 @@ def result_records(runs: Iterable[SuiteRun]) -> list[dict[str, Any]]:
                         "hook_head_index": result.hook_head_index,
                         "gates": gates,
                         "provenance": run.provenance.get(uid, {}),
+                        "intervals": {m: [lo, hi] for m, (lo, hi) in run.intervals.get(uid, {}).items()},
                         "notes": [n for n in run.notes if f"[{uid}]" in n],
                     }
                 )
@@ -211,18 +212,26 @@ def _rank(run: SuiteRun, sae_id: str, metric: str) -> tuple[int, int]:
 
 def format_table(run: SuiteRun) -> str:
     """A plain-text table: SAE x gated metric with value, bound and PASS/FAIL."""
-    header = ("sae", "metric", "value", "bound", "result")
-    ranked: list[tuple[tuple[int, int], tuple[str, str, str, str, str]]] = [
+    header = ("sae", "metric", "value", "95% interval", "bound", "result")
+
+    def interval(uid: str, metric: str) -> str:
+        iv = run.intervals.get(uid, {}).get(metric)
+        if iv is None or not all(math.isfinite(v) for v in iv):
+            return ""
+        return f"[{format_number(iv[0])}, {format_number(iv[1])}]"
+
+    ranked: list[tuple[tuple[int, int], tuple[str, ...]]] = [
         (_rank(run, c.sae_id, c.gate.metric),
-         (c.sae_id, c.gate.metric, format_number(c.result.value), c.gate.describe(c.result.baseline_value),
-          "PASS" if c.passed else "FAIL"))
+         (c.sae_id, c.gate.metric, format_number(c.result.value), interval(c.sae_id, c.gate.metric),
+          c.gate.describe(c.result.baseline_value), "PASS" if c.passed else "FAIL"))
         for c in run.checks
     ]
     for uid, gate in run.unchecked:
         result = run.results.get(uid)
         value = result.metrics.get(gate.metric, math.nan) if result is not None else math.nan
         ranked.append((_rank(run, uid, gate.metric),
-                       (uid, gate.metric, format_number(value), gate.describe(), "UNCHECKED")))
+                       (uid, gate.metric, format_number(value), interval(uid, gate.metric), gate.describe(),
+                        "UNCHECKED")))
     rows = [row for _, row in sorted(ranked, key=lambda item: item[0])]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = [f"{run.suite.path}"]

@@ -36,6 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--saeval-suite", dest="saeval_suite", default=None, metavar="FILE",
                     help="the suite file served by the saeval_model, saeval_saes, saeval_tokens and "
                          "saeval_results fixtures (ini: saeval_suite)")
+    group.addoption("--saeval-report", dest="saeval_report", default=None, metavar="PAGE",
+                    help="write a self-contained HTML report (gate table and the SAE Lens evals plots) to PAGE "
+                         "(ini: saeval_report)")
     group.addoption("--saeval-no-cache", dest="saeval_no_cache", action="store_true", default=False,
                     help="do not read or write the results cache (ini: saeval_cache = false)")
     group.addoption("--saeval-cache-dir", dest="saeval_cache_dir", default=None, metavar="DIR",
@@ -44,6 +47,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   help="globs (relative to the rootdir) of suite files collected as tests")
     parser.addini("saeval_device", default="", help="default for --saeval-device")
     parser.addini("saeval_output_dir", default="", help="default for --saeval-output-dir (relative to the ini file)")
+    parser.addini("saeval_report", default="", help="default for --saeval-report (relative to the ini file)")
     parser.addini("saeval_suite", default="", help="default for --saeval-suite (relative to the ini file)")
     parser.addini("saeval_cache", type="bool", default=True, help="read and write the results cache (default true)")
     parser.addini("saeval_cache_dir", default="", help="default for --saeval-cache-dir (relative to the ini file)")

@@ -108,6 +108,9 @@ class SuiteRun:
     unchecked: list[tuple[str, Gate]] = field(default_factory=list)
     """``(sae id, gate)`` pairs left unchecked because the baseline has no value for them yet
     (only when :meth:`Session.run` is called with ``baseline_missing_ok=True``)."""
+    intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    """Per SAE id: 95% bootstrap intervals over sequences of the token-mean metrics and their ratios
+    (see :mod:`pytest_saeval.bootstrap`); shown next to values in messages and reports."""
 
     @property
     def passed(self) -> bool:
@@ -209,6 +212,7 @@ def merge_runs(runs: Iterable[SuiteRun]) -> list[SuiteRun]:
             out.results.update(part.results)
             out.provenance.update(part.provenance)
             out.sae_cfgs.update(part.sae_cfgs)
+            out.intervals.update(part.intervals)
             for check in part.checks:
                 checks.setdefault((check.sae_id, check.gate.metric), check)
             for uid, gate in part.unchecked:
@@ -477,14 +481,15 @@ class Session:
             results = results_by_suite.get(suite.path, {})
             baseline = self._baseline(suite, missing_ok=baseline_missing_ok)
             unchecked: list[tuple[str, Gate]] = []
+            intervals = {uid: result_intervals(res) for uid, res in results.items()}
             checks = check_suite(suite, entries, results, baseline,
-                                 unchecked=unchecked if baseline_missing_ok else None)
+                                 unchecked=unchecked if baseline_missing_ok else None, intervals=intervals)
             provenance = {uid: self._provenance(ctx, sae) for uid, sae in ctx["saes"].items()}
             sae_cfgs = {uid: _sae_cfg_dict(sae) for uid, sae in ctx["saes"].items()}
             notes = provenance_notes(suite.path, provenance, baseline)
             runs.append(SuiteRun(suite=suite, entries=entries, results=results, checks=checks,
                                  eval_cfg=_eval_cfg(suite, ctx["context_size"]), provenance=provenance,
-                                 sae_cfgs=sae_cfgs, notes=notes, unchecked=unchecked))
+                                 sae_cfgs=sae_cfgs, notes=notes, unchecked=unchecked, intervals=intervals))
         return runs
 
     def _evaluate_once(
@@ -648,12 +653,21 @@ def _eval_cfg(suite: Suite, context_size: int) -> dict[str, Any]:
     }
 
 
+def result_intervals(result: SAEResult) -> dict[str, tuple[float, float]]:
+    """95% bootstrap intervals of ``result`` (fixed seed); ``{}`` when it kept no per-sequence sums."""
+    from .bootstrap import intervals
+
+    return intervals(result)
+
+
 def check_suite(suite: Suite, entries: list[SAEEntry], results: Mapping[str, SAEResult],
-                baseline: Baseline | None, *, unchecked: list[tuple[str, Gate]] | None = None) -> list[GateCheck]:
+                baseline: Baseline | None, *, unchecked: list[tuple[str, Gate]] | None = None,
+                intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None) -> list[GateCheck]:
     """Check every gate of every evaluated entry; baseline-relative gates read ``baseline``.
 
     When ``unchecked`` is a list, a baseline-relative gate without a baseline value is appended to
     it as ``(sae id, gate)`` instead of raising :class:`~pytest_saeval.errors.BaselineError`.
+    ``intervals`` (per SAE id) are shown next to the values in the gates' messages.
     """
     checks: list[GateCheck] = []
     for entry in entries:
@@ -666,12 +680,13 @@ def check_suite(suite: Suite, entries: list[SAEEntry], results: Mapping[str, SAE
             ):
                 unchecked.append((entry.unique_id, gate))
                 continue
-            checks.append(check_one(suite, entry.unique_id, gate, result.metrics, baseline))
+            found = (intervals or {}).get(entry.unique_id)
+            checks.append(check_one(suite, entry.unique_id, gate, result.metrics, baseline, intervals=found))
     return checks
 
 
 def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float],
-              baseline: Baseline | None) -> GateCheck:
+              baseline: Baseline | None, *, intervals: Mapping[str, tuple[float, float]] | None = None) -> GateCheck:
     """Check one gate; a metric the engine did not produce is NaN (and so fails, never passes)."""
     value = metrics.get(gate.metric, math.nan)
     base = baseline.value(sae_id, gate.metric) if (baseline is not None and gate.uses_baseline) else None
@@ -683,7 +698,11 @@ def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float
             fix="record it with `pytest --saeval-update-baseline` or `saeval run --update-baseline`",
             file=str(suite.path), line=gate.line, key=gate.key,
         )
-    return GateCheck(suite.path, sae_id, gate, check_gate(gate, value, base))
+    from .bootstrap import gate_interval
+
+    interval = gate_interval(intervals, gate.metric)
+    mode = "interval" if (suite.gate_mode == "interval" and interval is not None) else "point"
+    return GateCheck(suite.path, sae_id, gate, check_gate(gate, value, base, interval=interval, mode=mode))
 
 
 def run_suites(paths: Iterable[str | Path], **session_options: Any) -> list[SuiteRun]:

@@ -38,7 +38,7 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _FACTORY_RE = re.compile(rf"^{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*$")
 _SAE_ID_RE = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 
-_TOP_KEYS = ("model", "data", "baseline", "saes", "defaults")
+_TOP_KEYS = ("model", "data", "baseline", "saes", "defaults", "gate_mode")
 _MODEL_KEYS = ("name", "path", "factory", "device", "dtype")
 _DATA_KEYS = (
     "tokens",
@@ -411,9 +411,16 @@ class Suite:
     """``defaults.gates``: already merged into every SAE's gates; kept for reporting."""
     baseline_line: int | None = None
     """Line of the ``baseline:`` key, for messages about the baseline file."""
+    gate_mode: str = "point"
+    """``point``: a gate checks the measured value. ``interval``: a gate fails only when the whole 95%
+    bootstrap interval is on the wrong side (metrics without an interval are checked by value)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+        if self.gate_mode not in ("point", "interval"):
+            raise SuiteError(f"gate_mode must be point or interval, got {self.gate_mode!r}",
+                             fix="write gate_mode: point (the default) or gate_mode: interval",
+                             file=str(self.path), key="gate_mode")
         saes = tuple(self.saes)
         if not saes:
             raise SuiteError("saes is empty", fix="add at least one SAE entry", file=str(self.path), key="saes")

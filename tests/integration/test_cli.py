@@ -92,8 +92,8 @@ def test_all_gates_pass_exit_0_with_a_table(tiny: Assets, tmp_path: Path, capsys
     assert err == ""  # no progress bar off a terminal, no "Loading weights", no warnings
     lines = out.splitlines()
     assert lines[0] == str(suite)
-    assert re.fullmatch(r"  sae\s+metric\s+value\s+bound\s+result\s*", lines[1])
-    assert re.fullmatch(r"  sae0\s+l0\s+[0-9.]+\s+>= 0 and <= 64\s+PASS\s*", lines[3]), lines[3]
+    assert re.fullmatch(r"  sae\s+metric\s+value\s+95% interval\s+bound\s+result\s*", lines[1])
+    assert re.fullmatch(r"  sae0\s+l0\s+[0-9.]+\s+\[[0-9.]+, [0-9.]+\]\s+>= 0 and <= 64\s+PASS\s*", lines[3]), lines[3]
     assert re.fullmatch(r"  topk\s+frac_alive\s+[0-9.]+\s+>= 0\s+PASS\s*", lines[4]), lines[4]
     assert "  2 passed, 0 failed" in lines
     assert lines[-1] == "saeval: 2 passed, 0 failed (2 SAEs in 1 suite)"
@@ -327,7 +327,7 @@ def test_update_baseline_checks_old_values_then_writes_a_sorted_rounded_file(
 
     rc, out, err = run(capsys, str(suite), "--update-baseline", *NO_CACHE)
     assert rc == 1, out + err  # compared with the OLD value (1e6), so it fails in this run
-    assert re.search(r"FAILED .*: \[sae0\] l0 = [0-9.]+, needs >= baseline - 1 \(= 999999\)", out), out
+    assert re.search(r"FAILED .*: \[sae0\] l0 = [0-9.]+ \[[0-9.]+, [0-9.]+\], needs >= baseline - 1 \(= 999999\)", out), out
     assert f"saeval: updated baseline {base}" in out
 
     text = base.read_text()
@@ -341,7 +341,7 @@ def test_update_baseline_checks_old_values_then_writes_a_sorted_rounded_file(
 
     rc, out, _ = run(capsys, str(suite), *NO_CACHE)  # now against the recorded value
     assert rc == 0, out
-    assert re.search(r"sae0\s+l0\s+[0-9.]+\s+>= baseline - 1 \(= [0-9.]+\)\s+PASS", out), out
+    assert re.search(r"sae0\s+l0\s+[0-9.]+\s+\[[0-9.]+, [0-9.]+\]\s+>= baseline - 1 \(= [0-9.]+\)\s+PASS", out), out
     assert base.read_text() == text  # a plain run never writes the baseline
 
 
@@ -352,7 +352,7 @@ def test_update_baseline_creates_a_missing_file(tiny: Assets, tmp_path: Path, ca
 
     rc, out, err = run(capsys, str(suite), "--update-baseline", "--output-dir", str(tmp_path / "out"), *NO_CACHE)
     assert rc == 0, out + err
-    assert re.search(r"sae0\s+l0\s+\S+\s+>= baseline - 1\s+UNCHECKED", out)
+    assert re.search(r"sae0\s+l0\s+\S+\s+\[[0-9.]+, [0-9.]+\]\s+>= baseline - 1\s+UNCHECKED", out)
     (gate,) = json.loads((tmp_path / "out" / "s__sae0.json").read_text())["gates"]
     assert gate["passed"] is None and gate["message"] == "not checked: the baseline has no value yet"
     assert f"UNCHECKED {suite}:{line_of(suite, 'l0:')}: [sae0] l0" in out

@@ -89,7 +89,9 @@ def load(path: Path) -> Any:
 def test_one_json_per_sae_with_sae_lens_keys_and_flat_metrics(outputs: Path) -> None:
     names = sorted(p.name for p in outputs.iterdir())
     assert names == ["all_eval_results.csv", "all_eval_results.json", "short__sae0.json", "short__topk.json",
-                     "wide__sae0.json", "wide__topk.json"]
+                     "summary.md", "wide__sae0.json", "wide__topk.json"]
+    summary = (outputs / "summary.md").read_text()
+    assert "| Result |" in summary and "sae0" in summary
     record = load(outputs / "wide__sae0.json")
     assert RECORD_KEYS <= set(record)
     assert record["unique_id"] == "sae0" and record["sae_id"] == "sae0" and record["sae_set"] == "wide"
@@ -305,13 +307,13 @@ def test_concurrent_runs_share_an_output_folder_safely(tiny: Assets, tmp_path: P
     assert proc.returncode == 0, stdout + stderr
     assert stderr == ""  # no progress bar (not a terminal), no loading noise, no warnings
     assert stdout.splitlines()[0] == str(b) and stdout.count("PASS") == 2
-    assert f"saeval: wrote 4 files to {out}" in stdout
+    assert f"saeval: wrote 5 files to {out}" in stdout  # one JSON per SAE, both aggregates, summary.md
     assert writes > 10
 
     names = sorted(p.name for p in out.iterdir())
     assert names == ["all_eval_results.csv", "all_eval_results.json", "alpha__sae0.json", "beta__sae0.json",
-                     "beta__topk.json"]  # no temporary files left behind
-    singles = {name: load(out / name) for name in names[2:]}
+                     "beta__topk.json", "summary.md"]  # no temporary files left behind
+    singles = {name: load(out / name) for name in names[2:5]}
     assert singles["beta__topk.json"]["eval_cfg"]["suite"] == str(b)
     combined = load(out / "all_eval_results.json")
     assert combined == [singles["alpha__sae0.json"]]  # this process wrote last: its complete list

@@ -178,7 +178,7 @@ def test_every_surface_in_one_run(
 
     # A failing gate: one line with the YAML line, the value, the bound and the shortfall; no traceback.
     bad_line = project.line("l0:", after="id: bad")
-    message = f"thresholds/demo.yaml:{bad_line}: [bad] l0 = 4, needs >= 1000 (short by 996)"
+    message = f"thresholds/demo.yaml:{bad_line}: [bad] l0 = 4 [4, 4], needs >= 1000 (short by 996)"
     assert cases[_junit_key("thresholds/demo.yaml::bad::l0")]["message"] == message
     assert f"FAILED thresholds/demo.yaml::bad::l0 - {message}"[:60] in out
     failures = out[out.index("= FAILURES ="):out.index("= PASSES =")]
@@ -219,16 +219,16 @@ def test_every_surface_in_one_run(
     assert 0 < results["fine"]["metrics"]["l0"] <= 64  # other batch settings than the reference
     assert sorted(p.name for p in (pytester.path / "out").iterdir()) == [
         "all_eval_results.csv", "all_eval_results.json", "demo__bad.json", "demo__good.json", "mismatch__fine.json",
-        "ov__ov.json"]
+        "ov__ov.json", "summary.md"]
 
     # The terminal summary covers every suite; the baseline is not written after an evaluation error.
     summary = saeval_section(out)
-    assert re.search(r"^  bad\s+l0\s+4\s+>= 1000\s+FAIL\s*$", summary, re.M)
-    assert re.search(r"^  good\s+l0\s+\S+\s+<= 1000 and >= 0\s+PASS\s*$", summary, re.M)
-    assert re.search(r"^  ov\s+l0\s+\S+\s+<= 1000\s+PASS\s*$", summary, re.M)
+    assert re.search(r"^  bad\s+l0\s+4\s+\[4, 4\]\s+>= 1000\s+FAIL\s*$", summary, re.M)
+    assert re.search(r"^  good\s+l0\s+\S+\s+\[\S+, \S+\]\s+<= 1000 and >= 0\s+PASS\s*$", summary, re.M)
+    assert re.search(r"^  ov\s+l0\s+\S+\s+\[\S+, \S+\]\s+<= 1000\s+PASS\s*$", summary, re.M)
     assert "ERROR " + mismatch in summary
     assert "baseline NOT updated: 1 evaluation error" in summary
-    assert "wrote 6 files to out" in summary
+    assert "wrote 7 files to out" in summary
     assert not (pytester.path / "baselines").exists()
 
 

@@ -108,7 +108,7 @@ def test_two_models_three_saes_each_evaluated_exactly_once(
     summary = saeval_section(result.stdout.str())
     for suite in ("thresholds/a.yaml", "thresholds/a2.yaml", "thresholds/b.yaml"):
         assert re.search(rf"^{re.escape(suite)}$", summary, re.M)
-    assert re.search(r"^  s2\s+l0\s+4\s+>= 1000\s+FAIL\s*$", summary, re.M)
+    assert re.search(r"^  s2\s+l0\s+4\s+\[4, 4\]\s+>= 1000\s+FAIL\s*$", summary, re.M)
     counts = re.search(r"^6 SAE evaluations(?: \((.*)\))?$", summary, re.M)
     assert counts
     if mode != "plain":
