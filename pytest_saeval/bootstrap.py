@@ -98,7 +98,8 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _reconstruction_replicates(stats: Mapping[str, Any], w: np.ndarray) -> dict[str, np.ndarray]:
-    out = {name: _div(w @ _np(s.sums), w @ _np(s.counts)) for name, s in stats.items()}
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf sums give NaN replicates, never a number
+        out = {name: _div(w @ _np(s.sums), w @ _np(s.counts)) for name, s in stats.items()}
     if all(name in out for name in RECONSTRUCTION_MEANS):
         kl_abl, kl_sae = out["kl_div_with_ablation"], out["kl_div_with_sae"]
         ce_abl, ce_sae, ce_clean = out["ce_loss_with_ablation"], out["ce_loss_with_sae"], out["ce_loss_without_sae"]
@@ -121,12 +122,13 @@ def _explained_variance(sum_x: np.ndarray, sum_sq: np.ndarray, sum_rss: np.ndarr
 
 def _sparsity_replicates(result: SAEResult, w: np.ndarray) -> dict[str, np.ndarray]:
     st = result.sequence_stats
-    out = {name: _div(w @ _np(s.sums), w @ _np(s.counts)) for name, s in st.sparsity.items()}
-    mse = st.sparsity.get("mse")
-    if mse is not None and st.sum_x is not None and st.sum_sq_norm is not None:
-        out["explained_variance"] = _explained_variance(
-            w @ _np(st.sum_x), w @ _np(st.sum_sq_norm), w @ _np(mse.sums), w @ _np(mse.counts)
-        )
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf sums (a broken SAE) give NaN replicates
+        out = {name: _div(w @ _np(s.sums), w @ _np(s.counts)) for name, s in st.sparsity.items()}
+        mse = st.sparsity.get("mse")
+        if mse is not None and st.sum_x is not None and st.sum_sq_norm is not None:
+            out["explained_variance"] = _explained_variance(
+                w @ _np(st.sum_x), w @ _np(st.sum_sq_norm), w @ _np(mse.sums), w @ _np(mse.counts)
+            )
     return out
 
 
