@@ -207,18 +207,26 @@ class Runner:
             self.errors.append(text)
 
     def _culprits(self, error: SaevalError, selected: Mapping[Path, Mapping[str, set[str]]]) -> list[tuple[Path, str]]:
-        """The selected SAEs an error is about (it names ``file`` and ``saes[i]``), or ``[]`` when it concerns more."""
+        """The selected SAEs an error is about, or ``[]`` when it concerns more than one suite.
+
+        An error naming a suite file and ``saes[i]`` concerns that SAE; one naming a suite file (or
+        its baseline file) without an SAE concerns every selected SAE of that suite.
+        """
         import re
 
-        match = re.match(r"^saes\[(\d+)\]", error.location.key or "")
-        if match is None or error.location.file is None:
+        file = error.location.file
+        if file is None:
             return []
+        match = re.match(r"^saes\[(\d+)\]", error.location.key or "")
         for path, uids in selected.items():
             suite = self._suites[path]
-            if str(suite.path) != error.location.file or int(match.group(1)) >= len(suite.saes):
-                continue
-            spec_id = suite.saes[int(match.group(1))].id
-            return [(path, uid) for uid in uids if uid == spec_id or uid.startswith(spec_id + "/")]
+            if match is not None and str(suite.path) == file and int(match.group(1)) < len(suite.saes):
+                spec_id = suite.saes[int(match.group(1))].id
+                return [(path, uid) for uid in uids if uid == spec_id or uid.startswith(spec_id + "/")]
+        for path, uids in selected.items():
+            suite = self._suites[path]
+            if file in (str(suite.path), str(suite.baseline)):
+                return [(path, uid) for uid in uids]
         return []
 
     def _evaluate_unit(self, unit: _Unit, overrides: Overrides | None) -> None:
