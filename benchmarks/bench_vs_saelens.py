@@ -292,11 +292,21 @@ def compare(engine: Mapping[str, Any], reference: Mapping[str, tuple[dict[str, f
 # -- timing and memory -------------------------------------------------------------------------------
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+@dataclass
+class Sample:
+    """One timed call: wall seconds, CPU seconds of this process (all threads), 1-min load average."""
+
+    wall: float
+    cpu: float
+    load: float
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Sample, Any]:
     gc.collect()
-    start = time.perf_counter()
+    load = os.getloadavg()[0]
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - start, out
+    return Sample(time.perf_counter() - start, time.process_time() - cpu, load), out
 
 
 def _proc_status() -> dict[str, int]:
@@ -339,6 +349,11 @@ def measure_memory(shape: Shape, scenario: str, side: str, n_batches: int, threa
 
 def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else math.nan
+
+
+def paired(before: list[Sample], after: list[Sample], attr: str) -> float:
+    """Median over repeats of before/after, each repeat's runs side by side (robust to load drifting)."""
+    return median([getattr(b, attr) / getattr(a, attr) for b, a in zip(before, after)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,9 +450,15 @@ def main(argv: list[str] | None = None) -> int:
 
     report(shape, args, raw, memory)
     if args.json:
+        def plain(v: Any) -> Any:
+            if isinstance(v, (Diff, Sample)):
+                return asdict(v)
+            if isinstance(v, list):
+                return [plain(x) for x in v]
+            return v
+
         args.json.write_text(json.dumps({"shape": asdict(shape), "raw": {
-            s: {k: (asdict(v) if isinstance(v, Diff) else v) for k, v in d.items()} for s, d in raw.items()},
-            "memory": memory}, indent=2, default=str))
+            s: {k: plain(v) for k, v in d.items()} for s, d in raw.items()}, "memory": memory}, indent=2, default=str))
     return 0
 
 
@@ -450,43 +471,60 @@ def _cpu_name() -> str:
         return platform.processor()
 
 
+def _verdict(ratio: float, target: float) -> str:
+    return "met" if ratio >= target else "NOT met"
+
+
 def report(shape: Shape, args: Any, raw: dict[str, dict[str, Any]], memory: dict[str, dict[str, float]]) -> None:
     import torch
 
     print(f"# pytest-saeval vs sae_lens.run_evals — {datetime.date.today().isoformat()}")
     print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads; load average before the report: "
+          f"{torch.get_num_threads()} threads; load average at the end: "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"shape: {'quick' if args.quick else 'GPT-2 small'} {asdict(shape)}; repeats {args.repeats}; "
           f"{shape.n_batches}+{shape.n_batches} batches of {shape.batch_size} x {shape.n_ctx} tokens")
+    print("speed-up = median over repeats of (SAE Lens / engine) with each repeat's runs side by side; "
+          "wall = wall-clock seconds, cpu = CPU seconds of the process (all threads: the work done, "
+          "little affected by other processes on a shared machine)")
     print()
-    print("| scenario | SAE Lens s | engine s | speed-up | target | bare forwards s | engine / bare | "
-          "largest diff to SAE Lens (share of tolerance) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| scenario | SAE Lens s (wall / cpu) | engine s (wall / cpu) | speed-up wall | speed-up cpu | target | "
+          "bare forwards s (wall / cpu) | engine / bare (wall / cpu) | largest diff to SAE Lens (share of tolerance) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     names = {"a": "a: 1 SAE, layer 8", "b": "b: 4 SAEs, layers 2/5/8/11", "c": "c: 4 SAEs, one hook",
-             "d": "d: (b) again, results cache", "e": "e: new SAE, model cache warm"}
+             "d": "d: (b) again, results cache (first column: the cold call)",
+             "e": "e: new SAE, model-side cache warm (memory)"}
     for s, d in raw.items():
-        ref, eng = median(d["sae_lens"]), median(d["engine"])
-        ratio = ref / eng
-        bare = median(d["bare"])
+        ref, eng, bare = d["sae_lens"], d["engine"], d["bare"]
+        w, c = paired(ref, eng, "wall"), paired(ref, eng, "cpu")
         diff: Diff | None = d["diff"]
-        diff_text = "-" if diff is None else f"{diff.metric}: {diff.engine:.6g} vs {diff.sae_lens:.6g} ({diff.tolerance_used:.2g})"
-        ok = "met" if ratio >= TARGETS[s] else "NOT met"
-        ref_label = f"{ref:.2f}" if s != "d" else f"{ref:.2f} (cold call)"
-        bare_text = f"{bare:.2f}" if not math.isnan(bare) else "-"
-        eb = f"{eng / bare:.2f}" if not math.isnan(bare) else "-"
-        print(f"| {names[s]} | {ref_label} | {eng:.2f} | {ratio:.2f}x | {TARGETS[s]}x {ok} | {bare_text} | {eb} | {diff_text} |")
+        diff_text = ("-" if diff is None else
+                     f"{diff.metric}: {diff.engine:.6g} vs {diff.sae_lens:.6g} ({diff.tolerance_used:.2g})")
+        cols = [names[s],
+                f"{median([x.wall for x in ref]):.2f} / {median([x.cpu for x in ref]):.2f}",
+                f"{median([x.wall for x in eng]):.2f} / {median([x.cpu for x in eng]):.2f}",
+                f"{w:.2f}x", f"{c:.2f}x", f"{TARGETS[s]}x: wall {_verdict(w, TARGETS[s])}, cpu {_verdict(c, TARGETS[s])}"]
+        if bare:
+            cols += [f"{median([x.wall for x in bare]):.2f} / {median([x.cpu for x in bare]):.2f}",
+                     f"{paired(eng, bare, 'wall') ** -1:.2f} / {paired(eng, bare, 'cpu') ** -1:.2f}"]
+        else:
+            cols += ["-", "-"]
+        cols.append(diff_text)
+        print("| " + " | ".join(cols) + " |")
         if s == "e" and d.get("engine_disk"):
-            disk = median(d["engine_disk"])
-            ok = "met" if ref / disk >= TARGETS[s] else "NOT met"
-            print(f"| e': new SAE, model cache on disk only | {ref:.2f} | {disk:.2f} | {ref / disk:.2f}x | "
-                  f"{TARGETS[s]}x {ok} | - | - | - |")
+            disk = d["engine_disk"]
+            w, c = paired(ref, disk, "wall"), paired(ref, disk, "cpu")
+            print(f"| e': new SAE, model-side cache on disk only | (as e) | "
+                  f"{median([x.wall for x in disk]):.2f} / {median([x.cpu for x in disk]):.2f} | {w:.2f}x | {c:.2f}x | "
+                  f"{TARGETS[s]}x: wall {_verdict(w, TARGETS[s])}, cpu {_verdict(c, TARGETS[s])} | - | - | - |")
     print()
-    print("all runs (s):")
+    print("all runs, wall s / cpu s @ 1-min load average at the start:")
     for s, d in raw.items():
-        extra = f" engine_disk={[round(x, 2) for x in d['engine_disk']]}" if d.get("engine_disk") else ""
-        print(f"  {s}: sae_lens={[round(x, 2) for x in d['sae_lens']]} engine={[round(x, 2) for x in d['engine']]} "
-              f"bare={[round(x, 2) for x in d['bare']]}{extra}")
+        parts = []
+        for key in ("sae_lens", "engine", "bare", "engine_disk"):
+            if d.get(key):
+                parts.append(f"{key}=[" + ", ".join(f"{x.wall:.1f}/{x.cpu:.1f}@{x.load:.1f}" for x in d[key]) + "]")
+        print(f"  {s}: " + " ".join(parts))
     if memory:
         print()
         print("peak memory growth during one evaluation (MiB; fresh subprocess each; VmHWM - RSS before):")
