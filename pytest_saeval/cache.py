@@ -9,16 +9,17 @@ Two caches share one folder (default ``.saeval-cache`` in the current directory,
   package, torch and cache-format versions. Any change gives another key, so it misses. A hit costs
   hashing plus one small read.
 * **Model side** (``<dir>/model/<context>/``): what a pass computes without any SAE —
-  :class:`~pytest_saeval.engine.ModelRecords`: the hook activations, the residual stream entering
-  each hook's block, the clean residual after the last block and the zero-ablation per-token KL/CE —
-  per (model, token rows, batch settings). A new SAE on a known model and token set then runs only
-  its own forwards from the hook's block and the clean unembedding. Disk holds one file for the clean
-  residual and one per hook (``rows × ctx × d_model`` floats each: ~63 MB for 160 rows of 128 tokens
-  on GPT-2 small); clean logits (``rows × ctx × vocab``, 4 GB there) never go to disk. A memory tier
-  (least recently used, :data:`DEFAULT_MEMORY_BYTES` by default, per cache folder and process) keeps
-  recent records, so a second call in the same process reads nothing from disk; it also keeps the
-  clean logits when they take at most half of it (412 MB for 16 rows of 128 tokens at GPT-2's
-  vocabulary), which spares a new SAE the clean unembedding as well.
+  :class:`~pytest_saeval.records.ModelRecords`: the hook activations, the residual stream entering
+  each hook's block, the clean residual after the last block, a summary of the clean next-token
+  distribution per position (its moment ``Σ_v p_v W_U[:, v]``, its log-sum-exp and the clean CE) and
+  the zero-ablation per-token KL/CE — per (model, token rows, batch settings). A new SAE on a known
+  model and token set then runs only its own encode/decode, its tail from the hook's block and the
+  unembedding of that tail: no clean forward, no ablation forward and no clean unembedding. Disk
+  holds one file for the clean part and one per hook (``rows × ctx × d_model`` floats per tensor:
+  ~63 MB for 160 rows of 128 tokens on GPT-2 small); clean logits (``rows × ctx × vocab``) are never
+  kept. A memory tier (least recently used, :data:`DEFAULT_MEMORY_BYTES` by default, per cache
+  folder and process) keeps recent records, so a second call in the same process reads nothing from
+  disk.
 
 Files are safetensors (never pickle) written with :func:`~pytest_saeval.fileio.atomic_write_bytes`
 (temporary file + ``os.replace``): readers never see a partial file and concurrent writers of one key
@@ -46,7 +47,8 @@ from .fileio import atomic_write_bytes
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .engine import ModelRecords, SAEResult
+    from .engine import SAEResult
+    from .records import ModelRecords
     from .settings import EvalSettings
 
 __all__ = [
@@ -64,7 +66,7 @@ __all__ = [
     "tokens_fingerprint",
 ]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bumped whenever the stored layout or the meaning of a stored number changes (old entries then miss)."""
 
 DEFAULT_CACHE_DIR = ".saeval-cache"
@@ -384,7 +386,7 @@ def _hook_file_key(context: str, hook: tuple[str, int | None]) -> str:
 
 
 class ModelCache:
-    """Disk and memory tiers for :class:`~pytest_saeval.engine.ModelRecords` (see the module docstring).
+    """Disk and memory tiers for :class:`~pytest_saeval.records.ModelRecords` (see the module docstring).
 
     ``memory_bytes=0`` turns the memory tier off; ``disk=False`` keeps records in memory only.
     """
@@ -399,7 +401,7 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def bind(self, context: str) -> _BoundModelStore:
-        """A :class:`~pytest_saeval.engine.ModelStore` for one context key (model, token rows, settings)."""
+        """A :class:`~pytest_saeval.records.ModelStore` for one context key (model, token rows, settings)."""
         return _BoundModelStore(self, context)
 
     def clear_memory(self) -> None:
@@ -465,15 +467,8 @@ class _BoundModelStore:
         self.cache = cache
         self.context = context
 
-    def logits_budget(self) -> int:
-        """Clean logits are kept (in memory only) up to half the memory tier."""
-        return self.cache.memory_bytes // 2
-
-    def _logits_key(self) -> str:
-        return _digest({"context": self.context, "part": "clean-logits"})
-
     def load(self, hooks: Sequence[tuple[str, int | None]]) -> ModelRecords | None:
-        from .engine import HookRecord, ModelRecords
+        from .records import CLEAN_FIELDS, CleanSummary, HookRecord, ModelRecords
 
         clean = self.cache._load_part(self.context, "clean", _digest({"context": self.context, "part": "clean"}))
         if clean is None or "final_resid" not in clean:
@@ -486,16 +481,17 @@ class _BoundModelStore:
                 return None
             records[hook] = HookRecord(acts=part["acts"], block_resid=part.get("block_resid"),
                                        ablation_kl=part["ablation_kl"], ablation_ce=part["ablation_ce"])
-        logits = self.cache._recall(self._logits_key())
-        return ModelRecords(final_resid=clean["final_resid"], hooks=records,
-                            clean_logits=None if logits is None else logits["clean_logits"])
+        summary = None
+        if all(f"clean_{name}" in clean for name in CLEAN_FIELDS):
+            summary = CleanSummary(**{name: clean[f"clean_{name}"] for name in CLEAN_FIELDS})
+        return ModelRecords(final_resid=clean["final_resid"], hooks=records, clean=summary)
 
     def save(self, records: ModelRecords) -> None:
-        self.cache._save_part(self.context, "clean", _digest({"context": self.context, "part": "clean"}),
-                              {"final_resid": records.final_resid})
-        if records.clean_logits is not None:  # memory only: rows x ctx x vocab floats
-            logits = records.clean_logits
-            self.cache._remember(self._logits_key(), {"clean_logits": logits}, logits.numel() * logits.element_size())
+        tensors = {"final_resid": records.final_resid}
+        if records.clean is not None:
+            tensors.update({f"clean_{f.name}": getattr(records.clean, f.name)
+                            for f in dataclasses.fields(records.clean)})
+        self.cache._save_part(self.context, "clean", _digest({"context": self.context, "part": "clean"}), tensors)
         for hook, rec in records.hooks.items():
             key = _hook_file_key(self.context, hook)
             tensors = {"acts": rec.acts, "ablation_kl": rec.ablation_kl, "ablation_ce": rec.ablation_ce}

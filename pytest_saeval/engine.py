@@ -17,13 +17,14 @@ every position equal, so that ablation forward runs on one position (see ``_Runn
 Models without ``start_at_layer`` (TransformerLens 3's ``TransformerBridge``) run the ablation and
 spliced forwards as full forwards with hooks; both paths give the same numbers.
 
-A :class:`ModelStore` can keep the SAE-independent part of a pass (:class:`ModelRecords`); a later
+A :class:`~pytest_saeval.records.ModelStore` can keep the SAE-independent part of a pass (:class:`ModelRecords`); a later
 call with the same model, tokens and settings then runs only the new SAEs' own forwards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -37,14 +38,20 @@ from .errors import InputError, did_you_mean
 from .metrics import (
     COSINE_METRICS,
     F64,
+    DistributionSummary,
     LossAccumulator,
     SequenceSums,
     SparsityAccumulator,
     SparsityTotals,
     next_token_losses,
+    distribution_summary,
+    summary_losses,
     weight_metrics,
 )
+from .records import HookRecord, ModelRecords, ModelStore, Recording, entry_name
 from .settings import EvalSettings
+
+__all__ = ["HookRecord", "ModelRecords", "ModelStore", "SAEResult", "SequenceStats", "evaluate"]
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 
@@ -290,55 +297,6 @@ TAIL_POSITIONS = 1 << 14
 """Most positions in one stacked SAE-tail forward (rows of several SAEs on one hook, see ``_spliced_forwards``)."""
 
 
-@dataclass(frozen=True)
-class HookRecord:
-    """What an SAE on one hook (and head) needs from the model for one token set; no SAE enters it."""
-
-    acts: torch.Tensor
-    """``[rows, T, ...]``: the hook's clean activations on every row the pass reads."""
-    block_resid: torch.Tensor | None
-    """``[recon_rows, T, d_model]``: the residual stream entering the hook's block; None when the
-    hook is that block's ``hook_resid_pre`` (then it equals ``acts``)."""
-    ablation_kl: torch.Tensor
-    """``[recon_rows, T]``: per-token KL(clean ‖ zero-ablated), before any token mask."""
-    ablation_ce: torch.Tensor
-    """``[recon_rows, T-1]``: per-token CE of the zero-ablated forward, before any token mask."""
-
-
-@dataclass(frozen=True)
-class ModelRecords:
-    """The SAE-independent part of a pass over one model, token set and settings (CPU tensors).
-
-    With these, a new SAE needs only its own tail forwards and the clean unembedding: no clean
-    forward through the blocks and no ablation forward.
-    """
-
-    final_resid: torch.Tensor
-    """``[recon_rows, T, d_model]``: the clean residual stream after the last block."""
-    hooks: dict[tuple[str, int | None], HookRecord]
-    """By ``(hook_name, hook_head_index)``."""
-    clean_logits: torch.Tensor | None = None
-    """``[recon_rows, T, V]``: the clean logits, when the store asked for them (they spare the clean
-    unembedding; ``rows × T × V`` floats, so stores keep them in memory only and only when small)."""
-
-
-class ModelStore(Protocol):
-    """Where :func:`evaluate` keeps :class:`ModelRecords` (bound to one model, token set and settings)."""
-
-    def load(self, hooks: Sequence[tuple[str, int | None]]) -> ModelRecords | None:
-        """The records when the clean residual and every hook in ``hooks`` are stored, else None."""
-
-    def save(self, records: ModelRecords) -> None:
-        """Keep ``records`` (merging with hooks stored before)."""
-
-    def logits_budget(self) -> int:
-        """Bytes of clean logits the store would keep (0: do not record them)."""
-
-
-def _entry_name(layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_pre"
-
-
 class _Runner:
     """Executes the fused schedule for one ``evaluate`` call."""
 
@@ -367,6 +325,10 @@ class _Runner:
         self.store = store if self.resid_head else None
         self.states: dict[str, _SAEState] = {}
         self._w_u_t: torch.Tensor | None = None
+        cfg = model.cfg
+        self.vocab = int(cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab)
+        cap = getattr(cfg, "output_logits_soft_cap", None)
+        self.soft_cap = float(cap) if cap is not None and cap > 0 else None
         self.cosines: frozenset[str] = frozenset({"encoder", "decoder"})
 
     # -- forwards -------------------------------------------------------------------------------
@@ -393,7 +355,7 @@ class _Runner:
 
         names = {g.hook_name for g in self.groups}
         if full and self.fast:
-            names |= {_entry_name(g.layer) for g in self.groups if g.layer is not None}
+            names |= {entry_name(g.layer) for g in self.groups if g.layer is not None}
         hooks = [(name, capture(name)) for name in sorted(names)]
         if full and self.resid_head:
             out = self.model.run_with_hooks(rows, fwd_hooks=hooks, stop_at_layer=self.n_layers)
@@ -411,7 +373,7 @@ class _Runner:
         path (from the hook's block to the end of the blocks), else the logits ``[B*T, V]``."""
         hooks = [(group.hook_name, hook_fn)]
         if self.fast and group.layer is not None:
-            resid = captured[_entry_name(group.layer)]
+            resid = captured[entry_name(group.layer)]
             if self.resid_head:
                 out = self.model.run_with_hooks(resid, start_at_layer=group.layer, stop_at_layer=self.n_layers,
                                                 fwd_hooks=hooks, attention_mask=attention_mask)
@@ -435,71 +397,103 @@ class _Runner:
         if (self.resid_head and attention_mask is None and group.head_index is None
                 and _RESID_HOOK_RE.match(group.hook_name)):
             assert group.layer is not None
-            one = {_entry_name(group.layer): captured[_entry_name(group.layer)][:1, :1]}
+            one = {entry_name(group.layer): captured[entry_name(group.layer)][:1, :1]}
             return self._variant_forward(rows[:1, :1], group, one, hook, None)
         return self._variant_forward(rows, group, captured, hook, attention_mask)
 
-    def _head(self, resid: torch.Tensor) -> torch.Tensor:
-        """``[M, d]`` final residuals -> ``[M, V]`` logits: ``ln_final``, unembedding, logit soft-cap.
+    def _normalize(self, resid: torch.Tensor) -> torch.Tensor:
+        """``[M, d]`` final residuals -> ``[M, d]`` inputs of the unembedding (``ln_final``)."""
+        if getattr(self.model.cfg, "normalization_type", None) is not None:
+            return self.model.ln_final(resid[None])[0]
+        return resid
+
+    def _unembed(self, x: torch.Tensor) -> torch.Tensor:
+        """``[M, d]`` normalised residuals -> ``[M, V]`` logits: unembedding and logit soft-cap.
 
         The unembedding is TransformerLens's ``F.linear(x, W_U.T.contiguous(), b_U)`` with the
         transposed weight made once per call of :func:`evaluate` instead of once per forward.
         """
         model = self.model
-        x = resid[None]
-        if getattr(model.cfg, "normalization_type", None) is not None:
-            x = model.ln_final(x)
         if self._w_u_t is None:
             self._w_u_t = model.unembed.W_U.T.contiguous()
-        logits = torch.nn.functional.linear(x, self._w_u_t, model.unembed.b_U)[0]
-        cap = getattr(model.cfg, "output_logits_soft_cap", None)
-        if cap is not None and cap > 0:
-            logits = cap * torch.tanh(logits / cap)
+        logits = torch.nn.functional.linear(x[None], self._w_u_t, model.unembed.b_U)[0]
+        if self.soft_cap is not None:
+            logits = self.soft_cap * torch.tanh(logits / self.soft_cap)
         return logits
 
+    def _head(self, resid: torch.Tensor) -> torch.Tensor:
+        """``[M, d]`` final residuals -> ``[M, V]`` logits."""
+        return self._unembed(self._normalize(resid))
+
+    def _chunk_rows(self, n_stacked: int) -> int:
+        """Positions per stacked unembedding call when ``n_stacked`` runs share it."""
+        return max(1, STACK_ELEMENTS // (self.vocab * max(1, n_stacked)))
+
     def _stacked_losses(self, clean: torch.Tensor, variants: Sequence[torch.Tensor], targets: torch.Tensor, *,
-                        clean_is_logits: bool = False, keep_clean: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        summarize: bool = False
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DistributionSummary | None]:
         """Clean CE and each variant's KL / CE per position from final residuals (``[N, d]`` or ``[1, d]``).
 
         The positions go in chunks; per chunk one unembedding call covers the clean run and every
-        variant (their rows stacked), so no ``[B, T, V]`` tensor is ever made. ``clean_is_logits``:
-        ``clean`` holds stored clean logits ``[N, V]`` (not unembedded again). ``keep_clean``: an
-        ``[N, V]`` tensor that receives the clean logits.
+        variant (their rows stacked), so no ``[B, T, V]`` tensor is ever made. ``summarize``: also
+        return the clean :func:`~pytest_saeval.metrics.distribution_summary` (for a model store).
         """
         n_pos = clean.shape[0]
         full = [k for k, v in enumerate(variants) if v.shape[0] == n_pos]
         single = [k for k, v in enumerate(variants) if v.shape[0] != n_pos]
-        vocab = int(self.model.cfg.d_vocab_out if getattr(self.model.cfg, "d_vocab_out", -1) > 0
-                    else self.model.cfg.d_vocab)
-        own = 0 if clean_is_logits else 1
-        per_chunk = max(1, STACK_ELEMENTS // (vocab * max(1, own + len(full))))
+        per_chunk = self._chunk_rows(1 + len(full))
         single_rows = torch.cat([variants[k] for k in single]) if single else None
         like = {"dtype": clean.dtype, "device": clean.device}
         cce = torch.empty(n_pos, **like)
         kl = torch.empty(len(variants), n_pos, **like)
         ce = torch.empty(len(variants), n_pos, **like)
+        parts_of_summary: list[DistributionSummary] = []
         for start in range(0, n_pos, per_chunk):
             stop = min(n_pos, start + per_chunk)
             n = stop - start
-            parts = [*([] if clean_is_logits else [clean[start:stop]]), *(variants[k][start:stop] for k in full)]
+            parts = [clean[start:stop], *(variants[k][start:stop] for k in full)]
             if single_rows is not None:
                 parts.append(single_rows)
-            logits = self._head(torch.cat(parts)) if parts else clean[:0]
-            clean_logits = clean[start:stop] if clean_is_logits else logits[:n]
-            if keep_clean is not None:
-                # into pinned host memory on CUDA: the copy overlaps the next chunk's work (no sync)
-                keep_clean[start:stop].copy_(clean_logits, non_blocking=keep_clean.is_pinned())
+            logits = self._head(torch.cat(parts))
+            clean_logits = logits[:n]
+            if summarize:
+                parts_of_summary.append(distribution_summary(clean_logits, self.model.unembed.W_U))
             chunk: list[torch.Tensor] = [logits] * len(variants)
             for j, k in enumerate(full):
-                chunk[k] = logits[(j + own) * n:(j + own + 1) * n]
-            base = (len(full) + own) * n
+                chunk[k] = logits[(j + 1) * n:(j + 2) * n]
+            base = (len(full) + 1) * n
             for j, k in enumerate(single):
                 chunk[k] = logits[base + j:base + j + 1]
             c, kk, cc = next_token_losses(clean_logits, chunk, targets[start:stop])
             assert c is not None
             cce[start:stop], kl[:, start:stop], ce[:, start:stop] = c, kk, cc
-        return cce, kl, ce
+        summary = None
+        if summarize:
+            summary = DistributionSummary(**{f.name: torch.cat([getattr(p, f.name) for p in parts_of_summary])
+                                             for f in dataclasses.fields(DistributionSummary)})
+        return cce, kl, ce, summary
+
+    def _summary_losses(self, clean: torch.Tensor, summary: DistributionSummary, variants: Sequence[torch.Tensor],
+                        targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each variant's KL / CE per position from final residuals ``[N, d]`` and the stored clean
+        summary of the same positions: only the variants are unembedded."""
+        n_pos = clean.shape[0]
+        per_chunk = self._chunk_rows(len(variants))
+        like = {"dtype": clean.dtype, "device": clean.device}
+        kl = torch.empty(len(variants), n_pos, **like)
+        ce = torch.empty(len(variants), n_pos, **like)
+        for start in range(0, n_pos, per_chunk):
+            stop = min(n_pos, start + per_chunk)
+            n = stop - start
+            x = self._normalize(torch.cat([clean[start:stop], *(v[start:stop] for v in variants)]))
+            logits = self._unembed(x[n:])
+            part_summary = DistributionSummary(**{f.name: getattr(summary, f.name)[start:stop]
+                                                  for f in dataclasses.fields(DistributionSummary)})
+            for k in range(len(variants)):
+                rows = slice((k + 1) * n, (k + 2) * n)
+                kl[k, start:stop], ce[k, start:stop] = summary_losses(
+                    x[:n], part_summary, x[rows], logits[k * n:(k + 1) * n], targets[start:stop])
+        return kl, ce
 
     def _attention_mask(self, rows: torch.Tensor) -> torch.Tensor | None:
         """TransformerLens's padding mask, computed as its forward does (left padding only)."""
@@ -519,16 +513,12 @@ class _Runner:
         ablation = {g: LossAccumulator(n_recon_rows, self.device) for g in self.groups}
         keys = [(g.hook_name, g.head_index) for g in self.groups]
         stored = self.store.load(keys) if self.store is not None else None
-        if stored is not None and not self._records_fit(stored, keys):
+        if stored is not None and not stored.fits(n_recon_rows, s.rows_needed, self.tokens.shape[1], keys):
             stored = None
-        record = None
-        if self.store is not None and stored is None:
-            vocab = int(self.model.cfg.d_vocab_out if getattr(self.model.cfg, "d_vocab_out", -1) > 0
-                        else self.model.cfg.d_vocab)
-            logits_bytes = n_recon_rows * self.tokens.shape[1] * vocab * self.model.cfg.dtype.itemsize
-            record = _Recording(self.groups, (n_recon_rows, self.tokens.shape[1], vocab), self.model.cfg.dtype,
-                                with_logits=0 < logits_bytes <= _logits_budget(self.store),
-                                pin=self.device.type == "cuda")
+        # records for the store; the clean summary only where logits are linear in the final residual
+        record = (Recording(self.groups, with_summary=self.soft_cap is None)
+                  if self.store is not None and stored is None else None)
+        stored_clean = stored.clean if stored is not None else None
         n_batches = max(s.n_reconstruction_batches, s.n_sparsity_batches)
         batches: Any = range(n_batches)
         if progress:
@@ -550,8 +540,7 @@ class _Runner:
             if stored is not None:
                 captured = self._stored_batch(stored, rows_slice, do_recon)
                 if do_recon:
-                    source = stored.final_resid if stored.clean_logits is None else stored.clean_logits
-                    clean_out = self._upload(source[rows_slice])
+                    clean_out = self._upload(stored.final_resid[rows_slice])
                     for g, key in zip(self.groups, keys):
                         h = stored.hooks[key]
                         abl_tokens[g] = (self._upload(h.ablation_kl[rows_slice]),
@@ -594,14 +583,23 @@ class _Runner:
                     acc.add(rows_slice, mask, ce[0].view(B, -1)[:, :-1], kl[0].view(B, -1), loss_mask)
                     del out
                 del spliced
+            summary: tuple[DistributionSummary, torch.Tensor] | None = None
             if do_recon and self.resid_head:
                 assert clean_out is not None
-                abl_groups = list(abl_sources)
-                variants = [abl_sources[g] for g in abl_groups] + [src for _, src in sae_sources]
-                keep = record.logits_buffer(rows_slice) if record is not None else None
-                cce, kl, ce = self._stacked_losses(
-                    clean_out.reshape(-1, clean_out.shape[-1]), variants, targets,
-                    clean_is_logits=stored is not None and stored.clean_logits is not None, keep_clean=keep)
+                clean_flat = clean_out.reshape(-1, clean_out.shape[-1])
+                if stored_clean is not None:
+                    # stored clean summary: only the SAE variants are unembedded
+                    dist, cce = stored_clean.rows(rows_slice, self._upload)
+                    kl, ce = self._summary_losses(clean_flat, dist, [src for _, src in sae_sources], targets)
+                    abl_groups: list[_Group] = []
+                else:
+                    abl_groups = list(abl_sources)
+                    variants = [abl_sources[g] for g in abl_groups] + [src for _, src in sae_sources]
+                    summarize = record is not None and record.with_summary
+                    cce, kl, ce, dist_or_none = self._stacked_losses(clean_flat, variants, targets,
+                                                                     summarize=summarize)
+                    if dist_or_none is not None:
+                        summary = (dist_or_none, cce)
                 clean.add(rows_slice, mask, cce.view(B, -1)[:, :-1], loss_mask=loss_mask)
                 for j, g in enumerate(abl_groups):
                     abl_tokens[g] = (kl[j].view(B, -1), ce[j].view(B, -1)[:, :-1])
@@ -612,30 +610,11 @@ class _Runner:
                 for g, (kl_tok, ce_tok) in abl_tokens.items():
                     ablation[g].add(rows_slice, mask, ce_tok, kl_tok, loss_mask)
             if record is not None:
-                record.add(captured, clean_out if do_recon else None, abl_tokens)
+                record.add(captured, clean_out if do_recon else None, abl_tokens, summary)
             del captured, clean_out, abl_sources, sae_sources
         if record is not None and self.store is not None:
             self.store.save(record.finish(keys))
         return self._finish(clean, ablation)
-
-    def _records_fit(self, stored: ModelRecords, keys: Sequence[tuple[str, int | None]]) -> bool:
-        """Whether stored records cover this pass's rows and shapes (else they are recomputed)."""
-        s = self.settings
-        recon_rows = s.n_reconstruction_batches * s.batch_size_prompts
-        ctx = self.tokens.shape[1]
-        if tuple(stored.final_resid.shape[:2]) != (recon_rows, ctx):
-            return False
-        if stored.clean_logits is not None and tuple(stored.clean_logits.shape[:2]) != (recon_rows, ctx):
-            return False
-        for key in keys:
-            h = stored.hooks.get(key)
-            if h is None or tuple(h.acts.shape[:2]) != (s.rows_needed, ctx):
-                return False
-            if tuple(h.ablation_kl.shape) != (recon_rows, ctx) or tuple(h.ablation_ce.shape) != (recon_rows, ctx - 1):
-                return False
-            if h.block_resid is not None and tuple(h.block_resid.shape[:2]) != (recon_rows, ctx):
-                return False
-        return True
 
     def _upload(self, t: torch.Tensor) -> torch.Tensor:
         """A stored (CPU) tensor on the model's device; asynchronous when the source is pinned."""
@@ -649,7 +628,7 @@ class _Runner:
             if do_recon:
                 assert g.layer is not None
                 entry = h.block_resid if h.block_resid is not None else h.acts
-                captured[_entry_name(g.layer)] = self._upload(entry[rows])
+                captured[entry_name(g.layer)] = self._upload(entry[rows])
         return captured
 
     def _sae_batch(self, sae_id: str, group: _Group, act: torch.Tensor, rows_slice: slice, mask: torch.Tensor,
@@ -693,13 +672,13 @@ class _Runner:
                 yield self._variant_forward(rows, group, captured, lambda a, hook, r=r: r, attn)
             return
         assert group.layer is not None
-        entry = captured[_entry_name(group.layer)]
+        entry = captured[entry_name(group.layer)]
         per_forward = max(1, TAIL_POSITIONS // rows.numel())
         for start in range(0, len(replacements), per_forward):
             part = replacements[start:start + per_forward]
             n = len(part)
             stacked = torch.cat(list(part))
-            big = {_entry_name(group.layer): entry.repeat(n, *([1] * (entry.ndim - 1)))}
+            big = {entry_name(group.layer): entry.repeat(n, *([1] * (entry.ndim - 1)))}
             out = self._variant_forward(rows, group, big, lambda a, hook, r=stacked: r,
                                         None if attn is None else attn.repeat(n, 1))
             yield from out.split(rows.numel())
@@ -780,58 +759,6 @@ class _Runner:
                                              sum_x=totals.sum_x, sum_sq_norm=totals.sum_sq_norm),
             )
         return results
-
-
-def _logits_budget(store: ModelStore) -> int:
-    budget = getattr(store, "logits_budget", None)
-    return int(budget()) if callable(budget) else 0
-
-
-class _Recording:
-    """Collects the model-side tensors of a cold pass for a :class:`ModelStore` (kept on the device
-    until the end, then moved to the CPU at once; clean logits, when asked for, go straight into one
-    CPU tensor, chunk by chunk)."""
-
-    def __init__(self, groups: Sequence[_Group], logits_shape: tuple[int, int, int], dtype: torch.dtype, *,
-                 with_logits: bool, pin: bool = False) -> None:
-        self.groups = list(groups)
-        self.final: list[torch.Tensor] = []
-        self.logits = (torch.empty(logits_shape, dtype=dtype, pin_memory=pin) if with_logits else None)
-        self.acts: dict[_Group, list[torch.Tensor]] = {g: [] for g in groups}
-        self.entry: dict[_Group, list[torch.Tensor]] = {g: [] for g in groups}
-        self.kl: dict[_Group, list[torch.Tensor]] = {g: [] for g in groups}
-        self.ce: dict[_Group, list[torch.Tensor]] = {g: [] for g in groups}
-
-    def logits_buffer(self, rows: slice) -> torch.Tensor | None:
-        """The CPU ``[B*T, V]`` slot for one batch's clean logits (None when they are not recorded)."""
-        if self.logits is None:
-            return None
-        return self.logits[rows].view(-1, self.logits.shape[-1])
-
-    def add(self, captured: dict[str, torch.Tensor], final: torch.Tensor | None,
-            abl_tokens: dict[_Group, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        if final is not None:
-            self.final.append(final)
-        for g in self.groups:
-            self.acts[g].append(captured[g.hook_name])
-            if final is not None:
-                assert g.layer is not None
-                if g.hook_name != _entry_name(g.layer):
-                    self.entry[g].append(captured[_entry_name(g.layer)])
-                kl, ce = abl_tokens[g]
-                self.kl[g].append(kl)
-                self.ce[g].append(ce)
-
-    def finish(self, keys: Sequence[tuple[str, int | None]]) -> ModelRecords:
-        def cpu(parts: list[torch.Tensor]) -> torch.Tensor:
-            return torch.cat(parts).detach().to("cpu").contiguous()
-
-        hooks = {
-            key: HookRecord(acts=cpu(self.acts[g]), block_resid=cpu(self.entry[g]) if self.entry[g] else None,
-                            ablation_kl=cpu(self.kl[g]), ablation_ce=cpu(self.ce[g]))
-            for g, key in zip(self.groups, keys)
-        }
-        return ModelRecords(final_resid=cpu(self.final), hooks=hooks, clean_logits=self.logits)
 
 
 def cosine_matrices(metrics: Collection[str] | None) -> frozenset[str]:

@@ -148,6 +148,95 @@ def next_token_losses(
     return cce, kl, ce
 
 
+def _lse64(z: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
+    """``log Σ_v exp z_v`` per row in float64, as ``z_j − log p_j`` with ``p = softmax(z)`` (given or
+    computed) and ``j = argmax p`` (``p_j ≥ 1/V`` never underflows): float32 ``p`` has a relative
+    error of ~1e-7, so the result carries no rounding of a ~log V sized number to float32."""
+    if p is None:
+        p = torch.softmax(z, dim=-1)
+    top, j = p.max(dim=-1, keepdim=True)
+    return z.gather(-1, j)[:, 0].to(F64) - torch.log(top[:, 0].to(F64))
+
+
+SUMMARY_TOP = 32
+"""Most probable tokens per position that :func:`distribution_summary` keeps exactly."""
+
+
+@dataclass(frozen=True)
+class DistributionSummary:
+    """A next-token distribution ``p = softmax(z)``, ``z = x W + b``, reduced to what the KL of any
+    other run against it needs (see :func:`distribution_summary`), per position."""
+
+    top_index: torch.Tensor
+    """``[n, K]`` (int64): the ``K`` most probable tokens."""
+    top_prob: torch.Tensor
+    """``[n, K]``: their probabilities."""
+    top_logit: torch.Tensor
+    """``[n, K]``: their logits."""
+    tail_moment: torch.Tensor
+    """``[n, d]``: ``Σ_{v ∉ top} p_v W[:, v]``."""
+    lse: torch.Tensor
+    """``[n]`` float64: ``log Σ_v exp z_v``."""
+
+
+def distribution_summary(logits: torch.Tensor, weight: torch.Tensor, *, top: int = SUMMARY_TOP,
+                         step_rows: int | None = None) -> DistributionSummary:
+    """Summarise the distributions ``p = softmax(z)`` of ``logits`` ``[n, V]``, with ``weight`` the
+    ``[d, V]`` matrix of ``z = x W + b`` (``W_U``), for :func:`summary_losses`.
+
+    Kept per position: the ``top`` most probable tokens exactly (index, ``p_v``, ``z_v``), the tail's
+    moment ``m = Σ_{v ∉ top} p_v W[:, v]`` and ``lse = log Σ_v exp z_v`` (float64). The clean logits
+    need not exist again. Work goes in row steps of :data:`SUB_CHUNK_ELEMENTS` logits.
+    """
+    n, vocab = logits.shape
+    k = min(top, vocab)
+    step = step_rows or max(1, SUB_CHUNK_ELEMENTS // max(vocab, 1))
+    like = {"dtype": logits.dtype, "device": logits.device}
+    out = DistributionSummary(
+        top_index=torch.empty(n, k, dtype=torch.long, device=logits.device), top_prob=torch.empty(n, k, **like),
+        top_logit=torch.empty(n, k, **like), tail_moment=torch.empty(n, weight.shape[0], **like),
+        lse=torch.empty(n, dtype=F64, device=logits.device))
+    for start in range(0, n, step):
+        rows = slice(start, start + step)
+        z = logits[rows]
+        p = torch.softmax(z, dim=-1)
+        out.lse[rows] = _lse64(z, p)
+        prob, index = p.topk(k, dim=-1)
+        out.top_index[rows], out.top_prob[rows], out.top_logit[rows] = index, prob, z.gather(-1, index)
+        out.tail_moment[rows] = torch.nn.functional.linear(p.scatter_(-1, index, 0.0), weight)
+    return out
+
+
+def summary_losses(x_clean: torch.Tensor, clean: DistributionSummary, x_variant: torch.Tensor,
+                   logits_variant: torch.Tensor, targets: torch.Tensor, *, step_rows: int | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position KL(clean ‖ variant) and variant CE from the clean run's :func:`distribution_summary`.
+
+    With ``log p_v = z_p,v − lse_p``, ``log q_v = z_q,v − lse_q`` and ``z = x W + b`` for both runs
+    (``x``: the final-normalised residual, ``[n, d]``):
+    ``KL = Σ_v p_v (z_p,v − z_q,v) + lse_q − lse_p``, where the top tokens' terms use the actual
+    logits and the tail's are ``Σ_{v ∉ top} p_v (z_p,v − z_q,v) = (x_p − x_q) · m`` (the bias cancels).
+    ``ce = lse_q − z_q[target]``. The sums run in float64; the variant's logits ``[n, V]`` are still
+    needed for ``lse_q``, the target logit and the top tokens' logits.
+
+    Accuracy: rounding of the float32 logits enters through the tail only (about ``|δz| · Σ_tail p_v``
+    per position, where the direct computation's errors of the two runs cancel); with most of ``p``'s
+    mass in the top tokens, or small logits, the result agrees with the direct computation to float32
+    rounding. Returns ``(kl [n], ce [n])`` in the logits' dtype.
+    """
+    n, vocab = logits_variant.shape
+    step = step_rows or max(1, SUB_CHUNK_ELEMENTS // max(vocab, 1))
+    lse_q = torch.empty(n, dtype=F64, device=logits_variant.device)
+    for start in range(0, n, step):
+        lse_q[start:start + step] = _lse64(logits_variant[start:start + step])
+    ce = lse_q - logits_variant.gather(-1, targets[:, None])[:, 0].to(F64)
+    top = (clean.top_prob.to(F64) * (clean.top_logit.to(F64)
+                                     - logits_variant.gather(-1, clean.top_index).to(F64))).sum(dim=-1)
+    tail = ((x_clean.to(F64) - x_variant.to(F64)) * clean.tail_moment.to(F64)).sum(dim=-1)
+    kl = top + tail + lse_q - clean.lse
+    return kl.to(logits_variant.dtype), ce.to(logits_variant.dtype)
+
+
 class SparsityAccumulator:
     """Sparsity, shrinkage, variance and feature-density statistics of one SAE.
 
