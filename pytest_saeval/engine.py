@@ -17,19 +17,20 @@ every position equal, so that ablation forward runs on one position (see ``_Runn
 Models without ``start_at_layer`` (TransformerLens 3's ``TransformerBridge``) run the ablation and
 spliced forwards as full forwards with hooks; both paths give the same numbers.
 
-A :class:`~pytest_saeval.records.ModelStore` can keep the SAE-independent part of a pass (:class:`ModelRecords`); a later
-call with the same model, tokens and settings then runs only the new SAEs' own forwards.
+A :class:`~pytest_saeval.records.ModelStore` can keep the SAE-independent part of a pass
+(:class:`~pytest_saeval.records.ModelRecords`, with a summary of the clean next-token distribution);
+a later call with the same model, tokens and settings then runs only the new SAEs' own tails and
+unembeds only those (:meth:`~pytest_saeval.head.Head.summary_losses`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -44,16 +45,23 @@ from .metrics import (
     SparsityAccumulator,
     SparsityTotals,
     next_token_losses,
-    distribution_summary,
-    summary_losses,
     weight_metrics,
+)
+from .head import Head
+from .inputs import (
+    _as_token_tensor,
+    _check_inputs,
+    _hook_layer,
+    _sae_hook,
+    model_device,
+    special_token_ids,
+    supports_start_at_layer,
 )
 from .records import HookRecord, ModelRecords, ModelStore, Recording, entry_name
 from .settings import EvalSettings
 
 __all__ = ["HookRecord", "ModelRecords", "ModelStore", "SAEResult", "SequenceStats", "evaluate"]
 
-_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -112,131 +120,6 @@ class _SAEState:
     sparsity: SparsityAccumulator | None = None
 
 
-def model_device(model: Any) -> torch.device:
-    """The device of the model's parameters (``cpu`` for a parameter-less model)."""
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-def supports_start_at_layer(model: Any) -> bool:
-    """True for ``HookedTransformer`` (whose forward can start at a block); False for bridges."""
-    try:
-        from transformer_lens import HookedTransformer
-    except ImportError:  # pragma: no cover - transformer_lens is a dependency
-        return False
-    if not isinstance(model, HookedTransformer):
-        return False
-    return getattr(model.cfg, "positional_embedding_type", "standard") != "shortformer"
-
-
-def special_token_ids(model: Any, setting: bool | Sequence[int]) -> list[int]:
-    """Token ids to exclude: the tokenizer's BOS/EOS/PAD/SEP/decoder-start ids for ``True`` (as SAE Lens)."""
-    if setting is False:
-        return []
-    if setting is True:
-        tokenizer = getattr(model, "tokenizer", None)
-        if tokenizer is None:
-            return []
-        from sae_lens.util import get_special_token_ids
-
-        return sorted(int(i) for i in get_special_token_ids(tokenizer))
-    return sorted(int(i) for i in setting)
-
-
-def _hook_layer(hook_name: str) -> int | None:
-    m = _BLOCK_RE.match(hook_name)
-    return int(m.group(1)) if m else None
-
-
-def _sae_hook(sae: Any, sae_id: str) -> tuple[str, int | None]:
-    cfg = getattr(sae, "cfg", None)
-    meta = getattr(cfg, "metadata", None)
-    hook_name = getattr(meta, "hook_name", None) or getattr(cfg, "hook_name", None)
-    if not isinstance(hook_name, str) or not hook_name:
-        raise InputError(
-            "the SAE has no hook name (cfg.metadata.hook_name)",
-            key=f"saes.{sae_id}",
-            fix="load it with SAE Lens or set cfg.metadata.hook_name to the model hook it was trained on",
-        )
-    head = getattr(meta, "hook_head_index", None)
-    if head is None:
-        head = getattr(cfg, "hook_head_index", None)
-    return hook_name, (int(head) if head is not None else None)
-
-
-def _as_token_tensor(tokens: Any) -> torch.Tensor:
-    if not isinstance(tokens, torch.Tensor):
-        try:
-            import numpy as np
-
-            tokens = torch.from_numpy(np.asarray(tokens))
-        except (TypeError, ValueError) as e:
-            raise InputError(
-                f"tokens must be a 2-D integer array, got {type(tokens).__name__}",
-                key="tokens",
-                fix="pass a torch.LongTensor or numpy int array of shape [n_sequences, context_size]",
-            ) from e
-    if tokens.ndim != 2:
-        raise InputError(
-            f"tokens must be 2-D [n_sequences, context_size], got shape {tuple(tokens.shape)}",
-            key="tokens",
-            fix="reshape the token array to [n_sequences, context_size]",
-        )
-    if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
-        raise InputError(
-            f"tokens must be integers, got dtype {tokens.dtype}",
-            key="tokens",
-            fix="store token ids as an integer array (int32/int64)",
-        )
-    if tokens.shape[1] < 2:
-        raise InputError(
-            f"sequences must have at least 2 tokens, got context size {tokens.shape[1]}",
-            key="tokens",
-            fix="use a context size of at least 2 (next-token losses need a next token)",
-        )
-    return tokens.long()
-
-
-def _check_inputs(model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, settings: EvalSettings) -> None:
-    if not saes:
-        raise InputError("no SAEs to evaluate", key="saes", fix="pass a mapping {id: sae} with at least one SAE")
-    d_vocab = getattr(model.cfg, "d_vocab", None)
-    lo, hi = int(tokens.min()), int(tokens.max())
-    if lo < 0 or (d_vocab is not None and hi >= d_vocab):
-        raise InputError(
-            f"token ids must lie in [0, {d_vocab}), found min {lo} and max {hi}",
-            key="tokens",
-            fix="tokenize with the model's own tokenizer (the ids outside the vocabulary come from another one)",
-        )
-    n_ctx = getattr(model.cfg, "n_ctx", None)
-    if n_ctx is not None and tokens.shape[1] > n_ctx:
-        raise InputError(
-            f"context size {tokens.shape[1]} exceeds the model's n_ctx {n_ctx}",
-            key="context_size",
-            fix=f"set context_size to at most {n_ctx}",
-        )
-    needed = settings.rows_needed
-    if tokens.shape[0] < needed:
-        raise InputError(
-            f"{tokens.shape[0]} token rows, but {needed} are needed "
-            f"({max(settings.n_reconstruction_batches, settings.n_sparsity_batches)} batches x "
-            f"{settings.batch_size_prompts} rows)",
-            key="tokens",
-            fix="provide more rows, or lower batch_size_prompts / n_reconstruction_batches / n_sparsity_batches",
-        )
-    hooks = getattr(model, "hook_dict", {})
-    for sae_id, sae in saes.items():
-        hook_name, _ = _sae_hook(sae, sae_id)
-        if hook_name not in hooks:
-            raise InputError(
-                f"the model has no hook '{hook_name}'{did_you_mean(hook_name, hooks)}",
-                key=f"saes.{sae_id}.hook_name",
-                fix="train/load the SAE for a hook this model has (see model.hook_dict)",
-            )
-
-
 @contextlib.contextmanager
 def _plain_hook_z(saes: Mapping[str, Any]) -> Iterator[None]:
     """Turn off SAE Lens's hook_z reshaping while we feed flattened activations (as run_evals does)."""
@@ -288,11 +171,6 @@ def _sae_device(sae: Any, fallback: torch.device) -> torch.device:
 
 _RESID_HOOK_RE = re.compile(r"^blocks\.\d+\.hook_resid_(pre|mid|post)$")
 
-STACK_ELEMENTS = 1 << 25
-"""Logit elements per unembedding call on the fast path (128 MiB in float32): the final residuals of
-the clean run and of every variant of a batch are stacked, a chunk of positions at a time."""
-
-
 TAIL_POSITIONS = 1 << 14
 """Most positions in one stacked SAE-tail forward (rows of several SAEs on one hook, see ``_spliced_forwards``)."""
 
@@ -320,15 +198,11 @@ class _Runner:
         self.stop_layer = None if any(layer is None for layer in layers) else max(layers) + 1  # type: ignore[type-var]
         self.n_layers = int(getattr(model.cfg, "n_layers", 0) or 0)
         # Fast path with every hook inside a block: variant forwards stop after the last block and the
-        # unembedding of the clean run and all variants of a batch happens together (_stacked_losses).
+        # unembedding of the clean run and all variants of a batch happens together (:class:`~pytest_saeval.head.Head`).
         self.resid_head = self.fast and self.stop_layer is not None and self.n_layers > 0
         self.store = store if self.resid_head else None
         self.states: dict[str, _SAEState] = {}
-        self._w_u_t: torch.Tensor | None = None
-        cfg = model.cfg
-        self.vocab = int(cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab)
-        cap = getattr(cfg, "output_logits_soft_cap", None)
-        self.soft_cap = float(cap) if cap is not None and cap > 0 else None
+        self.head = Head(model)
         self.cosines: frozenset[str] = frozenset({"encoder", "decoder"})
 
     # -- forwards -------------------------------------------------------------------------------
@@ -401,100 +275,6 @@ class _Runner:
             return self._variant_forward(rows[:1, :1], group, one, hook, None)
         return self._variant_forward(rows, group, captured, hook, attention_mask)
 
-    def _normalize(self, resid: torch.Tensor) -> torch.Tensor:
-        """``[M, d]`` final residuals -> ``[M, d]`` inputs of the unembedding (``ln_final``)."""
-        if getattr(self.model.cfg, "normalization_type", None) is not None:
-            return self.model.ln_final(resid[None])[0]
-        return resid
-
-    def _unembed(self, x: torch.Tensor) -> torch.Tensor:
-        """``[M, d]`` normalised residuals -> ``[M, V]`` logits: unembedding and logit soft-cap.
-
-        The unembedding is TransformerLens's ``F.linear(x, W_U.T.contiguous(), b_U)`` with the
-        transposed weight made once per call of :func:`evaluate` instead of once per forward.
-        """
-        model = self.model
-        if self._w_u_t is None:
-            self._w_u_t = model.unembed.W_U.T.contiguous()
-        logits = torch.nn.functional.linear(x[None], self._w_u_t, model.unembed.b_U)[0]
-        if self.soft_cap is not None:
-            logits = self.soft_cap * torch.tanh(logits / self.soft_cap)
-        return logits
-
-    def _head(self, resid: torch.Tensor) -> torch.Tensor:
-        """``[M, d]`` final residuals -> ``[M, V]`` logits."""
-        return self._unembed(self._normalize(resid))
-
-    def _chunk_rows(self, n_stacked: int) -> int:
-        """Positions per stacked unembedding call when ``n_stacked`` runs share it."""
-        return max(1, STACK_ELEMENTS // (self.vocab * max(1, n_stacked)))
-
-    def _stacked_losses(self, clean: torch.Tensor, variants: Sequence[torch.Tensor], targets: torch.Tensor, *,
-                        summarize: bool = False
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DistributionSummary | None]:
-        """Clean CE and each variant's KL / CE per position from final residuals (``[N, d]`` or ``[1, d]``).
-
-        The positions go in chunks; per chunk one unembedding call covers the clean run and every
-        variant (their rows stacked), so no ``[B, T, V]`` tensor is ever made. ``summarize``: also
-        return the clean :func:`~pytest_saeval.metrics.distribution_summary` (for a model store).
-        """
-        n_pos = clean.shape[0]
-        full = [k for k, v in enumerate(variants) if v.shape[0] == n_pos]
-        single = [k for k, v in enumerate(variants) if v.shape[0] != n_pos]
-        per_chunk = self._chunk_rows(1 + len(full))
-        single_rows = torch.cat([variants[k] for k in single]) if single else None
-        like = {"dtype": clean.dtype, "device": clean.device}
-        cce = torch.empty(n_pos, **like)
-        kl = torch.empty(len(variants), n_pos, **like)
-        ce = torch.empty(len(variants), n_pos, **like)
-        parts_of_summary: list[DistributionSummary] = []
-        for start in range(0, n_pos, per_chunk):
-            stop = min(n_pos, start + per_chunk)
-            n = stop - start
-            parts = [clean[start:stop], *(variants[k][start:stop] for k in full)]
-            if single_rows is not None:
-                parts.append(single_rows)
-            logits = self._head(torch.cat(parts))
-            clean_logits = logits[:n]
-            if summarize:
-                parts_of_summary.append(distribution_summary(clean_logits, self.model.unembed.W_U))
-            chunk: list[torch.Tensor] = [logits] * len(variants)
-            for j, k in enumerate(full):
-                chunk[k] = logits[(j + 1) * n:(j + 2) * n]
-            base = (len(full) + 1) * n
-            for j, k in enumerate(single):
-                chunk[k] = logits[base + j:base + j + 1]
-            c, kk, cc = next_token_losses(clean_logits, chunk, targets[start:stop])
-            assert c is not None
-            cce[start:stop], kl[:, start:stop], ce[:, start:stop] = c, kk, cc
-        summary = None
-        if summarize:
-            summary = DistributionSummary(**{f.name: torch.cat([getattr(p, f.name) for p in parts_of_summary])
-                                             for f in dataclasses.fields(DistributionSummary)})
-        return cce, kl, ce, summary
-
-    def _summary_losses(self, clean: torch.Tensor, summary: DistributionSummary, variants: Sequence[torch.Tensor],
-                        targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each variant's KL / CE per position from final residuals ``[N, d]`` and the stored clean
-        summary of the same positions: only the variants are unembedded."""
-        n_pos = clean.shape[0]
-        per_chunk = self._chunk_rows(len(variants))
-        like = {"dtype": clean.dtype, "device": clean.device}
-        kl = torch.empty(len(variants), n_pos, **like)
-        ce = torch.empty(len(variants), n_pos, **like)
-        for start in range(0, n_pos, per_chunk):
-            stop = min(n_pos, start + per_chunk)
-            n = stop - start
-            x = self._normalize(torch.cat([clean[start:stop], *(v[start:stop] for v in variants)]))
-            logits = self._unembed(x[n:])
-            part_summary = DistributionSummary(**{f.name: getattr(summary, f.name)[start:stop]
-                                                  for f in dataclasses.fields(DistributionSummary)})
-            for k in range(len(variants)):
-                rows = slice((k + 1) * n, (k + 2) * n)
-                kl[k, start:stop], ce[k, start:stop] = summary_losses(
-                    x[:n], part_summary, x[rows], logits[k * n:(k + 1) * n], targets[start:stop])
-        return kl, ce
-
     def _attention_mask(self, rows: torch.Tensor) -> torch.Tensor | None:
         """TransformerLens's padding mask, computed as its forward does (left padding only)."""
         tokenizer = getattr(self.model, "tokenizer", None)
@@ -516,7 +296,7 @@ class _Runner:
         if stored is not None and not stored.fits(n_recon_rows, s.rows_needed, self.tokens.shape[1], keys):
             stored = None
         # records for the store; the clean summary only where logits are linear in the final residual
-        record = (Recording(self.groups, with_summary=self.soft_cap is None)
+        record = (Recording(self.groups, with_summary=self.head.soft_cap is None)
                   if self.store is not None and stored is None else None)
         stored_clean = stored.clean if stored is not None else None
         n_batches = max(s.n_reconstruction_batches, s.n_sparsity_batches)
@@ -590,13 +370,13 @@ class _Runner:
                 if stored_clean is not None:
                     # stored clean summary: only the SAE variants are unembedded
                     dist, cce = stored_clean.rows(rows_slice, self._upload)
-                    kl, ce = self._summary_losses(clean_flat, dist, [src for _, src in sae_sources], targets)
+                    kl, ce = self.head.summary_losses(clean_flat, dist, [src for _, src in sae_sources], targets)
                     abl_groups: list[_Group] = []
                 else:
                     abl_groups = list(abl_sources)
                     variants = [abl_sources[g] for g in abl_groups] + [src for _, src in sae_sources]
                     summarize = record is not None and record.with_summary
-                    cce, kl, ce, dist_or_none = self._stacked_losses(clean_flat, variants, targets,
+                    cce, kl, ce, dist_or_none = self.head.stacked_losses(clean_flat, variants, targets,
                                                                      summarize=summarize)
                     if dist_or_none is not None:
                         summary = (dist_or_none, cce)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .catalogue import SPARSITY_TOKEN_METRICS
+
 F64 = torch.float64
 
 
@@ -256,16 +258,7 @@ class SparsityAccumulator:
     ``consistent_activation_heuristic_i = #{t: f_{t,i} ≠ 0} / #{rows with f_{·,i} ≠ 0}``.
     """
 
-    TOKEN_METRICS = (
-        "l2_norm_in",
-        "l2_norm_out",
-        "l2_ratio",
-        "l0",
-        "l1",
-        "explained_variance_legacy",
-        "mse",
-        "cossim",
-    )
+    TOKEN_METRICS = SPARSITY_TOKEN_METRICS
 
     def __init__(self, n_rows: int, d_in: int, d_sae: int, device: torch.device) -> None:
         def z(*shape: int) -> torch.Tensor:
@@ -417,18 +410,35 @@ COSINE_METRICS: dict[str, str] = {
 """The metrics that need the all-pairs feature cosine similarities (``n² d`` work), by matrix."""
 
 
+def encoder_weight(sae: object) -> torch.Tensor | None:
+    """The SAE's encoder matrix ``[d_in, d_sae]``: ``W_enc``, or ``W_dec.T`` for an SAE with tied
+    weights and no ``W_enc`` of its own (SAE Lens's ``TemporalSAE`` with ``tied_weights=True``);
+    None when it has neither."""
+    w_enc = getattr(sae, "W_enc", None)
+    if isinstance(w_enc, torch.Tensor):
+        return w_enc
+    w_dec = getattr(sae, "W_dec", None)
+    if isinstance(w_dec, torch.Tensor) and getattr(getattr(sae, "cfg", None), "tied_weights", False):
+        return w_dec.T
+    return None
+
+
 def weight_metrics(
     sae: object, *, encoder_cosines: bool = True, decoder_cosines: bool = True
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Per-feature weight statistics (no data needed).
 
+    With ``W_enc`` from :func:`encoder_weight` (``W_dec.T`` for tied weights):
     ``encoder_norm_i = ‖W_enc[:, i]‖``, ``decoder_norm_i = ‖W_dec[i]‖``,
     ``encoder_decoder_cosine_sim_i = cos(W_enc[:, i], W_dec[i])``, ``encoder_bias_i = b_enc[i]``
     (when the SAE has one), ``max_encoder_cosine_sim_i = max_{j≠i} cos(W_enc[:, i], W_enc[:, j])``
     and likewise for the decoder; the ``average_max_*`` scalars are their means over features.
     ``encoder_cosines`` / ``decoder_cosines`` False leave out the all-pairs ones (see :data:`COSINE_METRICS`).
     """
-    w_enc = sae.W_enc.detach()  # type: ignore[attr-defined]
+    w_enc = encoder_weight(sae)
+    if w_enc is None:
+        raise ValueError("the SAE has no W_enc and its weights are not tied")
+    w_enc = w_enc.detach()
     w_dec = sae.W_dec.detach()  # type: ignore[attr-defined]
     enc_cols = w_enc.T  # [d_sae, d_in]
     unit_enc = enc_cols / enc_cols.norm(dim=1, keepdim=True)

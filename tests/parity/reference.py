@@ -115,8 +115,10 @@ def sae_lens_reference(
     n_recon: int,
     n_sparse: int,
     exclude_special_tokens: ExcludeSpecial,
+    weight_metrics: bool = True,
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Every metric ``sae_lens.run_evals`` reports for ``sae``, both families starting at row 0.
+    """Every metric ``sae_lens.run_evals`` reports for ``sae``, both families starting at row 0
+    (``weight_metrics=False``: without the weight-based feature metrics).
 
     Returns ``(metrics, feature_metrics)``: SAE Lens's scalar metrics under their flat names, and
     its per-feature lists (``feature_density``, ``consistent_activation_heuristic``,
@@ -143,7 +145,7 @@ def sae_lens_reference(
         compute_sparsity_metrics=True,
         compute_variance_metrics=True,
         compute_featurewise_density_statistics=True,
-        compute_featurewise_weight_based_metrics=True,
+        compute_featurewise_weight_based_metrics=weight_metrics,
         **common,
     )
 

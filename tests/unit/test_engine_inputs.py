@@ -99,3 +99,31 @@ def test_import_does_not_load_torch():
         "assert 'sae_lens' not in sys.modules and 'transformer_lens' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sae_without_encoder_weight_is_an_input_error(model):
+    """An SAE object with no W_enc (and untied weights) or no W_dec: one InputError naming the SAE."""
+    from tests.helpers import ProtocolSAE
+
+    no_enc = ProtocolSAE(d_in=16, hook_name="blocks.0.hook_resid_pre")
+    del no_enc.W_enc
+    with pytest.raises(InputError, match="no encoder weight W_enc") as info:
+        evaluate(model, {"bad": no_enc}, _tokens(), SETTINGS)
+    assert info.value.location.key == "saes.bad" and "tied_weights" in info.value.fix
+    no_dec = ProtocolSAE(d_in=16, hook_name="blocks.0.hook_resid_pre")
+    del no_dec.W_dec
+    with pytest.raises(InputError, match="no decoder weight W_dec"):
+        evaluate(model, {"bad": no_dec}, _tokens(), SETTINGS)
+
+
+def test_tied_sae_without_w_enc_uses_w_dec_transposed(model):
+    from tests.helpers import ProtocolSAE
+
+    tied = ProtocolSAE(d_in=16, hook_name="blocks.0.hook_resid_pre")
+    w_dec = tied.W_dec
+    del tied.W_enc
+    tied.cfg.tied_weights = True
+    tied.encode = lambda x: torch.relu(x @ w_dec.T + tied.b_enc)
+    out = evaluate(model, {"tied": tied}, _tokens(), SETTINGS)["tied"]
+    assert out.feature_metrics["encoder_norm"] == pytest.approx(out.feature_metrics["decoder_norm"])
+    assert out.feature_metrics["encoder_decoder_cosine_sim"] == pytest.approx([1.0] * 12, abs=1e-6)
