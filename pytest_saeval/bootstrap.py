@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .catalogue import RECONSTRUCTION_TOKEN_METRICS, SPARSITY_TOKEN_METRICS
 from .errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,24 +45,9 @@ __all__ = [
 Interval = tuple[float, float]
 """``(lo, hi)``: a confidence interval for one metric."""
 
-RECONSTRUCTION_MEANS: tuple[str, ...] = (
-    "kl_div_with_sae",
-    "kl_div_with_ablation",
-    "ce_loss_with_sae",
-    "ce_loss_without_sae",
-    "ce_loss_with_ablation",
-)
+RECONSTRUCTION_MEANS: tuple[str, ...] = RECONSTRUCTION_TOKEN_METRICS
 RECONSTRUCTION_RATIOS: tuple[str, ...] = ("kl_div_score", "ce_loss_score", "ce_loss_increase")
-SPARSITY_MEANS: tuple[str, ...] = (
-    "l2_norm_in",
-    "l2_norm_out",
-    "l2_ratio",
-    "l0",
-    "l1",
-    "explained_variance_legacy",
-    "mse",
-    "cossim",
-)
+SPARSITY_MEANS: tuple[str, ...] = SPARSITY_TOKEN_METRICS
 INTERVAL_METRICS: tuple[str, ...] = (*RECONSTRUCTION_MEANS, *RECONSTRUCTION_RATIOS, *SPARSITY_MEANS, "explained_variance")
 """Metrics that get an interval: token means and ratios of token means (not per-batch or per-feature ones)."""
 

@@ -98,3 +98,26 @@ SAE_LENS_FEATURE_METRICS: tuple[str, ...] = tuple(
     m.name for m in _ENTRIES if m.per_feature and m.source == "sae_lens"
 )
 """Per-feature names that ``sae_lens.run_evals`` reports (parity targets)."""
+
+
+SPARSITY_TOKEN_METRICS: tuple[str, ...] = (
+    "l2_norm_in",
+    "l2_norm_out",
+    "l2_ratio",
+    "l0",
+    "l1",
+    "explained_variance_legacy",
+    "mse",
+    "cossim",
+)
+"""Sparsity-family metrics that are a mean over kept tokens of a per-token value (their per-sequence
+sums are kept, so they get bootstrap intervals)."""
+
+RECONSTRUCTION_TOKEN_METRICS: tuple[str, ...] = (
+    "kl_div_with_sae",
+    "kl_div_with_ablation",
+    "ce_loss_with_sae",
+    "ce_loss_without_sae",
+    "ce_loss_with_ablation",
+)
+"""Reconstruction-family metrics that are a mean over kept tokens of a per-token loss."""
