@@ -7,12 +7,14 @@ the previous file untouched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "file_sha256"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "file_sha256", "folder_lock"]
 
 _CHUNK = 1 << 20
 
@@ -105,3 +107,32 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``folder`` (``flock`` on the folder itself, so no lock file
+    is left behind) while the block runs: read-modify-write cycles of files in it by several
+    processes then follow one another instead of overwriting each other's changes.
+
+    Where folders cannot be locked (no ``fcntl``, e.g. Windows, or a file system that refuses), the
+    block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # pragma: no cover - a file system without flock
+            pass
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -252,11 +252,14 @@ def write_baselines(runs: Sequence[SuiteRun]) -> list[Path]:
     """Rewrite each suite's baseline file from this run (finite scalar metrics and provenance).
 
     SAEs not evaluated in this run keep their old values. The file is written atomically, keys
-    sorted and values rounded (see :func:`~pytest_saeval.baseline.write_baseline`). A suite without
-    a ``baseline:`` key is an error: there is no file to write.
+    sorted and values rounded (see :func:`~pytest_saeval.baseline.write_baseline`); reading the old
+    file, merging and writing happen under a lock on its folder, so two runs updating one file at
+    the same time keep both updates. A suite without a ``baseline:`` key is an error: there is no
+    file to write.
     """
     from .baseline import load_baseline, write_baseline
     from .errors import SuiteError
+    from .fileio import folder_lock
 
     written: list[Path] = []
     by_path: dict[Path, tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]] = {}
@@ -268,15 +271,15 @@ def write_baselines(runs: Sequence[SuiteRun]) -> list[Path]:
                 fix="add `baseline: baselines/<name>.json` to the suite (the file is created on update)",
                 file=str(run.suite.path), key="baseline",
             )
-        if path not in by_path:
-            old = load_baseline(path, missing_ok=True)
-            by_path[path] = ({k: dict(v) for k, v in old.values.items()},
-                             {k: old.provenance(k) or {} for k in old.sae_ids})
-        values, provenance = by_path[path]
+        values, provenance = by_path.setdefault(path, ({}, {}))
         for uid, result in run.results.items():
             values[uid] = {k: v for k, v in result.metrics.items() if math.isfinite(v)}
             provenance[uid] = dict(run.provenance.get(uid, {}))
     for path, (values, provenance) in by_path.items():
-        write_baseline(path, values, {k: v for k, v in provenance.items() if v} or None)
+        with folder_lock(Path(path).parent):
+            old = load_baseline(path, missing_ok=True)
+            merged = {k: dict(v) for k, v in old.values.items()} | values
+            merged_provenance = {k: old.provenance(k) or {} for k in old.sae_ids} | provenance
+            write_baseline(path, merged, {k: v for k, v in merged_provenance.items() if v} or None)
         written.append(path)
     return written

@@ -328,14 +328,15 @@ class Session:
             try:
                 resolve_device(self.device_for(suite))  # a device problem is located at model.device
             except SaevalError as e:
-                raise _located(e, suite, m.line, "model.device" if not self.device else "device") from e
+                raise _located(e, suite, m.line_of("device") if not self.device else m.line,
+                               "model.device" if not self.device else "device") from e
             try:
                 self._models[key] = load_model(
                     name=m.name, path=m.path, factory=m.factory, device=self.device_for(suite), dtype=m.dtype,
                     base_dir=suite.path.parent,
                 )
             except SaevalError as e:
-                raise _located(e, suite, m.line, f"model.{field_name}") from e
+                raise _located(e, suite, m.line_of(field_name), f"model.{field_name}") from e
         return self._models[key]
 
     def tokens(self, suite: Suite, model: Any, overrides: Overrides | None = None) -> torch.Tensor:
@@ -376,7 +377,7 @@ class Session:
                 if vocab is not None:
                     check_tokens(toks, int(vocab), source=str(d.tokens or d.dataset.path))  # type: ignore[union-attr]
             except SaevalError as e:
-                raise _located(e, suite, d.line, where) from e
+                raise _located(e, suite, d.line_of(where.split(".")[1]), where) from e
             self._tokens[key] = toks
         return self._tokens[key]
 
@@ -441,6 +442,9 @@ class Session:
             if entries:
                 plans.append((suite, entries))
 
+        # Baseline files are read before any evaluation: a bad one costs no pass.
+        baselines = {suite.path: self._baseline(suite, missing_ok=baseline_missing_ok) for suite, _ in plans}
+
         # Group suites sharing model, tokens and settings: one fused pass serves them all.
         ov = self._overrides(overrides)
         runs: list[SuiteRun] = []
@@ -479,7 +483,7 @@ class Session:
         for suite, entries in plans:
             ctx = context[suite.path]
             results = results_by_suite.get(suite.path, {})
-            baseline = self._baseline(suite, missing_ok=baseline_missing_ok)
+            baseline = baselines[suite.path]
             unchecked: list[tuple[str, Gate]] = []
             intervals = {uid: result_intervals(res) for uid, res in results.items()}
             checks = check_suite(suite, entries, results, baseline,
@@ -572,8 +576,9 @@ def _relocate(e: SaevalError, owner: Mapping[str, tuple[Suite, str]], fallback: 
             return type(e)(message, fix=e.fix, file=str(suite.path), line=spec.line, key=f"saes[{idx}]{rest}")
     data_keys = {"tokens": "data.tokens", "context_size": "data.context_size"}
     if key in data_keys or key in ("batch_size_prompts", "n_reconstruction_batches", "n_sparsity_batches"):
-        return type(e)(e.message, fix=e.fix, file=str(fallback.path), line=fallback.data.line,
-                       key=data_keys.get(key, f"data.{key}"))
+        full_key = data_keys.get(key, f"data.{key}")
+        return type(e)(e.message, fix=e.fix, file=str(fallback.path), line=fallback.data.line_of(full_key[5:]),
+                       key=full_key)
     return e.located(file=str(fallback.path))
 
 

@@ -447,3 +447,17 @@ def test_cache_options_reach_the_results_cache(
     plain = json.loads((tmp_path / "plain" / "all_eval_results.json").read_text())
     for tag in ("first", "second"):
         assert json.loads((tmp_path / tag / "all_eval_results.json").read_text()) == plain
+
+
+def test_a_bad_baseline_file_is_reported_before_any_evaluation(tiny: Assets, tmp_path: Path) -> None:
+    """A corrupt baseline file fails the run at once: no model pass is spent on it."""
+    from pytest_saeval.errors import BaselineError
+    from pytest_saeval.suite import load_suite
+
+    (tmp_path / "b.json").write_text('{"format": 1, "values": {"sae0": {"l0": }}')
+    suite = write_suite(tmp_path / "s.yaml", tiny, baseline="b.json", gates0='l0: ">= baseline - 1"')
+    session = _REAL_SESSION(use_cache=False)
+    with pytest.raises(BaselineError) as info:
+        session.run([load_suite(suite)])
+    assert str(tmp_path / "b.json") in str(info.value)
+    assert session.evaluations == 0
