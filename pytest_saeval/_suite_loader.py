@@ -220,6 +220,11 @@ class _Builder:
     def key_line(mapping: dict[Any, Any], key: object, default: int | None) -> int | None:
         return getattr(mapping, "key_lines", {}).get(key, default)
 
+    @staticmethod
+    def lines_of(mapping: dict[Any, Any]) -> tuple[tuple[str, int], ...]:
+        """``(key, line)`` of a mapping's keys, as a spec keeps them."""
+        return tuple((str(k), int(v)) for k, v in getattr(mapping, "key_lines", {}).items())
+
     def mapping(self, value: object, key: str, line: int | None, example: str) -> dict[Any, Any]:
         if value is None:
             value = _Map()
@@ -354,7 +359,7 @@ class _Builder:
             fields["device"] = self.check(_check_device, m["device"], self.key_line(m, "device", line), "model.device")
         if "dtype" in m:
             fields["dtype"] = self.check(_check_dtype, m["dtype"], self.key_line(m, "dtype", line), "model.dtype")
-        return ModelSpec(line=line, **fields)
+        return ModelSpec(line=line, key_lines=self.lines_of(m), **fields)
 
     def data(self, value: object, line: int | None) -> DataSpec:
         m = self.mapping(value, "data", line, "tokens: ../data/eval_tokens.npy")
@@ -373,7 +378,7 @@ class _Builder:
             fields["exclude_special_tokens"] = self.check(
                 _check_exclude, m["exclude_special_tokens"], self.key_line(m, "exclude_special_tokens", line), "data.exclude_special_tokens"
             )
-        return DataSpec(line=line, **fields)
+        return DataSpec(line=line, key_lines=self.lines_of(m), **fields)
 
     def dataset(self, value: object, line: int | None) -> DatasetSpec:
         prefix = "data.dataset"

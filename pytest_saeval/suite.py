@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -193,6 +193,12 @@ class ModelSpec:
     """One of :data:`DTYPES`."""
     line: int | None = None
     """Line of the ``model:`` key in the suite file."""
+    key_lines: tuple[tuple[str, int], ...] = field(default=(), compare=False, repr=False)
+    """``(key, line)`` of the keys under ``model:`` (errors about one key point at its own line)."""
+
+    def line_of(self, key: str) -> int | None:
+        """The line of ``key`` under ``model:``, else the ``model:`` line."""
+        return dict(self.key_lines).get(key, self.line)
 
     def __post_init__(self) -> None:
         given = [k for k in ("name", "path", "factory") if getattr(self, k) is not None]
@@ -283,6 +289,12 @@ class DataSpec:
     """``True``: the tokenizer's special tokens; ``False``: none; a tuple: exactly these ids."""
     line: int | None = None
     """Line of the ``data:`` key in the suite file."""
+    key_lines: tuple[tuple[str, int], ...] = field(default=(), compare=False, repr=False)
+    """``(key, line)`` of the keys under ``data:`` (errors about one key point at its own line)."""
+
+    def line_of(self, key: str) -> int | None:
+        """The line of ``key`` under ``data:``, else the ``data:`` line."""
+        return dict(self.key_lines).get(key, self.line)
 
     def __post_init__(self) -> None:
         given = [k for k in ("tokens", "dataset") if getattr(self, k) is not None]
