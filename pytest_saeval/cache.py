@@ -530,6 +530,7 @@ def cached_evaluate(
     metrics: Collection[str] | None = None,
     use_start_at_layer: bool | None = None,
     progress: bool = False,
+    score_by_summary: bool = True,
 ) -> dict[str, SAEResult]:
     """:func:`~pytest_saeval.engine.evaluate` that reuses stored results and evaluates only the SAEs that miss.
 
@@ -542,6 +543,8 @@ def cached_evaluate(
             files), used instead of hashing the weights; it must change whenever they do.
         model_cache: also keep and reuse the SAE-independent part of the pass (True: the folder's
             process-wide :class:`ModelCache`; or pass one; False: off).
+        score_by_summary: as for ``evaluate``, on by default here (the plugin's and ``saeval``'s
+            scoring, whether or not any cache is used); it is always on with the model-side cache.
 
     Returns:
         ``{id: SAEResult}`` in the order of ``saes``; a hit carries the requested id.
@@ -556,7 +559,7 @@ def cached_evaluate(
     settings = settings or EvalSettings()
     if not enabled:
         return evaluate(model, saes, tokens, settings, use_start_at_layer=use_start_at_layer, progress=progress,
-                        metrics=metrics)
+                        metrics=metrics, score_by_summary=score_by_summary)
     matrices = cosine_matrices(metrics)  # also validates the names
     token_tensor = _as_token_tensor(tokens)
     _check_inputs(model, saes, token_tensor, settings)
@@ -574,11 +577,14 @@ def cached_evaluate(
     # the selection only changes whether the all-pairs cosines are computed: an entry must hold those asked for
     needed = tuple(name for name, matrix in COSINE_METRICS.items() if matrix in matrices)
     results_cache = ResultsCache(root)
+    # KL / CE from the clean summary or directly: equal to float rounding, but kept apart so a stored
+    # result never depends on which ran first
+    scoring = "summary" if (score_by_summary or model_cache is not False) else "direct"
     keys: dict[str, str] = {}
     out: dict[str, SAEResult] = {}
     misses: dict[str, Any] = {}
     for sae_id, sae in saes.items():
-        keys[sae_id] = _digest({**common, "excluded": excluded, "sae": sae_fingerprint(sae)})
+        keys[sae_id] = _digest({**common, "excluded": excluded, "sae": sae_fingerprint(sae), "scoring": scoring})
         hit = results_cache.get(keys[sae_id], sae_id, needed)
         if hit is None:
             misses[sae_id] = sae
@@ -590,7 +596,7 @@ def cached_evaluate(
             cache = model_cache if isinstance(model_cache, ModelCache) else _model_cache_for(root)
             store = cache.bind(_digest({**common, "part": "model-side"}))
         fresh = evaluate(model, misses, token_tensor, settings, use_start_at_layer=use_start_at_layer,
-                         progress=progress, model_store=store, metrics=metrics)
+                         progress=progress, model_store=store, metrics=metrics, score_by_summary=score_by_summary)
         for sae_id, result in fresh.items():
             results_cache.put(keys[sae_id], result)
             out[sae_id] = result

@@ -179,7 +179,7 @@ class _Runner:
     """Executes the fused schedule for one ``evaluate`` call."""
 
     def __init__(self, model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, settings: EvalSettings,
-                 use_start_at_layer: bool, store: ModelStore | None) -> None:
+                 use_start_at_layer: bool, store: ModelStore | None, score_by_summary: bool = False) -> None:
         self.model = model
         self.saes = saes
         self.settings = settings
@@ -203,6 +203,10 @@ class _Runner:
         self.store = store if self.resid_head else None
         self.states: dict[str, _SAEState] = {}
         self.head = Head(model)
+        # On a model whose logits are linear in the final residual, each SAE's KL / CE can come from
+        # the clean distribution's summary, on cold and warm passes alike (always so with a store).
+        self.score_by_summary = (self.resid_head and self.head.soft_cap is None
+                                 and (score_by_summary or self.store is not None))
         self.cosines: frozenset[str] = frozenset({"encoder", "decoder"})
 
     # -- forwards -------------------------------------------------------------------------------
@@ -372,14 +376,22 @@ class _Runner:
                     dist, cce = stored_clean.rows(rows_slice, self._upload)
                     kl, ce = self.head.summary_losses(clean_flat, dist, [src for _, src in sae_sources], targets)
                     abl_groups: list[_Group] = []
+                elif self.score_by_summary:
+                    # with a store, SAEs are always scored through the clean summary (as on a warm
+                    # pass), so their numbers do not depend on what the store held
+                    abl_groups = list(abl_sources)
+                    cce, kl_abl, ce_abl, dist = self.head.stacked_losses(
+                        clean_flat, [abl_sources[g] for g in abl_groups], targets, summarize=True)
+                    assert dist is not None
+                    kl_sae, ce_sae = self.head.summary_losses(clean_flat, dist, [src for _, src in sae_sources],
+                                                              targets)
+                    kl, ce = torch.cat([kl_abl, kl_sae]), torch.cat([ce_abl, ce_sae])
+                    if record is not None:
+                        summary = (dist, cce)
                 else:
                     abl_groups = list(abl_sources)
                     variants = [abl_sources[g] for g in abl_groups] + [src for _, src in sae_sources]
-                    summarize = record is not None and record.with_summary
-                    cce, kl, ce, dist_or_none = self.head.stacked_losses(clean_flat, variants, targets,
-                                                                     summarize=summarize)
-                    if dist_or_none is not None:
-                        summary = (dist_or_none, cce)
+                    cce, kl, ce, _ = self.head.stacked_losses(clean_flat, variants, targets)
                 clean.add(rows_slice, mask, cce.view(B, -1)[:, :-1], loss_mask=loss_mask)
                 for j, g in enumerate(abl_groups):
                     abl_tokens[g] = (kl[j].view(B, -1), ce[j].view(B, -1)[:, :-1])
@@ -620,6 +632,7 @@ def evaluate(
     progress: bool = False,
     model_store: ModelStore | None = None,
     metrics: Collection[str] | None = None,
+    score_by_summary: bool = False,
 ) -> dict[str, SAEResult]:
     """Evaluate every SAE in ``saes`` on ``model`` over ``tokens`` in one fused pass.
 
@@ -640,6 +653,12 @@ def evaluate(
             metrics outside this set is skipped (today: the all-pairs feature cosine similarities,
             :data:`~pytest_saeval.metrics.COSINE_METRICS`, ``n² d`` work per SAE); the results may
             still hold more metrics than asked for.
+        score_by_summary: score each SAE's KL / CE through the clean distribution's summary
+            (:func:`~pytest_saeval.metrics.summary_losses`: its top tokens exactly, the rest through
+            their moment) instead of directly from both runs' logits, as SAE Lens does; equal to float
+            rounding. Always so with a ``model_store``, so that a result does not depend on what the
+            store held; the plugin and ``saeval`` always score this way. Fast path only, and not for
+            a model with a logit soft-cap.
 
     Returns:
         ``{id: SAEResult}`` in the order of ``saes``.
@@ -652,7 +671,7 @@ def evaluate(
     token_tensor = _as_token_tensor(tokens)
     _check_inputs(model, saes, token_tensor, settings)
     fast = supports_start_at_layer(model) if use_start_at_layer is None else use_start_at_layer
-    runner = _Runner(model, saes, token_tensor, settings, fast, model_store)
+    runner = _Runner(model, saes, token_tensor, settings, fast, model_store, score_by_summary)
     runner.cosines = cosines
     with _plain_hook_z(saes):
         _check_shapes(runner, token_tensor)

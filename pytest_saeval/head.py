@@ -105,23 +105,26 @@ class Head:
         return cce, kl, ce, summary
 
     def summary_losses(self, clean: torch.Tensor, summary: DistributionSummary, variants: Sequence[torch.Tensor],
-                        targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each variant's KL / CE per position from final residuals ``[N, d]`` and the stored clean
-        summary of the same positions: only the variants are unembedded."""
+                       targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each variant's KL / CE per position from final residuals ``[N, d]`` and the clean
+        summary of the same positions: only the variants are unembedded.
+
+        Each variant is unembedded on its own, in chunks whose size depends only on the number of
+        positions, so an SAE gets the same bits whether it is scored alone or next to others, from
+        a fresh summary or a stored one.
+        """
         n_pos = clean.shape[0]
-        per_chunk = self.chunk_rows(len(variants))
+        per_chunk = self.chunk_rows(1)
         like = {"dtype": clean.dtype, "device": clean.device}
         kl = torch.empty(len(variants), n_pos, **like)
         ce = torch.empty(len(variants), n_pos, **like)
         for start in range(0, n_pos, per_chunk):
             stop = min(n_pos, start + per_chunk)
-            n = stop - start
-            x = self.normalize(torch.cat([clean[start:stop], *(v[start:stop] for v in variants)]))
-            logits = self.unembed(x[n:])
+            x_clean = self.normalize(clean[start:stop])
             part_summary = DistributionSummary(**{f.name: getattr(summary, f.name)[start:stop]
                                                   for f in dataclasses.fields(DistributionSummary)})
-            for k in range(len(variants)):
-                rows = slice((k + 1) * n, (k + 2) * n)
+            for k, variant in enumerate(variants):
+                x = self.normalize(variant[start:stop])
                 kl[k, start:stop], ce[k, start:stop] = summary_losses(
-                    x[:n], part_summary, x[rows], logits[k * n:(k + 1) * n], targets[start:stop])
+                    x_clean, part_summary, x, self.unembed(x), targets[start:stop])
         return kl, ce

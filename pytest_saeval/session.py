@@ -537,7 +537,8 @@ class Session:
                 return cached_evaluate(model, saes, tokens, settings, cache_dir=self.cache_dir, progress=self.progress)
         from .engine import evaluate
 
-        return evaluate(model, saes, tokens, settings, progress=self.progress)
+        # scored as with the cache on (through the clean summary), so cache flags never change a number
+        return evaluate(model, saes, tokens, settings, progress=self.progress, score_by_summary=True)
 
     def _baseline(self, suite: Suite, missing_ok: bool = False) -> Baseline | None:
         if suite.baseline is None:

@@ -530,20 +530,23 @@ def reference(get_model: Callable[[str], Any], get_sae: Callable[..., Any], get_
 
 @pytest.fixture(scope="session")
 def ours(get_model: Callable[[str], Any], get_sae: Callable[..., Any], get_tokens: Callable[[str, str], Any]) -> Callable[..., Mapping[str, Any]]:
-    """``ours(model, {id: (arch, hook_kind, seed)}, case, use_start_at_layer=None)``: the results
-    of one ``evaluate`` call, cached. Checks that evaluate leaves every SAE as it found it."""
+    """``ours(model, {id: (arch, hook_kind, seed)}, case, use_start_at_layer=None, score_by_summary=False)``:
+    the results of one ``evaluate`` call, cached. Checks that evaluate leaves every SAE as it found it."""
     import torch
 
     from pytest_saeval import evaluate
 
     cache: dict[tuple[Any, ...], Mapping[str, Any]] = {}
 
-    def get(model_name: str, saes: Mapping[str, SaeKey], case: Case, use_start_at_layer: bool | None = None) -> Mapping[str, Any]:
-        key = (model_name, tuple(saes.items()), case, use_start_at_layer)
+    def get(model_name: str, saes: Mapping[str, SaeKey], case: Case, use_start_at_layer: bool | None = None,
+            score_by_summary: bool = False) -> Mapping[str, Any]:
+        key = (model_name, tuple(saes.items()), case, use_start_at_layer, score_by_summary)
         if key not in cache:
             objs = {sae_id: get_sae(model_name, *k) for sae_id, k in saes.items()}
             before = {sae_id: ({n: p.detach().clone() for n, p in s.state_dict().items()}, s.hook_z_reshaping_mode) for sae_id, s in objs.items()}
-            kwargs = {} if use_start_at_layer is None else {"use_start_at_layer": use_start_at_layer}
+            kwargs: dict[str, Any] = {"score_by_summary": score_by_summary}
+            if use_start_at_layer is not None:
+                kwargs["use_start_at_layer"] = use_start_at_layer
             results = evaluate(get_model(model_name), objs, get_tokens(model_name, "eval"), case.settings(), **kwargs)
             assert list(results) == list(saes), "evaluate() must return results in the order of the saes mapping"
             for sae_id, s in objs.items():

@@ -190,6 +190,21 @@ def test_full_forwards_instead_of_start_at_layer(arch: str, hook_kind: str, ours
     _check(ours, reference, "hooked", arch, hook_kind, DEFAULT, use_start_at_layer=False, all_architectures=True)
 
 
+@pytest.mark.parametrize("case", (DEFAULT, Case(3, 1, EXCLUDE_IDS)), ids=lambda c: c.label)
+@pytest.mark.parametrize("hook_kind", MATRIX_HOOKS)
+def test_kl_and_ce_through_the_clean_summary(hook_kind: str, case: Case, ours: Any, reference: Any) -> None:
+    """The scoring the plugin, ``saeval`` and the model-side cache use (``score_by_summary=True``: the
+    clean distribution's top tokens exactly, its tail through its moment) agrees with SAE Lens too,
+    for every architecture, with all of them in one call."""
+    saes = {a: (a, hook_kind, 0) for a in ARCHITECTURES}
+    results = ours("hooked", saes, case, None, True)
+    direct = ours("hooked", saes, case)
+    for arch in ARCHITECTURES:
+        assert_parity(results[arch], reference("hooked", arch, hook_kind, case), f"hooked/{arch}/{hook_kind}/{case.label}/summary")
+    assert any(results[a].metrics["kl_div_with_sae"] != direct[a].metrics["kl_div_with_sae"] for a in ARCHITECTURES), \
+        "the summary path was taken (its rounding differs from the direct computation)"
+
+
 MULTI: dict[str, SaeKey] = {
     "resid-standard": ("standard", "resid", 0),
     "resid-topk": ("topk", "resid", 0),

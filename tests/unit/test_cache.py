@@ -100,7 +100,7 @@ def test_hit_returns_the_same_result_without_evaluating(model, tokens, tmp_path,
     second = _run(model, saes, tokens, tmp_path)
     assert calls == [["a"]], "a hit must not evaluate"
     assert results_equal(first["a"], second["a"])
-    plain = engine.evaluate(model, saes, tokens, SETTINGS)
+    plain = engine.evaluate(model, saes, tokens, SETTINGS, score_by_summary=True)  # cached_evaluate's scoring
     assert results_equal(plain["a"], second["a"])
 
 

@@ -122,12 +122,10 @@ def _blocks_called(model, fn) -> Counter:
 
 
 class _SpyStore:
-    """A ModelStore that keeps records in a dict and counts loads and saves; ``summary=False`` hands
-    records out without the clean summary (as for a soft-capped model: the clean logits are remade)."""
+    """A ModelStore that keeps records in a dict and counts loads and saves."""
 
-    def __init__(self, summary: bool = True) -> None:
+    def __init__(self) -> None:
         self.records: ModelRecords | None = None
-        self.summary = summary
         self.loads = 0
         self.saves = 0
 
@@ -136,7 +134,7 @@ class _SpyStore:
         if self.records is None or not all(h in self.records.hooks for h in hooks):
             return None
         return ModelRecords(final_resid=self.records.final_resid, hooks={h: self.records.hooks[h] for h in hooks},
-                            clean=self.records.clean if self.summary else None)
+                            clean=self.records.clean)
 
     def save(self, records):
         self.saves += 1
@@ -152,20 +150,31 @@ class _SpyStore:
     ],
     ids=["equal", "more-sparsity", "more-reconstruction"],
 )
-@pytest.mark.parametrize("summary", [True, False], ids=["clean-summary", "clean-unembedded"])
-def test_new_saes_on_warm_records_equal_a_cold_pass(model, settings, summary):
+def test_new_saes_on_warm_records_equal_a_cold_pass(model, settings):
+    """Warm records give the bits of a cold pass with a store (both score SAEs through the clean
+    summary), and a plain pass (direct KL / CE) to float rounding."""
     tokens = _tokens()
-    store = _SpyStore(summary=summary)
+    store = _SpyStore()
     evaluate(model, _saes(1), tokens, settings, model_store=store)
     assert store.saves == 1 and store.records is not None and store.records.clean is not None
     new = _saes(2)
-    cold = evaluate(model, new, tokens, settings)
+    cold = evaluate(model, new, tokens, settings, model_store=_SpyStore())
     warm = evaluate(model, new, tokens, settings, model_store=store)
     assert store.saves == 1, "a hit writes nothing"
-    if summary:
-        _assert_close(warm, cold)
-    else:  # the clean logits are unembedded again from the stored final residual: bit for bit
-        _assert_same(warm, cold)
+    _assert_same(warm, cold)
+    _assert_close(warm, evaluate(model, new, tokens, settings))
+
+
+def test_an_sae_scores_the_same_alone_or_with_others(model):
+    """Through a store, an SAE's numbers do not depend on which SAEs share its pass."""
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=2,
+                            exclude_special_tokens=(0,))
+    tokens = _tokens()
+    many = _saes(4)
+    together = evaluate(model, many, tokens, settings, model_store=_SpyStore())
+    for sae_id, sae in many.items():
+        alone = evaluate(model, {sae_id: sae}, tokens, settings, model_store=_SpyStore())
+        _assert_same(alone, {sae_id: together[sae_id]})
 
 
 def test_warm_pass_runs_only_the_sae_tails(model):
@@ -204,11 +213,11 @@ def test_missing_hook_runs_cold_and_saves_all(model):
     store = _SpyStore()
     evaluate(model, _saes(1, ("resid_pre",)), tokens, settings, model_store=store)
     both = _saes(2, ("resid_pre", "mlp_out"))
-    cold = evaluate(model, both, tokens, settings)
+    cold = evaluate(model, both, tokens, settings, model_store=_SpyStore())
     out = evaluate(model, both, tokens, settings, model_store=store)
     assert store.saves == 2
     assert set(store.records.hooks) == {("blocks.1.hook_resid_pre", None), ("blocks.2.hook_mlp_out", None)}
-    _assert_close(out, cold)
+    _assert_same(out, cold)
 
 
 def test_records_of_other_rows_are_not_used(model):
@@ -220,7 +229,7 @@ def test_records_of_other_rows_are_not_used(model):
                           exclude_special_tokens=False)
     new = _saes(2, ("resid_pre",))
     out = evaluate(model, new, _tokens(), bigger, model_store=store)  # shapes do not fit: recomputed
-    _assert_same(out, evaluate(model, new, _tokens(), bigger))
+    _assert_same(out, evaluate(model, new, _tokens(), bigger, model_store=_SpyStore()))
 
 
 def test_full_forward_path_ignores_the_store(model):
@@ -243,14 +252,15 @@ def test_cached_evaluate_new_sae_memory_and_disk(model, tmp_path, tier):
     if tier == "disk":
         cache.clear_memory()
     new = _saes(3)
-    cold = evaluate(model, new, tokens, settings)
+    cold = evaluate(model, new, tokens, settings, model_store=_SpyStore())
     warm: dict = {}
     calls = _blocks_called(model, lambda: warm.update(
         cached_evaluate(model, new, tokens, settings, cache_dir=tmp_path, model_cache=cache)))
     # block 0 runs for the shape probe and for the resid_post SAE's tail (its hook is in block 0), once
     # per reconstruction batch; a cold pass would add the clean forward and the ablation of that hook
     assert calls[0] == 1 + settings.n_reconstruction_batches
-    _assert_close(warm, cold)
+    _assert_same(warm, cold)
+    _assert_close(warm, evaluate(model, new, tokens, settings))
 
 
 def test_corrupt_model_side_file_is_recomputed_with_a_warning(model, tmp_path):
@@ -265,7 +275,7 @@ def test_corrupt_model_side_file_is_recomputed_with_a_warning(model, tmp_path):
     new = _saes(2, ("mlp_out",))
     with pytest.warns(CacheWarning, match="recomputing"):
         out = cached_evaluate(model, new, tokens, settings, cache_dir=tmp_path, model_cache=cache)
-    _assert_close(out, evaluate(model, new, tokens, settings))
+    _assert_same(out, evaluate(model, new, tokens, settings, model_store=_SpyStore()))
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
         cached_evaluate(model, _saes(3, ("mlp_out",)), tokens, settings, cache_dir=tmp_path, model_cache=cache)
@@ -301,7 +311,7 @@ def test_model_change_misses_the_model_side(tmp_path, model):
     counts = _blocks_called(other, lambda: warm.update(
         cached_evaluate(other, new, tokens, settings, cache_dir=tmp_path, model_cache=cache)))
     assert counts[0] == 2, "probe + a clean forward: the changed model's records are computed afresh"
-    _assert_close(warm, evaluate(other, new, tokens, settings))
+    _assert_same(warm, evaluate(other, new, tokens, settings, model_store=_SpyStore()))
 
 
 def test_records_keep_a_clean_summary_and_never_the_logits(model, tmp_path):
@@ -352,3 +362,24 @@ def test_soft_capped_model_records_no_summary_and_warm_equals_cold(tmp_path):
     assert store.records is not None and store.records.clean is None
     new = {"b": _sae("blocks.1.hook_resid_pre", 2)}
     _assert_same(evaluate(capped, new, tokens, settings, model_store=store), evaluate(capped, new, tokens, settings))
+
+
+def test_direct_and_summary_scoring_are_cached_apart(model, tmp_path):
+    """Scoring through the clean summary (the default of ``cached_evaluate``, with or without the
+    model-side cache) gives one number whatever the cache held; direct scoring (``evaluate``'s
+    default, SAE Lens's arithmetic) is cached apart from it."""
+    settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=1, n_sparsity_batches=1,
+                            exclude_special_tokens=False)
+    tokens = _tokens()
+    saes = _saes(1, ("resid_pre",))
+    direct = cached_evaluate(model, saes, tokens, settings, cache_dir=tmp_path, model_cache=False,
+                             score_by_summary=False)
+    _assert_same(direct, evaluate(model, saes, tokens, settings))
+    summary = cached_evaluate(model, saes, tokens, settings, cache_dir=tmp_path, model_cache=False)
+    assert len(list((tmp_path / "results").rglob("*.safetensors"))) == 2
+    _assert_same(summary, evaluate(model, saes, tokens, settings, score_by_summary=True))
+    _assert_same(summary, evaluate(model, saes, tokens, settings, model_store=_SpyStore()))
+    _assert_close(summary, direct)
+    again = cached_evaluate(model, saes, tokens, settings, cache_dir=tmp_path, model_cache=ModelCache(tmp_path))
+    assert len(list((tmp_path / "results").rglob("*.safetensors"))) == 2, "a hit: same scoring, same key"
+    _assert_same(again, summary)
