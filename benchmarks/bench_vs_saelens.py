@@ -206,10 +206,14 @@ def engine_metric_set() -> list[str]:
     return [*SAE_LENS_SCALAR_METRICS, *SAE_LENS_FEATURE_METRICS]
 
 
+SCORE_BY_SUMMARY = False
+"""``--score-by-summary``: time ``evaluate(score_by_summary=True)`` (the plugin's scoring) in (a)-(c)."""
+
+
 def run_engine(model: Any, saes: Mapping[str, Any], tokens: Any, settings: Any) -> dict[str, Any]:
     from pytest_saeval import evaluate
 
-    return evaluate(model, saes, tokens, settings, metrics=engine_metric_set())
+    return evaluate(model, saes, tokens, settings, metrics=engine_metric_set(), score_by_summary=SCORE_BY_SUMMARY)
 
 
 def bare_forwards(model: Any, saes: Mapping[str, Any], tokens: Any, settings: Any) -> None:
@@ -368,9 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-timing", action="store_true", help="only the peak-memory subprocesses")
+    parser.add_argument("--score-by-summary", action="store_true",
+                        help="(a)-(c): score SAEs through the clean summary, as the plugin and saeval do")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
     parser.add_argument("--child-memory", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global SCORE_BY_SUMMARY
+    SCORE_BY_SUMMARY = args.score_by_summary
     if args.child_memory:
         child_memory(args.child_memory)
         return 0
@@ -491,6 +499,7 @@ def report(shape: Shape, args: Any, raw: dict[str, dict[str, Any]], memory: dict
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"shape: {'quick' if args.quick else 'GPT-2 small'} {asdict(shape)}; repeats {args.repeats}; "
           f"{shape.n_batches}+{shape.n_batches} batches of {shape.batch_size} x {shape.n_ctx} tokens")
+    print("engine scoring in (a)-(c): " + ("through the clean summary (evaluate(score_by_summary=True), as the plugin and saeval)" if args.score_by_summary else "direct (evaluate() default, SAE Lens's arithmetic)"))
     print("speed-up = median over repeats of (SAE Lens / engine) with each repeat's runs side by side; "
           "wall = wall-clock seconds, cpu = CPU seconds of the process (all threads: the work done, "
           "little affected by other processes on a shared machine)")
