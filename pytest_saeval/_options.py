@@ -24,9 +24,9 @@ class PluginOptions:
     suite: Path | None = None
     """``--saeval-suite`` / ``saeval_suite``: the suite the session fixtures serve."""
     use_cache: bool = True
-    """``saeval_cache`` (``--saeval-no-cache`` turns it off): read and write the results cache."""
+    """``saeval_cache`` (``--saeval-no-cache`` turns it off): read and write the results and model-side caches."""
     cache_dir: Path | None = None
-    """``--saeval-cache-dir`` / ``saeval_cache_dir``: folder of the results cache."""
+    """``--saeval-cache-dir`` / ``saeval_cache_dir``: folder of the caches."""
     report: Path | None = None
     """``--saeval-report`` / ``saeval_report``: the self-contained HTML report to write."""
     thresholds: tuple[str, ...] = ("thresholds/*.yaml",)

@@ -82,8 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="override every suite's model.device: auto, cpu, cuda or cuda:N")
     run.add_argument("--update-baseline", action="store_true",
                      help="rewrite each suite's baseline file from this run (gates are checked against the old values first)")
-    run.add_argument("--no-cache", action="store_true", help="do not read or write the results cache")
-    run.add_argument("--cache-dir", type=Path, default=None, metavar="DIR", help="folder of the results cache")
+    run.add_argument("--no-cache", action="store_true", help="do not read or write the results and model-side caches")
+    run.add_argument("--cache-dir", type=Path, default=None, metavar="DIR", help="folder of the caches (default .saeval-cache or $SAEVAL_CACHE_DIR)")
     run.add_argument("--report", type=Path, default=None, metavar="PAGE.html",
                      help="write a self-contained HTML report (gate table and the SAE Lens evals plots)")
     run.add_argument("--no-progress", action="store_true", help="never show a progress bar")

@@ -40,16 +40,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write a self-contained HTML report (gate table and the SAE Lens evals plots) to PAGE "
                          "(ini: saeval_report)")
     group.addoption("--saeval-no-cache", dest="saeval_no_cache", action="store_true", default=False,
-                    help="do not read or write the results cache (ini: saeval_cache = false)")
+                    help="do not read or write the results and model-side caches (ini: saeval_cache = false)")
     group.addoption("--saeval-cache-dir", dest="saeval_cache_dir", default=None, metavar="DIR",
-                    help="folder of the results cache (ini: saeval_cache_dir)")
+                    help="folder of the caches (ini: saeval_cache_dir)")
     parser.addini("saeval_thresholds", type="args", default=["thresholds/*.yaml"],
                   help="globs (relative to the rootdir) of suite files collected as tests")
     parser.addini("saeval_device", default="", help="default for --saeval-device")
     parser.addini("saeval_output_dir", default="", help="default for --saeval-output-dir (relative to the ini file)")
     parser.addini("saeval_report", default="", help="default for --saeval-report (relative to the ini file)")
     parser.addini("saeval_suite", default="", help="default for --saeval-suite (relative to the ini file)")
-    parser.addini("saeval_cache", type="bool", default=True, help="read and write the results cache (default true)")
+    parser.addini("saeval_cache", type="bool", default=True, help="read and write the results and model-side caches (default true)")
     parser.addini("saeval_cache_dir", default="", help="default for --saeval-cache-dir (relative to the ini file)")
 
 
