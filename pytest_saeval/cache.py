@@ -487,10 +487,11 @@ class _BoundModelStore:
         return ModelRecords(final_resid=clean["final_resid"], hooks=records, clean=summary)
 
     def save(self, records: ModelRecords) -> None:
+        from .records import CLEAN_FIELDS
+
         tensors = {"final_resid": records.final_resid}
         if records.clean is not None:
-            tensors.update({f"clean_{f.name}": getattr(records.clean, f.name)
-                            for f in dataclasses.fields(records.clean)})
+            tensors.update({f"clean_{name}": getattr(records.clean, name) for name in CLEAN_FIELDS})
         self.cache._save_part(self.context, "clean", _digest({"context": self.context, "part": "clean"}), tensors)
         for hook, rec in records.hooks.items():
             key = _hook_file_key(self.context, hook)

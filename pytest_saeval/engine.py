@@ -299,8 +299,8 @@ class _Runner:
         stored = self.store.load(keys) if self.store is not None else None
         if stored is not None and not stored.fits(n_recon_rows, s.rows_needed, self.tokens.shape[1], keys):
             stored = None
-        # records for the store; the clean summary only where logits are linear in the final residual
-        record = (Recording(self.groups, with_summary=self.head.soft_cap is None)
+        # records for the store, with the clean summary when SAEs are scored through it
+        record = (Recording(self.groups, with_summary=self.score_by_summary)
                   if self.store is not None and stored is None else None)
         stored_clean = stored.clean if stored is not None else None
         n_batches = max(s.n_reconstruction_batches, s.n_sparsity_batches)
@@ -371,27 +371,24 @@ class _Runner:
             if do_recon and self.resid_head:
                 assert clean_out is not None
                 clean_flat = clean_out.reshape(-1, clean_out.shape[-1])
-                if stored_clean is not None:
-                    # stored clean summary: only the SAE variants are unembedded
-                    dist, cce = stored_clean.rows(rows_slice, self._upload)
-                    kl, ce = self.head.summary_losses(clean_flat, dist, [src for _, src in sae_sources], targets)
-                    abl_groups: list[_Group] = []
-                elif self.score_by_summary:
-                    # with a store, SAEs are always scored through the clean summary (as on a warm
-                    # pass), so their numbers do not depend on what the store held
-                    abl_groups = list(abl_sources)
-                    cce, kl_abl, ce_abl, dist = self.head.stacked_losses(
-                        clean_flat, [abl_sources[g] for g in abl_groups], targets, summarize=True)
-                    assert dist is not None
-                    kl_sae, ce_sae = self.head.summary_losses(clean_flat, dist, [src for _, src in sae_sources],
-                                                              targets)
-                    kl, ce = torch.cat([kl_abl, kl_sae]), torch.cat([ce_abl, ce_sae])
-                    if record is not None:
-                        summary = (dist, cce)
+                abl_groups = list(abl_sources)  # none on stored records: their ablation losses are stored
+                abl_variants = [abl_sources[g] for g in abl_groups]
+                sae_variants = [src for _, src in sae_sources]
+                if not self.score_by_summary:
+                    cce, kl, ce, _ = self.head.stacked_losses(clean_flat, abl_variants + sae_variants, targets)
                 else:
-                    abl_groups = list(abl_sources)
-                    variants = [abl_sources[g] for g in abl_groups] + [src for _, src in sae_sources]
-                    cce, kl, ce, _ = self.head.stacked_losses(clean_flat, variants, targets)
+                    # SAEs are scored through the clean summary, stored or made now, so their numbers
+                    # do not depend on what the store held
+                    if stored_clean is not None:  # only the SAE variants are unembedded
+                        dist, cce = stored_clean.rows(rows_slice, self._upload)
+                        kl = ce = clean_flat.new_empty(0, clean_flat.shape[0])
+                    else:
+                        cce, kl, ce, made = self.head.stacked_losses(clean_flat, abl_variants, targets, summarize=True)
+                        assert made is not None
+                        dist = made
+                        summary = (dist, cce)  # for the record
+                    kl_sae, ce_sae = self.head.summary_losses(clean_flat, dist, sae_variants, targets)
+                    kl, ce = torch.cat([kl, kl_sae]), torch.cat([ce, ce_sae])
                 clean.add(rows_slice, mask, cce.view(B, -1)[:, :-1], loss_mask=loss_mask)
                 for j, g in enumerate(abl_groups):
                     abl_tokens[g] = (kl[j].view(B, -1), ce[j].view(B, -1)[:, :-1])

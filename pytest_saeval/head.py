@@ -7,7 +7,6 @@ is ever held; with a stored clean summary only the variants are unembedded.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,11 +97,7 @@ class Head:
             c, kk, cc = next_token_losses(clean_logits, chunk, targets[start:stop])
             assert c is not None
             cce[start:stop], kl[:, start:stop], ce[:, start:stop] = c, kk, cc
-        summary = None
-        if summarize:
-            summary = DistributionSummary(**{f.name: torch.cat([getattr(p, f.name) for p in parts_of_summary])
-                                             for f in dataclasses.fields(DistributionSummary)})
-        return cce, kl, ce, summary
+        return cce, kl, ce, DistributionSummary.concat(parts_of_summary) if summarize else None
 
     def summary_losses(self, clean: torch.Tensor, summary: DistributionSummary, variants: Sequence[torch.Tensor],
                        targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,8 +116,7 @@ class Head:
         for start in range(0, n_pos, per_chunk):
             stop = min(n_pos, start + per_chunk)
             x_clean = self.normalize(clean[start:stop])
-            part_summary = DistributionSummary(**{f.name: getattr(summary, f.name)[start:stop]
-                                                  for f in dataclasses.fields(DistributionSummary)})
+            part_summary = summary.map(lambda t: t[start:stop])
             for k, variant in enumerate(variants):
                 x = self.normalize(variant[start:stop])
                 kl[k, start:stop], ce[k, start:stop] = summary_losses(

@@ -12,8 +12,9 @@ next-token distributions.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -179,6 +180,16 @@ class DistributionSummary:
     """``[n, d]``: ``Σ_{v ∉ top} p_v W[:, v]``."""
     lse: torch.Tensor
     """``[n]`` float64: ``log Σ_v exp z_v``."""
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> DistributionSummary:
+        """The summary with ``fn`` applied to each of its tensors (e.g. a slice of positions)."""
+        return DistributionSummary(**{f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(DistributionSummary)})
+
+    @staticmethod
+    def concat(parts: Sequence[DistributionSummary]) -> DistributionSummary:
+        """The summaries of consecutive position ranges, joined."""
+        return DistributionSummary(**{f.name: torch.cat([getattr(p, f.name) for p in parts])
+                                      for f in dataclasses.fields(DistributionSummary)})
 
 
 def distribution_summary(logits: torch.Tensor, weight: torch.Tensor, *, top: int = SUMMARY_TOP,

@@ -9,6 +9,7 @@ its moment, see :func:`~pytest_saeval.metrics.distribution_summary`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -38,26 +39,13 @@ class HookRecord:
     """``[recon_rows, T-1]``: per-token CE of the zero-ablated forward, before any token mask."""
 
 
-CLEAN_FIELDS = ("top_index", "top_prob", "top_logit", "tail_moment", "lse", "ce")
-"""The tensors of a :class:`CleanSummary`, in order (their names in a store)."""
-
-
 @dataclass(frozen=True)
-class CleanSummary:
-    """What the KL and CE of any variant need from the clean next-token distribution ``p``, per
-    position: :class:`~pytest_saeval.metrics.DistributionSummary`'s fields (``[recon_rows, T, ...]``)
-    and the clean per-token CE. With it the clean logits need not be made again."""
+class CleanSummary(DistributionSummary):
+    """What the KL and CE of any variant need from the clean next-token distribution ``p``: the
+    :class:`~pytest_saeval.metrics.DistributionSummary` of every position, its tensors shaped
+    ``[recon_rows, T, ...]``, and the clean per-token CE. With it the clean logits need not be made
+    again."""
 
-    top_index: torch.Tensor
-    """``[recon_rows, T, K]`` int64: the ``K`` most probable tokens."""
-    top_prob: torch.Tensor
-    """``[recon_rows, T, K]``: their probabilities."""
-    top_logit: torch.Tensor
-    """``[recon_rows, T, K]``: their logits."""
-    tail_moment: torch.Tensor
-    """``[recon_rows, T, d_model]``: ``Σ_{v ∉ top} p_v W_U[:, v]``."""
-    lse: torch.Tensor
-    """``[recon_rows, T]`` float64: ``log Σ_v exp z_v`` of the clean logits."""
     ce: torch.Tensor
     """``[recon_rows, T]``: the clean per-token CE (last position: a wrapped target, never used)."""
 
@@ -68,9 +56,7 @@ class CleanSummary:
             part = to(t[rows])
             return part.reshape(-1, *part.shape[2:])
 
-        return (DistributionSummary(top_index=flat(self.top_index), top_prob=flat(self.top_prob),
-                                    top_logit=flat(self.top_logit), tail_moment=flat(self.tail_moment),
-                                    lse=flat(self.lse)), flat(self.ce))
+        return self.map(flat), flat(self.ce)
 
     def fits(self, recon_rows: int, ctx: int, d_model: int) -> bool:
         lead = (recon_rows, ctx)
@@ -78,6 +64,10 @@ class CleanSummary:
         return (tuple(self.lse.shape) == lead == tuple(self.ce.shape)
                 and tuple(self.tail_moment.shape) == (*lead, d_model)
                 and all(tuple(t.shape) == (*lead, k) for t in (self.top_index, self.top_prob, self.top_logit)))
+
+
+CLEAN_FIELDS = tuple(f.name for f in dataclasses.fields(CleanSummary))
+"""The tensors of a :class:`CleanSummary` (their names in a store, prefixed ``clean_``)."""
 
 
 @dataclass(frozen=True)
