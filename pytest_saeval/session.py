@@ -377,7 +377,7 @@ class Session:
                 if vocab is not None:
                     check_tokens(toks, int(vocab), source=str(d.tokens or d.dataset.path))  # type: ignore[union-attr]
             except SaevalError as e:
-                raise _located(e, suite, d.line_of(where.split(".")[1]), where) from e
+                raise _located(e, suite, d.line_of(where.removeprefix("data.")), where) from e
             self._tokens[key] = toks
         return self._tokens[key]
 
@@ -578,7 +578,7 @@ def _relocate(e: SaevalError, owner: Mapping[str, tuple[Suite, str]], fallback: 
     data_keys = {"tokens": "data.tokens", "context_size": "data.context_size"}
     if key in data_keys or key in ("batch_size_prompts", "n_reconstruction_batches", "n_sparsity_batches"):
         full_key = data_keys.get(key, f"data.{key}")
-        return type(e)(e.message, fix=e.fix, file=str(fallback.path), line=fallback.data.line_of(full_key[5:]),
+        return type(e)(e.message, fix=e.fix, file=str(fallback.path), line=fallback.data.line_of(full_key.removeprefix("data.")),
                        key=full_key)
     return e.located(file=str(fallback.path))
 

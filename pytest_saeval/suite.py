@@ -177,8 +177,19 @@ def _exactly_one(what: str, given: Sequence[str], options: str, line: int | None
 # specs
 
 
+class _KeyLines:
+    """``line_of`` for a spec that keeps its section's ``line`` and the ``key_lines`` under it."""
+
+    line: int | None
+    key_lines: tuple[tuple[str, int], ...]
+
+    def line_of(self, key: str) -> int | None:
+        """The line of ``key`` in the section, else the section's own line."""
+        return dict(self.key_lines).get(key, self.line)
+
+
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(_KeyLines):
     """Which language model to load and how (exactly one of ``name`` / ``path`` / ``factory``)."""
 
     name: str | None = None
@@ -195,10 +206,6 @@ class ModelSpec:
     """Line of the ``model:`` key in the suite file."""
     key_lines: tuple[tuple[str, int], ...] = field(default=(), compare=False, repr=False)
     """``(key, line)`` of the keys under ``model:`` (errors about one key point at its own line)."""
-
-    def line_of(self, key: str) -> int | None:
-        """The line of ``key`` under ``model:``, else the ``model:`` line."""
-        return dict(self.key_lines).get(key, self.line)
 
     def __post_init__(self) -> None:
         given = [k for k in ("name", "path", "factory") if getattr(self, k) is not None]
@@ -270,7 +277,7 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
-class DataSpec:
+class DataSpec(_KeyLines):
     """The evaluation tokens (exactly one of ``tokens`` / ``dataset``) and how many batches to use."""
 
     tokens: Path | None = None
@@ -291,10 +298,6 @@ class DataSpec:
     """Line of the ``data:`` key in the suite file."""
     key_lines: tuple[tuple[str, int], ...] = field(default=(), compare=False, repr=False)
     """``(key, line)`` of the keys under ``data:`` (errors about one key point at its own line)."""
-
-    def line_of(self, key: str) -> int | None:
-        """The line of ``key`` under ``data:``, else the ``data:`` line."""
-        return dict(self.key_lines).get(key, self.line)
 
     def __post_init__(self) -> None:
         given = [k for k in ("tokens", "dataset") if getattr(self, k) is not None]
