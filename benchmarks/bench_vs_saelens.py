@@ -206,14 +206,12 @@ def engine_metric_set() -> list[str]:
     return [*SAE_LENS_SCALAR_METRICS, *SAE_LENS_FEATURE_METRICS]
 
 
-SCORE_BY_SUMMARY = False
-"""``--score-by-summary``: time ``evaluate(score_by_summary=True)`` (the plugin's scoring) in (a)-(c)."""
-
-
-def run_engine(model: Any, saes: Mapping[str, Any], tokens: Any, settings: Any) -> dict[str, Any]:
+def run_engine(model: Any, saes: Mapping[str, Any], tokens: Any, settings: Any, *,
+               score_by_summary: bool = False) -> dict[str, Any]:
+    """``evaluate()``; ``score_by_summary``: the plugin's scoring (``--score-by-summary``)."""
     from pytest_saeval import evaluate
 
-    return evaluate(model, saes, tokens, settings, metrics=engine_metric_set(), score_by_summary=SCORE_BY_SUMMARY)
+    return evaluate(model, saes, tokens, settings, metrics=engine_metric_set(), score_by_summary=score_by_summary)
 
 
 def bare_forwards(model: Any, saes: Mapping[str, Any], tokens: Any, settings: Any) -> None:
@@ -377,8 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
     parser.add_argument("--child-memory", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    global SCORE_BY_SUMMARY
-    SCORE_BY_SUMMARY = args.score_by_summary
     if args.child_memory:
         child_memory(args.child_memory)
         return 0
@@ -407,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                 if s in "abc":
                     saes = saes_of[s]
                     t_ref, ref = timed(lambda: run_saelens(model, saes, tokens, settings))
-                    t_eng, res = timed(lambda: run_engine(model, saes, tokens, settings))
+                    t_eng, res = timed(lambda: run_engine(model, saes, tokens, settings,
+                                                          score_by_summary=args.score_by_summary))
                     t_bare, _ = timed(lambda: bare_forwards(model, saes, tokens, settings))
                     raw[s]["sae_lens"].append(t_ref)
                     raw[s]["engine"].append(t_eng)
