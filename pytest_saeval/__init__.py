@@ -16,19 +16,19 @@ _LAZY = {
     "EvalSettings": ("pytest_saeval.settings", "EvalSettings"),
     "SaevalError": ("pytest_saeval.errors", "SaevalError"),
     "METRICS": ("pytest_saeval.catalogue", "METRICS"),
-    "load_suite": ("pytest_saeval.suite", "load_suite"),
+    "load_suite": ("pytest_saeval.spec.loader", "load_suite"),
     "run_suites": ("pytest_saeval.session", "run_suites"),
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .catalogue import METRICS
-    from .engine import SAEResult, evaluate
-    from .errors import SaevalError
-    from .session import run_suites
-    from .settings import EvalSettings
-    from .suite import load_suite
+    from pytest_saeval.catalogue import METRICS
+    from pytest_saeval.engine import SAEResult, evaluate
+    from pytest_saeval.errors import SaevalError
+    from pytest_saeval.session import run_suites
+    from pytest_saeval.settings import EvalSettings
+    from pytest_saeval.spec.loader import load_suite
 
 
 def __getattr__(name: str) -> Any:

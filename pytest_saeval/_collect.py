@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _pytest.fixtures import TopRequest
 
-from .errors import SaevalError
-from .gates import Gate
-from .session import SAEEntry
-from .suite import Suite
+from pytest_saeval.errors import SaevalError
+from pytest_saeval.spec.gates import Gate
+from pytest_saeval.session import SAEEntry
+from pytest_saeval.spec.suite import Suite
 
 if TYPE_CHECKING:  # pragma: no cover
     from _pytest._code.code import ExceptionInfo, TerminalRepr
@@ -57,8 +57,8 @@ class SuiteFile(pytest.File):
     """One suite (threshold YAML) file; a file that cannot be loaded is a collection error."""
 
     def collect(self) -> Iterator[SAENode]:
-        from ._runner import get_runner
-        from .session import entries_of
+        from pytest_saeval._runner import get_runner
+        from pytest_saeval.session import entries_of
 
         runner = get_runner(self.config)
         suite = runner.load_suite(self.path)
@@ -110,7 +110,7 @@ class GateItem(pytest.Item):
         return self.entry.unique_id
 
     def setup(self) -> None:
-        from ._runner import get_runner
+        from pytest_saeval._runner import get_runner
 
         self._request._fillfixtures()
         self._outcome = get_runner(self.config).gate_outcome(self)

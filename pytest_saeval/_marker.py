@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .errors import SaevalError
+from pytest_saeval.errors import SaevalError
 
 __all__ = ["MARKER_HELP", "MarkerCall", "MarkerUsageError", "after_call", "after_teardown", "check_collect_report",
            "marker_calls"]
@@ -59,7 +59,7 @@ def _parse(item: pytest.Item, mark: pytest.Mark) -> MarkerCall:
 
 def marker_calls(item: pytest.Item) -> list[MarkerCall]:
     """The ``saeval`` markers of a Python test, parsed (gate items have none)."""
-    from ._collect import GateItem
+    from pytest_saeval._collect import GateItem
 
     if isinstance(item, GateItem):
         return []
@@ -67,7 +67,7 @@ def marker_calls(item: pytest.Item) -> list[MarkerCall]:
 
 
 def _check(item: pytest.Item) -> None:
-    from ._runner import get_runner
+    from pytest_saeval._runner import get_runner
 
     for call in marker_calls(item):
         runner = get_runner(item.config)
@@ -103,8 +103,8 @@ def check_collect_report(report: pytest.CollectReport) -> None:
 
 def after_call(item: pytest.Item) -> None:
     """Evaluate the test's markers after its body passed; raise the failing gates' messages."""
-    from ._collect import GateFailed
-    from ._runner import get_runner
+    from pytest_saeval._collect import GateFailed
+    from pytest_saeval._runner import get_runner
 
     calls = marker_calls(item)
     if not calls:
@@ -123,7 +123,7 @@ def after_call(item: pytest.Item) -> None:
 
 def after_teardown(item: pytest.Item) -> None:
     """Report a marker's evaluation error as an error of the test."""
-    from ._collect import EvaluationError
+    from pytest_saeval._collect import EvaluationError
 
     error = item.stash.get(_ERROR_KEY, None)
     if error is not None:

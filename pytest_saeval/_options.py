@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from pytest_saeval.settings import is_device
 
 __all__ = ["PluginOptions"]
 
@@ -33,7 +34,7 @@ class PluginOptions:
     """``saeval_thresholds``: globs, relative to the rootdir, of the suite files to collect."""
 
     def __post_init__(self) -> None:
-        if self.device is not None and not re.match(r"^(?:auto|cpu|cuda|cuda:\d+)$", self.device):
+        if self.device is not None and not is_device(self.device):
             raise pytest.UsageError(
                 f"--saeval-device must be auto, cpu, cuda or cuda:N, got {self.device!r}. "
                 "Fix: pass e.g. --saeval-device cpu or --saeval-device cuda:0"

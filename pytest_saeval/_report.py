@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import SaevalError
-from .gates import Gate
-from .session import SuiteRun
-from .suite import Suite
+from pytest_saeval.errors import SaevalError
+from pytest_saeval.spec.gates import Gate
+from pytest_saeval.session import SuiteRun
+from pytest_saeval.spec.suite import Suite
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._runner import Runner
+    from pytest_saeval._runner import Runner
 
 __all__ = ["finish", "no_baseline_reason", "summary_lines"]
 
@@ -21,8 +21,8 @@ def finish(runner: Runner) -> bool:
     runs = runner.merged()
     ok = True
     if runner.options.output_dir is not None and runs:
-        from .outputs import write_outputs
-        from .report_md import write_markdown
+        from pytest_saeval.outputs import write_outputs
+        from pytest_saeval.report_md import write_markdown
 
         try:
             paths = write_outputs(runs, runner.options.output_dir)
@@ -32,7 +32,7 @@ def finish(runner: Runner) -> bool:
             runner.finish_lines.append(f"ERROR writing the outputs: {e}")
             ok = False
     if runner.options.report is not None and runs:
-        from .report_html import write_html_report
+        from pytest_saeval.report_html import write_html_report
 
         try:
             path = write_html_report(runs, runner.options.report)
@@ -41,7 +41,7 @@ def finish(runner: Runner) -> bool:
             runner.finish_lines.append(f"ERROR writing the report: {e}")
             ok = False
     if runs:
-        from .report_md import append_github_step_summary, markdown_summary
+        from pytest_saeval.report_md import append_github_step_summary, markdown_summary
 
         append_github_step_summary(markdown_summary(runs))
     if runner.options.update_baseline:
@@ -56,7 +56,7 @@ def _update_baselines(runner: Runner, runs: list[SuiteRun]) -> bool:
             f"baseline NOT updated: {n} evaluation error{'s' if n != 1 else ''} in this run (fix them and run again)"
         )
         return True
-    from .outputs import write_baselines
+    from pytest_saeval.outputs import write_baselines
 
     with_file = [r for r in runs if r.suite.baseline is not None]
     for run in runs:
@@ -78,7 +78,7 @@ def _update_baselines(runner: Runner, runs: list[SuiteRun]) -> bool:
 
 def summary_lines(runner: Runner) -> list[str]:
     """The terminal summary section: one table per suite, then notes and what was written."""
-    from .outputs import format_table
+    from pytest_saeval.outputs import format_table
 
     lines: list[str] = []
     for run in runner.merged():

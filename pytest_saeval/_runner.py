@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .errors import SaevalError
-from ._options import PluginOptions
-from ._report import no_baseline_reason
-from .session import GateCheck, Overrides, Session, SuiteRun, group_key, merge_runs
-from .suite import Suite, load_suite
+from pytest_saeval.errors import SaevalError
+from pytest_saeval._options import PluginOptions
+from pytest_saeval._report import no_baseline_reason
+from pytest_saeval.session import GateCheck, Overrides, Session, SuiteRun, group_key, merge_runs
+from pytest_saeval.spec.suite import Suite
+from pytest_saeval.spec.loader import load_suite
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._collect import GateItem
+    from pytest_saeval._collect import GateItem
 
 __all__ = ["OVERRIDABLE", "RUNNER_KEY", "GateOutcome", "Runner", "get_runner"]
 
@@ -141,7 +142,7 @@ class Runner:
     def session(self) -> Session:
         """The one :class:`Session` of this process (created on first use)."""
         if self._session is None:
-            from ._xdist import limit_worker_threads, worker_device
+            from pytest_saeval._xdist import limit_worker_threads, worker_device
 
             if self.is_worker:
                 limit_worker_threads(self.worker_count)
@@ -152,7 +153,7 @@ class Runner:
 
     def plan(self, items: Iterable[pytest.Item]) -> None:
         """Group the selected gate items into evaluation units (after deselection)."""
-        from ._collect import GateItem
+        from pytest_saeval._collect import GateItem
 
         sigs: dict[Path, tuple[tuple[str, int], ...]] = {}
         for item in items:
@@ -182,7 +183,7 @@ class Runner:
             sel = by_suite.get(suite.path)
             return sel is None or uid in sel
 
-        from .cli import _quiet_libraries
+        from pytest_saeval.cli import _quiet_libraries
 
         session = self.session
         before = session.evaluations
@@ -252,7 +253,7 @@ class Runner:
         Raises :class:`~pytest_saeval._collect.EvaluationError` (an error of the item, not a
         failure) when its SAE could not be evaluated.
         """
-        from ._collect import EvaluationError
+        from pytest_saeval._collect import EvaluationError
 
         path = Path(os.path.abspath(item.path))
         key = self._unit_of.get((path, item.sae_id))
@@ -295,7 +296,7 @@ class Runner:
         overrides = _override_values(request, names) if names else None
         selected: dict[Path, dict[str, set[str]] | None] = {key: None}
         if sae is not None:  # the entry's SAE, or every SAE its release regex matches
-            from .session import entries_of
+            from pytest_saeval.session import entries_of
 
             metrics = set(suite.sae(sae).metrics)
             selected[key] = {e.unique_id: metrics for e in entries_of(suite) if e.spec.id == sae}
@@ -337,8 +338,8 @@ class Runner:
 
     def fixture_saes(self, model: Any) -> dict[str, Any]:
         """The fixture suite's SAEs by unique id, on ``model``'s device."""
-        from .engine import model_device
-        from .session import entries_of
+        from pytest_saeval.engine import model_device
+        from pytest_saeval.session import entries_of
 
         suite = self.fixture_suite()
         try:
@@ -360,7 +361,7 @@ class Runner:
     # -- xdist ------------------------------------------------------------------------------------
     def to_wire(self) -> dict[str, Any]:
         """What a worker sends to the controller: plain data only."""
-        from ._wire import plain, run_to_wire
+        from pytest_saeval._wire import plain, run_to_wire
 
         return plain({"worker": self.worker_id, "evaluations": dict(self.evaluations), "errors": list(self.errors),
                       "runs": [run_to_wire(r) for r in self.runs]})
@@ -369,7 +370,7 @@ class Runner:
         """Take in a worker's results (on the controller)."""
         if not payload:
             return
-        from ._wire import run_from_wire
+        from pytest_saeval._wire import run_from_wire
 
         for who, n in payload.get("evaluations", {}).items():
             self.evaluations[who] = self.evaluations.get(who, 0) + int(n)

@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .session import GateCheck, SAEEntry, SuiteRun, check_one
-from .suite import Suite
+from pytest_saeval.session import GateCheck, SAEEntry, SuiteRun, check_one
+from pytest_saeval.spec.suite import Suite
 
 __all__ = ["plain", "run_from_wire", "run_to_wire"]
 
@@ -66,8 +66,8 @@ def run_to_wire(run: SuiteRun) -> dict[str, Any]:
 
 def run_from_wire(data: Mapping[str, Any], load: Callable[[Path], Suite]) -> SuiteRun:
     """Rebuild a run sent by :func:`run_to_wire`; ``load`` loads the suite file."""
-    from .baseline import load_baseline
-    from .engine import SAEResult
+    from pytest_saeval.spec.baseline import load_baseline
+    from pytest_saeval.engine import SAEResult
 
     suite = load(Path(data["suite"]))
     entries = [SAEEntry(suite.path, suite.sae(spec_id), uid, rid) for uid, spec_id, rid in data["entries"]]

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .errors import SaevalError
-from .session import group_key
-from .suite import load_suite
+from pytest_saeval.errors import SaevalError
+from pytest_saeval.session import group_key
+from pytest_saeval.spec.loader import load_suite
 
 if TYPE_CHECKING:  # pragma: no cover
     from xdist.remote import Producer
@@ -77,7 +77,7 @@ def limit_worker_threads(n_workers: int) -> None:
 
 def takes_over(config: pytest.Config) -> bool:
     """Whether the plugin schedules this run: ``--dist load``/``loadgroup`` and suite files to collect."""
-    from ._runner import get_runner
+    from pytest_saeval._runner import get_runner
 
     if config.getvalue("dist") not in ("load", "loadgroup"):
         return False

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .catalogue import RECONSTRUCTION_TOKEN_METRICS, SPARSITY_TOKEN_METRICS
-from .errors import InputError
+from pytest_saeval.catalogue import RECONSTRUCTION_TOKEN_METRICS, SPARSITY_TOKEN_METRICS
+from pytest_saeval.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .engine import SAEResult
-    from .session import SuiteRun
+    from pytest_saeval.engine import SAEResult
+    from pytest_saeval.session import SuiteRun
 
 __all__ = [
     "INTERVAL_METRICS",

@@ -42,14 +42,14 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .fileio import atomic_write_bytes
+from pytest_saeval.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .engine import SAEResult
-    from .records import ModelRecords
-    from .settings import EvalSettings
+    from pytest_saeval.engine import SAEResult
+    from pytest_saeval.records import ModelRecords
+    from pytest_saeval.settings import EvalSettings
 
 __all__ = [
     "CACHE_FORMAT",
@@ -209,7 +209,7 @@ def _digest(parts: Mapping[str, Any]) -> str:
 def _versions() -> dict[str, str]:
     import torch
 
-    from . import __version__
+    from pytest_saeval import __version__
 
     return {"format": str(CACHE_FORMAT), "pytest_saeval": __version__, "torch": torch.__version__}
 
@@ -315,8 +315,8 @@ def _result_tensors(result: SAEResult) -> tuple[dict[str, Any], dict[str, torch.
 
 
 def _result_from(header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], sae_id: str) -> SAEResult:
-    from .engine import SAEResult, SequenceStats
-    from .metrics import SequenceSums
+    from pytest_saeval.engine import SAEResult, SequenceStats
+    from pytest_saeval.metrics import SequenceSums
 
     try:
         values = tensors["metrics"].tolist()
@@ -468,7 +468,7 @@ class _BoundModelStore:
         self.context = context
 
     def load(self, hooks: Sequence[tuple[str, int | None]]) -> ModelRecords | None:
-        from .records import CLEAN_FIELDS, CleanSummary, HookRecord, ModelRecords
+        from pytest_saeval.records import CLEAN_FIELDS, CleanSummary, HookRecord, ModelRecords
 
         clean = self.cache._load_part(self.context, "clean", _digest({"context": self.context, "part": "clean"}))
         if clean is None or "final_resid" not in clean:
@@ -487,7 +487,7 @@ class _BoundModelStore:
         return ModelRecords(final_resid=clean["final_resid"], hooks=records, clean=summary)
 
     def save(self, records: ModelRecords) -> None:
-        from .records import CLEAN_FIELDS
+        from pytest_saeval.records import CLEAN_FIELDS
 
         tensors = {"final_resid": records.final_resid}
         if records.clean is not None:
@@ -553,9 +553,9 @@ def cached_evaluate(
     Raises:
         InputError: as ``evaluate`` (checked before anything is hashed).
     """
-    from .engine import _as_token_tensor, _check_inputs, cosine_matrices, evaluate, special_token_ids
-    from .metrics import COSINE_METRICS
-    from .settings import EvalSettings
+    from pytest_saeval.engine import _as_token_tensor, _check_inputs, cosine_matrices, evaluate, special_token_ids
+    from pytest_saeval.metrics import COSINE_METRICS
+    from pytest_saeval.settings import EvalSettings
 
     settings = settings or EvalSettings()
     if not enabled:

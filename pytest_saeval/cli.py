@@ -25,16 +25,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .errors import InputError, SaevalError
+from pytest_saeval.errors import InputError, SaevalError
+from pytest_saeval.settings import is_device
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .session import SuiteRun
+    from pytest_saeval.session import SuiteRun
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_OK", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-
-_DEVICE_RE = re.compile(r"^(?:auto|cpu|cuda|cuda:\d+)$")
 
 # Environment switches of the loading libraries, set only while the command runs.
 _QUIET_ENV = {
@@ -191,14 +190,14 @@ def _quiet_datasets() -> list[Any]:
 
 def _check_args(args: argparse.Namespace) -> None:
     if args.device is not None:
-        if not _DEVICE_RE.match(args.device.strip().lower()):
+        if not is_device(args.device.strip().lower()):
             raise InputError(
                 f"unknown device {args.device!r}",
                 fix="use --device auto, cpu, cuda or cuda:N (e.g. cuda:0)",
                 key="--device",
             )
         if args.device.strip().lower().startswith("cuda"):
-            from .sources.models import resolve_device
+            from pytest_saeval.sources.models import resolve_device
 
             try:
                 resolve_device(args.device)
@@ -223,7 +222,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _report(runs: Sequence[SuiteRun], out: TextIO) -> None:
-    from .outputs import format_table
+    from pytest_saeval.outputs import format_table
 
     for run in runs:
         print(format_table(run), file=out)
@@ -246,27 +245,27 @@ def _report(runs: Sequence[SuiteRun], out: TextIO) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .suite import load_suites
+    from pytest_saeval.spec.loader import load_suites
 
     _check_args(args)
     suites = load_suites(args.suites)  # pure Python: a bad suite file fails fast, before torch loads
     progress = not args.no_progress and _is_terminal(sys.stderr)
     with _quiet_libraries():
-        from .outputs import write_baselines, write_outputs
-        from .session import Session
+        from pytest_saeval.outputs import write_baselines, write_outputs
+        from pytest_saeval.session import Session
 
         session = Session(device=args.device, progress=progress, cache_dir=args.cache_dir, use_cache=not args.no_cache)
         # With --update-baseline a missing baseline (value) leaves its gates unchecked: this run records it.
         runs = session.run(suites, baseline_missing_ok=args.update_baseline)
     _report(runs, sys.stdout)
-    from .report_md import append_github_step_summary, markdown_summary, write_markdown
+    from pytest_saeval.report_md import append_github_step_summary, markdown_summary, write_markdown
 
     if args.output_dir is not None:
         paths = write_outputs(runs, args.output_dir)
         paths.append(write_markdown(runs, Path(args.output_dir) / "summary.md"))
         print(f"saeval: wrote {len(paths)} files to {args.output_dir}")
     if args.report is not None:
-        from .report_html import write_html_report
+        from pytest_saeval.report_html import write_html_report
 
         print(f"saeval: wrote report {write_html_report(runs, args.report)}")
     append_github_step_summary(markdown_summary(runs))
@@ -277,12 +276,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from .propose import format_proposals, init_suite
+    from pytest_saeval.propose import format_proposals, init_suite
 
     _check_args(args)
     progress = not args.no_progress and _is_terminal(sys.stderr)
     with _quiet_libraries():
-        from .session import Session
+        from pytest_saeval.session import Session
 
         path, proposals = init_suite(args.suite, output=args.output,
                                      session=Session(device=args.device, progress=progress))

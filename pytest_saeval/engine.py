@@ -34,31 +34,13 @@ from typing import Any
 
 import torch
 
-from .catalogue import METRICS
-from .errors import InputError, did_you_mean
-from .metrics import (
-    COSINE_METRICS,
-    F64,
-    DistributionSummary,
-    LossAccumulator,
-    SequenceSums,
-    SparsityAccumulator,
-    SparsityTotals,
-    next_token_losses,
-    weight_metrics,
-)
-from .head import Head
-from .inputs import (
-    _as_token_tensor,
-    _check_inputs,
-    _hook_layer,
-    _sae_hook,
-    model_device,
-    special_token_ids,
-    supports_start_at_layer,
-)
-from .records import HookRecord, ModelRecords, ModelStore, Recording, entry_name
-from .settings import EvalSettings
+from pytest_saeval.catalogue import METRICS
+from pytest_saeval.errors import InputError, did_you_mean
+from pytest_saeval.metrics import COSINE_METRICS, F64, DistributionSummary, LossAccumulator, SequenceSums, SparsityAccumulator, SparsityTotals, next_token_losses, weight_metrics
+from pytest_saeval.head import Head
+from pytest_saeval.inputs import _as_token_tensor, _check_inputs, _hook_layer, _sae_hook, model_device, special_token_ids, supports_start_at_layer
+from pytest_saeval.records import HookRecord, ModelRecords, ModelStore, Recording, entry_name
+from pytest_saeval.settings import EvalSettings
 
 __all__ = ["HookRecord", "ModelRecords", "ModelStore", "SAEResult", "SequenceStats", "evaluate"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .metrics import DistributionSummary, distribution_summary, next_token_losses, summary_losses
+from pytest_saeval.metrics import DistributionSummary, distribution_summary, next_token_losses, summary_losses
 
 STACK_ELEMENTS = 1 << 25
 """Logit elements per unembedding call on the fast path (128 MiB in float32): the final residuals of

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from .errors import InputError, did_you_mean
-from .metrics import encoder_weight
-from .settings import EvalSettings
+from pytest_saeval.errors import InputError, did_you_mean
+from pytest_saeval.metrics import encoder_weight
+from pytest_saeval.settings import EvalSettings
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .catalogue import SPARSITY_TOKEN_METRICS
+from pytest_saeval.catalogue import SPARSITY_TOKEN_METRICS
 
 F64 = torch.float64
 

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .fileio import atomic_write_text
-from .gates import format_number
-from .session import SuiteRun
+from pytest_saeval.errors import InputError
+from pytest_saeval.fileio import atomic_write_text
+from pytest_saeval.spec.numbers import format_number
+from pytest_saeval.session import SuiteRun
 
 __all__ = ["format_table", "per_sae_file_names", "result_records", "write_baselines", "write_outputs"]
 
@@ -257,9 +257,9 @@ def write_baselines(runs: Sequence[SuiteRun]) -> list[Path]:
     the same time keep both updates. A suite without a ``baseline:`` key is an error: there is no
     file to write.
     """
-    from .baseline import load_baseline, write_baseline
-    from .errors import SuiteError
-    from .fileio import folder_lock
+    from pytest_saeval.spec.baseline import load_baseline, write_baseline
+    from pytest_saeval.errors import SuiteError
+    from pytest_saeval.fileio import folder_lock
 
     written: list[Path] = []
     by_path: dict[Path, tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]] = {}

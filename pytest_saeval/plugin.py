@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import _marker, _report, _xdist
-from ._collect import SuiteFile, is_suite_file, tidy_report
-from ._options import PluginOptions
-from ._runner import RUNNER_KEY, Runner, get_runner
+from pytest_saeval import _marker, _report, _xdist
+from pytest_saeval._collect import SuiteFile, is_suite_file, tidy_report
+from pytest_saeval._options import PluginOptions
+from pytest_saeval._runner import RUNNER_KEY, Runner, get_runner
 
 if TYPE_CHECKING:  # pragma: no cover
     from xdist.workermanage import WorkerController

@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from .bootstrap import Interval, intervals, lookup
-from .catalogue import METRICS, SCALAR_METRICS
-from .errors import SuiteError
-from .fileio import atomic_write_text
-from .gates import format_number
+from pytest_saeval.bootstrap import Interval, intervals, lookup
+from pytest_saeval.catalogue import METRICS, SCALAR_METRICS
+from pytest_saeval.errors import SuiteError
+from pytest_saeval.fileio import atomic_write_text
+from pytest_saeval.spec.numbers import format_number
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .session import Session, SuiteRun
+    from pytest_saeval.session import Session, SuiteRun
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -232,7 +232,7 @@ def propose_gates(
     policy = policy or MarginPolicy()
     unknown = [m for m in metrics if m not in SCALAR_METRICS]
     if unknown:
-        from .errors import did_you_mean
+        from pytest_saeval.errors import did_you_mean
 
         raise SuiteError(f"cannot propose gates on unknown metric {unknown[0]!r}{did_you_mean(unknown[0], SCALAR_METRICS)}",
                          key="metrics", fix="use scalar metric names from the catalogue")
@@ -434,7 +434,7 @@ def write_proposed_suite(suite_path: str | os.PathLike[str], proposals: Iterable
     result is loaded again and checked to hold exactly the proposed gates. Relative paths in the
     suite are copied as written, so an ``output`` in another folder resolves them from there.
     """
-    from .suite import load_suite
+    from pytest_saeval.spec.loader import load_suite
 
     source = Path(suite_path)
     mine = [p for p in proposals if _same_file(p.suite_path, source)]
@@ -475,8 +475,8 @@ def init_suite(
 
     Returns the path written and the proposals.
     """
-    from .session import Session
-    from .suite import load_suite
+    from pytest_saeval.session import Session
+    from pytest_saeval.spec.loader import load_suite
 
     suite = load_suite(suite_path)
     bare = replace(suite, saes=tuple(replace(s, gates=()) for s in suite.saes), baseline=None, default_gates=())

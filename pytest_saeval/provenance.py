@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .baseline import Baseline
+from pytest_saeval.spec.baseline import Baseline
 
 __all__ = ["CONTENT_HASHES", "ENVIRONMENT", "provenance_changes", "provenance_notes"]
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .metrics import DistributionSummary
+from pytest_saeval.metrics import DistributionSummary
 
 
 def entry_name(layer: int) -> str:

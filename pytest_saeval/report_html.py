@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .bootstrap import INTERVAL_METRICS, Interval, lookup
-from .catalogue import METRICS
-from .fileio import atomic_write_text
-from .gates import format_number
-from .report_md import format_headroom, format_interval, gate_rows, shown_value
+from pytest_saeval.bootstrap import INTERVAL_METRICS, Interval, lookup
+from pytest_saeval.catalogue import METRICS
+from pytest_saeval.fileio import atomic_write_text
+from pytest_saeval.spec.numbers import format_number
+from pytest_saeval.report_md import format_headroom, format_interval, gate_rows, shown_value
 
 if TYPE_CHECKING:  # pragma: no cover
     import plotly.graph_objects as go
 
-    from .session import SuiteRun
+    from pytest_saeval.session import SuiteRun
 
 __all__ = ["DEAD_OFFSET", "SAEPlot", "html_report", "sae_plots", "write_html_report"]
 

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .bootstrap import INTERVAL_METRICS, Interval, gate_interval, lookup
-from .catalogue import METRICS
-from .fileio import atomic_write_text
-from .gates import format_number
+from pytest_saeval.bootstrap import INTERVAL_METRICS, Interval, gate_interval, lookup
+from pytest_saeval.catalogue import METRICS
+from pytest_saeval.fileio import atomic_write_text
+from pytest_saeval.spec.numbers import format_number
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .session import GateCheck, SuiteRun
+    from pytest_saeval.session import GateCheck, SuiteRun
 
 __all__ = [
     "GITHUB_SUMMARY_LIMIT",

@@ -17,16 +17,17 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .baseline import Baseline, load_baseline
-from .errors import SaevalError
-from .gates import Gate, GateResult, check_gate
-from .provenance import provenance_notes
-from .suite import SAESpec, Suite
+from pytest_saeval.spec.baseline import Baseline, load_baseline
+from pytest_saeval.errors import SaevalError
+from pytest_saeval.spec.gates import Gate
+from pytest_saeval.spec.verdict import GateResult, check_gate
+from pytest_saeval.provenance import provenance_notes
+from pytest_saeval.spec.suite import SAESpec, Suite
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .engine import SAEResult
+    from pytest_saeval.engine import SAEResult
 
 __all__ = [
     "GateCheck",
@@ -125,7 +126,7 @@ def entries_of(suite: Suite, selected: Callable[[str], bool] | None = None) -> l
     out: list[SAEEntry] = []
     for i, spec in enumerate(suite.saes):
         if spec.release is not None:
-            from .sources.saes import expand_sae_ids
+            from pytest_saeval.sources.saes import expand_sae_ids
 
             assert spec.sae_id is not None
             try:
@@ -157,7 +158,7 @@ class Overrides:
     def __post_init__(self) -> None:
         if self.saes is not None:
             if not isinstance(self.saes, Mapping):
-                from .errors import InputError
+                from pytest_saeval.errors import InputError
 
                 raise InputError(
                     f"the SAEs override must map SAE ids to SAEs, got {type(self.saes).__name__}",
@@ -321,7 +322,7 @@ class Session:
             return ov.model
         key = self._model_key(suite)
         if key not in self._models:
-            from .sources.models import load_model, resolve_device
+            from pytest_saeval.sources.models import load_model, resolve_device
 
             m = suite.model
             field_name = "name" if m.name else "path" if m.path else "factory"
@@ -348,7 +349,7 @@ class Session:
                     return loaded
             key = ("tokens-override", id(ov.tokens))
             if key not in self._tokens:
-                from .engine import _as_token_tensor
+                from pytest_saeval.engine import _as_token_tensor
 
                 self._tokens[key] = _as_token_tensor(ov.tokens)
                 self._token_refs.append(ov.tokens)
@@ -357,7 +358,7 @@ class Session:
         key = ("tokens", str(d.tokens) if d.tokens else None, d.dataset, d.context_size,
                d.to_settings().rows_needed, id(model) if d.dataset else None)
         if key not in self._tokens:
-            from .sources.data import check_tokens, load_token_file, tokens_from_dataset
+            from pytest_saeval.sources.data import check_tokens, load_token_file, tokens_from_dataset
 
             settings = d.to_settings()
             try:
@@ -401,7 +402,7 @@ class Session:
             idx = suite.saes.index(spec)
             key = ("sae", str(suite.path.absolute()), spec.id, device, entry.release_sae_id)
             if key not in self._saes:
-                from .sources.saes import load_saes
+                from pytest_saeval.sources.saes import load_saes
 
                 field_name = "path" if spec.path else "release" if spec.release else "factory"
                 try:
@@ -432,7 +433,7 @@ class Session:
         value leaves its gates unchecked (:attr:`SuiteRun.unchecked`) instead of raising
         :class:`~pytest_saeval.errors.BaselineError` (for runs that record a new baseline).
         """
-        from .engine import model_device
+        from pytest_saeval.engine import model_device
 
         suites = list(suites)
         plans = []
@@ -530,12 +531,12 @@ class Session:
         """One fused engine pass, through the results cache when ``use_cache`` (and the cache module) is there."""
         if self.use_cache:
             try:
-                from .cache import cached_evaluate
+                from pytest_saeval.cache import cached_evaluate
             except ImportError:  # pragma: no cover - a build without the cache module
                 pass
             else:
                 return cached_evaluate(model, saes, tokens, settings, cache_dir=self.cache_dir, progress=self.progress)
-        from .engine import evaluate
+        from pytest_saeval.engine import evaluate
 
         # scored as with the cache on (through the clean summary), so cache flags never change a number
         return evaluate(model, saes, tokens, settings, progress=self.progress, score_by_summary=True)
@@ -589,7 +590,7 @@ key could be reused by a later object and give it a stale hash)."""
 
 
 def _module_hash(obj: Any) -> str:
-    from .sources.hashing import state_dict_hash
+    from pytest_saeval.sources.hashing import state_dict_hash
 
     try:
         return _HASHES[obj]
@@ -604,7 +605,7 @@ def _module_hash(obj: Any) -> str:
 
 
 def _tensor_hash(t: Any) -> str:
-    from .sources.hashing import tensor_hash
+    from pytest_saeval.sources.hashing import tensor_hash
 
     return tensor_hash(t)
 
@@ -661,7 +662,7 @@ def _eval_cfg(suite: Suite, context_size: int) -> dict[str, Any]:
 
 def result_intervals(result: SAEResult) -> dict[str, tuple[float, float]]:
     """95% bootstrap intervals of ``result`` (fixed seed); ``{}`` when it kept no per-sequence sums."""
-    from .bootstrap import intervals
+    from pytest_saeval.bootstrap import intervals
 
     return intervals(result)
 
@@ -697,14 +698,14 @@ def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float
     value = metrics.get(gate.metric, math.nan)
     base = baseline.value(sae_id, gate.metric) if (baseline is not None and gate.uses_baseline) else None
     if gate.uses_baseline and base is None:
-        from .errors import BaselineError
+        from pytest_saeval.errors import BaselineError
 
         raise BaselineError(
             f"the baseline file has no value of {gate.metric} for SAE {sae_id!r}",
             fix="record it with `pytest --saeval-update-baseline` or `saeval run --update-baseline`",
             file=str(suite.path), line=gate.line, key=gate.key,
         )
-    from .bootstrap import gate_interval
+    from pytest_saeval.bootstrap import gate_interval
 
     interval = gate_interval(intervals, gate.metric)
     mode = "interval" if (suite.gate_mode == "interval" and interval is not None) else "point"
@@ -713,6 +714,6 @@ def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float
 
 def run_suites(paths: Iterable[str | Path], **session_options: Any) -> list[SuiteRun]:
     """Load the suite files at ``paths`` and run them in one :class:`Session`."""
-    from .suite import load_suites
+    from pytest_saeval.spec.loader import load_suites
 
     return Session(**session_options).run(load_suites(paths))

@@ -1,10 +1,29 @@
-"""Evaluation settings shared by the engine, suite files and the command line (pure Python)."""
+"""Evaluation settings shared by the engine, suite files and the command line (pure Python).
+
+Also the one vocabulary of devices and dtypes that suite files, command-line options and loaders
+accept (:data:`DTYPES`, :func:`is_device`).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from .errors import InputError
+from pytest_saeval.errors import InputError
+
+DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", "float64")
+"""Model dtypes accepted by name (``torch.<name>``)."""
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+"""The device vocabulary, as messages spell it: ``auto`` (cuda when available, else cpu), ``cpu``,
+``cuda`` or ``cuda:N``."""
+
+_DEVICE_RE = re.compile(r"^(?:auto|cpu|cuda|cuda:\d+)$")
+
+
+def is_device(text: object) -> bool:
+    """Whether ``text`` is a device name of the vocabulary (surrounding spaces ignored)."""
+    return isinstance(text, str) and _DEVICE_RE.match(text.strip()) is not None
 
 
 @dataclass(frozen=True)

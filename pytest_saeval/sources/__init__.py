@@ -23,13 +23,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SourceError, did_you_mean
+from pytest_saeval.errors import SourceError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .data import check_tokens, load_token_file, tokens_from_dataset
-    from .hashing import model_hash, state_dict_hash, tensor_hash
-    from .models import ModelInfo, load_model, model_info, resolve_device
-    from .saes import load_saes
+    from pytest_saeval.sources.data import check_tokens, load_token_file, tokens_from_dataset
+    from pytest_saeval.sources.hashing import model_hash, state_dict_hash, tensor_hash
+    from pytest_saeval.sources.models import ModelInfo, load_model, model_info, resolve_device
+    from pytest_saeval.sources.saes import load_saes
 
 _LAZY = {
     "load_model": "models",

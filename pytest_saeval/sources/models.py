@@ -23,16 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import InputError, SourceError, did_you_mean
-from . import call_factory, hub_offline, is_hub_unreachable, resolve_path, short
+from pytest_saeval.errors import InputError, SourceError, did_you_mean
+from pytest_saeval.settings import DTYPES
+from pytest_saeval.sources import call_factory, hub_offline, is_hub_unreachable, resolve_path, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 Backend = Literal["auto", "hooked", "bridge"]
 
-DTYPES = ("float32", "float64", "float16", "bfloat16")
-"""Model dtypes accepted by name (``torch.<name>``)."""
 
 _WEIGHT_FILES = (
     "model.safetensors",

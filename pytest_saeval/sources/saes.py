@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import SourceError, did_you_mean
-from . import call_factory, is_hub_unreachable, resolve_path, short
+from pytest_saeval.errors import SourceError, did_you_mean
+from pytest_saeval.sources import call_factory, is_hub_unreachable, resolve_path, short
 
 SAE_CFG_FILE = "cfg.json"
 SAE_WEIGHTS_FILE = "sae_weights.safetensors"
@@ -52,7 +52,7 @@ def load_saes(
     ``device`` accepts what :func:`~pytest_saeval.sources.models.resolve_device` accepts;
     ``dtype`` (e.g. ``"float32"``) overrides the SAE's own when given.
     """
-    from .models import parse_dtype, resolve_device
+    from pytest_saeval.sources.models import parse_dtype, resolve_device
 
     given = [k for k, v in (("path", path), ("release", release), ("factory", factory)) if v is not None]
     if len(given) != 1:

@@ -42,7 +42,7 @@ def reference(assets: Assets, tmp_path_factory: pytest.TempPathFactory) -> dict[
     """Metrics of every (model, SAE) pair, evaluated here with the library directly:
     ``{("model" | "model2", "sae0" | "sae1" | "sae0b"): metrics}``."""
     from pytest_saeval.session import Session
-    from pytest_saeval.suite import load_suite
+    from pytest_saeval.spec.loader import load_suite
 
     folder = tmp_path_factory.mktemp("reference")
     session = Session()

@@ -376,7 +376,7 @@ def test_a_note_when_the_baseline_was_measured_on_other_weights_or_tokens(
     import numpy as np
 
     from pytest_saeval.session import Session
-    from pytest_saeval.suite import load_suite
+    from pytest_saeval.spec.loader import load_suite
     from tests.helpers import save_tiny_sae
 
     sae = save_tiny_sae(tmp_path / "sae", seed=0, hook_name="blocks.0.hook_resid_pre", d_in=32, d_sae=64)
@@ -406,7 +406,7 @@ def test_a_note_when_the_baseline_was_measured_on_other_weights_or_tokens(
 
 
 def test_provenance_notes_from_hand_set_values(tmp_path: Path) -> None:
-    from pytest_saeval.baseline import Baseline
+    from pytest_saeval.spec.baseline import Baseline
     from pytest_saeval.provenance import provenance_notes
 
     recorded = {"sae_weights_sha256": "a" * 64, "model_weights_sha256": "b" * 64, "tokens_sha256": "c" * 64,
@@ -452,7 +452,7 @@ def test_cache_options_reach_the_results_cache(
 def test_a_bad_baseline_file_is_reported_before_any_evaluation(tiny: Assets, tmp_path: Path) -> None:
     """A corrupt baseline file fails the run at once: no model pass is spent on it."""
     from pytest_saeval.errors import BaselineError
-    from pytest_saeval.suite import load_suite
+    from pytest_saeval.spec.loader import load_suite
 
     (tmp_path / "b.json").write_text('{"format": 1, "values": {"sae0": {"l0": }}')
     suite = write_suite(tmp_path / "s.yaml", tiny, baseline="b.json", gates0='l0: ">= baseline - 1"')

@@ -97,7 +97,7 @@ def test_sae_loads_and_fits_the_model(folder: Path, model: Any, info: dict[str, 
 
 
 def test_suites_point_at_the_shipped_assets() -> None:
-    from pytest_saeval.suite import load_suite
+    from pytest_saeval.spec.loader import load_suite
 
     demo = load_suite(DEMO)
     weak = load_suite(WEAK)
@@ -111,8 +111,8 @@ def test_suites_point_at_the_shipped_assets() -> None:
 
 
 def test_recorded_metrics_pass_the_demo_gates_and_fail_the_weak_ones(info: dict[str, Any]) -> None:
-    from pytest_saeval.gates import check_gate
-    from pytest_saeval.suite import load_suite
+    from pytest_saeval.spec.verdict import check_gate
+    from pytest_saeval.spec.loader import load_suite
 
     for path, expect_pass in ((DEMO, True), (WEAK, False)):
         suite = load_suite(path)

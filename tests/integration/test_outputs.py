@@ -237,7 +237,7 @@ def test_an_unwritable_output_folder_is_bad_input(tiny: Assets, tmp_path: Path, 
 
 _WRITER = """
 import json, sys
-from pytest_saeval.baseline import write_baseline
+from pytest_saeval.spec.baseline import write_baseline
 from pytest_saeval.fileio import atomic_write_text
 
 results, baseline = sys.argv[1], sys.argv[2]
@@ -254,7 +254,7 @@ while True:
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_a_writer_killed_mid_write_leaves_complete_files(tmp_path: Path) -> None:
-    from pytest_saeval.baseline import load_baseline, write_baseline
+    from pytest_saeval.spec.baseline import load_baseline, write_baseline
     from pytest_saeval.fileio import atomic_write_text
 
     results, baseline = tmp_path / "all_eval_results.json", tmp_path / "base.json"
@@ -284,7 +284,7 @@ def test_concurrent_runs_share_an_output_folder_safely(tiny: Assets, tmp_path: P
     run's outputs there; every file stays complete and no temporary file is left behind."""
     from pytest_saeval.outputs import write_outputs
     from pytest_saeval.session import Session
-    from pytest_saeval.suite import load_suite
+    from pytest_saeval.spec.loader import load_suite
 
     a = write_suite(tmp_path / "alpha.yaml", tiny, second=False)
     b = write_suite(tmp_path / "beta.yaml", tiny)

@@ -20,7 +20,7 @@ from pytest_saeval.catalogue import FEATURE_METRICS
 from pytest_saeval.engine import SAEResult
 from pytest_saeval.report_html import DEAD_OFFSET, html_report, sae_plots, write_html_report
 from pytest_saeval.session import SuiteRun, check_suite, entries_of
-from pytest_saeval.suite import load_suite
+from pytest_saeval.spec.loader import load_suite
 
 SUITE = """\
 model:

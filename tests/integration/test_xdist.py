@@ -141,7 +141,7 @@ def test_cpu_threads_are_shared_among_workers(workers: int, cpus: int, threads: 
 
 def test_auto_device_applies_to_auto_and_plain_cuda_only(assets: Assets, tmp_path: Path) -> None:
     from pytest_saeval.session import Session
-    from pytest_saeval.suite import load_suite
+    from pytest_saeval.spec.loader import load_suite
 
     def suite(device: str):  # noqa: ANN202
         path = tmp_path / f"{device.replace(':', '_')}.yaml"

@@ -6,7 +6,7 @@ import pytest
 
 from pytest_saeval.errors import SuiteError
 from pytest_saeval.session import check_one
-from pytest_saeval.suite import load_suite
+from pytest_saeval.spec.loader import load_suite
 
 SUITE = """\
 model:

@@ -8,15 +8,9 @@ import pickle
 import pytest
 
 from pytest_saeval.errors import BaselineError, SuiteError
-from pytest_saeval.gates import (
-    GRAMMAR,
-    Bound,
-    Gate,
-    check_gate,
-    format_number,
-    parse_bound,
-    parse_gate,
-)
+from pytest_saeval.spec.gates import GRAMMAR, Bound, Gate, parse_bound, parse_gate
+from pytest_saeval.spec.verdict import check_gate
+from pytest_saeval.spec.numbers import format_number
 
 NAN = float("nan")
 INF = float("inf")

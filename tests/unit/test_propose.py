@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pytest_saeval.errors import SuiteError
-from pytest_saeval.gates import check_gate, parse_gate
+from pytest_saeval.spec.verdict import check_gate
+from pytest_saeval.spec.gates import parse_gate
 from pytest_saeval.propose import (
     MarginPolicy,
     ProposedGate,
@@ -23,7 +24,7 @@ from pytest_saeval.propose import (
     write_proposed_suite,
 )
 from pytest_saeval.session import SAEEntry, Session, SuiteRun, entries_of
-from pytest_saeval.suite import load_suite
+from pytest_saeval.spec.loader import load_suite
 
 SUITE = """\
 # Demo thresholds: reviewed by the team.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saeval.gates import check_gate
+from pytest_saeval.spec.verdict import check_gate
 from pytest_saeval.report_md import (
     GITHUB_SUMMARY_LIMIT,
     append_github_step_summary,
@@ -18,7 +18,7 @@ from pytest_saeval.report_md import (
     write_markdown,
 )
 from pytest_saeval.session import GateCheck, SuiteRun, check_suite, entries_of
-from pytest_saeval.suite import load_suite
+from pytest_saeval.spec.loader import load_suite
 
 SUITE = """\
 model:

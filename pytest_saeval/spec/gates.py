@@ -1,4 +1,4 @@
-"""Gate expressions: parse ``">= 0.8"`` / ``">= baseline - 0.01"`` and check metric values (pure Python).
+"""Gate expressions: parse ``">= 0.8"`` / ``">= baseline - 0.01"`` into :class:`Gate` s (pure Python).
 
 Grammar (whitespace between the parts is optional)::
 
@@ -8,7 +8,7 @@ Grammar (whitespace between the parts is optional)::
     NUMBER := decimal or scientific literal, e.g. 10, 0.8, .5, -2, 1e-3
 
 A suite file gives a metric either one expression or a list of expressions that must all hold.
-NaN and infinite values never pass a gate.
+NaN and infinite values never pass a gate (checking is :mod:`.verdict`'s).
 """
 
 from __future__ import annotations
@@ -19,19 +19,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from .catalogue import METRICS, SCALAR_METRICS
-from .errors import BaselineError, SuiteError, did_you_mean
+from pytest_saeval.catalogue import METRICS, SCALAR_METRICS
+from pytest_saeval.errors import BaselineError, SuiteError, did_you_mean
+from pytest_saeval.spec.numbers import format_number
 
 __all__ = [
+    "BASELINE_FIX",
     "GRAMMAR",
+    "MODES",
     "Bound",
-    "BoundCheck",
     "Gate",
-    "GateResult",
     "Mode",
     "Op",
-    "check_gate",
-    "format_number",
+    "holds",
     "parse_bound",
     "parse_gate",
 ]
@@ -44,7 +44,8 @@ Mode = Literal["point", "interval"]
 whole confidence interval lies on its wrong side."""
 
 _OPS: tuple[str, ...] = get_args(Op)
-_MODES: tuple[str, ...] = get_args(Mode)
+MODES: tuple[str, ...] = get_args(Mode)
+"""The gate modes, in order."""
 
 GRAMMAR = (
     "write OP VALUE, with OP one of >=, >, <=, < and VALUE a number, baseline, baseline + X, "
@@ -56,56 +57,17 @@ _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _EXPR_RE = re.compile(
     rf"^\s*(?P<op>>=|<=|>|<)\s*(?:(?P<number>{_NUMBER})|baseline\s*(?:(?P<sign>[-+*])\s*(?P<arg>{_NUMBER}))?)\s*$"
 )
-_BASELINE_FIX = (
+BASELINE_FIX = (
     "record baseline values with `pytest --saeval-update-baseline` or `saeval run --update-baseline`, "
     "and point the suite's `baseline:` key at that file"
 )
 
 
 # --------------------------------------------------------------------------------------------
-# number formatting
-
-
-def format_number(x: float, digits: int = 4) -> str:
-    """Format a metric value for messages.
-
-    ``NaN``, ``inf`` and ``-inf`` are spelled out; whole numbers print without decimals; values in
-    ``[0.01, 1)`` print with ``digits`` decimals (``0.7812``, ``0.7770``, ``0.0188``); other values
-    keep ``digits`` significant digits (``72.31``, ``1.002``, ``0.001234``, ``1.234e-09``) but never
-    lose integer digits (``12346``).
-    """
-    x = float(x)
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x == 0:
-        return "0"
-    if x.is_integer() and abs(x) < 1e15:
-        return str(int(x))
-    magnitude = math.floor(math.log10(abs(x)))
-    if magnitude >= 15 or magnitude < -6:
-        return f"{x:.{digits - 1}e}"
-    if magnitude >= 0:
-        return f"{x:.{max(digits - 1 - magnitude, 0)}f}"
-    if magnitude >= -2:
-        return f"{x:.{digits}f}"
-    return f"{x:.{digits - 1 - magnitude}f}"
-
-
-def _difference(x: float) -> str:
-    """A positive distance, never shown as zero."""
-    text = format_number(x)
-    if x > 0 and float(text) == 0:  # pragma: no cover - format_number keeps small values visible
-        return repr(x)
-    return text
-
-
-# --------------------------------------------------------------------------------------------
 # bounds and gates
 
 
-def _holds(op: str, value: float, threshold: float) -> bool:
+def holds(op: str, value: float, threshold: float) -> bool:
     """Whether ``value OP threshold``; never true for NaN or infinite values."""
     if not math.isfinite(value):
         return False
@@ -180,18 +142,18 @@ class Bound:
         if baseline_value is None:
             raise BaselineError(
                 f"gate bound '{self.op} {self.text}' refers to the baseline, but no baseline value was given",
-                fix=_BASELINE_FIX,
+                fix=BASELINE_FIX,
             )
         if not math.isfinite(baseline_value):
             raise BaselineError(
                 f"gate bound '{self.op} {self.text}' refers to a baseline value of {format_number(baseline_value)}",
-                fix="a baseline must be a finite number: " + _BASELINE_FIX,
+                fix="a baseline must be a finite number: " + BASELINE_FIX,
             )
         return float(baseline_value) * self.factor + self.offset
 
     def holds(self, value: float, baseline_value: float | None = None) -> bool:
         """Whether ``value`` satisfies this bound (NaN and infinities never do)."""
-        return _holds(self.op, float(value), self.resolve(baseline_value))
+        return holds(self.op, float(value), self.resolve(baseline_value))
 
     def describe(self, baseline_value: float | None = None, digits: int = 4) -> str:
         """E.g. ``>= 0.80``; a baseline bound with its value: ``>= baseline - 0.01 (= 0.9312)``."""
@@ -379,196 +341,3 @@ def parse_gate(
         bounds = (one(spec, line, key),)
         text = str(spec).strip()
     return Gate(metric=metric, bounds=bounds, text=text, line=line, file=file, key=key)
-
-
-# --------------------------------------------------------------------------------------------
-# checking
-
-
-@dataclass(frozen=True)
-class BoundCheck:
-    """One bound of a gate, resolved to a number and checked."""
-
-    bound: Bound
-    """The bound as parsed."""
-    threshold: float
-    """The resolved threshold (baseline bounds: ``baseline * factor + offset``)."""
-    passed: bool
-    """Whether this bound holds (in the gate's mode)."""
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """The outcome of checking one gate against one value."""
-
-    gate: Gate
-    """The gate that was checked."""
-    passed: bool
-    """True only when every bound holds; never for NaN or infinite values."""
-    value: float
-    """The metric value that was checked."""
-    bounds: tuple[BoundCheck, ...]
-    """Each bound resolved to a number, with its own outcome."""
-    message: str
-    """One line for a reviewer, e.g. ``explained_variance = 0.7812, needs >= 0.80 (short by 0.0188)``."""
-    baseline_value: float | None = None
-    """The baseline value the baseline-relative bounds were resolved against, if any."""
-    interval: tuple[float, float] | None = None
-    """A confidence interval ``(lo, hi)`` for the value, when one was given."""
-    mode: Mode = "point"
-    """``point`` or ``interval`` (see :data:`Mode`)."""
-
-    @property
-    def metric(self) -> str:
-        """The gated metric's name."""
-        return self.gate.metric
-
-
-def _as_float(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number, got {value!r}")
-    return float(value)
-
-
-def check_gate(
-    gate: Gate,
-    value: float,
-    baseline_value: float | None = None,
-    *,
-    interval: tuple[float, float] | None = None,
-    mode: Mode = "point",
-) -> GateResult:
-    """Check ``value`` against every bound of ``gate``.
-
-    ``baseline_value`` resolves baseline-relative bounds; a gate that needs it when it is ``None``
-    (or not finite) raises :class:`BaselineError` naming the metric and the fix. In ``point`` mode
-    the value decides; in ``interval`` mode (``interval`` required) a bound fails only when the whole
-    interval is on its wrong side. NaN and infinite values (and, in interval mode, non-finite interval
-    ends) never pass. The message shows the interval whenever one is given: ``0.7812 [0.7770, 0.7853]``.
-    """
-    if not isinstance(gate, Gate):
-        raise TypeError(f"check_gate needs a Gate, got {type(gate).__name__}")
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    x = _as_float(value, f"value of {gate.metric}")
-    if interval is not None:
-        if len(interval) != 2:
-            raise ValueError(f"interval must be (lo, hi), got {interval!r}")
-        lo, hi = (_as_float(v, "interval end") for v in interval)
-        if lo > hi:
-            raise ValueError(f"interval must have lo <= hi, got ({lo}, {hi})")
-        interval = (lo, hi)
-    elif mode == "interval":
-        raise ValueError("mode='interval' needs an interval (lo, hi)")
-
-    if baseline_value is not None:
-        baseline_value = _as_float(baseline_value, "baseline value")
-    if gate.uses_baseline and (baseline_value is None or not math.isfinite(baseline_value)):
-        what = "no baseline value" if baseline_value is None else f"a baseline value of {format_number(baseline_value)}"
-        raise BaselineError(
-            f"gate '{gate.metric}: {gate.text}' refers to the baseline, but there is {what} for {gate.metric}",
-            fix=_BASELINE_FIX,
-            file=gate.file,
-            line=gate.line,
-            key=gate.key,
-        )
-
-    thresholds = [b.resolve(baseline_value) for b in gate.bounds]
-
-    def probe(b: Bound) -> float:
-        if mode == "point" or interval is None:
-            return x
-        return interval[1] if b.is_lower else interval[0]
-
-    finite = math.isfinite(x) and (mode == "point" or all(math.isfinite(v) for v in interval or ()))
-    checks = tuple(
-        BoundCheck(bound=b, threshold=t, passed=finite and _holds(b.op, probe(b), t))
-        for b, t in zip(gate.bounds, thresholds)
-    )
-    passed = all(c.passed for c in checks)
-    digits = _digits_for(x, interval, checks)
-    message = _message(gate, x, interval, mode, checks, baseline_value, passed, digits)
-    return GateResult(
-        gate=gate,
-        passed=passed,
-        value=x,
-        bounds=checks,
-        message=message,
-        baseline_value=baseline_value,
-        interval=interval,
-        mode=mode,
-    )
-
-
-def _shown_threshold(check: BoundCheck, digits: int) -> float:
-    """The threshold as the reader sees it: the literal for fixed bounds, rounded for baseline ones."""
-    if check.bound.uses_baseline:
-        return float(format_number(check.threshold, digits))
-    return check.threshold
-
-
-def _digits_for(x: float, interval: tuple[float, float] | None, checks: tuple[BoundCheck, ...]) -> int:
-    """Fewest digits (>= 4) at which every shown number compares with every shown threshold as the
-    exact numbers do, so a failing value never reads as passing (or the other way round)."""
-    shown = [v for v in (x, *(interval or ())) if math.isfinite(v)]
-    for digits in range(4, 21):
-        if all(
-            _holds(c.bound.op, float(format_number(v, digits)), _shown_threshold(c, digits))
-            == _holds(c.bound.op, v, c.threshold)
-            for v in shown
-            for c in checks
-        ):
-            return digits
-    return 20  # pragma: no cover - 17 significant digits always round-trip
-
-
-def _value_text(x: float, interval: tuple[float, float] | None, digits: int) -> str:
-    text = format_number(x, digits)
-    if interval is not None:
-        text += f" [{format_number(interval[0], digits)}, {format_number(interval[1], digits)}]"
-    return text
-
-
-def _message(
-    gate: Gate,
-    x: float,
-    interval: tuple[float, float] | None,
-    mode: Mode,
-    checks: tuple[BoundCheck, ...],
-    baseline_value: float | None,
-    passed: bool,
-    digits: int,
-) -> str:
-    head = f"{gate.metric} = {_value_text(x, interval, digits)}"
-    if passed:
-        described = ", ".join(c.bound.describe(baseline_value, digits) for c in checks)
-        if mode == "interval" and not all(_holds(c.bound.op, x, c.threshold) for c in checks):
-            described += "; the interval reaches the bound"
-        return f"{head} ({described})"
-
-    if not math.isfinite(x):
-        name = format_number(x)
-        return f"{head}, needs {gate.describe(baseline_value, digits)} ({name} never passes)"
-    if mode == "interval" and interval is not None and not all(math.isfinite(v) for v in interval):
-        return f"{head}, needs {gate.describe(baseline_value, digits)} (the interval is not finite, so it never passes)"
-
-    failed = [c for c in checks if not c.passed]
-    needs = " and ".join(c.bound.describe(baseline_value, digits) for c in failed)
-    details = []
-    for c in failed:
-        if mode == "interval" and interval is not None:
-            end = interval[1] if c.bound.is_lower else interval[0]
-            side = "below" if c.bound.is_lower else "above"
-            gap = abs(c.threshold - end)
-            if gap == 0:
-                details.append(f"the whole interval is {side}; its {'upper' if c.bound.is_lower else 'lower'} end equals the bound")
-            else:
-                word = "short by" if c.bound.is_lower else "over by"
-                details.append(f"the whole interval is {side}; {'upper' if c.bound.is_lower else 'lower'} end {word} {_difference(gap)}")
-            continue
-        gap = abs(c.threshold - x)
-        if gap == 0:
-            details.append("equal to the bound, needs strictly " + ("greater" if c.bound.is_lower else "less"))
-        else:
-            details.append(("short by " if c.bound.is_lower else "over by ") + _difference(gap))
-    return f"{head}, needs {needs} ({'; '.join(details)})"

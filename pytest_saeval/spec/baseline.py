@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BaselineError, did_you_mean
-from .fileio import atomic_write_text
+from pytest_saeval.errors import BaselineError, did_you_mean
+from pytest_saeval.fileio import atomic_write_text
 
 __all__ = ["Baseline", "load_baseline", "write_baseline"]
 
