@@ -9,7 +9,7 @@ Scenarios:
   a  1 SAE at layer 8 (``hook_resid_pre``)
   b  4 SAEs at layers 2, 5, 8, 11
   c  4 SAEs on one hook (layer 8)
-  d  (b) again through ``cached_evaluate`` with nothing changed: results-cache hit vs the cold call
+  d  (b) again through the caches (``EvalCache``) with nothing changed: results-cache hit vs the cold call
   e  a new SAE on (a)'s model and tokens with the model-side cache warm (memory tier, then disk only)
 
 Per scenario: median wall time of each side over ``--repeats`` runs (the sides interleaved), their
@@ -206,12 +206,23 @@ def engine_metric_set() -> list[str]:
     return [*SAE_LENS_SCALAR_METRICS, *SAE_LENS_FEATURE_METRICS]
 
 
+def engine_options() -> Any:
+    from pytest_saeval import EngineOptions
+
+    return EngineOptions(metrics=frozenset(engine_metric_set()))
+
+
 def run_engine(model: Any, saes: Mapping[str, Any], tokens: Any, settings: Any, *,
                score_by_summary: bool = False) -> dict[str, Any]:
-    """``evaluate()``; ``score_by_summary``: the plugin's scoring (``--score-by-summary``)."""
+    """``evaluate()``; ``score_by_summary``: the plugin's scoring (``--score-by-summary``: one pass scoring KL / CE
+    through the clean distribution's summary, as the plugin and ``saeval`` do with the caches off)."""
     from pytest_saeval import evaluate
+    from pytest_saeval.engine.evaluate import Scoring, run_pass
+    from pytest_saeval.engine.inputs import as_token_tensor
 
-    return evaluate(model, saes, tokens, settings, metrics=engine_metric_set(), score_by_summary=score_by_summary)
+    if score_by_summary:
+        return run_pass(model, saes, as_token_tensor(tokens), settings, engine_options(), Scoring(by_summary=True))
+    return evaluate(model, saes, tokens, settings, engine_options())
 
 
 def bare_forwards(model: Any, saes: Mapping[str, Any], tokens: Any, settings: Any) -> None:
@@ -385,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     torch.set_num_threads(args.threads)
-    from pytest_saeval.cache import ModelCache, cached_evaluate
+    from pytest_saeval.store.cached import EvalCache
+    from pytest_saeval.store.model import ModelCache
 
     shape = QUICK if args.quick else FULL
     settings = make_settings(shape)
@@ -416,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                     saes = scenario_saes(shape, "d")
                     folder = tmp_root / f"d{r}"
                     mc = ModelCache(folder)
-                    run = lambda: cached_evaluate(model, saes, tokens, settings, cache_dir=folder,  # noqa: E731
-                                                  model_cache=mc, metrics=engine_metric_set())
+                    cache = EvalCache(folder, model_cache=mc)
+                    run = lambda: cache.evaluate(model, saes, tokens, settings, engine_options())  # noqa: E731
                     t_cold, _ = timed(run)
                     t_warm, res = timed(run)
                     raw[s]["engine"].append(t_warm)
@@ -429,17 +441,16 @@ def main(argv: list[str] | None = None) -> int:
                     folder = tmp_root / f"e{r}"
                     mc = ModelCache(folder)
                     first = scenario_saes(shape, "a")
-                    cached_evaluate(model, first, tokens, settings, cache_dir=folder, model_cache=mc,
-                                    metrics=engine_metric_set())
+                    cache = EvalCache(folder, model_cache=mc)
+                    cache.evaluate(model, first, tokens, settings, engine_options())
                     new = {"sae_new": build_sae(shape, shape.single_layer, 20 + r)}
                     t_ref, ref = timed(lambda: run_saelens(model, new, tokens, settings))
-                    t_mem, res = timed(lambda: cached_evaluate(model, new, tokens, settings, cache_dir=folder,
-                                                               model_cache=mc, metrics=engine_metric_set()))
+                    t_mem, res = timed(lambda: cache.evaluate(model, new, tokens, settings, engine_options()))
                     # e': the same SAE again as a new process would see it: no memory tier, no stored result
                     mc.clear_memory()
                     shutil.rmtree(folder / "results")
-                    t_disk, res_disk = timed(lambda: cached_evaluate(model, new, tokens, settings, cache_dir=folder,
-                                                                     model_cache=mc, metrics=engine_metric_set()))
+                    t_disk, res_disk = timed(lambda: EvalCache(folder, model_cache=mc).evaluate(
+                        model, new, tokens, settings, engine_options()))
                     raw[s]["sae_lens"].append(t_ref)
                     raw[s]["engine"].append(t_mem)
                     raw[s].setdefault("engine_disk", []).append(t_disk)
@@ -496,7 +507,7 @@ def report(shape: Shape, args: Any, raw: dict[str, dict[str, Any]], memory: dict
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"shape: {'quick' if args.quick else 'GPT-2 small'} {asdict(shape)}; repeats {args.repeats}; "
           f"{shape.n_batches}+{shape.n_batches} batches of {shape.batch_size} x {shape.n_ctx} tokens")
-    print("engine scoring in (a)-(c): " + ("through the clean summary (evaluate(score_by_summary=True), as the plugin and saeval)" if args.score_by_summary else "direct (evaluate() default, SAE Lens's arithmetic)"))
+    print("engine scoring in (a)-(c): " + ("through the clean summary (as the plugin and saeval)" if args.score_by_summary else "direct (evaluate() default, SAE Lens's arithmetic)"))
     print("speed-up = median over repeats of (SAE Lens / engine) with each repeat's runs side by side; "
           "wall = wall-clock seconds, cpu = CPU seconds of the process (all threads: the work done, "
           "little affected by other processes on a shared machine)")

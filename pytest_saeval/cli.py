@@ -14,41 +14,25 @@ the traceback is printed so it can be reported), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import re
 import sys
 import traceback
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any
 
 from pytest_saeval.errors import InputError, SaevalError
+from pytest_saeval.propose import format_proposals, init_suite
+from pytest_saeval.report.finish import FinishOptions, finish
+from pytest_saeval.report.table import command_lines
+from pytest_saeval.run.quiet import quiet_libraries
+from pytest_saeval.run.session import RunOptions, Session
 from pytest_saeval.settings import is_device
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pytest_saeval.session import SuiteRun
+from pytest_saeval.spec.loader import load_suites
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_OK", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-
-# Environment switches of the loading libraries, set only while the command runs.
-_QUIET_ENV = {
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-}
-# Warnings the loaders emit on every run that say nothing about the user's input.
-_NOISY_WARNINGS = (
-    (r".*HookedTransformer is deprecated.*", DeprecationWarning),
-    (r".*TransformerBridge.*", DeprecationWarning),
-    (r"The 'utils' module has been deprecated.*", DeprecationWarning),
-    (r".*`torch_dtype` is deprecated.*", Warning),
-)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,93 +85,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ---------------------------------------------------------------------------------------------
-# quiet library loading
-
-
-@contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """Silence the loading libraries' progress bars, info logs and routine warnings; restore after.
-
-    Only the libraries' own chatter is silenced: our errors are exceptions, and warnings other
-    than the known routine ones still show.
-    """
-    saved_env = {k: os.environ.get(k) for k in _QUIET_ENV}
-    os.environ.update(_QUIET_ENV)
-    restore: list[Any] = []
-    try:
-        with warnings.catch_warnings():
-            for message, category in _NOISY_WARNINGS:
-                warnings.filterwarnings("ignore", message=message, category=category)
-            restore.extend(_quiet_transformers())
-            restore.extend(_quiet_datasets())
-            yield
-    finally:
-        for undo in reversed(restore):
-            try:
-                undo()
-            except Exception:  # noqa: BLE001, S110 - restoring a library's log level must never mask the run's result
-                pass
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _quiet_transformers() -> list[Any]:
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hub_tqdm = importlib.import_module("huggingface_hub.utils.tqdm")
-        hub_states: dict[str, bool] = hub_tqdm.progress_bar_states
-    except Exception:  # noqa: BLE001 - not installed or another layout: nothing to silence
-        return []
-    undo: list[Any] = []
-    saved_hub = dict(hub_states)
-
-    def restore_hub() -> None:
-        hub_states.clear()
-        hub_states.update(saved_hub)
-
-    undo.append(restore_hub)
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-    def restore_transformers() -> None:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-        restore_hub()
-
-    undo.append(restore_transformers)
-    return undo
-
-
-def _quiet_datasets() -> list[Any]:
-    if "datasets" not in sys.modules:  # the environment variable covers a later import
-        return []
-    try:
-        from datasets.utils import logging as ds_logging
-    except Exception:  # noqa: BLE001
-        return []
-    level, bars = ds_logging.get_verbosity(), ds_logging.is_progress_bar_enabled()
-    ds_logging.set_verbosity_error()
-    ds_logging.disable_progress_bar()
-
-    def restore() -> None:
-        ds_logging.set_verbosity(level)
-        if bars:
-            ds_logging.enable_progress_bar()
-
-    return [restore]
-
-
-# ---------------------------------------------------------------------------------------------
-# the run command
-
-
 def _check_args(args: argparse.Namespace) -> None:
     if args.device is not None:
         if not is_device(args.device.strip().lower()):
@@ -197,7 +94,7 @@ def _check_args(args: argparse.Namespace) -> None:
                 key="--device",
             )
         if args.device.strip().lower().startswith("cuda"):
-            from pytest_saeval.sources.models import resolve_device
+            from pytest_saeval.sources.devices import resolve_device
 
             try:
                 resolve_device(args.device)
@@ -221,70 +118,31 @@ def _check_args(args: argparse.Namespace) -> None:
         )
 
 
-def _report(runs: Sequence[SuiteRun], out: TextIO) -> None:
-    from pytest_saeval.outputs import format_table
-
-    for run in runs:
-        print(format_table(run), file=out)
-        for check in run.checks:
-            if not check.passed:
-                print(f"FAILED {check.message}", file=out)
-        for uid, gate in run.unchecked:
-            where = f"{run.suite.path}:{gate.line}" if gate.line else str(run.suite.path)
-            print(f"UNCHECKED {where}: [{uid}] {gate.metric} {gate.text}: the baseline has no value yet; "
-                  "this run records it", file=out)
-        for note in run.notes:
-            print(f"NOTE {note}", file=out)
-    n_pass = sum(c.passed for r in runs for c in r.checks)
-    n_fail = sum(not c.passed for r in runs for c in r.checks)
-    n_unchecked = sum(len(r.unchecked) for r in runs)
-    n_saes = sum(len(r.results) for r in runs)
-    suites = "suite" if len(runs) == 1 else "suites"
-    unchecked = f", {n_unchecked} unchecked" if n_unchecked else ""
-    print(f"saeval: {n_pass} passed, {n_fail} failed{unchecked} ({n_saes} SAEs in {len(runs)} {suites})", file=out)
-
-
 def _run(args: argparse.Namespace) -> int:
-    from pytest_saeval.spec.loader import load_suites
-
     _check_args(args)
     suites = load_suites(args.suites)  # pure Python: a bad suite file fails fast, before torch loads
-    progress = not args.no_progress and _is_terminal(sys.stderr)
-    with _quiet_libraries():
-        from pytest_saeval.outputs import write_baselines, write_outputs
-        from pytest_saeval.session import Session
-
-        session = Session(device=args.device, progress=progress, cache_dir=args.cache_dir, use_cache=not args.no_cache)
-        # With --update-baseline a missing baseline (value) leaves its gates unchecked: this run records it.
-        runs = session.run(suites, baseline_missing_ok=args.update_baseline)
-    _report(runs, sys.stdout)
-    from pytest_saeval.report_md import append_github_step_summary, markdown_summary, write_markdown
-
-    if args.output_dir is not None:
-        paths = write_outputs(runs, args.output_dir)
-        paths.append(write_markdown(runs, Path(args.output_dir) / "summary.md"))
-        print(f"saeval: wrote {len(paths)} files to {args.output_dir}")
-    if args.report is not None:
-        from pytest_saeval.report_html import write_html_report
-
-        print(f"saeval: wrote report {write_html_report(runs, args.report)}")
-    append_github_step_summary(markdown_summary(runs))
-    if args.update_baseline:
-        for path in write_baselines(runs):
-            print(f"saeval: updated baseline {path}")
+    options = RunOptions(device=args.device, progress=not args.no_progress and _is_terminal(sys.stderr),
+                         use_cache=not args.no_cache, cache_dir=args.cache_dir,
+                         # a missing baseline (value) leaves its gates unchecked: this run records it
+                         recording_baseline=args.update_baseline)
+    with quiet_libraries():
+        runs = Session(options).run(suites)
+    for line in command_lines(runs):
+        print(line)
+    done = finish(runs, FinishOptions(output_dir=args.output_dir, report=args.report,
+                                      update_baseline=args.update_baseline, strict_baselines=True))
+    for line in done.lines:
+        print(f"saeval: {line}")
+    if done.problems:
+        raise done.problems[0][1]
     return EXIT_OK if all(r.passed for r in runs) else EXIT_FAILED
 
 
 def _init(args: argparse.Namespace) -> int:
-    from pytest_saeval.propose import format_proposals, init_suite
-
     _check_args(args)
-    progress = not args.no_progress and _is_terminal(sys.stderr)
-    with _quiet_libraries():
-        from pytest_saeval.session import Session
-
-        path, proposals = init_suite(args.suite, output=args.output,
-                                     session=Session(device=args.device, progress=progress))
+    options = RunOptions(device=args.device, progress=not args.no_progress and _is_terminal(sys.stderr))
+    with quiet_libraries():
+        path, proposals = init_suite(args.suite, output=args.output, session=Session(options))
     print(format_proposals(proposals))
     print(f"saeval: wrote {path}")
     return EXIT_OK

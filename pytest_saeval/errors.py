@@ -2,6 +2,10 @@
 
 A configuration or input error is never reported as a gate failure: the plugin turns
 :class:`SaevalError` into a collection/usage error and the ``saeval`` command into exit code 2.
+
+An error also carries what it is about as data (:class:`Subject`: the suite file, the SAE entry),
+set where it is raised or where a layer above locates it; whoever routes errors (the plugin, to
+tell which tests an error belongs to) reads that, never the message or key text.
 """
 
 from __future__ import annotations
@@ -28,10 +32,25 @@ class Location:
         return ": ".join(parts)
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What an error is about, as data: which suite and which SAE entry (any part may be unknown)."""
+
+    suite: str | None = None
+    """The suite file, as the run names it."""
+    entry: int | None = None
+    """Index of the SAE entry in the suite's ``saes:`` list."""
+    sae: str | None = None
+    """The SAE: its key in the ``saes`` mapping given to ``evaluate``, or its unique id in a suite."""
+    part: str | None = None
+    """The SAE's attribute at fault (``hook_name``, ``d_in``, ...), when the error concerns one."""
+
+
 class SaevalError(Exception):
     """Bad input: a suite file, a source, tokens or arguments that cannot be used.
 
-    ``str(err)`` is one line: ``file:line: key: what is wrong. Fix: what to do``.
+    ``str(err)`` is one line: ``file:line: key: what is wrong. Fix: what to do``. Without an explicit
+    ``key``, an error about an SAE (``sae=``) shows ``saes.<sae>[.<part>]`` as its key.
     """
 
     def __init__(
@@ -42,9 +61,15 @@ class SaevalError(Exception):
         file: str | None = None,
         line: int | None = None,
         key: str | None = None,
+        subject: Subject | None = None,
+        sae: str | None = None,
+        part: str | None = None,
     ) -> None:
         self.message = message
         self.fix = fix
+        self.subject = subject or Subject(sae=sae, part=part)
+        if key is None and self.subject.sae is not None and self.subject.suite is None:
+            key = f"saes.{self.subject.sae}" + (f".{self.subject.part}" if self.subject.part else "")
         self.location = Location(file=file, line=line, key=key)
         super().__init__(self.render())
 
@@ -56,35 +81,43 @@ class SaevalError(Exception):
         return text
 
     def located(
-        self, file: str | None = None, line: int | None = None, key: str | None = None
+        self, file: str | None = None, line: int | None = None, key: str | None = None,
+        subject: Subject | None = None,
     ) -> SaevalError:
         """Return a copy of this error with missing location parts filled in (existing parts win).
 
         A line belongs to its file: ``line`` is only filled in when this error names no file yet
         (or the same file), so a suite's line never ends up next to another file's name.
+        ``subject`` replaces the error's subject when given.
         """
-        new = type(self).__new__(type(self))
         own_file = self.location.file
-        SaevalError.__init__(
-            new,
+        return self._copy(
             self.message,
-            fix=self.fix,
             file=own_file or file,
             line=self.location.line or (line if own_file is None or own_file == file else None),
             key=self.location.key or key,
+            subject=subject or self.subject,
         )
+
+    def moved(self, *, file: str | None, line: int | None, key: str | None, subject: Subject) -> SaevalError:
+        """A copy of this error located anew (a layer above knows better where its subject lives)."""
+        return self._copy(self.message, file=file, line=line, key=key, subject=subject)
+
+    def _copy(self, message: str, *, file: str | None, line: int | None, key: str | None,
+              subject: Subject) -> SaevalError:
+        new = type(self).__new__(type(self))
+        SaevalError.__init__(new, message, fix=self.fix, file=file, line=line, key=key, subject=subject)
         new.__cause__ = self.__cause__
         return new
 
-    def __reduce__(self):  # keep picklable (pytest-xdist ships errors between processes)
-        return (
-            _rebuild,
-            (type(self), self.message, self.fix, self.location.file, self.location.line, self.location.key),
-        )
+    def __reduce__(self) -> tuple[object, ...]:  # keep picklable (pytest-xdist ships errors between processes)
+        loc = self.location
+        return (_rebuild, (type(self), self.message, self.fix, loc.file, loc.line, loc.key, self.subject))
 
 
-def _rebuild(cls, message, fix, file, line, key):  # type: ignore[no-untyped-def]
-    return cls(message, fix=fix, file=file, line=line, key=key)
+def _rebuild(cls: type[SaevalError], message: str, fix: str | None, file: str | None, line: int | None,
+             key: str | None, subject: Subject) -> SaevalError:
+    return cls(message, fix=fix, file=file, line=line, key=key, subject=subject)
 
 
 class SuiteError(SaevalError):

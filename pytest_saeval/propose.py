@@ -1,7 +1,7 @@
 """``saeval init``: propose noise-aware gates from measured values and write them into the suite file.
 
 For each SAE and metric, the proposal starts from the measured value and its bootstrap interval
-``[lo, hi]`` (see :mod:`pytest_saeval.bootstrap`; metrics without an interval use ``lo = hi = value``)
+``[lo, hi]`` (see :mod:`pytest_saeval.run.intervals`; metrics without an interval use ``lo = hi = value``)
 and leaves a margin ``m = max(k · half-width, abs_floor, rel_floor · |value|)``:
 
 * higher is better (catalogue): ``>= lo − m``, rounded down;
@@ -22,22 +22,21 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import yaml
-
-from pytest_saeval.bootstrap import Interval, intervals, lookup
 from pytest_saeval.catalogue import METRICS, SCALAR_METRICS
-from pytest_saeval.errors import SuiteError
+from pytest_saeval.errors import SuiteError, did_you_mean
 from pytest_saeval.fileio import atomic_write_text
+from pytest_saeval.run.intervals import Interval, intervals
+from pytest_saeval.run.outcome import SuiteRun
+from pytest_saeval.run.session import Session
+from pytest_saeval.spec.editor import GateText, edit_suite_text
+from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.numbers import format_number
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pytest_saeval.session import Session, SuiteRun
+from pytest_saeval.spec.suite import SAESpec
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -46,6 +45,7 @@ __all__ = [
     "SAEProposal",
     "format_proposals",
     "init_suite",
+    "propose_bounds",
     "propose_gates",
     "write_proposed_suite",
 ]
@@ -60,9 +60,6 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "freq_over_10_percent",
 )
 """Metrics proposed for every SAE (plus every metric the suite already gates with a fixed bound)."""
-
-_MEASURED = "# measured"
-
 
 @dataclass(frozen=True)
 class MarginPolicy:
@@ -161,7 +158,8 @@ def _step_exp(margin: float) -> int:
     return math.floor(math.log10(margin))
 
 
-def _one(metric: str, value: float, interval: Interval | None, policy: MarginPolicy) -> tuple[str, ...]:
+def propose_bounds(metric: str, value: float, interval: Interval | None, policy: MarginPolicy) -> tuple[str, ...]:
+    """The gate expressions proposed for one measured ``value`` (and its interval) of ``metric``."""
     lo, hi = value, value
     half = 0.0
     if interval is not None and all(math.isfinite(v) for v in interval):
@@ -205,25 +203,18 @@ def _loosest(gates: Sequence[ProposedGate]) -> ProposedGate:
                         interval=chosen.interval, n_saes=len(gates))
 
 
-def propose_gates(
-    runs: Iterable[SuiteRun],
-    *,
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    policy: MarginPolicy | None = None,
-    intervals_by_sae: Mapping[str, Mapping[str, Interval]] | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> list[SAEProposal]:
+def propose_gates(runs: Iterable[SuiteRun], *, metrics: Sequence[str] = DEFAULT_METRICS,
+                  policy: MarginPolicy | None = None) -> list[SAEProposal]:
     """Propose gates for every evaluated SAE entry of ``runs``.
 
     Args:
-        runs: the output of :meth:`pytest_saeval.session.Session.run`.
+        runs: the output of :meth:`pytest_saeval.run.session.Session.run`.
         metrics: metrics to propose for every SAE; metrics an entry already gates with fixed bounds
             are proposed too (baseline-relative gates are kept as written).
         policy: the margins (see :class:`MarginPolicy`).
-        intervals_by_sae: precomputed intervals (as :func:`pytest_saeval.bootstrap.run_intervals`
-            returns). When None: the run's own ``intervals`` if it carries them, else computed from
-            each result's per-sequence sums with ``n_boot`` / ``seed``.
+
+    The intervals are the runs' own (computed from each result's per-sequence sums when a run
+    carries none).
 
     Returns:
         One :class:`SAEProposal` per ``saes:`` entry that was evaluated, in file order. Entries that
@@ -232,8 +223,6 @@ def propose_gates(
     policy = policy or MarginPolicy()
     unknown = [m for m in metrics if m not in SCALAR_METRICS]
     if unknown:
-        from pytest_saeval.errors import did_you_mean
-
         raise SuiteError(f"cannot propose gates on unknown metric {unknown[0]!r}{did_you_mean(unknown[0], SCALAR_METRICS)}",
                          key="metrics", fix="use scalar metric names from the catalogue")
     proposals: list[SAEProposal] = []
@@ -242,37 +231,33 @@ def propose_gates(
         for entry in run.entries:
             if entry.unique_id in run.results:
                 by_spec.setdefault(entry.spec.id, []).append(entry.unique_id)
-        for spec in run.suite.saes:
-            uids = by_spec.get(spec.id)
-            if not uids:
-                continue
-            baseline_gated = {g.metric for g in spec.gates if g.uses_baseline}
-            wanted = [m for m in SCALAR_METRICS if (m in metrics or spec.gate(m) is not None)]
-            gates: list[ProposedGate] = []
-            skipped: list[str] = []
-            for metric in wanted:
-                if metric in baseline_gated:
-                    skipped.append(f"{metric}: relative to the baseline, kept as written")
-                    continue
-                per_sae: list[ProposedGate] = []
-                problem = None
-                for uid in uids:
-                    result = run.results[uid]
-                    value = result.metrics.get(metric, math.nan)
-                    if not math.isfinite(value):
-                        problem = f"{metric}: measured {format_number(value)} for {uid}, no gate proposed"
-                        break
-                    found = lookup(intervals_by_sae, run, uid)
-                    if not found and intervals_by_sae is None:
-                        found = intervals(result, n_boot=n_boot, seed=seed)
-                    interval = found.get(metric)
-                    per_sae.append(ProposedGate(metric, _one(metric, value, interval, policy), value, interval))
-                if problem is not None:
-                    skipped.append(problem)
-                    continue
-                gates.append(_loosest(per_sae))
-            proposals.append(SAEProposal(run.suite.path, spec.id, tuple(gates), tuple(skipped)))
+        proposals.extend(_propose_entry(run, spec, by_spec[spec.id], metrics, policy)
+                         for spec in run.suite.saes if by_spec.get(spec.id))
     return proposals
+
+
+def _propose_entry(run: SuiteRun, spec: SAESpec, uids: Sequence[str], metrics: Sequence[str],
+                   policy: MarginPolicy) -> SAEProposal:
+    """The proposal for one ``saes:`` entry, from the results of its SAEs ``uids``."""
+    baseline_gated = {g.metric for g in spec.gates if g.uses_baseline}
+    gates: list[ProposedGate] = []
+    skipped: list[str] = []
+    for metric in (m for m in SCALAR_METRICS if (m in metrics or spec.gate(m) is not None)):
+        if metric in baseline_gated:
+            skipped.append(f"{metric}: relative to the baseline, kept as written")
+            continue
+        per_sae: list[ProposedGate] = []
+        for uid in uids:
+            result = run.results[uid]
+            value = result.metrics.get(metric, math.nan)
+            if not math.isfinite(value):
+                skipped.append(f"{metric}: measured {format_number(value)} for {uid}, no gate proposed")
+                break
+            interval = (run.intervals_of(uid) or intervals(result)).get(metric)
+            per_sae.append(ProposedGate(metric, propose_bounds(metric, value, interval, policy), value, interval))
+        else:
+            gates.append(_loosest(per_sae))
+    return SAEProposal(run.suite.path, spec.id, tuple(gates), tuple(skipped))
 
 
 def format_proposals(proposals: Iterable[SAEProposal]) -> str:
@@ -287,141 +272,6 @@ def format_proposals(proposals: Iterable[SAEProposal]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------------------------
-# writing
-
-
-def _content_end(node: yaml.Node) -> int:
-    """Index just after the last character of ``node``'s content (block collections end at their last item)."""
-    if isinstance(node, yaml.ScalarNode) or getattr(node, "flow_style", False):
-        return node.end_mark.index
-    if isinstance(node, yaml.MappingNode):
-        return _content_end(node.value[-1][1]) if node.value else node.end_mark.index
-    if isinstance(node, yaml.SequenceNode):
-        return _content_end(node.value[-1]) if node.value else node.end_mark.index
-    return node.end_mark.index  # pragma: no cover - composed nodes are scalars, mappings or sequences
-
-
-def _line_end(text: str, index: int) -> int:
-    """Index just after the newline that ends the line containing ``index`` (or the text's end)."""
-    nl = text.find("\n", index)
-    return len(text) if nl < 0 else nl + 1
-
-
-class _Editor:
-    """Collects (start, end, replacement) edits on the suite text and applies them back to front."""
-
-    def __init__(self, text: str, file: str) -> None:
-        self.text = text
-        self.file = file
-        self.newline = "\r\n" if "\r\n" in text else "\n"
-        self.edits: list[tuple[int, int, str]] = []
-
-    def error(self, message: str, line: int | None, fix: str) -> SuiteError:
-        return SuiteError(message, fix=fix, file=self.file, line=line)
-
-    def insert_lines(self, after_index: int, lines: Sequence[str]) -> None:
-        at = _line_end(self.text, after_index)
-        prefix = "" if at == 0 or self.text[at - 1] == "\n" else self.newline
-        self.edits.append((at, at, prefix + "".join(line + self.newline for line in lines)))
-
-    def entry(self, indent: int, gate: ProposedGate) -> str:
-        return f"{' ' * indent}{gate.metric}: {gate.yaml_value}  # {gate.comment}"
-
-    def replace_value(self, key: yaml.Node, value: yaml.Node, gate: ProposedGate) -> None:
-        end = _content_end(value)
-        eol = _line_end(self.text, end)
-        rest = self.text[end:eol].rstrip("\r\n")
-        comment = f"  # {gate.comment}"
-        if rest.strip().startswith(_MEASURED):
-            self.edits.append((key.end_mark.index, end + len(rest), f": {gate.yaml_value}{comment}"))
-        elif rest.strip():
-            self.edits.append((key.end_mark.index, end, f": {gate.yaml_value}"))
-        else:
-            self.edits.append((key.end_mark.index, end + len(rest), f": {gate.yaml_value}{comment}"))
-
-    def apply(self) -> str:
-        out = self.text
-        for start, end, new in sorted(self.edits, key=lambda e: (e[0], e[1]), reverse=True):
-            out = out[:start] + new + out[end:]
-        return out
-
-
-def _pairs(node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-    return {str(k.value): (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
-
-
-def _edit_entry(ed: _Editor, item: yaml.MappingNode, gates: Sequence[ProposedGate]) -> None:
-    line = item.start_mark.line + 1
-    if item.flow_style:
-        raise ed.error("cannot add gates to an SAE entry written in flow style ({id: ..., ...})", line,
-                       "write the entry in block style (one key per line), or add the gates by hand")
-    pairs = _pairs(item)
-    sae_indent = item.value[0][0].start_mark.column
-    start, stop = item.start_mark.index, _content_end(item)
-    if "gates" not in pairs:
-        ed.insert_lines(stop, [f"{' ' * sae_indent}gates:", *(ed.entry(sae_indent + 2, g) for g in gates)])
-        return
-    key, value = pairs["gates"]
-    if not start <= value.start_mark.index <= stop:
-        raise ed.error("cannot edit a gates block that is a YAML alias", key.start_mark.line + 1,
-                       "write the SAE's gates out in place, or add the proposed gates by hand")
-    if isinstance(value, yaml.ScalarNode) and value.tag == "tag:yaml.org,2002:null":
-        if value.end_mark.index > value.start_mark.index:  # gates: ~ / gates: null
-            ed.edits.append((key.end_mark.index, value.end_mark.index, ":"))
-        ed.insert_lines(key.end_mark.index, [ed.entry(sae_indent + 2, g) for g in gates])
-        return
-    if not isinstance(value, yaml.MappingNode):
-        raise ed.error("gates must be a mapping", key.start_mark.line + 1, 'write gates: with lines like explained_variance: ">= 0.8"')
-    existing = _pairs(value)
-    if value.flow_style:  # gates: {} or gates: {a: ">= 1"}: rewrite as a block, keeping the other entries' text
-        indent = sae_indent + 2
-        proposed = {g.metric for g in gates}
-        kept = [
-            f"{' ' * indent}{ed.text[k.start_mark.index:k.end_mark.index]}: {ed.text[v.start_mark.index:v.end_mark.index]}"
-            for name, (k, v) in existing.items() if name not in proposed
-        ]
-        ed.edits.append((key.end_mark.index, value.end_mark.index, ":"))
-        ed.insert_lines(value.end_mark.index, [*kept, *(ed.entry(indent, g) for g in gates)])
-        return
-    indent = value.value[0][0].start_mark.column
-    new_lines = []
-    for gate in gates:
-        if gate.metric in existing:
-            ed.replace_value(*existing[gate.metric], gate)
-        else:
-            new_lines.append(ed.entry(indent, gate))
-    if new_lines:
-        ed.insert_lines(_content_end(value), new_lines)
-
-
-def edit_suite_text(text: str, proposals: Iterable[SAEProposal], *, file: str = "<suite>") -> str:
-    """The suite text with the proposed gates written into each SAE entry's ``gates:`` block."""
-    by_id = {p.sae_id: p.gates for p in proposals if p.gates}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        raise SuiteError(f"invalid YAML: {e}", fix="fix the suite file first (saeval run reports where)", file=file) from e
-    saes = _pairs(root).get("saes") if isinstance(root, yaml.MappingNode) else None
-    if saes is None or not isinstance(saes[1], yaml.SequenceNode):
-        raise SuiteError("the suite file has no saes: list", fix="add the saes: section", file=file, key="saes")
-    ed = _Editor(text, file)
-    seen: set[str] = set()
-    for item in saes[1].value:
-        if not isinstance(item, yaml.MappingNode):
-            continue
-        id_pair = _pairs(item).get("id")
-        sae_id = str(id_pair[1].value) if id_pair is not None else None
-        if sae_id in by_id and sae_id not in seen:
-            seen.add(sae_id)
-            _edit_entry(ed, item, by_id[sae_id])
-    missing = sorted(set(by_id) - seen)
-    if missing:
-        raise SuiteError(f"no SAE entry with id {missing[0]!r} in the suite file", key="saes",
-                         fix="propose gates from a run of this same suite file", file=file)
-    return ed.apply()
-
-
 def _same_file(a: Path, b: Path) -> bool:
     return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
 
@@ -434,8 +284,6 @@ def write_proposed_suite(suite_path: str | os.PathLike[str], proposals: Iterable
     result is loaded again and checked to hold exactly the proposed gates. Relative paths in the
     suite are copied as written, so an ``output`` in another folder resolves them from there.
     """
-    from pytest_saeval.spec.loader import load_suite
-
     source = Path(suite_path)
     mine = [p for p in proposals if _same_file(p.suite_path, source)]
     try:
@@ -444,7 +292,8 @@ def write_proposed_suite(suite_path: str | os.PathLike[str], proposals: Iterable
         raise SuiteError(f"cannot read the suite file: {e.strerror or e}", fix="check the path", file=str(source)) from e
     except UnicodeDecodeError as e:
         raise SuiteError("the file is not UTF-8 text", fix="save it as UTF-8", file=str(source)) from e
-    new_text = edit_suite_text(text, mine, file=str(source))
+    edits = {p.sae_id: [GateText(g.metric, g.yaml_value, g.comment) for g in p.gates] for p in mine}
+    new_text = edit_suite_text(text, edits, file=str(source))
     target = Path(output) if output is not None else source
     atomic_write_text(target, new_text)
     suite = load_suite(target)
@@ -461,26 +310,16 @@ def write_proposed_suite(suite_path: str | os.PathLike[str], proposals: Iterable
     return target
 
 
-def init_suite(
-    suite_path: str | os.PathLike[str],
-    *,
-    output: str | os.PathLike[str] | None = None,
-    session: Session | None = None,
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    policy: MarginPolicy | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> tuple[Path, list[SAEProposal]]:
+def init_suite(suite_path: str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
+               session: Session | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
+               policy: MarginPolicy | None = None) -> tuple[Path, list[SAEProposal]]:
     """``saeval init``: evaluate the suite's SAEs once (gates and baseline ignored), propose gates, write them.
 
     Returns the path written and the proposals.
     """
-    from pytest_saeval.session import Session
-    from pytest_saeval.spec.loader import load_suite
-
     suite = load_suite(suite_path)
     bare = replace(suite, saes=tuple(replace(s, gates=()) for s in suite.saes), baseline=None, default_gates=())
     runs = (session or Session()).run([bare])
     runs = [replace(r, suite=suite) for r in runs]
-    proposals = propose_gates(runs, metrics=metrics, policy=policy, n_boot=n_boot, seed=seed)
+    proposals = propose_gates(runs, metrics=metrics, policy=policy)
     return write_proposed_suite(suite_path, proposals, output), proposals

@@ -229,3 +229,14 @@ class ProtocolSAE:
         for name in ("W_enc", "W_dec", "b_enc"):
             setattr(self, name, getattr(self, name).to(device=device, dtype=dtype))
         return self
+
+
+def eval_config(**fields: Any) -> Any:
+    """An :class:`~pytest_saeval.run.outcome.EvalConfig` for runs built by hand in tests."""
+    from pytest_saeval.run.outcome import EvalConfig
+
+    defaults: dict[str, Any] = {"suite": "suite.yaml", "dataset": "tokens.npy", "context_size": 128,
+                                "batch_size_prompts": 4, "n_eval_reconstruction_batches": 1,
+                                "n_eval_sparsity_variance_batches": 1, "exclude_special_tokens": True,
+                                "library_version": "0", "saeval_version": "0"}
+    return EvalConfig(**{**defaults, **fields})

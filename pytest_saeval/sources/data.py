@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_saeval.errors import InputError, SourceError, did_you_mean
-from pytest_saeval.sources import hub_offline, is_hub_unreachable, resolve_path, short
+from pytest_saeval.sources.common import hub_offline, is_hub_unreachable, resolve_path, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -16,7 +16,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_saeval.errors import InputError, SourceError, did_you_mean
-from pytest_saeval.settings import DTYPES
-from pytest_saeval.sources import call_factory, hub_offline, is_hub_unreachable, resolve_path, short
+from pytest_saeval.sources.common import hub_offline, is_hub_unreachable, resolve_path, short
+from pytest_saeval.sources.devices import parse_dtype, resolve_device
+from pytest_saeval.sources.factory import call_factory
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -78,56 +78,6 @@ class ModelInfo:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"model {name} must be a positive integer, got {value!r}", fix="check the model config")
-
-
-def resolve_device(spec: str) -> str:
-    """Turn ``auto | cpu | cuda | cuda:N`` into a device string that exists on this machine.
-
-    ``auto`` is ``cuda`` when CUDA is available, else ``cpu``. ``cuda`` / ``cuda:N`` on a machine
-    without CUDA, or ``N`` out of range, is an :class:`InputError`.
-    """
-    if not isinstance(spec, str):
-        raise InputError(f"device must be a string, got {spec!r}", fix="use auto, cpu, cuda or cuda:N")
-    text = spec.strip().lower()
-    if text == "cpu":
-        return "cpu"
-    import torch
-
-    if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    match = re.fullmatch(r"cuda(?::(\d+))?", text)
-    if match is None:
-        raise InputError(
-            f"unknown device {spec!r}",
-            fix="use auto (cuda when available, else cpu), cpu, cuda or cuda:N",
-        )
-    if not torch.cuda.is_available():
-        raise InputError(
-            f"device {spec!r} asked for, but CUDA is not available on this machine",
-            fix="use device: auto or cpu, or run on a machine with a CUDA GPU and a CUDA build of torch",
-        )
-    if match.group(1) is not None:
-        index = int(match.group(1))
-        count = torch.cuda.device_count()
-        if index >= count:
-            raise InputError(
-                f"device {spec!r} asked for, but this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})",
-                fix=f"use cuda:0..cuda:{count - 1} or auto",
-            )
-        return f"cuda:{index}"
-    return "cuda"
-
-
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``"float32"`` (or ``"torch.float32"``, or a ``torch.dtype``) -> ``torch.float32``."""
-    import torch
-
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = str(dtype).strip().removeprefix("torch.")
-    if name not in DTYPES:
-        raise InputError(f"unknown dtype {dtype!r}{did_you_mean(name, DTYPES)}", fix=f"use one of {', '.join(DTYPES)}")
-    return getattr(torch, name)
 
 
 def load_model(

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saeval.errors import SourceError, did_you_mean
-from pytest_saeval.sources import call_factory, is_hub_unreachable, resolve_path, short
+from pytest_saeval.sources.common import is_hub_unreachable, resolve_path, short
+from pytest_saeval.sources.devices import parse_dtype, resolve_device
+from pytest_saeval.sources.factory import call_factory
 
 SAE_CFG_FILE = "cfg.json"
 SAE_WEIGHTS_FILE = "sae_weights.safetensors"
@@ -52,8 +54,6 @@ def load_saes(
     ``device`` accepts what :func:`~pytest_saeval.sources.models.resolve_device` accepts;
     ``dtype`` (e.g. ``"float32"``) overrides the SAE's own when given.
     """
-    from pytest_saeval.sources.models import parse_dtype, resolve_device
-
     given = [k for k, v in (("path", path), ("release", release), ("factory", factory)) if v is not None]
     if len(given) != 1:
         raise SourceError(

@@ -18,7 +18,7 @@ from tests.integration.plugin_helpers import CONTEXT, ROWS, Assets
 def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     import numpy as np
 
-    import pytest_saeval.engine  # noqa: F401 - torch, imported before pytester snapshots sys.modules
+    import pytest_saeval.engine.evaluate
     import sae_lens  # noqa: F401
     import transformer_lens  # noqa: F401
 
@@ -41,7 +41,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
 def reference(assets: Assets, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict[str, float]]:
     """Metrics of every (model, SAE) pair, evaluated here with the library directly:
     ``{("model" | "model2", "sae0" | "sae1" | "sae0b"): metrics}``."""
-    from pytest_saeval.session import Session
+    from pytest_saeval.run.session import Session
     from pytest_saeval.spec.loader import load_suite
 
     folder = tmp_path_factory.mktemp("reference")

@@ -191,11 +191,11 @@ COUNTING_CONFTEST = '''
 import uuid
 from pathlib import Path
 
-import pytest_saeval.session as _session
+import pytest_saeval.run.evaluation as _evaluation
 import pytest_saeval.sources.models as _models
 
 LOG = Path({log!r})
-_orig_evaluate = _session.Session._evaluate
+_orig_evaluate = _evaluation.fused_pass
 _orig_load_model = _models.load_model
 
 
@@ -206,8 +206,8 @@ def _who():
     return WHO[0]
 
 
-def _evaluate(self, model, saes, tokens, settings):
-    out = _orig_evaluate(self, model, saes, tokens, settings)
+def _evaluate(model, saes, tokens, settings, options, cache):
+    out = _orig_evaluate(model, saes, tokens, settings, options, cache)
     for fused_id in saes:
         suite, uid = fused_id.rsplit("::", 1)
         (LOG / f"eval--{{_who()}}--{{Path(suite).stem}}--{{uid}}--{{uuid.uuid4().hex}}").touch()
@@ -221,12 +221,12 @@ def _load_model(**kwargs):
 
 def pytest_configure(config):
     WHO[0] = getattr(config, "workerinput", {{}}).get("workerid", "main")
-    _session.Session._evaluate = _evaluate
+    _evaluation.fused_pass = _evaluate
     _models.load_model = _load_model
 
 
 def pytest_unconfigure(config):
-    _session.Session._evaluate = _orig_evaluate
+    _evaluation.fused_pass = _orig_evaluate
     _models.load_model = _orig_load_model
 '''
 

@@ -6,6 +6,7 @@ in ``test_bad_input.py`` (a bad input) and ``test_outputs.py`` (two concurrent r
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -17,7 +18,8 @@ import pytest
 
 from pytest_saeval import cli
 from pytest_saeval.cli import main
-from pytest_saeval.session import Session as _REAL_SESSION  # kept before any test replaces it
+from pytest_saeval.run.quiet import quiet_libraries
+from pytest_saeval.run.session import RunOptions, Session as _REAL_SESSION
 from tests.integration.badinput.cases import Assets, shared_assets
 
 NO_CACHE = ("--no-cache", "--no-progress")
@@ -175,7 +177,7 @@ def test_device_option_overrides_the_suite(tiny: Assets, tmp_path: Path, capsys:
 def test_an_internal_error_exits_3_with_its_traceback(
     tiny: Assets, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pytest_saeval.session as session_module
+    import pytest_saeval.run.session as session_module
 
     def boom(self: Any, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("unexpected")
@@ -199,13 +201,13 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 class _Recorder:
-    """Stands in for Session: records the keyword arguments, runs the real thing."""
+    """Stands in for Session: records its options, runs the real thing (without the caches)."""
 
     calls: list[dict[str, Any]] = []
 
-    def __init__(self, **kwargs: Any) -> None:
-        type(self).calls.append(kwargs)
-        self._session = _REAL_SESSION(**{**kwargs, "use_cache": False})
+    def __init__(self, options: RunOptions) -> None:
+        type(self).calls.append(dataclasses.asdict(options))
+        self._session = _REAL_SESSION(dataclasses.replace(options, use_cache=False))
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         return self._session.run(*args, **kwargs)
@@ -213,10 +215,10 @@ class _Recorder:
 
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> type[_Recorder]:
-    import pytest_saeval.session as session_module
+    import pytest_saeval.cli as cli_module
 
     _Recorder.calls = []
-    monkeypatch.setattr(session_module, "Session", _Recorder)
+    monkeypatch.setattr(cli_module, "Session", _Recorder)
     return _Recorder
 
 
@@ -263,12 +265,12 @@ def test_progress_bar_only_when_stderr_is_a_terminal(
 def test_each_model_is_loaded_once_when_suites_share_it(
     tiny: Assets, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pytest_saeval.engine as engine
+    import pytest_saeval.run.evaluation as evaluation
     import pytest_saeval.sources.models as models
 
     loads: list[dict[str, Any]] = []
     passes: list[list[str]] = []
-    real_load, real_evaluate = models.load_model, engine.evaluate
+    real_load, real_evaluate = models.load_model, evaluation.run_pass
 
     def counting_load(**kwargs: Any) -> Any:
         loads.append(kwargs)
@@ -279,7 +281,7 @@ def test_each_model_is_loaded_once_when_suites_share_it(
         return real_evaluate(model, saes, *args, **kwargs)
 
     monkeypatch.setattr(models, "load_model", counting_load)
-    monkeypatch.setattr(engine, "evaluate", counting_evaluate)
+    monkeypatch.setattr(evaluation, "run_pass", counting_evaluate)
     a = write_suite(tmp_path / "a" / "one.yaml", tiny)
     b = write_suite(tmp_path / "b" / "two.yaml", tiny, gates0='l1: ">= 0"')
     rc, out, err = run(capsys, str(a), str(b), *NO_CACHE)
@@ -300,7 +302,7 @@ def test_quiet_loading_silences_only_library_noise_and_restores_state() -> None:
     try:
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            with cli._quiet_libraries():
+            with quiet_libraries():
                 assert hf_logging.get_verbosity() == hf_logging.ERROR
                 assert not hf_logging.is_progress_bar_enabled()
                 warnings.warn("HookedTransformer is deprecated. Use TransformerBridge.", DeprecationWarning,
@@ -337,7 +339,7 @@ def test_update_baseline_checks_old_values_then_writes_a_sorted_rounded_file(
     assert data["saes"]["gone"] == {"l0": 1.0}
     l0 = data["saes"]["sae0"]["l0"]
     assert l0 == float(f"{l0:.6g}") and 0 < l0 < 64
-    assert set(data["provenance"]["sae0"]) >= {"sae_weights_sha256", "model_weights_sha256", "tokens_sha256"}
+    assert set(data["provenance"]["sae0"]) >= {"sae_xxh3", "model_xxh3", "tokens_xxh3"}
 
     rc, out, _ = run(capsys, str(suite), *NO_CACHE)  # now against the recorded value
     assert rc == 0, out
@@ -375,7 +377,7 @@ def test_a_note_when_the_baseline_was_measured_on_other_weights_or_tokens(
 ) -> None:
     import numpy as np
 
-    from pytest_saeval.session import Session
+    from pytest_saeval.run.session import RunOptions, Session
     from pytest_saeval.spec.loader import load_suite
     from tests.helpers import save_tiny_sae
 
@@ -399,34 +401,38 @@ def test_a_note_when_the_baseline_was_measured_on_other_weights_or_tokens(
     changed = np.load(tiny.tokens)
     changed[:, 1] = 5
     np.save(tokens, changed)
-    runs = Session(use_cache=False).run([load_suite(suite)])
+    runs = Session(RunOptions(use_cache=False)).run([load_suite(suite)])
     (note_sae0, note_topk) = runs[0].notes  # SuiteRun.notes, as the plugin shows them
-    assert "SAE weights" in note_sae0 and " and tokens (sha256 " in note_sae0
-    assert note_topk.startswith(f"{suite}: [topk]") and "different tokens (sha256" in note_topk
+    assert "SAE weights" in note_sae0 and " and tokens (xxh3 " in note_sae0
+    assert note_topk.startswith(f"{suite}: [topk]") and "different tokens (xxh3" in note_topk
 
 
 def test_provenance_notes_from_hand_set_values(tmp_path: Path) -> None:
+    from pytest_saeval.run.provenance import Provenance, provenance_notes
     from pytest_saeval.spec.baseline import Baseline
-    from pytest_saeval.provenance import provenance_notes
 
-    recorded = {"sae_weights_sha256": "a" * 64, "model_weights_sha256": "b" * 64, "tokens_sha256": "c" * 64,
-                "torch_version": "2.12.0", "device": "cpu"}
+    recorded = Provenance.from_dict({"sae_xxh3": "a" * 32, "model_xxh3": "b" * 32, "tokens_xxh3": "c" * 32,
+                                     "torch_version": "2.12.0", "device": "cpu"}).to_dict()
     baseline = Baseline(path=tmp_path / "b.json", values={"s": {"l0": 1.0}}, provenances={"s": recorded})
-    same = dict(recorded)
-    assert provenance_notes("x.yaml", {"s": same}, baseline) == []
-    assert provenance_notes("x.yaml", {"s": same}, None) == []
-    assert provenance_notes("x.yaml", {"other": same}, baseline) == []  # nothing recorded for it
-    assert provenance_notes("x.yaml", {"s": {"sae_weights_sha256": "d" * 64}}, baseline) == [
+
+    def current(**changes: str) -> Provenance:
+        return Provenance.from_dict({**recorded, **changes})
+
+    assert provenance_notes("x.yaml", {"s": current()}, baseline) == []
+    assert provenance_notes("x.yaml", {"s": current()}, None) == []
+    assert provenance_notes("x.yaml", {"other": current()}, baseline) == []  # nothing recorded for it
+    only_sae = Baseline(path=tmp_path / "b.json", values={"s": {"l0": 1.0}}, provenances={"s": {"sae_xxh3": "a" * 32}})
+    assert provenance_notes("x.yaml", {"s": current(sae_xxh3="d" * 32)}, only_sae) == [
         f"x.yaml: [s] the baseline {tmp_path / 'b.json'} was recorded on different SAE weights "
-        "(sha256 aaaaaaaaaaaa -> dddddddddddd); gates that use `baseline` compare against values measured on "
+        "(xxh3 aaaaaaaaaaaa -> dddddddddddd); gates that use `baseline` compare against values measured on "
         "other inputs. Fix: if the change is intended, record new values with `saeval run --update-baseline` "
         "(or `pytest --saeval-update-baseline`)"
     ]
-    moved = {**recorded, "model_weights_sha256": "e" * 64, "tokens_sha256": "f" * 64, "device": "cuda:0"}
-    (note,) = provenance_notes("x.yaml", {"s": moved}, baseline)
-    assert "different model weights (sha256 bbbbbbbbbbbb -> eeeeeeeeeeee) and tokens (sha256" in note
+    (note,) = provenance_notes("x.yaml", {"s": current(model_xxh3="e" * 32, tokens_xxh3="f" * 32, device="cuda:0")},
+                               baseline)
+    assert "different model weights (xxh3 bbbbbbbbbbbb -> eeeeeeeeeeee) and tokens (xxh3" in note
     assert "(also changed: device cpu -> cuda:0)" in note
-    (env_only,) = provenance_notes("x.yaml", {"s": {**recorded, "torch_version": "2.13.0"}}, baseline)
+    (env_only,) = provenance_notes("x.yaml", {"s": current(torch_version="2.13.0")}, baseline)
     assert env_only == (f"x.yaml: [s] the baseline {tmp_path / 'b.json'} was recorded with another "
                         "environment (torch 2.12.0 -> 2.13.0); small numeric differences are possible")
 
@@ -456,7 +462,7 @@ def test_a_bad_baseline_file_is_reported_before_any_evaluation(tiny: Assets, tmp
 
     (tmp_path / "b.json").write_text('{"format": 1, "values": {"sae0": {"l0": }}')
     suite = write_suite(tmp_path / "s.yaml", tiny, baseline="b.json", gates0='l0: ">= baseline - 1"')
-    session = _REAL_SESSION(use_cache=False)
+    session = _REAL_SESSION(RunOptions(use_cache=False))
     with pytest.raises(BaselineError) as info:
         session.run([load_suite(suite)])
     assert str(tmp_path / "b.json") in str(info.value)

@@ -24,7 +24,7 @@ from pytest_saeval.cli import main
 from tests.integration.badinput.cases import Assets, shared_assets
 
 RECORD_KEYS = {"unique_id", "sae_set", "sae_id", "eval_cfg", "metrics", "feature_metrics", "sae_cfg"}
-HASH_KEYS = ("sae_weights_sha256", "model_weights_sha256", "tokens_sha256")
+HASH_KEYS = ("sae_xxh3", "model_xxh3", "tokens_xxh3")
 
 # SAE Lens groups its run_evals metrics like this; our metrics are flat, under the same names.
 METRIC_GROUPS = {
@@ -113,13 +113,13 @@ def test_provenance_names_versions_device_and_content_hashes(outputs: Path) -> N
     assert prov["pytest_saeval_version"] and prov["sae_lens_version"]
     assert prov["torch_version"] == torch.__version__ and prov["device"] == "cpu"
     for key in HASH_KEYS:
-        assert re.fullmatch(r"[0-9a-f]{64}", prov[key]), key
+        assert re.fullmatch(r"[0-9a-f]{32}", prov[key]), key
     other = load(outputs / "wide__topk.json")["provenance"]
-    assert other["sae_weights_sha256"] != prov["sae_weights_sha256"]
-    assert other["model_weights_sha256"] == prov["model_weights_sha256"]
-    assert other["tokens_sha256"] == prov["tokens_sha256"]
+    assert other["sae_xxh3"] != prov["sae_xxh3"]
+    assert other["model_xxh3"] == prov["model_xxh3"]
+    assert other["tokens_xxh3"] == prov["tokens_xxh3"]
     # a context of 4 reads other token rows (cut), so the token hash differs
-    assert load(outputs / "short__sae0.json")["provenance"]["tokens_sha256"] != prov["tokens_sha256"]
+    assert load(outputs / "short__sae0.json")["provenance"]["tokens_xxh3"] != prov["tokens_xxh3"]
 
 
 def test_combined_json_and_csv_match_the_per_sae_files(outputs: Path) -> None:
@@ -137,7 +137,7 @@ def test_combined_json_and_csv_match_the_per_sae_files(outputs: Path) -> None:
     for row, record in zip(rows, combined):
         assert row["unique_id"] == record["unique_id"]
         assert row["eval_cfg.context_size"] == str(record["eval_cfg"]["context_size"])
-        assert row["provenance.sae_weights_sha256"] == record["provenance"]["sae_weights_sha256"]
+        assert row["provenance.sae_xxh3"] == record["provenance"]["sae_xxh3"]
         for name, value in record["metrics"].items():
             cell = row[f"metrics.{name}"]
             assert (cell == "") if value is None else math.isclose(float(cell), value, rel_tol=0, abs_tol=0)
@@ -198,15 +198,15 @@ def test_provenance_hashes_change_when_the_sae_weights_change(tiny: Assets, tmp_
     assert provenance("again") == first  # same content, same hashes
     save_tiny_sae(sae, seed=1, hook_name="blocks.0.hook_resid_pre", d_in=32, d_sae=64)
     retrained = provenance("b")
-    assert retrained["sae_weights_sha256"] != first["sae_weights_sha256"]
-    assert retrained["model_weights_sha256"] == first["model_weights_sha256"]
-    assert retrained["tokens_sha256"] == first["tokens_sha256"]
+    assert retrained["sae_xxh3"] != first["sae_xxh3"]
+    assert retrained["model_xxh3"] == first["model_xxh3"]
+    assert retrained["tokens_xxh3"] == first["tokens_xxh3"]
     changed = np.load(tiny.tokens)
     changed[0, 1] += 1
     np.save(tokens, changed)
     new_tokens = provenance("c")
-    assert new_tokens["tokens_sha256"] != first["tokens_sha256"]
-    assert new_tokens["sae_weights_sha256"] == retrained["sae_weights_sha256"]
+    assert new_tokens["tokens_xxh3"] != first["tokens_xxh3"]
+    assert new_tokens["sae_xxh3"] == retrained["sae_xxh3"]
 
 
 def test_suites_with_the_same_name_in_two_folders_keep_both_files(tiny: Assets, tmp_path: Path) -> None:
@@ -282,14 +282,14 @@ def test_a_writer_killed_mid_write_leaves_complete_files(tmp_path: Path) -> None
 def test_concurrent_runs_share_an_output_folder_safely(tiny: Assets, tmp_path: Path) -> None:
     """A real ``saeval run`` process writes into a folder while this process keeps writing its own
     run's outputs there; every file stays complete and no temporary file is left behind."""
-    from pytest_saeval.outputs import write_outputs
-    from pytest_saeval.session import Session
+    from pytest_saeval.report.files import write_outputs
+    from pytest_saeval.run.session import RunOptions, Session
     from pytest_saeval.spec.loader import load_suite
 
     a = write_suite(tmp_path / "alpha.yaml", tiny, second=False)
     b = write_suite(tmp_path / "beta.yaml", tiny)
     out = tmp_path / "out"
-    ours = Session(use_cache=False).run([load_suite(a)])
+    ours = Session(RunOptions(use_cache=False)).run([load_suite(a)])
     script = Path(sys.executable).with_name("saeval")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "pytest_saeval.cli"]
     proc = subprocess.Popen([*command, "run", str(b), "--output-dir", str(out), "--no-cache"], cwd=tmp_path,

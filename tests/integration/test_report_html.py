@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 
 from pytest_saeval.catalogue import FEATURE_METRICS
-from pytest_saeval.engine import SAEResult
-from pytest_saeval.report_html import DEAD_OFFSET, html_report, sae_plots, write_html_report
-from pytest_saeval.session import SuiteRun, check_suite, entries_of
+from pytest_saeval.engine.results import SAEResult
+from pytest_saeval.report.html import DEAD_OFFSET, html_report, sae_plots, write_html_report
+from pytest_saeval.run.outcome import SuiteRun
+from tests.helpers import eval_config
+from pytest_saeval.run.checks import check_suite
+from pytest_saeval.run.plan import entries_of
 from pytest_saeval.spec.loader import load_suite
 
 SUITE = """\
@@ -83,8 +86,9 @@ def runs(tmp_path_factory) -> list[SuiteRun]:
         "narrow": _result("narrow", {"explained_variance": 0.91, "l0": 12.0, "frac_alive": 0.97},
                           _features(rng, N_NARROW, 0, bias=False, redundancy=False)),
     }
-    checks = check_suite(suite, entries, results, None)
-    return [SuiteRun(suite=suite, entries=entries, results=results, checks=checks, eval_cfg={"context_size": 128})]
+    checks, _ = check_suite(suite, entries, results, None, INTERVALS)
+    return [SuiteRun(suite=suite, entries=entries, results=results, checks=checks, eval_cfg=eval_config(),
+                     intervals=INTERVALS)]
 
 
 INTERVALS = {"wide": {"explained_variance": (0.7770, 0.7853), "l0": (31.2, 32.9)}}
@@ -98,7 +102,7 @@ EXPECTED_PLOTS = [
 
 @pytest.fixture(scope="module")
 def page(runs, tmp_path_factory) -> Path:
-    return write_html_report(runs, tmp_path_factory.mktemp("html") / "report.html", INTERVALS, max_points=MAX_POINTS)
+    return write_html_report(runs, tmp_path_factory.mktemp("html") / "report.html", max_points=MAX_POINTS)
 
 
 # -- the page itself ----------------------------------------------------------------------------
@@ -155,7 +159,7 @@ def test_titles_say_how_dead_features_and_samples_are_handled(runs):
 def test_no_feature_metrics_is_said_in_words(runs):
     r = runs[0]
     bare = SuiteRun(suite=r.suite, entries=r.entries, results={"wide": _result("wide", {"l0": 1.0}, {"feature_density": []})},
-                    checks=[], eval_cfg={})
+                    checks=[], eval_cfg=eval_config())
     text = html_report([bare])
     assert "No per-feature metrics to plot." in text and "No gates checked." in text
 

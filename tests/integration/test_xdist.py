@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saeval._xdist import gpu_for_worker, threads_per_worker
+from pytest_saeval.plugin.workers import gpu_for_worker, threads_per_worker
 from tests.integration.plugin_helpers import (
     Assets,
     all_results,
@@ -140,7 +140,7 @@ def test_cpu_threads_are_shared_among_workers(workers: int, cpus: int, threads: 
 
 
 def test_auto_device_applies_to_auto_and_plain_cuda_only(assets: Assets, tmp_path: Path) -> None:
-    from pytest_saeval.session import Session
+    from pytest_saeval.run.loading import Loader
     from pytest_saeval.spec.loader import load_suite
 
     def suite(device: str):  # noqa: ANN202
@@ -149,7 +149,7 @@ def test_auto_device_applies_to_auto_and_plain_cuda_only(assets: Assets, tmp_pat
                         + f"saes:\n  - id: x\n    path: {assets.sae0}\n    gates:\n      l0: '>= 0'\n")
         return load_suite(path)
 
-    placed = Session(auto_device="cuda:1")
+    placed = Loader(auto_device="cuda:1")
     assert [placed.device_for(suite(d)) for d in ("auto", "cuda", "cpu", "cuda:0")] == ["cuda:1", "cuda:1", "cpu", "cuda:0"]
-    forced = Session(device="cpu", auto_device="cuda:1")
+    forced = Loader(device="cpu", auto_device="cuda:1")
     assert [forced.device_for(suite(d)) for d in ("auto", "cuda:0")] == ["cpu", "cpu"]

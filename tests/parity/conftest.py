@@ -531,10 +531,12 @@ def reference(get_model: Callable[[str], Any], get_sae: Callable[..., Any], get_
 @pytest.fixture(scope="session")
 def ours(get_model: Callable[[str], Any], get_sae: Callable[..., Any], get_tokens: Callable[[str, str], Any]) -> Callable[..., Mapping[str, Any]]:
     """``ours(model, {id: (arch, hook_kind, seed)}, case, use_start_at_layer=None, score_by_summary=False)``:
-    the results of one ``evaluate`` call, cached. Checks that evaluate leaves every SAE as it found it."""
+    the results of one ``evaluate`` call (``score_by_summary``: one pass with the plugin's scoring,
+    through the clean distribution's summary), cached. Checks that evaluate leaves every SAE as it found it."""
     import torch
 
-    from pytest_saeval import evaluate
+    from pytest_saeval.engine.evaluate import EngineOptions, Scoring, evaluate, run_pass
+    from pytest_saeval.engine.inputs import as_token_tensor
 
     cache: dict[tuple[Any, ...], Mapping[str, Any]] = {}
 
@@ -544,10 +546,13 @@ def ours(get_model: Callable[[str], Any], get_sae: Callable[..., Any], get_token
         if key not in cache:
             objs = {sae_id: get_sae(model_name, *k) for sae_id, k in saes.items()}
             before = {sae_id: ({n: p.detach().clone() for n, p in s.state_dict().items()}, s.hook_z_reshaping_mode) for sae_id, s in objs.items()}
-            kwargs: dict[str, Any] = {"score_by_summary": score_by_summary}
-            if use_start_at_layer is not None:
-                kwargs["use_start_at_layer"] = use_start_at_layer
-            results = evaluate(get_model(model_name), objs, get_tokens(model_name, "eval"), case.settings(), **kwargs)
+            options = EngineOptions(use_start_at_layer=use_start_at_layer)
+            model, tokens = get_model(model_name), get_tokens(model_name, "eval")
+            if score_by_summary:
+                results = run_pass(model, objs, as_token_tensor(tokens), case.settings(), options,
+                                   Scoring(by_summary=True))
+            else:
+                results = evaluate(model, objs, tokens, case.settings(), options)
             assert list(results) == list(saes), "evaluate() must return results in the order of the saes mapping"
             for sae_id, s in objs.items():
                 state, reshaping = before[sae_id]

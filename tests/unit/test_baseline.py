@@ -238,13 +238,14 @@ def test_concurrent_updates_of_one_baseline_file_keep_both(tmp_path: Path) -> No
     from types import SimpleNamespace
 
     from pytest_saeval.fileio import folder_lock
-    from pytest_saeval.outputs import write_baselines
+    from pytest_saeval.report.baselines import write_baselines
+    from pytest_saeval.run.provenance import Provenance
 
     path = tmp_path / "b.json"
     write_baseline(path, {"old": {"l0": 1.0}})
     run_a = SimpleNamespace(suite=SimpleNamespace(baseline=path, path=tmp_path / "a.yaml"),
                             results={"a": SimpleNamespace(metrics={"l0": 2.0, "mse": float("nan")})},
-                            provenance={"a": {"device": "cpu"}})
+                            provenance={"a": Provenance.from_dict({"device": "cpu"})})
     done = threading.Event()
     with folder_lock(tmp_path):
         worker = threading.Thread(target=lambda: (write_baselines([run_a]), done.set()))
@@ -255,5 +256,6 @@ def test_concurrent_updates_of_one_baseline_file_keep_both(tmp_path: Path) -> No
     assert done.is_set()
     merged = load_baseline(path)
     assert merged.values == {"old": {"l0": 1.0}, "a": {"l0": 2.0}, "b": {"l0": 3.0}}
-    assert merged.provenance("a") == {"device": "cpu"}
+    assert merged.provenance("a") == Provenance.from_dict({"device": "cpu"}).to_dict()
+    assert merged.provenance("a")["device"] == "cpu"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json"], "no lock file is left behind"

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from pytest_saeval.bootstrap import INTERVAL_METRICS, intervals, percentile_interval, replicates, resample_counts
-from pytest_saeval.engine import SAEResult, SequenceStats, reconstruction_scores
+from pytest_saeval.run.intervals import INTERVAL_METRICS, intervals, percentile_interval, replicates, resample_counts
+from pytest_saeval.engine.results import SAEResult, SequenceStats
+from pytest_saeval.engine.collect import reconstruction_scores
 from pytest_saeval.errors import InputError
-from pytest_saeval.metrics import SequenceSums, SparsityTotals
+from pytest_saeval.engine.results import SequenceSums
+from pytest_saeval.engine.sparsity import SparsityTotals
 
 F64 = torch.float64
 Z = 1.959963984540054
@@ -279,7 +281,7 @@ def test_bad_options_are_input_errors(kwargs, key):
 
 
 def test_gate_interval_only_gives_finite_intervals():
-    from pytest_saeval.bootstrap import gate_interval
+    from pytest_saeval.run.intervals import gate_interval
 
     found = {"l0": (1.0, 2.0), "mse": (math.nan, math.nan)}
     assert gate_interval(found, "l0") == (1.0, 2.0)

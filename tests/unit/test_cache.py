@@ -12,20 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 
-import pytest_saeval
-from pytest_saeval import EvalSettings, engine
-from pytest_saeval.cache import (
-    CacheWarning,
-    ResultsCache,
-    cached_evaluate,
-    default_cache_dir,
-    model_fingerprint,
-    results_equal,
-    sae_fingerprint,
-)
-from pytest_saeval.engine import SAEResult, SequenceStats
+import pytest_saeval.store.cached as cached
+import pytest_saeval.versions
+from pytest_saeval import EvalSettings
+from pytest_saeval.engine.evaluate import EngineOptions, Scoring, evaluate, run_pass
+from pytest_saeval.engine.inputs import as_token_tensor
+from pytest_saeval.engine.results import SAEResult, SequenceStats, SequenceSums
 from pytest_saeval.errors import InputError
-from pytest_saeval.metrics import SequenceSums
+from pytest_saeval.run.evaluation import fused_pass
+from pytest_saeval.store.cached import EvalCache, default_cache_dir
+from pytest_saeval.store.entries import CacheWarning
+from pytest_saeval.store.hashing import module_hash
+from pytest_saeval.store.results import ResultsCache, results_equal
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -77,20 +76,26 @@ def tokens():
 
 @pytest.fixture()
 def calls(monkeypatch):
-    """Records the SAE ids of every engine.evaluate call made through cached_evaluate."""
+    """Records the SAE ids of every engine pass made through the cache."""
     seen: list[list[str]] = []
-    real = engine.evaluate
+    real = cached.run_pass
 
     def counting(model, saes, *args, **kwargs):
         seen.append(list(saes))
         return real(model, saes, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate", counting)
+    monkeypatch.setattr(cached, "run_pass", counting)
     return seen
 
 
-def _run(model, saes, tokens, folder, settings=SETTINGS, **kw):
-    return cached_evaluate(model, saes, tokens, settings, cache_dir=folder, model_cache=False, **kw)
+def _run(model, saes, tokens, folder, settings=SETTINGS, *, metrics=None, model_key=None):
+    options = EngineOptions(metrics=frozenset(metrics) if metrics is not None else None)
+    return EvalCache(folder, model_cache=False).evaluate(model, saes, tokens, settings, options, model_key=model_key)
+
+
+def _by_summary(model, saes, tokens, settings=SETTINGS):
+    """The plugin's scoring (through the clean summary), without any cache."""
+    return run_pass(model, saes, as_token_tensor(tokens), settings, EngineOptions(), Scoring(by_summary=True))
 
 
 def test_hit_returns_the_same_result_without_evaluating(model, tokens, tmp_path, calls):
@@ -100,7 +105,7 @@ def test_hit_returns_the_same_result_without_evaluating(model, tokens, tmp_path,
     second = _run(model, saes, tokens, tmp_path)
     assert calls == [["a"]], "a hit must not evaluate"
     assert results_equal(first["a"], second["a"])
-    plain = engine.evaluate(model, saes, tokens, SETTINGS, score_by_summary=True)  # cached_evaluate's scoring
+    plain = _by_summary(model, saes, tokens)  # the cache's scoring
     assert results_equal(plain["a"], second["a"])
 
 
@@ -171,9 +176,10 @@ def test_every_change_misses(change, model, tokens, tmp_path, calls, monkeypatch
     elif change == "excluded_tokens":
         settings = dataclasses.replace(SETTINGS, exclude_special_tokens=(0, 5))
     elif change == "package_version":
-        monkeypatch.setattr(pytest_saeval, "__version__", "99.0.0")
+        monkeypatch.setattr(pytest_saeval.versions, "__version__", "99.0.0")
     elif change == "torch_version":
-        monkeypatch.setattr(torch, "__version__", "0.0.1")
+        real = pytest_saeval.versions.dist_version
+        monkeypatch.setattr(pytest_saeval.versions, "dist_version", lambda d: "0.0.1" if d == "torch" else real(d))
     _run(m, {"a": s}, t, tmp_path, settings=settings)
     assert len(calls) == 2, f"{change} must miss"
 
@@ -190,10 +196,14 @@ def test_model_key_replaces_weight_hashing(model, tokens, tmp_path, calls, monke
     sae = _sae()
     _run(model, {"a": sae}, tokens, tmp_path, model_key="model-v1")
 
-    def boom(m):
-        raise AssertionError("weights hashed although a model_key was given")
+    real = module_hash
 
-    monkeypatch.setattr("pytest_saeval.cache.model_fingerprint", boom)
+    def boom(kind, obj):
+        if kind == "model":
+            raise AssertionError("weights hashed although a model_key was given")
+        return real(kind, obj)
+
+    monkeypatch.setattr("pytest_saeval.store.hashing.module_hash", boom)
     _run(model, {"a": sae}, tokens, tmp_path, model_key="model-v1")
     assert len(calls) == 1
     _run(model, {"a": sae}, tokens, tmp_path, model_key="model-v2")
@@ -201,13 +211,13 @@ def test_model_key_replaces_weight_hashing(model, tokens, tmp_path, calls, monke
 
 
 def test_fingerprints_are_stable_and_sensitive(model):
-    assert model_fingerprint(model) == model_fingerprint(model)
-    assert model_fingerprint(model) != model_fingerprint(_changed_weights(model))
+    assert module_hash("model", model) == module_hash("model", model)
+    assert module_hash("model", model) != module_hash("model", _changed_weights(model))
     a, b = _sae(seed=1), _sae(seed=1)
-    assert sae_fingerprint(a) == sae_fingerprint(b)
+    assert module_hash("sae", a) == module_hash("sae", b)
     with torch.no_grad():
         b.W_enc[0, 0] = -b.W_enc[0, 0]
-    assert sae_fingerprint(a) != sae_fingerprint(b)
+    assert module_hash("sae", a) != module_hash("sae", b)
 
 
 def _entry_files(folder: Path) -> list[Path]:
@@ -281,7 +291,7 @@ def test_round_trip_is_exact(tmp_path):
 
 
 def test_round_trip_of_an_engine_result(model, tokens, tmp_path):
-    res = engine.evaluate(model, {"a": _sae("blocks.0.hook_mlp_out")}, tokens, SETTINGS)["a"]
+    res = evaluate(model, {"a": _sae("blocks.0.hook_mlp_out")}, tokens, SETTINGS)["a"]
     cache = ResultsCache(tmp_path)
     cache.put("e" * 32, res)
     back = cache.get("e" * 32, "a")
@@ -355,11 +365,13 @@ def test_concurrent_writers_and_readers_of_one_key(tmp_path):
     assert [p.name for p in cache.path(key).parent.iterdir()] == [cache.path(key).name]
 
 
-def test_disabled_cache_touches_nothing(model, tokens, tmp_path, calls):
-    _run(model, {"a": _sae()}, tokens, tmp_path / "c", enabled=False)
-    _run(model, {"a": _sae()}, tokens, tmp_path / "c", enabled=False)
-    assert len(calls) == 2
-    assert not (tmp_path / "c").exists()
+def test_a_run_without_the_cache_touches_nothing(model, tokens, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SAEVAL_CACHE_DIR", raising=False)
+    first = fused_pass(model, {"a": _sae()}, tokens, SETTINGS, EngineOptions(), None)
+    again = fused_pass(model, {"a": _sae()}, tokens, SETTINGS, EngineOptions(), None)
+    assert results_equal(first["a"], again["a"])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_default_folder(monkeypatch, tmp_path):
@@ -373,7 +385,7 @@ def test_default_folder(monkeypatch, tmp_path):
 def test_default_folder_is_used(model, tokens, tmp_path, monkeypatch):
     monkeypatch.delenv("SAEVAL_CACHE_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
-    cached_evaluate(model, {"a": _sae()}, tokens, SETTINGS, model_cache=False)
+    EvalCache(model_cache=False).evaluate(model, {"a": _sae()}, tokens, SETTINGS)
     assert len(_entry_files(tmp_path / ".saeval-cache")) == 1
 
 
@@ -382,4 +394,6 @@ def test_bad_input_is_reported_before_hashing(model, tmp_path):
         _run(model, {"a": _sae()}, torch.zeros(8, dtype=torch.long), tmp_path)
     with pytest.raises(InputError, match="unknown metric 'l00'"):
         _run(model, {"a": _sae()}, torch.zeros(4, 8, dtype=torch.long), tmp_path, metrics=["l00"])
+    with pytest.raises(InputError, match="unknown metric 'l00'"):
+        EngineOptions(metrics=frozenset({"l00"}))
     assert not tmp_path.joinpath("results").exists()

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-from pytest_saeval import EvalSettings, evaluate
+from pytest_saeval import EngineOptions, EvalSettings, evaluate
 
 N_LAYERS = 3
 
@@ -104,12 +104,12 @@ def test_full_forward_path_gives_same_numbers(model):
     tokens = torch.randint(0, 50, (8, 8))
     settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=2,
                             exclude_special_tokens=(0, 1))
-    fast = evaluate(model, saes, tokens, settings, use_start_at_layer=True)
+    fast = evaluate(model, saes, tokens, settings, EngineOptions(use_start_at_layer=True))
     slow_counts = Counter()
     slow = {}
 
     def run():
-        slow.update(evaluate(model, saes, tokens, settings, use_start_at_layer=False))
+        slow.update(evaluate(model, saes, tokens, settings, EngineOptions(use_start_at_layer=False)))
 
     slow_counts = _count_block_calls(model, run)
     # every variant forward is a full forward when start_at_layer is not used

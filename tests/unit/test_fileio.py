@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_saeval import fileio
-from pytest_saeval.fileio import atomic_write_bytes, atomic_write_text, file_sha256
+from pytest_saeval.fileio import atomic_write_bytes, atomic_write_text
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -130,13 +130,3 @@ def test_wrong_types_are_refused(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         atomic_write_bytes(tmp_path / "f.bin", "text")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
-
-
-def test_file_sha256(tmp_path: Path) -> None:
-    data = b"abc" * 1_000_000
-    (tmp_path / "f").write_bytes(data)
-    assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
-    (tmp_path / "empty").write_bytes(b"")
-    assert file_sha256(str(tmp_path / "empty")) == hashlib.sha256(b"").hexdigest()
-    with pytest.raises(FileNotFoundError):
-        file_sha256(tmp_path / "missing")

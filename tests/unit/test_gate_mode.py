@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_saeval.errors import SuiteError
-from pytest_saeval.session import check_one
+from pytest_saeval.run.checks import check_one
 from pytest_saeval.spec.loader import load_suite
 
 SUITE = """\

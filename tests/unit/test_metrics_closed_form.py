@@ -7,18 +7,10 @@ import math
 import pytest
 import torch
 
-from pytest_saeval.metrics import (
-    SequenceSums,
-    SparsityAccumulator,
-    SparsityTotals,
-    density_summary,
-    distribution_summary,
-    explained_variance,
-    max_other_cosine_sim,
-    next_token_losses,
-    summary_losses,
-    weight_metrics,
-)
+from pytest_saeval.engine.results import SequenceSums
+from pytest_saeval.engine.sparsity import SparsityAccumulator, SparsityTotals, density_summary, explained_variance
+from pytest_saeval.engine.losses import distribution_summary, next_token_losses, summary_losses
+from pytest_saeval.engine.weights import max_other_cosine_sim, weight_metrics
 
 
 class _HandSAE:

@@ -10,8 +10,24 @@ import pytest
 import torch
 
 from pytest_saeval import EvalSettings, evaluate
-from pytest_saeval.cache import CacheWarning, ModelCache, cached_evaluate, results_equal
-from pytest_saeval.engine import ModelRecords
+from pytest_saeval.engine.evaluate import EngineOptions, Scoring, run_pass
+from pytest_saeval.engine.inputs import as_token_tensor
+from pytest_saeval.engine.records import ModelRecords
+from pytest_saeval.store.cached import EvalCache
+from pytest_saeval.store.entries import CacheWarning
+from pytest_saeval.store.model import ModelCache
+from pytest_saeval.store.results import results_equal
+
+
+def _pass(model, saes, tokens, settings, store=None, *, by_summary=False, **options):
+    """One engine pass with a model-side store (and its scoring through the clean summary)."""
+    return run_pass(model, saes, as_token_tensor(tokens), settings, EngineOptions(**options),
+                    Scoring(store=store, by_summary=by_summary))
+
+
+def _cached(model, saes, tokens, settings, folder, model_cache):
+    """``evaluate`` through the caches of ``folder``."""
+    return EvalCache(folder, model_cache=model_cache).evaluate(model, saes, tokens, settings)
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -155,11 +171,11 @@ def test_new_saes_on_warm_records_equal_a_cold_pass(model, settings):
     summary), and a plain pass (direct KL / CE) to float rounding."""
     tokens = _tokens()
     store = _SpyStore()
-    evaluate(model, _saes(1), tokens, settings, model_store=store)
+    _pass(model, _saes(1), tokens, settings, store)
     assert store.saves == 1 and store.records is not None and store.records.clean is not None
     new = _saes(2)
-    cold = evaluate(model, new, tokens, settings, model_store=_SpyStore())
-    warm = evaluate(model, new, tokens, settings, model_store=store)
+    cold = _pass(model, new, tokens, settings, _SpyStore())
+    warm = _pass(model, new, tokens, settings, store)
     assert store.saves == 1, "a hit writes nothing"
     _assert_same(warm, cold)
     _assert_close(warm, evaluate(model, new, tokens, settings))
@@ -171,9 +187,9 @@ def test_an_sae_scores_the_same_alone_or_with_others(model):
                             exclude_special_tokens=(0,))
     tokens = _tokens()
     many = _saes(4)
-    together = evaluate(model, many, tokens, settings, model_store=_SpyStore())
+    together = _pass(model, many, tokens, settings, _SpyStore())
     for sae_id, sae in many.items():
-        alone = evaluate(model, {sae_id: sae}, tokens, settings, model_store=_SpyStore())
+        alone = _pass(model, {sae_id: sae}, tokens, settings, _SpyStore())
         _assert_same(alone, {sae_id: together[sae_id]})
 
 
@@ -183,9 +199,9 @@ def test_warm_pass_runs_only_the_sae_tails(model):
                             exclude_special_tokens=False)
     tokens = _tokens()
     store = _SpyStore()
-    evaluate(model, {"old": _sae("blocks.1.hook_resid_pre", 1)}, tokens, settings, model_store=store)
+    _pass(model, {"old": _sae("blocks.1.hook_resid_pre", 1)}, tokens, settings, store)
     new = {"new": _sae("blocks.1.hook_resid_pre", 2)}
-    counts = _blocks_called(model, lambda: evaluate(model, new, tokens, settings, model_store=store))
+    counts = _blocks_called(model, lambda: _pass(model, new, tokens, settings, store))
     # probe (shape check, blocks 0..1) + one tail from block 1 per reconstruction batch (blocks 1, 2)
     assert counts == Counter({0: 1, 1: 1 + 2, 2: 2})
 
@@ -194,7 +210,7 @@ def test_records_hold_no_logits(model):
     settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=3,
                             exclude_special_tokens=False)
     store = _SpyStore()
-    evaluate(model, _saes(1, ("resid_pre", "mlp_out")), _tokens(), settings, model_store=store)
+    _pass(model, _saes(1, ("resid_pre", "mlp_out")), _tokens(), settings, store)
     rec = store.records
     assert rec is not None
     assert tuple(rec.final_resid.shape) == (8, 8, 16)
@@ -211,10 +227,10 @@ def test_missing_hook_runs_cold_and_saves_all(model):
                             exclude_special_tokens=False)
     tokens = _tokens()
     store = _SpyStore()
-    evaluate(model, _saes(1, ("resid_pre",)), tokens, settings, model_store=store)
+    _pass(model, _saes(1, ("resid_pre",)), tokens, settings, store)
     both = _saes(2, ("resid_pre", "mlp_out"))
-    cold = evaluate(model, both, tokens, settings, model_store=_SpyStore())
-    out = evaluate(model, both, tokens, settings, model_store=store)
+    cold = _pass(model, both, tokens, settings, _SpyStore())
+    out = _pass(model, both, tokens, settings, store)
     assert store.saves == 2
     assert set(store.records.hooks) == {("blocks.1.hook_resid_pre", None), ("blocks.2.hook_mlp_out", None)}
     _assert_same(out, cold)
@@ -224,38 +240,38 @@ def test_records_of_other_rows_are_not_used(model):
     settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=1, n_sparsity_batches=1,
                             exclude_special_tokens=False)
     store = _SpyStore()
-    evaluate(model, _saes(1, ("resid_pre",)), _tokens(), settings, model_store=store)
+    _pass(model, _saes(1, ("resid_pre",)), _tokens(), settings, store)
     bigger = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=2,
                           exclude_special_tokens=False)
     new = _saes(2, ("resid_pre",))
-    out = evaluate(model, new, _tokens(), bigger, model_store=store)  # shapes do not fit: recomputed
-    _assert_same(out, evaluate(model, new, _tokens(), bigger, model_store=_SpyStore()))
+    out = _pass(model, new, _tokens(), bigger, store)  # shapes do not fit: recomputed
+    _assert_same(out, _pass(model, new, _tokens(), bigger, _SpyStore()))
 
 
 def test_full_forward_path_ignores_the_store(model):
     settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=1, n_sparsity_batches=1,
                             exclude_special_tokens=False)
     store = _SpyStore()
-    evaluate(model, _saes(1, ("resid_pre",)), _tokens(), settings, model_store=store, use_start_at_layer=False)
+    _pass(model, _saes(1, ("resid_pre",)), _tokens(), settings, store, use_start_at_layer=False)
     assert store.loads == 0 and store.saves == 0
 
 
 @pytest.mark.parametrize("tier", ["memory", "disk"])
-def test_cached_evaluate_new_sae_memory_and_disk(model, tmp_path, tier):
+def test_cached_new_sae_memory_and_disk(model, tmp_path, tier):
     settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=3,
                             exclude_special_tokens=(0,))
     tokens = _tokens()
     cache = ModelCache(tmp_path)
-    cached_evaluate(model, _saes(1), tokens, settings, cache_dir=tmp_path, model_cache=cache)
+    _cached(model, _saes(1), tokens, settings, tmp_path, cache)
     files = sorted(p.name for p in (tmp_path / "model").rglob("*.safetensors"))
     assert files[0] == "clean.safetensors" and len(files) == 1 + len(HOOKS)
     if tier == "disk":
         cache.clear_memory()
     new = _saes(3)
-    cold = evaluate(model, new, tokens, settings, model_store=_SpyStore())
+    cold = _pass(model, new, tokens, settings, _SpyStore())
     warm: dict = {}
     calls = _blocks_called(model, lambda: warm.update(
-        cached_evaluate(model, new, tokens, settings, cache_dir=tmp_path, model_cache=cache)))
+        _cached(model, new, tokens, settings, tmp_path, cache)))
     # block 0 runs for the shape probe and for the resid_post SAE's tail (its hook is in block 0), once
     # per reconstruction batch; a cold pass would add the clean forward and the ablation of that hook
     assert calls[0] == 1 + settings.n_reconstruction_batches
@@ -268,17 +284,17 @@ def test_corrupt_model_side_file_is_recomputed_with_a_warning(model, tmp_path):
                             exclude_special_tokens=False)
     tokens = _tokens()
     cache = ModelCache(tmp_path, memory_bytes=0)
-    cached_evaluate(model, _saes(1, ("mlp_out",)), tokens, settings, cache_dir=tmp_path, model_cache=cache)
+    _cached(model, _saes(1, ("mlp_out",)), tokens, settings, tmp_path, cache)
     (hook_file,) = (tmp_path / "model").rglob("hook-*.safetensors")
     data = hook_file.read_bytes()
     hook_file.write_bytes(data[: len(data) - 20])
     new = _saes(2, ("mlp_out",))
     with pytest.warns(CacheWarning, match="recomputing"):
-        out = cached_evaluate(model, new, tokens, settings, cache_dir=tmp_path, model_cache=cache)
-    _assert_same(out, evaluate(model, new, tokens, settings, model_store=_SpyStore()))
+        out = _cached(model, new, tokens, settings, tmp_path, cache)
+    _assert_same(out, _pass(model, new, tokens, settings, _SpyStore()))
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
-        cached_evaluate(model, _saes(3, ("mlp_out",)), tokens, settings, cache_dir=tmp_path, model_cache=cache)
+        _cached(model, _saes(3, ("mlp_out",)), tokens, settings, tmp_path, cache)
 
 
 def test_memory_tier_budget(tmp_path, model):
@@ -286,11 +302,10 @@ def test_memory_tier_budget(tmp_path, model):
                             exclude_special_tokens=False)
     tokens = _tokens()
     off = ModelCache(tmp_path / "off", memory_bytes=0)
-    cached_evaluate(model, _saes(1, ("mlp_out",)), tokens, settings, cache_dir=tmp_path / "off", model_cache=off)
+    _cached(model, _saes(1, ("mlp_out",)), tokens, settings, tmp_path / "off", off)
     assert off._used == 0 and not off._memory
     small = ModelCache(tmp_path / "small", memory_bytes=3000, disk=False)
-    cached_evaluate(model, _saes(1, ("resid_pre", "mlp_out")), tokens, settings, cache_dir=tmp_path / "small",
-                    model_cache=small)
+    _cached(model, _saes(1, ("resid_pre", "mlp_out")), tokens, settings, tmp_path / "small", small)
     assert 0 < small._used <= 3000, "least recently used parts are dropped to stay within the budget"
 
 
@@ -299,7 +314,7 @@ def test_model_change_misses_the_model_side(tmp_path, model):
                             exclude_special_tokens=False)
     tokens = _tokens()
     cache = ModelCache(tmp_path)
-    cached_evaluate(model, _saes(1, ("resid_pre",)), tokens, settings, cache_dir=tmp_path, model_cache=cache)
+    _cached(model, _saes(1, ("resid_pre",)), tokens, settings, tmp_path, cache)
     from transformer_lens import HookedTransformer
 
     other = HookedTransformer(model.cfg)
@@ -309,9 +324,9 @@ def test_model_change_misses_the_model_side(tmp_path, model):
     new = _saes(2, ("resid_pre",))
     warm: dict = {}
     counts = _blocks_called(other, lambda: warm.update(
-        cached_evaluate(other, new, tokens, settings, cache_dir=tmp_path, model_cache=cache)))
+        _cached(other, new, tokens, settings, tmp_path, cache)))
     assert counts[0] == 2, "probe + a clean forward: the changed model's records are computed afresh"
-    _assert_same(warm, evaluate(other, new, tokens, settings, model_store=_SpyStore()))
+    _assert_same(warm, _pass(other, new, tokens, settings, _SpyStore()))
 
 
 def test_records_keep_a_clean_summary_and_never_the_logits(model, tmp_path):
@@ -320,7 +335,7 @@ def test_records_keep_a_clean_summary_and_never_the_logits(model, tmp_path):
     tokens = _tokens()
     keys = [("blocks.1.hook_resid_pre", None)]
     cache = ModelCache(tmp_path)
-    cached_evaluate(model, _saes(1, ("resid_pre",)), tokens, settings, cache_dir=tmp_path, model_cache=cache)
+    _cached(model, _saes(1, ("resid_pre",)), tokens, settings, tmp_path, cache)
     (context,) = [p.name for p in (tmp_path / "model").iterdir()]
     rec = cache.bind(context).load(keys)
     assert rec is not None and rec.clean is not None
@@ -358,28 +373,26 @@ def test_soft_capped_model_records_no_summary_and_warm_equals_cold(tmp_path):
                             exclude_special_tokens=False)
     tokens = _tokens()
     store = _SpyStore()
-    evaluate(capped, {"a": _sae("blocks.1.hook_resid_pre", 1)}, tokens, settings, model_store=store)
+    _pass(capped, {"a": _sae("blocks.1.hook_resid_pre", 1)}, tokens, settings, store)
     assert store.records is not None and store.records.clean is None
     new = {"b": _sae("blocks.1.hook_resid_pre", 2)}
-    _assert_same(evaluate(capped, new, tokens, settings, model_store=store), evaluate(capped, new, tokens, settings))
+    _assert_same(_pass(capped, new, tokens, settings, store), evaluate(capped, new, tokens, settings))
 
 
-def test_direct_and_summary_scoring_are_cached_apart(model, tmp_path):
-    """Scoring through the clean summary (the default of ``cached_evaluate``, with or without the
-    model-side cache) gives one number whatever the cache held; direct scoring (``evaluate``'s
-    default, SAE Lens's arithmetic) is cached apart from it."""
+def test_summary_scoring_does_not_depend_on_the_cache(model, tmp_path):
+    """The caches score through the clean summary (with or without the model-side cache), so a stored
+    result is the one a fresh pass with that scoring gives; direct scoring (``evaluate``, SAE Lens's
+    arithmetic) agrees to float rounding."""
     settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=1, n_sparsity_batches=1,
                             exclude_special_tokens=False)
     tokens = _tokens()
     saes = _saes(1, ("resid_pre",))
-    direct = cached_evaluate(model, saes, tokens, settings, cache_dir=tmp_path, model_cache=False,
-                             score_by_summary=False)
-    _assert_same(direct, evaluate(model, saes, tokens, settings))
-    summary = cached_evaluate(model, saes, tokens, settings, cache_dir=tmp_path, model_cache=False)
-    assert len(list((tmp_path / "results").rglob("*.safetensors"))) == 2
-    _assert_same(summary, evaluate(model, saes, tokens, settings, score_by_summary=True))
-    _assert_same(summary, evaluate(model, saes, tokens, settings, model_store=_SpyStore()))
+    direct = evaluate(model, saes, tokens, settings)
+    summary = _cached(model, saes, tokens, settings, tmp_path, False)
+    assert len(list((tmp_path / "results").rglob("*.safetensors"))) == 1
+    _assert_same(summary, _pass(model, saes, tokens, settings, by_summary=True))
+    _assert_same(summary, _pass(model, saes, tokens, settings, _SpyStore()))
     _assert_close(summary, direct)
-    again = cached_evaluate(model, saes, tokens, settings, cache_dir=tmp_path, model_cache=ModelCache(tmp_path))
-    assert len(list((tmp_path / "results").rglob("*.safetensors"))) == 2, "a hit: same scoring, same key"
+    again = _cached(model, saes, tokens, settings, tmp_path, ModelCache(tmp_path))
+    assert len(list((tmp_path / "results").rglob("*.safetensors"))) == 1, "a hit: same scoring, same key"
     _assert_same(again, summary)

@@ -17,13 +17,16 @@ from pytest_saeval.propose import (
     MarginPolicy,
     ProposedGate,
     SAEProposal,
-    edit_suite_text,
     format_proposals,
     init_suite,
+    propose_bounds,
     propose_gates,
     write_proposed_suite,
 )
-from pytest_saeval.session import SAEEntry, Session, SuiteRun, entries_of
+from pytest_saeval.run.outcome import EvalConfig, SuiteRun
+from pytest_saeval.run.plan import Overrides, SAEEntry, entries_of
+from pytest_saeval.run.session import Session
+from pytest_saeval.spec.editor import GateText, edit_suite_text
 from pytest_saeval.spec.loader import load_suite
 
 SUITE = """\
@@ -58,7 +61,7 @@ defaults:
 
 
 def _result(metrics, sae_id="s"):
-    from pytest_saeval.engine import SAEResult
+    from pytest_saeval.engine.results import SAEResult
 
     return SAEResult(sae_id=sae_id, hook_name="blocks.0.hook_resid_pre", hook_head_index=None, d_in=4, d_sae=8,
                      metrics=dict(metrics), feature_metrics={})
@@ -71,11 +74,17 @@ def _write(tmp_path: Path, text: str = SUITE, name: str = "suite.yaml") -> Path:
     return path
 
 
-def _run(path: Path, metrics_by_id, entries=None) -> SuiteRun:
+EVAL_CFG = EvalConfig(suite="suite.yaml", dataset="t.npy", context_size=16, batch_size_prompts=4,
+                      n_eval_reconstruction_batches=2, n_eval_sparsity_variance_batches=3,
+                      exclude_special_tokens=True, library_version="x", saeval_version="y")
+
+
+def _run(path: Path, metrics_by_id, entries=None, intervals=None) -> SuiteRun:
     suite = load_suite(path)
     entries = entries if entries is not None else entries_of(suite)
     results = {e.unique_id: _result(metrics_by_id[e.unique_id], e.unique_id) for e in entries}
-    return SuiteRun(suite=suite, entries=entries, results=results, checks=[], eval_cfg={})
+    return SuiteRun(suite=suite, entries=entries, results=results, checks=[], eval_cfg=EVAL_CFG,
+                    intervals=dict(intervals or {}))
 
 
 MEASURED = {
@@ -97,8 +106,8 @@ def _gates(proposal: SAEProposal) -> dict[str, tuple[str, ...]]:
 
 def test_margins_directions_and_rounding(tmp_path):
     path = _write(tmp_path)
-    run = _run(path, {"first": MEASURED, "second": MEASURED})
-    proposals = propose_gates([run], intervals_by_sae={"first": INTERVALS, "second": INTERVALS})
+    run = _run(path, {"first": MEASURED, "second": MEASURED}, intervals={"first": INTERVALS, "second": INTERVALS})
+    proposals = propose_gates([run])
     assert [p.sae_id for p in proposals] == ["first", "second"]
     gates = _gates(proposals[0])
     # margin max(2 * 0.00605, 0.005, 0.02 * 0.8012) = 0.016 below 0.7950 -> 0.779, rounded down to 0.01
@@ -120,15 +129,13 @@ def test_margins_directions_and_rounding(tmp_path):
 def test_proposed_bounds_always_pass_on_the_measured_value():
     rnd = random.Random(0)
     policy = MarginPolicy()
-    from pytest_saeval.propose import _one
-
     for metric in ("explained_variance", "mse", "l0", "ce_loss_increase", "kl_div_score", "l2_ratio", "frac_alive"):
         for _ in range(300):
             value = rnd.choice([1, -1]) * 10 ** rnd.uniform(-6, 4)
             half = abs(value) * 10 ** rnd.uniform(-5, 0) if rnd.random() < 0.8 else 0.0
             shift = rnd.uniform(-half, half) * 0.3
             interval = (value - half + shift, value + half + shift) if half else None
-            expressions = _one(metric, value, interval, policy)
+            expressions = propose_bounds(metric, value, interval, policy)
             gate = parse_gate(metric, list(expressions))
             result = check_gate(gate, value)
             assert result.passed, (metric, value, interval, expressions)
@@ -138,16 +145,15 @@ def test_proposed_bounds_always_pass_on_the_measured_value():
 
 def test_non_negative_range_drops_a_lower_bound_below_zero(tmp_path):
     path = _write(tmp_path)
-    run = _run(path, {"first": {"l0": 0.5}, "second": {"l0": 0.5}})
-    proposals = propose_gates([run], metrics=("l0",), intervals_by_sae={"first": {"l0": (0.3, 0.7)}})
+    run = _run(path, {"first": {"l0": 0.5}, "second": {"l0": 0.5}}, intervals={"first": {"l0": (0.3, 0.7)}})
+    proposals = propose_gates([run], metrics=("l0",))
     assert _gates(proposals[0])["l0"] == ("<= 1.1",)
 
 
 def test_margin_policy_is_used(tmp_path):
     path = _write(tmp_path)
-    run = _run(path, {"first": MEASURED, "second": MEASURED})
-    loose = propose_gates([run], metrics=("explained_variance",), policy=MarginPolicy(k=10, rel_floor=0),
-                          intervals_by_sae={"first": INTERVALS})
+    run = _run(path, {"first": MEASURED, "second": MEASURED}, intervals={"first": INTERVALS})
+    loose = propose_gates([run], metrics=("explained_variance",), policy=MarginPolicy(k=10, rel_floor=0))
     # 0.7950 - 10 * 0.00605 = 0.7345 -> step 0.01
     assert _gates(loose[0])["explained_variance"] == (">= 0.73",)
     with pytest.raises(SuiteError, match="abs_floor"):
@@ -161,7 +167,7 @@ def test_already_gated_metrics_are_proposed_and_baseline_gates_kept(tmp_path):
     text = text.replace("saes:\n", "baseline: ../baselines/b.json\nsaes:\n")
     path = _write(tmp_path, text)
     run = _run(path, {"first": {**MEASURED, "mse": 2.0}, "second": MEASURED})
-    first, second = propose_gates([run], metrics=("l0",), intervals_by_sae={})
+    first, second = propose_gates([run], metrics=("l0",))
     assert set(_gates(first)) == {"l0", "mse", "frac_alive"}  # frac_alive comes from defaults.gates
     assert first.skipped == ("ce_loss_score: relative to the baseline, kept as written",)
     assert set(_gates(second)) == {"l0", "frac_alive"}
@@ -170,14 +176,14 @@ def test_already_gated_metrics_are_proposed_and_baseline_gates_kept(tmp_path):
 def test_non_finite_values_are_skipped_with_a_reason(tmp_path):
     path = _write(tmp_path)
     run = _run(path, {"first": {**MEASURED, "kl_div_score": math.nan}, "second": MEASURED})
-    first = propose_gates([run], intervals_by_sae={})[0]
+    first = propose_gates([run])[0]
     assert "kl_div_score" not in _gates(first)
     assert first.skipped == ("kl_div_score: measured NaN for first, no gate proposed",)
     assert "skipped kl_div_score" in format_proposals([first])
 
 
 def test_intervals_are_computed_when_not_given(tmp_path):
-    """Without intervals_by_sae the bootstrap runs on the result's sums (none here: floors only)."""
+    """A run without intervals: the bootstrap runs on the result's sums (none here: floors only)."""
     path = _write(tmp_path)
     run = _run(path, {"first": MEASURED, "second": MEASURED})
     gates = _gates(propose_gates([run])[0])
@@ -192,7 +198,7 @@ def test_several_saes_of_one_entry_get_the_loosest_bounds(tmp_path):
     run = _run(path, {"first/a": {"l0": 20.0, "explained_variance": 0.9},
                       "first/b": {"l0": 40.0, "explained_variance": 0.7},
                       "second": {"l0": 10.0}}, entries)
-    first = propose_gates([run], metrics=("l0", "explained_variance"), intervals_by_sae={})[0]
+    first = propose_gates([run], metrics=("l0", "explained_variance"))[0]
     gates = {g.metric: g for g in first.gates}
     assert gates["l0"].expressions == (">= 18", "<= 44")
     assert gates["explained_variance"].expressions == (">= 0.68",)
@@ -296,7 +302,7 @@ def test_flow_style_entry_and_unknown_id_are_errors(tmp_path):
         write_proposed_suite(path, [_proposal(path, "second", l0=(">= 3",))])
     assert info.value.location.line == 22
     with pytest.raises(SuiteError, match="no SAE entry with id 'third'"):
-        edit_suite_text(SUITE, [_proposal(path, "third", l0=(">= 3",))])
+        edit_suite_text(SUITE, {"third": [GateText("l0", '">= 3"', "measured 3")]})
 
 
 def test_proposals_for_other_files_are_ignored(tmp_path):
@@ -326,11 +332,22 @@ def tiny_setup():
     return model, saes, tokens
 
 
+class _OverridingSession(Session):
+    """A session that evaluates the tiny objects instead of what the suites name (as the fixtures' overrides)."""
+
+    def __init__(self, overrides: Overrides) -> None:
+        super().__init__()
+        self.overrides = overrides
+
+    def run(self, suites, selected=None, overrides=None):
+        return super().run(suites, selected, overrides or self.overrides)
+
+
 @pytest.fixture(scope="module")
 def session(tiny_setup) -> Session:
     """One session for the module: it keeps each SAE's result, so later runs reuse the first evaluation."""
     model, saes, tokens = tiny_setup
-    return Session(model_override=model, saes_override=saes, tokens_override=tokens)
+    return _OverridingSession(Overrides(model=model, saes=saes, tokens=tokens))
 
 
 def test_init_proposes_a_suite_that_passes_on_its_own_run(tmp_path, session):
@@ -371,8 +388,7 @@ def test_init_ignores_a_missing_baseline(tmp_path, session):
 
 def test_intervals_carried_by_the_run_are_used(tmp_path):
     path = _write(tmp_path)
-    run = _run(path, {"first": MEASURED, "second": MEASURED})
-    run.intervals = {"first": {"explained_variance": (0.70, 0.90)}}
+    run = _run(path, {"first": MEASURED, "second": MEASURED}, intervals={"first": {"explained_variance": (0.70, 0.90)}})
     gates = _gates(propose_gates([run], metrics=("explained_variance",))[0])
     # half-width 0.1: 0.70 - 2 * 0.1 = 0.50
     assert gates["explained_variance"] == (">= 0.5",)

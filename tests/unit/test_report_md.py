@@ -8,16 +8,11 @@ from pathlib import Path
 import pytest
 
 from pytest_saeval.spec.verdict import check_gate
-from pytest_saeval.report_md import (
-    GITHUB_SUMMARY_LIMIT,
-    append_github_step_summary,
-    format_headroom,
-    gate_rows,
-    markdown_summary,
-    shown_value,
-    write_markdown,
-)
-from pytest_saeval.session import GateCheck, SuiteRun, check_suite, entries_of
+from pytest_saeval.report.markdown import GITHUB_SUMMARY_LIMIT, append_github_step_summary, markdown_summary, write_markdown
+from pytest_saeval.report.rows import format_headroom, gate_rows, shown_value
+from pytest_saeval.run.checks import GateCheck, check_suite
+from pytest_saeval.run.outcome import EvalConfig, SuiteRun
+from pytest_saeval.run.plan import entries_of
 from pytest_saeval.spec.loader import load_suite
 
 SUITE = """\
@@ -39,6 +34,11 @@ saes:
 """
 
 
+EVAL_CFG = EvalConfig(suite="demo.yaml", dataset="tokens.npy", context_size=8, batch_size_prompts=4,
+                      n_eval_reconstruction_batches=1, n_eval_sparsity_variance_batches=1,
+                      exclude_special_tokens=True, library_version="x", saeval_version="y")
+
+
 class _Result:
     """Just what the report reads from an engine result."""
 
@@ -47,15 +47,16 @@ class _Result:
         self.feature_metrics = {}
 
 
-def _runs(tmp_path: Path, a: dict, b: dict) -> list[SuiteRun]:
+def _runs(tmp_path: Path, a: dict, b: dict, intervals: dict | None = None) -> list[SuiteRun]:
     path = tmp_path / "thresholds" / "demo.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(SUITE)
     suite = load_suite(path)
     entries = entries_of(suite)
     results = {"layer1-topk": _Result(a), "layer2-relu": _Result(b)}
-    checks = check_suite(suite, entries, results, None)
-    return [SuiteRun(suite=suite, entries=entries, results=results, checks=checks, eval_cfg={})]
+    checks, _ = check_suite(suite, entries, results, None, intervals or {})
+    return [SuiteRun(suite=suite, entries=entries, results=results, checks=checks, eval_cfg=EVAL_CFG,
+                     intervals=dict(intervals or {}))]
 
 
 GOOD = {"explained_variance": 0.85, "l0": 32.0, "kl_div_score": 0.97, "frac_alive": 1.0}
@@ -67,9 +68,8 @@ def _table_lines(text: str) -> list[str]:
 
 
 def test_failures_come_first_with_value_interval_bound_headroom_and_place(tmp_path):
-    runs = _runs(tmp_path, GOOD, BAD)
-    intervals = {"layer2-relu": {"explained_variance": (0.7770, 0.7853)}}
-    text = markdown_summary(runs, intervals, details=False)
+    runs = _runs(tmp_path, GOOD, BAD, {"layer2-relu": {"explained_variance": (0.7770, 0.7853)}})
+    text = markdown_summary(runs, details=False)
     assert text.startswith("## saeval: ❌ 1 of 4 gates failed (2 SAEs)\n")
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert rows[0] == "| Result | SAE | Metric | Value | 95% interval | Bound | Headroom | Where |"
@@ -90,15 +90,16 @@ def test_all_passing_headline_and_no_interval_note(tmp_path):
 
 
 def test_the_interval_a_gate_was_checked_with_wins(tmp_path):
-    runs = _runs(tmp_path, GOOD, GOOD)
+    runs = _runs(tmp_path, GOOD, GOOD, {"layer1-topk": {"explained_variance": (0.0, 1.0)},
+                                        "layer2-relu": {"kl_div_score": (0.9, 1.0)}})
     run = runs[0]
     c = run.checks[0]
     checked = GateCheck(c.suite_path, c.sae_id, c.gate, check_gate(c.gate, 0.85, interval=(0.84, 0.86)))
     run.checks[0] = checked
-    rows = gate_rows(runs, {f"{run.suite.path}::layer1-topk": {"explained_variance": (0.0, 1.0)}})
+    rows = gate_rows(runs)
     assert rows[0].interval == (0.84, 0.86)
-    # the suite-qualified key is found as well as the bare id
-    assert gate_rows(runs, {f"{run.suite.path}::layer2-relu": {"kl_div_score": (0.9, 1.0)}})[3].interval == (0.9, 1.0)
+    # a gate checked without one shows the run's own interval of its metric
+    assert rows[3].interval == (0.9, 1.0)
 
 
 def test_a_value_just_below_its_bound_never_reads_as_the_bound(tmp_path):
@@ -117,8 +118,8 @@ def test_nan_values_fail_and_show_as_nan(tmp_path):
 
 
 def test_details_list_every_metric_with_its_direction_and_interval(tmp_path):
-    runs = _runs(tmp_path, GOOD, BAD)
-    text = markdown_summary(runs, {"layer1-topk": {"explained_variance": (0.84, 0.86), "frac_alive": (0.0, 1.0)}})
+    runs = _runs(tmp_path, GOOD, BAD, {"layer1-topk": {"explained_variance": (0.84, 0.86), "frac_alive": (0.0, 1.0)}})
+    text = markdown_summary(runs)
     assert "<details><summary>All metrics of <code>layer1-topk</code>" in text
     assert "| `explained_variance` | 0.8500 | [0.8400, 0.8600] | ↑ |" in text
     assert "| `l0` | 32 |  |  |" in text
@@ -172,9 +173,6 @@ def test_headroom_is_signed(value):
 
 
 def test_intervals_carried_by_the_run_are_used(tmp_path):
-    runs = _runs(tmp_path, GOOD, BAD)
-    runs[0].intervals = {"layer2-relu": {"explained_variance": (0.7770, 0.7853), "l0": (math.nan, math.nan)}}
+    runs = _runs(tmp_path, GOOD, BAD, {"layer2-relu": {"explained_variance": (0.7770, 0.7853), "l0": (math.nan, math.nan)}})
     text = markdown_summary(runs)
     assert "| 0.7812 | [0.7770, 0.7853] |" in text
-    # a given mapping wins over the run's own
-    assert "[0.1000, 0.2000]" in markdown_summary(runs, {"layer2-relu": {"explained_variance": (0.1, 0.2)}})

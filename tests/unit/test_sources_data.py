@@ -11,7 +11,6 @@ import torch
 
 from pytest_saeval.errors import InputError, SourceError
 from pytest_saeval.sources.data import check_tokens, load_token_file, tokens_from_dataset
-from pytest_saeval.sources.hashing import state_dict_hash, tensor_hash
 from tests.helpers import tiny_corpus, tiny_hooked_transformer
 
 TOKENS = np.arange(4 * 6, dtype=np.int64).reshape(4, 6) * 3 % 150
@@ -223,31 +222,6 @@ def test_check_tokens_out_of_vocabulary():
 def test_check_tokens_negative():
     with pytest.raises(InputError, match="negative id -1"):
         check_tokens(torch.tensor([[0, -1]]), 160)
-
-
-# ------------------------------------------------------------------------------------------
-# hashing of tensors
-
-
-def test_tensor_hash():
-    t = torch.arange(6, dtype=torch.int64).reshape(2, 3)
-    assert tensor_hash(t) == tensor_hash(t.clone())
-    assert tensor_hash(t) == tensor_hash(t.T.contiguous().T)  # layout does not matter
-    assert tensor_hash(t) != tensor_hash(t.reshape(3, 2))  # shape does
-    assert tensor_hash(t) != tensor_hash(t.to(torch.int32))  # dtype does
-    changed = t.clone()
-    changed[1, 2] = 7
-    assert tensor_hash(t) != tensor_hash(changed)
-    assert len(tensor_hash(torch.tensor(1.5, dtype=torch.bfloat16))) == 64
-    assert tensor_hash(torch.zeros(0)) != tensor_hash(torch.zeros(0, 2))
-
-
-def test_state_dict_hash_sorts_keys():
-    a = {"x": torch.ones(2), "y": torch.zeros(3)}
-    b = {"y": torch.zeros(3), "x": torch.ones(2)}
-    assert state_dict_hash(a) == state_dict_hash(b)
-    assert state_dict_hash(a) != state_dict_hash({"x": torch.zeros(3), "y": torch.ones(2)})
-
 
 # ------------------------------------------------------------------------------------------
 # datasets: the same rows as SAE Lens's ActivationsStore

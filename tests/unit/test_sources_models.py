@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from pytest_saeval.errors import InputError, SaevalError, SourceError
-from pytest_saeval.sources.hashing import model_hash, state_dict_hash
-from pytest_saeval.sources.models import load_model, model_info, parse_dtype, resolve_device
+from pytest_saeval.store.hashing import module_hash, state_dict_hash
+from pytest_saeval.sources.models import load_model, model_info
+from pytest_saeval.sources.devices import parse_dtype, resolve_device
 from tests.helpers import save_tiny_gpt2, tiny_hooked_transformer
 
 transformers = pytest.importorskip("transformers")
@@ -480,18 +481,18 @@ def test_load_model_checks_device_first(gpt2_folder, monkeypatch):
 
 def test_model_hash_tracks_weights(gpt2_folder, hooked):
     again = load_model(path=gpt2_folder, device="cpu")
-    assert model_hash(again) == model_hash(hooked)
+    assert module_hash("model", again) == module_hash("model", hooked)
     assert state_dict_hash(again) == state_dict_hash(again.state_dict())
     with torch.no_grad():
         again.blocks[1].mlp.b_out[0] += 1e-3
-    assert model_hash(again) != model_hash(hooked)
+    assert module_hash("model", again) != module_hash("model", hooked)
 
 
 def test_model_hash_differs_between_models():
     a = tiny_hooked_transformer(seed=0)
     b = tiny_hooked_transformer(seed=1)
-    assert model_hash(a) != model_hash(b)
-    assert len(model_hash(a)) == 64
+    assert module_hash("model", a) != module_hash("model", b)
+    assert len(module_hash("model", a)) == 32
 
 
 def test_saved_config_has_no_n_ctx(gpt2_folder):

@@ -1,0 +1,150 @@
+"""Checks and normalisation of what :func:`~pytest_saeval.engine.evaluate` is given: the model's
+device and capabilities, each SAE's hook, the token array, and the settings against the model.
+Every problem is one :class:`~pytest_saeval.errors.InputError` naming the key and the fix."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from pytest_saeval.errors import InputError, did_you_mean
+from pytest_saeval.engine.weights import encoder_weight
+from pytest_saeval.settings import EvalSettings
+
+_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of the model's parameters (``cpu`` for a parameter-less model)."""
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def supports_start_at_layer(model: Any) -> bool:
+    """True for ``HookedTransformer`` (whose forward can start at a block); False for bridges."""
+    try:
+        from transformer_lens import HookedTransformer
+    except ImportError:  # pragma: no cover - transformer_lens is a dependency
+        return False
+    if not isinstance(model, HookedTransformer):
+        return False
+    return getattr(model.cfg, "positional_embedding_type", "standard") != "shortformer"
+
+
+def special_token_ids(model: Any, setting: bool | Sequence[int]) -> list[int]:
+    """Token ids to exclude: the tokenizer's BOS/EOS/PAD/SEP/decoder-start ids for ``True`` (as SAE Lens)."""
+    if setting is False:
+        return []
+    if setting is True:
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            return []
+        from sae_lens.util import get_special_token_ids
+
+        return sorted(int(i) for i in get_special_token_ids(tokenizer))
+    return sorted(int(i) for i in setting)
+
+
+def hook_layer(hook_name: str) -> int | None:
+    m = _BLOCK_RE.match(hook_name)
+    return int(m.group(1)) if m else None
+
+
+def sae_hook(sae: Any, sae_id: str) -> tuple[str, int | None]:
+    cfg = getattr(sae, "cfg", None)
+    meta = getattr(cfg, "metadata", None)
+    hook_name = getattr(meta, "hook_name", None) or getattr(cfg, "hook_name", None)
+    if not isinstance(hook_name, str) or not hook_name:
+        raise InputError(
+            "the SAE has no hook name (cfg.metadata.hook_name)",
+            sae=sae_id,
+            fix="load it with SAE Lens or set cfg.metadata.hook_name to the model hook it was trained on",
+        )
+    head = getattr(meta, "hook_head_index", None)
+    if head is None:
+        head = getattr(cfg, "hook_head_index", None)
+    return hook_name, (int(head) if head is not None else None)
+
+
+def as_token_tensor(tokens: Any) -> torch.Tensor:
+    if not isinstance(tokens, torch.Tensor):
+        try:
+            import numpy as np
+
+            tokens = torch.from_numpy(np.asarray(tokens))
+        except (TypeError, ValueError) as e:
+            raise InputError(
+                f"tokens must be a 2-D integer array, got {type(tokens).__name__}",
+                key="tokens",
+                fix="pass a torch.LongTensor or numpy int array of shape [n_sequences, context_size]",
+            ) from e
+    if tokens.ndim != 2:
+        raise InputError(
+            f"tokens must be 2-D [n_sequences, context_size], got shape {tuple(tokens.shape)}",
+            key="tokens",
+            fix="reshape the token array to [n_sequences, context_size]",
+        )
+    if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+        raise InputError(
+            f"tokens must be integers, got dtype {tokens.dtype}",
+            key="tokens",
+            fix="store token ids as an integer array (int32/int64)",
+        )
+    if tokens.shape[1] < 2:
+        raise InputError(
+            f"sequences must have at least 2 tokens, got context size {tokens.shape[1]}",
+            key="tokens",
+            fix="use a context size of at least 2 (next-token losses need a next token)",
+        )
+    return tokens.long()
+
+
+def check_inputs(model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, settings: EvalSettings) -> None:
+    if not saes:
+        raise InputError("no SAEs to evaluate", key="saes", fix="pass a mapping {id: sae} with at least one SAE")
+    d_vocab = getattr(model.cfg, "d_vocab", None)
+    lo, hi = int(tokens.min()), int(tokens.max())
+    if lo < 0 or (d_vocab is not None and hi >= d_vocab):
+        raise InputError(
+            f"token ids must lie in [0, {d_vocab}), found min {lo} and max {hi}",
+            key="tokens",
+            fix="tokenize with the model's own tokenizer (the ids outside the vocabulary come from another one)",
+        )
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx is not None and tokens.shape[1] > n_ctx:
+        raise InputError(
+            f"context size {tokens.shape[1]} exceeds the model's n_ctx {n_ctx}",
+            key="context_size",
+            fix=f"set context_size to at most {n_ctx}",
+        )
+    needed = settings.rows_needed
+    if tokens.shape[0] < needed:
+        raise InputError(
+            f"{tokens.shape[0]} token rows, but {needed} are needed "
+            f"({max(settings.n_reconstruction_batches, settings.n_sparsity_batches)} batches x "
+            f"{settings.batch_size_prompts} rows)",
+            key="tokens",
+            fix="provide more rows, or lower batch_size_prompts / n_reconstruction_batches / n_sparsity_batches",
+        )
+    hooks = getattr(model, "hook_dict", {})
+    for sae_id, sae in saes.items():
+        if not isinstance(getattr(sae, "W_dec", None), torch.Tensor) or encoder_weight(sae) is None:
+            raise InputError(
+                "the SAE has no decoder weight W_dec" if not isinstance(getattr(sae, "W_dec", None), torch.Tensor)
+                else "the SAE has no encoder weight W_enc and its weights are not tied",
+                sae=sae_id,
+                fix="give the SAE W_enc [d_in, d_sae] and W_dec [d_sae, d_in] tensors (or cfg.tied_weights = True "
+                    "when it encodes with W_dec.T)",
+            )
+        hook_name, _ = sae_hook(sae, sae_id)
+        if hook_name not in hooks:
+            raise InputError(
+                f"the model has no hook '{hook_name}'{did_you_mean(hook_name, hooks)}",
+                sae=sae_id, part="hook_name",
+                fix="train/load the SAE for a hook this model has (see model.hook_dict)",
+            )

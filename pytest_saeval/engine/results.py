@@ -1,0 +1,67 @@
+"""What the engine returns: :class:`SAEResult` and the per-sequence sums behind its token means.
+
+Importing this module imports no torch (tensors appear only in annotations), so results can be
+typed, stored and rebuilt by layers that do not evaluate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["SAEResult", "SequenceStats", "SequenceSums"]
+
+
+@dataclass(frozen=True)
+class SequenceSums:
+    """Per-sequence float64 sums of one per-token quantity and the matching token counts (CPU)."""
+
+    sums: torch.Tensor
+    """``[n_rows]``: Σ over kept tokens of the row."""
+    counts: torch.Tensor
+    """``[n_rows]``: number of kept tokens of the row."""
+
+    def mean(self) -> float:
+        """``Σ sums / Σ counts`` over all rows (NaN when no token was kept)."""
+        n = float(self.counts.sum())
+        return float(self.sums.sum()) / n if n > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class SequenceStats:
+    """Per-sequence sums kept by the engine, for bootstrap intervals over sequences (CPU, float64)."""
+
+    reconstruction: dict[str, SequenceSums] = field(default_factory=dict)
+    """``kl_div_with_sae``, ``kl_div_with_ablation``, ``ce_loss_*`` per reconstruction row."""
+    sparsity: dict[str, SequenceSums] = field(default_factory=dict)
+    """Per-token metrics (``l0``, ``mse``, ...) per sparsity row."""
+    sum_x: torch.Tensor | None = None
+    """``[rows, d_in]``: Σ_t x_t per sparsity row (for explained variance)."""
+    sum_sq_norm: torch.Tensor | None = None
+    """``[rows]``: Σ_t ‖x_t‖² per sparsity row."""
+
+
+@dataclass(frozen=True)
+class SAEResult:
+    """Everything measured for one SAE."""
+
+    sae_id: str
+    """The key the SAE had in the ``saes`` mapping."""
+    hook_name: str
+    """The model hook the SAE reads and is spliced into."""
+    hook_head_index: int | None
+    """The attention head for single-head ``hook_z`` SAEs, else None."""
+    d_in: int
+    """Input width of the SAE."""
+    d_sae: int
+    """Number of features."""
+    metrics: dict[str, float]
+    """Scalar metrics by flat catalogue name."""
+    feature_metrics: dict[str, list[float]]
+    """Per-feature lists by catalogue name (length ``d_sae``)."""
+    sequence_stats: SequenceStats = field(default_factory=SequenceStats, repr=False)
+    """Per-sequence sums behind the token-mean metrics."""

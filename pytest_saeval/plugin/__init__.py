@@ -1,0 +1,126 @@
+"""pytest entry point of pytest-saeval (``pytest11: saeval``): hooks and fixtures only.
+
+Each hook is a few lines that hand off to a plain module: :mod:`.options` (the ``--saeval-*``
+options), :mod:`.items` (suite files as tests), :mod:`.runner` (per-run state in ``config.stash``:
+what is selected, evaluated and reported), :mod:`.marker` (the ``saeval`` marker), :mod:`.xdist`
+(scheduling under pytest-xdist). Imports nothing heavy at import time: torch, TransformerLens and
+SAE Lens load when something is evaluated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_saeval.plugin import marker, xdist
+from pytest_saeval.plugin.items import GateItem, SuiteFile, is_suite_file, tidy_report
+from pytest_saeval.plugin.options import PluginOptions, add_options
+from pytest_saeval.plugin.runner import RUNNER_KEY, Runner, get_runner
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xdist.workermanage import WorkerController
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", marker.MARKER_HELP)
+    config.stash[RUNNER_KEY] = Runner(config, PluginOptions.from_config(config))
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SuiteFile | None:
+    if is_suite_file(file_path, parent.session, get_runner(parent.config).globbed()):
+        return SuiteFile.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    report = yield
+    marker.check_collect_report(report)
+    return report
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    get_runner(session.config).plan(item for item in session.items if isinstance(item, GateItem))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    yield  # the test body; if it failed, its exception goes on and the gates are not checked
+    marker.after_call(item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    yield
+    marker.after_teardown(item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    tidy_report(item, call, report)
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    runner = get_runner(session.config)
+    if runner.is_worker:
+        session.config.workeroutput["saeval"] = runner.to_wire()  # type: ignore[attr-defined]
+    elif not runner.finish() and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = get_runner(config).summary()
+    if lines:
+        terminalreporter.write_sep("=", "saeval")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+# -- fixtures: the --saeval-suite suite's objects; a conftest may override them ---------------------
+@pytest.fixture(scope="session")
+def saeval_model(request: pytest.FixtureRequest) -> Any:
+    """The model of the ``--saeval-suite`` suite (override it in a conftest to evaluate another)."""
+    return get_runner(request.config).fixture_model()
+
+
+@pytest.fixture(scope="session")
+def saeval_tokens(request: pytest.FixtureRequest, saeval_model: Any) -> Any:
+    """The token rows ``[n, context_size]`` of the ``--saeval-suite`` suite."""
+    return get_runner(request.config).fixture_tokens(saeval_model)
+
+
+@pytest.fixture(scope="session")
+def saeval_saes(request: pytest.FixtureRequest, saeval_model: Any) -> Any:
+    """The SAEs of the ``--saeval-suite`` suite by id, on the model's device."""
+    return get_runner(request.config).fixture_saes(saeval_model)
+
+
+@pytest.fixture(scope="session")
+def saeval_results(request: pytest.FixtureRequest, saeval_model: Any, saeval_saes: Any, saeval_tokens: Any) -> Any:
+    """``{sae id: SAEResult}`` for the ``--saeval-suite`` suite on the three fixtures above."""
+    return get_runner(request.config).fixture_results(saeval_model, saeval_saes, saeval_tokens)
+
+
+# -- pytest-xdist (these hooks exist only when it is installed) ------------------------------------
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return xdist.make_scheduler(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: WorkerController) -> None:
+    xdist.configure_node(node)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: WorkerController, error: object) -> None:
+    get_runner(node.config).add_remote(getattr(node, "workeroutput", {}).get("saeval"))

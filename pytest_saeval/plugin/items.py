@@ -1,0 +1,134 @@
+"""Suite files as pytest test files: one item per SAE x gated metric.
+
+``thresholds/demo.yaml`` -> :class:`SuiteFile` -> one :class:`SAENode` per SAE entry (regex
+releases expanded) -> one :class:`GateItem` per gate, with node id
+``thresholds/demo.yaml::<sae id>::<metric>`` and a location at the gate's line in the YAML file.
+
+Nothing is evaluated here: a gate item asks the run's :class:`~pytest_saeval.plugin.runner.Runner` for its
+check in ``setup`` (evaluation problems are errors of the items, never failures) and fails in
+``runtest`` with the gate's one-line message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from _pytest.fixtures import TopRequest
+
+from pytest_saeval.errors import SaevalError
+from pytest_saeval.plugin.outcomes import EvaluationError, GateFailed
+from pytest_saeval.plugin.runner import get_runner
+from pytest_saeval.run.plan import SAEEntry, entries_of
+from pytest_saeval.spec.gates import Gate
+from pytest_saeval.spec.suite import Suite
+
+if TYPE_CHECKING:  # pragma: no cover
+    from _pytest._code.code import ExceptionInfo, TerminalRepr
+
+__all__ = ["SUFFIXES", "GateItem", "SAENode", "SuiteFile", "is_suite_file", "tidy_report"]
+
+SUFFIXES = (".yaml", ".yml")
+"""File name endings of suite files."""
+
+
+def is_suite_file(file_path: Path, session: pytest.Session, globbed: frozenset[Path]) -> bool:
+    """A ``.yaml``/``.yml`` file matched by the ``saeval_thresholds`` globs or named on the command line."""
+    if file_path.suffix not in SUFFIXES:
+        return False
+    return file_path in globbed or session.isinitpath(file_path)
+
+
+class SuiteFile(pytest.File):
+    """One suite (threshold YAML) file; a file that cannot be loaded is a collection error."""
+
+    def collect(self) -> Iterator[SAENode]:
+        runner = get_runner(self.config)
+        suite = runner.load_suite(self.path)
+        for entry in entries_of(suite):
+            yield SAENode.from_parent(self, name=entry.unique_id, suite=suite, entry=entry)
+
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
+        if isinstance(excinfo.value, SaevalError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class SAENode(pytest.Collector):
+    """One SAE of a suite; its gates are the items."""
+
+    def __init__(self, *, suite: Suite, entry: SAEEntry, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.suite = suite
+        self.entry = entry
+
+    def collect(self) -> Iterator[GateItem]:
+        for gate in self.entry.gates:
+            yield GateItem.from_parent(self, name=gate.metric, gate=gate)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        line = self.entry.spec.line
+        return self.path, (line - 1 if line else None), self.entry.unique_id
+
+
+class GateItem(pytest.Item):
+    """One gate of one SAE. Uses fixtures like pytest's own doctest items (autouse ones included)."""
+
+    def __init__(self, *, gate: Gate, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        parent = self.parent
+        assert isinstance(parent, SAENode)
+        self.gate = gate
+        self.suite: Suite = parent.suite
+        self.entry: SAEEntry = parent.entry
+        self.obj = None
+        self._fixtureinfo = self.session._fixturemanager.getfixtureinfo(node=self, func=None, cls=None)
+        self.fixturenames = self._fixtureinfo.names_closure
+        self.funcargs: dict[str, object] = {}
+        self._request = TopRequest(self, _ispytest=True)  # type: ignore[arg-type]
+
+    @property
+    def sae_id(self) -> str:
+        """The SAE's unique id in its suite."""
+        return self.entry.unique_id
+
+    def setup(self) -> None:
+        self._request._fillfixtures()
+        self._outcome = get_runner(self.config).gate_outcome(self, self._request)
+
+    def runtest(self) -> None:
+        outcome = self._outcome
+        if outcome.skip_reason is not None:
+            # reported at the gate's YAML line, like a skip mark
+            raise pytest.skip.Exception(outcome.skip_reason, _use_item_location=True)
+        check = outcome.check
+        assert check is not None
+        self.user_properties.append(("value", check.result.value))
+        self.user_properties.append(("bound", check.gate.describe(check.result.baseline_value)))
+        if not check.passed:
+            raise GateFailed(check.message)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        line = self.gate.line
+        return self.path, (line - 1 if line else None), f"{self.sae_id}::{self.gate.metric}"
+
+
+def tidy_report(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
+    """Make the short summary line of a gate failure or evaluation error its message, at the gate's YAML line.
+
+    pytest would prefix the exception's type name and point at Python code; a reviewer wants
+    ``FAILED ...::l0 - thresholds/demo.yaml:15: [layer1-topk] l0 = 72.3, needs <= 60 (over by 12.3)``.
+    """
+    excinfo = call.excinfo
+    if excinfo is None or not isinstance(excinfo.value, (GateFailed, EvaluationError)):
+        return
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is None:
+        return
+    lines = str(excinfo.value).splitlines() or [""]
+    crash.message = lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")
+    if isinstance(item, GateItem) and item.gate.line:
+        crash.path = str(item.path)
+        crash.lineno = item.gate.line

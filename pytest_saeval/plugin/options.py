@@ -1,0 +1,98 @@
+"""The plugin's options: command-line flags and their ini twins, resolved once per run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pytest_saeval.settings import is_device
+
+__all__ = ["PluginOptions", "add_options"]
+
+
+@dataclass(frozen=True)
+class PluginOptions:
+    """The plugin's command-line options and ini values, resolved."""
+
+    device: str | None = None
+    """``--saeval-device`` / ``saeval_device``: overrides every suite's ``model.device``."""
+    output_dir: Path | None = None
+    """``--saeval-output-dir`` / ``saeval_output_dir``: where the JSON and CSV outputs go."""
+    update_baseline: bool = False
+    """``--saeval-update-baseline``: rewrite each suite's baseline file from this run."""
+    suite: Path | None = None
+    """``--saeval-suite`` / ``saeval_suite``: the suite the session fixtures serve."""
+    use_cache: bool = True
+    """``saeval_cache`` (``--saeval-no-cache`` turns it off): read and write the results and model-side caches."""
+    cache_dir: Path | None = None
+    """``--saeval-cache-dir`` / ``saeval_cache_dir``: folder of the caches."""
+    report: Path | None = None
+    """``--saeval-report`` / ``saeval_report``: the self-contained HTML report to write."""
+    thresholds: tuple[str, ...] = ("thresholds/*.yaml",)
+    """``saeval_thresholds``: globs, relative to the rootdir, of the suite files to collect."""
+
+    def __post_init__(self) -> None:
+        if self.device is not None and not is_device(self.device):
+            raise pytest.UsageError(
+                f"--saeval-device must be auto, cpu, cuda or cuda:N, got {self.device!r}. "
+                "Fix: pass e.g. --saeval-device cpu or --saeval-device cuda:0"
+            )
+        object.__setattr__(self, "thresholds", tuple(self.thresholds))
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> PluginOptions:
+        """Command-line options first, then ini values (ini paths are relative to the ini file's folder)."""
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        cwd = config.invocation_params.dir
+
+        def path_option(option: str, ini: str) -> Path | None:
+            value = config.getoption(option)
+            if value:
+                return cwd / value
+            value = config.getini(ini)
+            return base / value if value else None
+
+        device = config.getoption("saeval_device") or config.getini("saeval_device") or None
+        return cls(
+            device=device,
+            output_dir=path_option("saeval_output_dir", "saeval_output_dir"),
+            update_baseline=bool(config.getoption("saeval_update_baseline")),
+            suite=path_option("saeval_suite", "saeval_suite"),
+            use_cache=not config.getoption("saeval_no_cache") and bool(config.getini("saeval_cache")),
+            cache_dir=path_option("saeval_cache_dir", "saeval_cache_dir"),
+            report=path_option("saeval_report", "saeval_report"),
+            thresholds=tuple(config.getini("saeval_thresholds")),
+        )
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register the ``--saeval-*`` options (one group) and the ``saeval_*`` ini keys."""
+    group = parser.getgroup("saeval", "SAE quality gates (pytest-saeval)")
+    group.addoption("--saeval-device", dest="saeval_device", default=None, metavar="DEVICE",
+                    help="load every suite's model on DEVICE: auto, cpu, cuda or cuda:N (ini: saeval_device)")
+    group.addoption("--saeval-output-dir", dest="saeval_output_dir", default=None, metavar="DIR",
+                    help="write one JSON per SAE, all_eval_results.json and all_eval_results.csv to DIR "
+                         "(ini: saeval_output_dir)")
+    group.addoption("--saeval-update-baseline", dest="saeval_update_baseline", action="store_true", default=False,
+                    help="rewrite each suite's baseline file from this run; gates still compare with the old "
+                         "values, and a run with evaluation errors writes nothing")
+    group.addoption("--saeval-suite", dest="saeval_suite", default=None, metavar="FILE",
+                    help="the suite file served by the saeval_model, saeval_saes, saeval_tokens and "
+                         "saeval_results fixtures (ini: saeval_suite)")
+    group.addoption("--saeval-report", dest="saeval_report", default=None, metavar="PAGE",
+                    help="write a self-contained HTML report (gate table and the SAE Lens evals plots) to PAGE "
+                         "(ini: saeval_report)")
+    group.addoption("--saeval-no-cache", dest="saeval_no_cache", action="store_true", default=False,
+                    help="do not read or write the results and model-side caches (ini: saeval_cache = false)")
+    group.addoption("--saeval-cache-dir", dest="saeval_cache_dir", default=None, metavar="DIR",
+                    help="folder of the caches (ini: saeval_cache_dir)")
+    parser.addini("saeval_thresholds", type="args", default=["thresholds/*.yaml"],
+                  help="globs (relative to the rootdir) of suite files collected as tests")
+    parser.addini("saeval_device", default="", help="default for --saeval-device")
+    parser.addini("saeval_output_dir", default="", help="default for --saeval-output-dir (relative to the ini file)")
+    parser.addini("saeval_report", default="", help="default for --saeval-report (relative to the ini file)")
+    parser.addini("saeval_suite", default="", help="default for --saeval-suite (relative to the ini file)")
+    parser.addini("saeval_cache", type="bool", default=True, help="read and write the results and model-side caches (default true)")
+    parser.addini("saeval_cache_dir", default="", help="default for --saeval-cache-dir (relative to the ini file)")

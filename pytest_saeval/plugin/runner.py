@@ -1,0 +1,422 @@
+"""Per-run state of the pytest plugin: what is selected, what was evaluated, what to report.
+
+One :class:`Runner` per pytest run lives in ``config.stash[RUNNER_KEY]``. After collection it
+groups the selected gate items into *units* (by default: suites that share a model, token set and
+settings, so one fused pass serves them); the first item of a unit to run evaluates the whole unit
+with one shared :class:`~pytest_saeval.run.session.Session`, and every other item reads its check.
+
+Under pytest-xdist each worker has its own runner. A worker sends what it evaluated to the
+controller (``workeroutput``); the controller merges, writes the outputs and the baseline, and
+prints the summary.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from pytest_saeval.errors import SaevalError
+from pytest_saeval.plain import JSON, to_plain
+from pytest_saeval.plugin.options import PluginOptions
+from pytest_saeval.plugin.outcomes import EvaluationError
+from pytest_saeval.plugin.workers import limit_worker_threads, worker_device
+from pytest_saeval.report.finish import FinishOptions, finish
+from pytest_saeval.report.table import summary_lines
+from pytest_saeval.run.checks import GateCheck, no_baseline_reason
+from pytest_saeval.run.outcome import SuiteRun, merge_runs
+from pytest_saeval.run.plan import Overrides, SAEEntry, group_key
+from pytest_saeval.run.quiet import quiet_libraries
+from pytest_saeval.run.session import RunOptions, Session
+from pytest_saeval.run.wire import run_from_wire, run_to_wire
+from pytest_saeval.spec.gates import Gate
+from pytest_saeval.spec.loader import load_suite
+from pytest_saeval.spec.suite import Suite
+
+__all__ = ["OVERRIDABLE", "RUNNER_KEY", "GateNode", "GateOutcome", "Runner", "get_runner", "overridden"]
+
+OVERRIDABLE: tuple[str, ...] = ("saeval_model", "saeval_saes", "saeval_tokens")
+"""Fixtures whose conftest overrides replace what the suites load, for the gate items too."""
+
+UNITS: tuple[str, ...] = ("group", "file", "sae")
+"""How gate items are evaluated together: suites sharing a fused pass, one suite file, one SAE."""
+
+_PLUGIN_PACKAGE = "pytest_saeval.plugin"
+
+
+class GateNode(Protocol):
+    """What the runner needs of a gate item (:class:`~pytest_saeval.plugin.items.GateItem`)."""
+
+    path: Path
+    suite: Suite
+    entry: SAEEntry
+    gate: Gate
+    session: pytest.Session
+    nodeid: str
+
+    @property
+    def sae_id(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """What a gate item reports: its check, or why it is skipped."""
+
+    check: GateCheck | None = None
+    """The checked gate."""
+    skip_reason: str | None = None
+    """Set when the gate could not be checked for a reason that is not an error."""
+
+
+@dataclass
+class _Unit:
+    """Gate items evaluated together, and the result once evaluated."""
+
+    selected: dict[Path, dict[str, set[str]]] = field(default_factory=dict)
+    """Suite file -> SAE id -> gated metrics of the selected items."""
+    done: bool = False
+    """Whether the unit was evaluated (successfully or not)."""
+    runs: list[SuiteRun] = field(default_factory=list)
+    """The runs of the SAEs that could be evaluated."""
+    errors: dict[tuple[Path, str], BaseException] = field(default_factory=dict)
+    """(suite file, SAE id) -> the error that kept that SAE from being evaluated."""
+
+
+def overridden(node: pytest.Item | pytest.Collector | GateNode) -> tuple[tuple[str, int], ...]:
+    """The overridable fixtures that a conftest or module overrides where ``node`` is, with their definitions' ids."""
+    fm = node.session._fixturemanager
+    found = []
+    for name in OVERRIDABLE:
+        defs = fm.getfixturedefs(name, node)  # type: ignore[arg-type]
+        if defs and not str(getattr(defs[-1].func, "__module__", "")).startswith(_PLUGIN_PACKAGE):
+            found.append((name, id(defs[-1])))
+    return tuple(found)
+
+
+def _override_values(request: pytest.FixtureRequest, names: Iterable[str]) -> Overrides:
+    values = {name: request.getfixturevalue(name) for name in names}
+    return Overrides(model=values.get("saeval_model"), saes=values.get("saeval_saes"),
+                     tokens=values.get("saeval_tokens"))
+
+
+def _abs(path: Path | str) -> Path:
+    return Path(os.path.abspath(path))
+
+
+class Runner:
+    """Everything the plugin knows about one pytest run (one per process)."""
+
+    def __init__(self, config: pytest.Config, options: PluginOptions) -> None:
+        self.config = config
+        self.options = options
+        workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+        self.worker_id: str | None = workerinput.get("workerid") if workerinput else None
+        self.worker_count: int = int(workerinput.get("workercount", 1)) if workerinput else 1
+        unit_kind = (workerinput or {}).get("saeval_unit", "group")
+        self.unit_kind: str = unit_kind if unit_kind in UNITS else "sae"
+        self._session: Session | None = None
+        self._suites: dict[Path, Suite] = {}
+        self._globbed: frozenset[Path] | None = None
+        self._units: dict[tuple[Any, ...], _Unit] = {}
+        self._unit_of: dict[tuple[Path, str], tuple[Any, ...]] = {}
+        self._entry_index: dict[tuple[Path, str], int] = {}
+        self.runs: list[SuiteRun] = []
+        """Every run evaluated in this process (gate items, markers, fixtures)."""
+        self.errors: list[str] = []
+        """Messages of evaluations that failed with an error, in this process and its workers."""
+        self.evaluations: dict[str, int] = {}
+        """SAEs evaluated, per process (``main`` or the xdist worker id)."""
+        self.finish_lines: list[str] = []
+        """Lines for the summary: files written, baselines updated, problems doing so."""
+
+    # -- suites and collection ------------------------------------------------------------------
+    @property
+    def is_worker(self) -> bool:
+        """Whether this process is a pytest-xdist worker."""
+        return self.worker_id is not None
+
+    def globbed(self) -> frozenset[Path]:
+        """Files matched by the ``saeval_thresholds`` globs (relative to the rootdir), found once."""
+        if self._globbed is None:
+            root = self.config.rootpath
+            found: set[Path] = set()
+            for pattern in self.options.thresholds:
+                found.update(_abs(p) for p in root.glob(pattern) if p.is_file())
+            self._globbed = frozenset(found)
+        return self._globbed
+
+    def display_path(self, path: Path) -> Path:
+        """``path`` relative to the invocation folder when it lies inside it (as messages show it)."""
+        path = _abs(path)
+        try:
+            return path.relative_to(self.config.invocation_params.dir)
+        except ValueError:
+            return path
+
+    def load_suite(self, path: Path) -> Suite:
+        """Load a suite file once per run; errors name the file as messages show it."""
+        key = _abs(path)
+        if key not in self._suites:
+            self._suites[key] = load_suite(self.display_path(key))
+        return self._suites[key]
+
+    @property
+    def session(self) -> Session:
+        """The one :class:`Session` of this process (created on first use)."""
+        if self._session is None:
+            if self.is_worker:
+                limit_worker_threads(self.worker_count)
+            auto = worker_device(self.worker_id) if self.options.device is None else None
+            self._session = Session(RunOptions(device=self.options.device, auto_device=auto,
+                                               use_cache=self.options.use_cache, cache_dir=self.options.cache_dir,
+                                               recording_baseline=self.options.update_baseline))
+        return self._session
+
+    def plan(self, items: Iterable[GateNode]) -> None:
+        """Group the selected gate items into evaluation units (after deselection)."""
+        sigs: dict[Path, tuple[tuple[str, int], ...]] = {}
+        for item in items:
+            path = _abs(item.path)
+            if path not in sigs:
+                sigs[path] = overridden(item)
+            if self.unit_kind == "group":
+                key: tuple[Any, ...] = ("group", group_key(item.suite), sigs[path])
+            elif self.unit_kind == "file":
+                key = ("file", str(path), sigs[path])
+            else:
+                key = ("sae", str(path), item.sae_id, sigs[path])
+            unit = self._units.setdefault(key, _Unit())
+            unit.selected.setdefault(path, {}).setdefault(item.sae_id, set()).add(item.gate.metric)
+            self._unit_of[(path, item.sae_id)] = key
+            self._entry_index[(path, item.sae_id)] = item.entry.index
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def _evaluate(self, suites_selected: Mapping[Path, Mapping[str, set[str]] | None],
+                  overrides: Overrides | None) -> list[SuiteRun]:
+        """Run the session on some SAEs of some suites; ``None`` selects every SAE and gate of a suite."""
+        suites = [self._suites[p] for p in suites_selected]
+        by_suite = {self._suites[p].path: sel for p, sel in suites_selected.items()}
+
+        def selected(suite: Suite, uid: str) -> bool:
+            sel = by_suite.get(suite.path)
+            return sel is None or uid in sel
+
+        session = self.session
+        before = session.evaluations
+        try:
+            with quiet_libraries():
+                runs = session.run(suites, selected, overrides)
+        finally:
+            who = self.worker_id or "main"
+            self.evaluations[who] = self.evaluations.get(who, 0) + session.evaluations - before
+        kept = []
+        for run in runs:
+            sel = by_suite.get(run.suite.path)
+            if sel is not None:
+                run = replace(run, checks=[c for c in run.checks if c.gate.metric in sel.get(c.sae_id, ())],
+                              unchecked=[(u, g) for u, g in run.unchecked if g.metric in sel.get(u, ())])
+            kept.append(run)
+        self.runs.extend(kept)
+        return kept
+
+    def _record_error(self, error: BaseException) -> None:
+        text = str(error) if isinstance(error, SaevalError) else f"{type(error).__name__}: {error}"
+        if text not in self.errors:
+            self.errors.append(text)
+
+    def _culprits(self, error: SaevalError, selected: Mapping[Path, Mapping[str, set[str]]]) -> list[tuple[Path, str]]:
+        """The selected SAEs an error is about (from its subject), or ``[]`` when it names no suite.
+
+        An error about one SAE concerns that SAE; one about an SAE entry, every SAE of that entry; one
+        about a suite (or its baseline file), every selected SAE of that suite.
+        """
+        subject = error.subject
+        if subject.suite is None:
+            return []
+        for path, uids in selected.items():
+            if str(self._suites[path].path) != subject.suite:
+                continue
+            if subject.sae is not None and subject.sae in uids:
+                return [(path, subject.sae)]
+            if subject.entry is not None:
+                return [(path, uid) for uid in uids if self._entry_index.get((path, uid)) == subject.entry]
+            return [(path, uid) for uid in uids]
+        return []
+
+    def _evaluate_unit(self, unit: _Unit, overrides: Overrides | None) -> None:
+        """Evaluate a unit; an SAE that cannot be evaluated is set aside and the others are evaluated without it."""
+        selected = {path: dict(uids) for path, uids in unit.selected.items()}
+        while selected:
+            try:
+                unit.runs.extend(self._evaluate(selected, overrides))
+                return
+            except SaevalError as e:
+                self._record_error(e)
+                culprits = self._culprits(e, selected)
+                if not culprits or sum(len(u) for u in selected.values()) == len(culprits):
+                    culprits = [(path, uid) for path, uids in selected.items() for uid in uids]
+                for path, uid in culprits:
+                    unit.errors[(path, uid)] = e
+                    del selected[path][uid]
+                selected = {path: uids for path, uids in selected.items() if uids}
+
+    def gate_outcome(self, item: GateNode, request: pytest.FixtureRequest) -> GateOutcome:
+        """The check of ``item``, evaluating its unit first if needed.
+
+        Raises :class:`~pytest_saeval.plugin.outcomes.EvaluationError` (an error of the item, not a
+        failure) when its SAE could not be evaluated.
+        """
+        path = _abs(item.path)
+        key = self._unit_of.get((path, item.sae_id))
+        if key is None:  # collected after planning (should not happen): evaluate it on its own
+            self.plan([item])
+            key = self._unit_of[(path, item.sae_id)]
+        unit = self._units[key]
+        if not unit.done:
+            unit.done = True
+            try:
+                overrides = _override_values(request, (name for name, _ in key[-1])) if key[-1] else None
+                self._evaluate_unit(unit, overrides)
+            except Exception as e:  # noqa: BLE001 - a bug, a device problem or a failing override: every item shows it
+                self._record_error(e)
+                for p, uids in unit.selected.items():
+                    for uid in uids:
+                        unit.errors.setdefault((p, uid), e)
+        error = unit.errors.get((path, item.sae_id))
+        if isinstance(error, SaevalError):
+            raise EvaluationError(str(error))
+        if error is not None:
+            raise error
+        return self._outcome_in(unit, path, item)
+
+    @staticmethod
+    def _outcome_in(unit: _Unit, path: Path, item: GateNode) -> GateOutcome:
+        for run in unit.runs:
+            if _abs(run.suite.path) != path:
+                continue
+            for check in run.checks:
+                if check.sae_id == item.sae_id and check.gate.metric == item.gate.metric:
+                    return GateOutcome(check=check)
+            for uid, gate in run.unchecked:
+                if uid == item.sae_id and gate.metric == item.gate.metric:
+                    return GateOutcome(skip_reason=no_baseline_reason(None, uid, gate))
+        raise EvaluationError(f"{item.nodeid}: the evaluation produced no check for this gate")
+
+    def marker_failures(self, item: pytest.Item, request: pytest.FixtureRequest, suite_path: Path,
+                        sae: str | None) -> list[str]:
+        """Evaluate a ``saeval`` marker's suite (one SAE or all) and return the failing gates' messages."""
+        from pytest_saeval.run.plan import entries_of
+
+        suite = self.load_suite(suite_path)
+        key = _abs(suite_path)
+        names = [name for name, _ in overridden(item)]
+        overrides = _override_values(request, names) if names else None
+        selected: dict[Path, dict[str, set[str]] | None] = {key: None}
+        if sae is not None:  # the entry's SAE, or every SAE its release regex matches
+            metrics = set(suite.sae(sae).metrics)
+            selected[key] = {e.unique_id: metrics for e in entries_of(suite) if e.spec.id == sae}
+        try:
+            runs = self._evaluate(selected, overrides)
+        except BaseException as e:
+            self._record_error(e)
+            raise
+        return [c.message for run in runs for c in run.checks if not c.passed]
+
+    # -- fixtures ---------------------------------------------------------------------------------
+    def fixture_suite(self) -> Suite:
+        """The suite named by ``--saeval-suite`` / ``saeval_suite``."""
+        if self.options.suite is None:
+            pytest.fail(
+                "the saeval fixtures need a suite file. Fix: pass --saeval-suite thresholds/<name>.yaml "
+                "or set saeval_suite in the ini file",
+                pytrace=False,
+            )
+        try:
+            return self.load_suite(self.options.suite)
+        except SaevalError as e:
+            pytest.fail(str(e), pytrace=False)
+
+    def fixture_model(self) -> Any:
+        """The fixture suite's model (the same object its gates are evaluated on)."""
+        suite = self.fixture_suite()
+        try:
+            return self.session.loader.model(suite, Overrides())
+        except SaevalError as e:
+            pytest.fail(str(e), pytrace=False)
+
+    def fixture_tokens(self, model: Any) -> Any:
+        """The fixture suite's token rows, checked against ``model``'s vocabulary."""
+        suite = self.fixture_suite()
+        try:
+            return self.session.loader.tokens(suite, model, Overrides())
+        except SaevalError as e:
+            pytest.fail(str(e), pytrace=False)
+
+    def fixture_saes(self, model: Any) -> dict[str, Any]:
+        """The fixture suite's SAEs by unique id, on ``model``'s device."""
+        from pytest_saeval.run.evaluation import device_of
+        from pytest_saeval.run.plan import entries_of
+
+        suite = self.fixture_suite()
+        try:
+            return self.session.loader.saes(suite, entries_of(suite), device_of(model), Overrides())
+        except SaevalError as e:
+            pytest.fail(str(e), pytrace=False)
+
+    def fixture_results(self, model: Any, saes: Mapping[str, Any], tokens: Any) -> dict[str, Any]:
+        """Results of every SAE of the fixture suite on these objects (kept results are reused)."""
+        suite = self.fixture_suite()
+        try:
+            runs = self._evaluate({_abs(suite.path): None}, Overrides(model=model, saes=saes, tokens=tokens))
+        except SaevalError as e:
+            self._record_error(e)
+            pytest.fail(str(e), pytrace=False)
+        return dict(runs[0].results) if runs else {}
+
+    # -- end of the run ---------------------------------------------------------------------------
+    def to_wire(self) -> JSON:
+        """What a worker sends to the controller: plain data only."""
+        return to_plain({"worker": self.worker_id, "evaluations": self.evaluations, "errors": self.errors,
+                         "runs": [run_to_wire(r) for r in self.runs]})
+
+    def add_remote(self, payload: Mapping[str, Any] | None) -> None:
+        """Take in a worker's results (on the controller)."""
+        if not payload:
+            return
+        for who, n in payload.get("evaluations", {}).items():
+            self.evaluations[who] = self.evaluations.get(who, 0) + int(n)
+        for text in payload.get("errors", []):
+            if text not in self.errors:
+                self.errors.append(text)
+        for data in payload.get("runs", []):
+            self.runs.append(run_from_wire(data, self.load_suite))
+
+    def merged(self) -> list[SuiteRun]:
+        """Every run of this process and its workers, one per suite file."""
+        return merge_runs(self.runs)
+
+    def finish(self) -> bool:
+        """Write the outputs, the report and the baselines (controller or single process); False when that failed."""
+        done = finish(self.merged(), FinishOptions(output_dir=self.options.output_dir, report=self.options.report,
+                                                   update_baseline=self.options.update_baseline,
+                                                   display=self.display_path), self.errors)
+        self.finish_lines.extend(done.lines)
+        self.finish_lines.extend(f"ERROR {what}: {e}" for what, e in done.problems)
+        return done.ok
+
+    def summary(self) -> list[str]:
+        """The lines of the terminal summary section."""
+        return [*summary_lines(self.merged(), self.evaluations, self.errors), *self.finish_lines]
+
+
+RUNNER_KEY = pytest.StashKey[Runner]()
+"""Where the run's :class:`Runner` lives in ``config.stash``."""
+
+
+def get_runner(config: pytest.Config) -> Runner:
+    """The run's :class:`Runner` (created by the plugin's ``pytest_configure``)."""
+    return config.stash[RUNNER_KEY]

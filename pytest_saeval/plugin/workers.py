@@ -1,0 +1,46 @@
+"""One machine's share of the work under pytest-xdist: each worker's CPU threads and GPU."""
+
+from __future__ import annotations
+
+import os
+import re
+
+__all__ = ["gpu_for_worker", "limit_worker_threads", "threads_per_worker", "worker_device"]
+
+
+def gpu_for_worker(worker_id: str | None, n_gpus: int) -> str | None:
+    """``cuda:<i mod n_gpus>`` for worker ``gw<i>`` when there are several GPUs, else ``None`` (no change)."""
+    if worker_id is None or n_gpus < 2:
+        return None
+    match = re.fullmatch(r"gw(\d+)", worker_id)
+    if match is None:
+        return None
+    return f"cuda:{int(match.group(1)) % n_gpus}"
+
+
+def worker_device(worker_id: str | None) -> str | None:
+    """The device ``auto`` means on this xdist worker (imports torch; call when evaluating)."""
+    if worker_id is None:
+        return None
+    import torch
+
+    return gpu_for_worker(worker_id, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def threads_per_worker(n_workers: int, n_cpus: int) -> int:
+    """CPU threads each of ``n_workers`` processes may use so that together they fill ``n_cpus`` without oversubscribing."""
+    return max(1, n_cpus // max(1, n_workers))
+
+
+def limit_worker_threads(n_workers: int) -> None:
+    """Share the CPU among xdist workers: torch would otherwise give every worker all cores.
+
+    Left alone when ``OMP_NUM_THREADS`` is set (the user decided) or there is one worker.
+    """
+    if n_workers < 2 or "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    wanted = threads_per_worker(n_workers, os.cpu_count() or 1)
+    if torch.get_num_threads() > wanted:
+        torch.set_num_threads(wanted)

@@ -1,0 +1,106 @@
+"""The end of a run, the same for the ``saeval`` command and the plugin: the output files, the HTML
+report, the GitHub step summary and the baseline updates, from the run's merged :class:`SuiteRun` s."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_saeval.errors import InputError, SaevalError, SuiteError
+from pytest_saeval.report.baselines import write_baselines
+from pytest_saeval.report.files import write_outputs
+from pytest_saeval.report.markdown import append_github_step_summary, markdown_summary, write_markdown
+from pytest_saeval.run.outcome import SuiteRun
+
+__all__ = ["FinishOptions", "Finished", "finish"]
+
+
+@dataclass(frozen=True)
+class FinishOptions:
+    """What to write at the end of a run."""
+
+    output_dir: Path | None = None
+    """Where the per-SAE JSON, ``all_eval_results.json`` / ``.csv`` and ``summary.md`` go."""
+    report: Path | None = None
+    """The self-contained HTML report to write."""
+    update_baseline: bool = False
+    """Rewrite each suite's baseline file from this run."""
+    strict_baselines: bool = False
+    """With ``update_baseline``: a suite without a ``baseline:`` key is a problem (the command was asked
+    for that suite) rather than a note (pytest collects every suite of a repository)."""
+    display: Callable[[Path], object] = field(default=lambda path: path, compare=False)
+    """How paths are shown in the lines (e.g. relative to the invocation folder)."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What :func:`finish` did."""
+
+    lines: tuple[str, ...] = ()
+    """One line per thing written or left alone, for the terminal."""
+    problems: tuple[tuple[str, SaevalError], ...] = ()
+    """``(what was being written, why it could not be)``."""
+
+    @property
+    def ok(self) -> bool:
+        """True when everything asked for was written."""
+        return not self.problems
+
+
+def _as_error(e: OSError | SaevalError, path: Path | None) -> SaevalError:
+    if isinstance(e, SaevalError):
+        return e
+    return InputError(f"cannot write: {e.strerror or e}", fix="choose a place you can write to",
+                      file=str(e.filename or path) if (e.filename or path) else None)
+
+
+def finish(runs: Sequence[SuiteRun], options: FinishOptions, errors: Sequence[str] = ()) -> Finished:
+    """Write what ``options`` asks for from ``runs`` (the run's ``errors`` keep baselines as they were)."""
+    lines: list[str] = []
+    problems: list[tuple[str, SaevalError]] = []
+    show = options.display
+    if options.output_dir is not None and runs:
+        try:
+            paths = write_outputs(runs, options.output_dir)
+            paths.append(write_markdown(runs, options.output_dir / "summary.md"))
+            lines.append(f"wrote {len(paths)} files to {show(options.output_dir)}")
+        except (OSError, SaevalError) as e:
+            problems.append(("writing the outputs", _as_error(e, options.output_dir)))
+    if options.report is not None and runs:
+        from pytest_saeval.report.html import write_html_report
+
+        try:
+            lines.append(f"wrote report {show(write_html_report(runs, options.report))}")
+        except (OSError, SaevalError) as e:
+            problems.append(("writing the report", _as_error(e, options.report)))
+    if runs:
+        append_github_step_summary(markdown_summary(runs))
+    if options.update_baseline:
+        _update_baselines(runs, options, errors, lines, problems)
+    return Finished(tuple(lines), tuple(problems))
+
+
+def _update_baselines(runs: Sequence[SuiteRun], options: FinishOptions, errors: Sequence[str], lines: list[str],
+                      problems: list[tuple[str, SaevalError]]) -> None:
+    if errors:
+        n = len(errors)
+        lines.append(f"baseline NOT updated: {n} evaluation error{'s' if n != 1 else ''} in this run "
+                     "(fix them and run again)")
+        return
+    with_file = [r for r in runs if r.suite.baseline is not None]
+    for run in runs:
+        if run.suite.baseline is not None:
+            continue
+        if options.strict_baselines:
+            problems.append(("updating the baseline", SuiteError(
+                "updating the baseline needs a baseline file",
+                fix="add `baseline: baselines/<name>.json` to the suite (the file is created on update)",
+                file=str(run.suite.path), key="baseline")))
+            return
+        lines.append(f"baseline not updated for {run.suite.path}: it has no `baseline:` key "
+                     "(add `baseline: baselines/<name>.json`; the file is created on update)")
+    try:
+        lines.extend(f"updated baseline {options.display(path)}" for path in write_baselines(with_file))
+    except (OSError, SaevalError) as e:
+        problems.append(("updating the baseline", _as_error(e, None)))

@@ -1,0 +1,122 @@
+"""Markdown summary of a run: one table of SAE x gated metric, failures first (pure Python).
+
+Written next to the other outputs and appended to ``$GITHUB_STEP_SUMMARY`` on GitHub Actions, so
+the job page shows which SAE missed which bound, by how much, and whether the miss is within the
+measurement's noise (the bootstrap interval).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from pytest_saeval.catalogue import METRICS
+from pytest_saeval.fileio import atomic_write_text
+from pytest_saeval.run.intervals import INTERVAL_METRICS
+from pytest_saeval.run.outcome import SuiteRun
+from pytest_saeval.report.rows import GateRow, format_headroom, format_interval, gate_rows, shown_value
+from pytest_saeval.spec.numbers import format_number
+
+__all__ = ["GITHUB_SUMMARY_LIMIT", "append_github_step_summary", "markdown_summary", "write_markdown"]
+
+GITHUB_SUMMARY_LIMIT = 1024 * 1024
+"""GitHub's limit on one step's summary, in bytes."""
+
+
+def _cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines.extend("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows)
+    return lines
+
+
+def _row_cells(row: GateRow) -> list[str]:
+    return [
+        "❌ FAIL" if not row.passed else "✅ pass",
+        f"`{row.sae_id}`",
+        f"`{row.metric}`",
+        shown_value(row.value, row.thresholds),
+        format_interval(row.interval),
+        row.bound,
+        format_headroom(row.headroom),
+        f"`{row.where}`",
+    ]
+
+
+def markdown_summary(runs: Sequence[SuiteRun], *, title: str = "saeval", details: bool = True) -> str:
+    """A Markdown report: a headline, the gate table (failures first) and, per SAE, all scalar metrics
+    with their 95% bootstrap intervals; ``details=False`` leaves out the per-SAE metric tables."""
+    rows = gate_rows(runs)
+    n_fail = sum(not r.passed for r in rows)
+    n_sae = sum(len(r.results) for r in runs)
+    if not rows:
+        headline = f"no gates checked ({n_sae} SAE{'s' if n_sae != 1 else ''} evaluated)"
+    elif n_fail:
+        headline = f"❌ {n_fail} of {len(rows)} gates failed ({n_sae} SAE{'s' if n_sae != 1 else ''})"
+    else:
+        headline = f"✅ all {len(rows)} gates passed ({n_sae} SAE{'s' if n_sae != 1 else ''})"
+    out = [f"## {title}: {headline}", ""]
+    if rows:
+        header = ["Result", "SAE", "Metric", "Value", "95% interval", "Bound", "Headroom", "Where"]
+        out.extend(_table(header, (_row_cells(r) for r in rows)))
+        out.append("")
+    has_intervals = any(r.interval is not None for r in rows)
+    if has_intervals:
+        out.append("Intervals: 95% percentile bootstrap over sequences. Headroom: distance to the nearest bound "
+                   "(negative: failing).")
+        out.append("")
+    if details:
+        for run in runs:
+            for uid, result in run.results.items():
+                found = run.intervals_of(uid)
+                metric_rows = []
+                for name, value in result.metrics.items():
+                    info = METRICS.get(name)
+                    better = "" if info is None or info.higher_is_better is None else (
+                        "↑" if info.higher_is_better else "↓")
+                    iv = found.get(name) if name in INTERVAL_METRICS else None
+                    metric_rows.append([f"`{name}`", format_number(value), format_interval(iv), better])
+                out.append(f"<details><summary>All metrics of <code>{_html_escape(uid)}</code> "
+                           f"({_html_escape(str(run.suite.path))})</summary>")
+                out.append("")
+                out.extend(_table(["Metric", "Value", "95% interval", "Better"], metric_rows))
+                out.append("")
+                out.append("</details>")
+                out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _html_escape(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def write_markdown(runs: Sequence[SuiteRun], path: str | os.PathLike[str]) -> Path:
+    """Write :func:`markdown_summary` to ``path`` (atomically) and return the path."""
+    target = Path(path)
+    atomic_write_text(target, markdown_summary(runs))
+    return target
+
+
+def append_github_step_summary(text: str, *, environ: Mapping[str, str] | None = None) -> Path | None:
+    """Append ``text`` to the file named by ``$GITHUB_STEP_SUMMARY``; return it, or None when unset.
+
+    Text beyond GitHub's 1 MiB limit is cut at a line end with a note.
+    """
+    env = os.environ if environ is None else environ
+    target = env.get("GITHUB_STEP_SUMMARY", "").strip()
+    if not target:
+        return None
+    data = text if text.endswith("\n") else text + "\n"
+    room = GITHUB_SUMMARY_LIMIT - 200
+    if len(data.encode("utf-8")) > room:
+        cut = data.encode("utf-8")[:room].decode("utf-8", errors="ignore")
+        data = cut[: cut.rfind("\n") + 1] + "\n_(summary cut at GitHub's 1 MiB limit; see the written report)_\n"
+    path = Path(target)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(data)
+    return path

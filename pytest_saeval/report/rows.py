@@ -1,0 +1,105 @@
+"""One checked gate as a table row, and how its numbers are spelled: shared by the terminal table,
+the Markdown summary and the HTML report (pure Python)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_saeval.run.checks import GateCheck
+from pytest_saeval.run.intervals import Interval, gate_interval
+from pytest_saeval.run.outcome import SuiteRun
+from pytest_saeval.spec.gates import holds
+from pytest_saeval.spec.numbers import format_number
+
+__all__ = ["GateRow", "format_headroom", "format_interval", "gate_rows", "shown_value"]
+
+
+@dataclass(frozen=True)
+class GateRow:
+    """One checked gate, ready for a table."""
+
+    suite_path: Path
+    """The suite file the gate is in."""
+    line: int | None
+    """The gate's line in that file."""
+    sae_id: str
+    """The SAE's unique id."""
+    metric: str
+    """The gated metric."""
+    passed: bool
+    """Whether every bound held."""
+    value: float
+    """The measured value."""
+    interval: Interval | None
+    """Its bootstrap interval, when known."""
+    bound: str
+    """The bounds as a reader sees them, e.g. ``>= 0.80`` or ``>= baseline - 0.01 (= 0.9312)``."""
+    headroom: float
+    """Distance from the value to the nearest bound, negative when a bound fails (NaN for NaN values)."""
+    message: str
+    """The gate's one-line message."""
+    thresholds: tuple[tuple[str, float], ...] = ()
+    """Each bound as ``(op, resolved threshold)``."""
+
+    @property
+    def where(self) -> str:
+        """``file:line`` of the gate."""
+        return f"{self.suite_path}:{self.line}" if self.line else str(self.suite_path)
+
+
+def _headroom(check: GateCheck) -> float:
+    value = check.result.value
+    if not math.isfinite(value):
+        return math.nan
+    gaps = [value - b.threshold if b.bound.is_lower else b.threshold - value for b in check.result.bounds]
+    return min(gaps) if gaps else math.nan
+
+
+def gate_rows(runs: Iterable[SuiteRun]) -> list[GateRow]:
+    """Every checked gate of ``runs``: failures first, each group in run and file order.
+
+    The interval is the one the gate was checked with, else the run's own for that metric.
+    """
+    rows: list[GateRow] = []
+    for run in runs:
+        for check in run.checks:
+            interval = check.result.interval
+            if interval is None:
+                interval = gate_interval(run.intervals_of(check.sae_id), check.gate.metric)
+            rows.append(GateRow(
+                suite_path=check.suite_path, line=check.gate.line, sae_id=check.sae_id, metric=check.gate.metric,
+                passed=check.passed, value=check.result.value, interval=interval,
+                bound=check.gate.describe(check.result.baseline_value), headroom=_headroom(check),
+                message=check.message,
+                thresholds=tuple((b.bound.op, b.threshold) for b in check.result.bounds),
+            ))
+    return [r for r in rows if not r.passed] + [r for r in rows if r.passed]
+
+
+def shown_value(value: float, thresholds: Sequence[tuple[str, float]] = ()) -> str:
+    """``value`` with enough digits that it compares with each ``(op, threshold)`` as the exact number does."""
+    if not math.isfinite(value):
+        return format_number(value)
+    for digits in range(4, 18):
+        text = format_number(value, digits)
+        shown = float(text)
+        if all(holds(op, shown, t) == holds(op, value, t) for op, t in thresholds):
+            return text
+    return repr(value)  # pragma: no cover - 17 significant digits always round-trip
+
+
+def format_interval(interval: Interval | None) -> str:
+    """``[0.7770, 0.7853]``, or ``""`` when there is none (or it is not finite)."""
+    if interval is None or not all(math.isfinite(v) for v in interval):
+        return ""
+    return f"[{format_number(interval[0])}, {format_number(interval[1])}]"
+
+
+def format_headroom(x: float) -> str:
+    """Signed distance to the nearest bound: ``+0.0123`` passes, ``-0.0188`` fails."""
+    if math.isnan(x):
+        return ""
+    return ("+" if x >= 0 else "-") + format_number(abs(x))

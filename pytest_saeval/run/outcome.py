@@ -1,0 +1,137 @@
+"""What one suite produced in a run (:class:`SuiteRun`), and partial runs of a suite merged into one."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from pytest_saeval.engine.results import SAEResult
+from pytest_saeval.plain import JSON
+from pytest_saeval.run.checks import GateCheck
+from pytest_saeval.run.intervals import Interval
+from pytest_saeval.run.plan import SAEEntry
+from pytest_saeval.run.provenance import Provenance
+from pytest_saeval.spec.gates import Gate
+from pytest_saeval.spec.suite import Suite
+
+__all__ = ["EvalConfig", "SuiteRun", "merge_runs"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The settings and data a suite was evaluated with, under SAE Lens's ``eval_cfg`` names."""
+
+    suite: str
+    """The suite file."""
+    dataset: str | None
+    """The token file, or the dataset's path."""
+    context_size: int
+    """Tokens per row."""
+    batch_size_prompts: int
+    """Rows per batch."""
+    n_eval_reconstruction_batches: int
+    """Batches for the CE / KL metrics."""
+    n_eval_sparsity_variance_batches: int
+    """Batches for the sparsity / variance metrics."""
+    exclude_special_tokens: bool | list[int]
+    """``true``, ``false`` or the excluded token ids."""
+    library_version: str
+    """SAE Lens's version (as its eval outputs record it)."""
+    saeval_version: str
+    """This package's version."""
+
+    def to_dict(self) -> dict[str, JSON]:
+        """The configuration as plain data, as the outputs hold it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> EvalConfig:
+        """Rebuild from :meth:`to_dict`'s output."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """Everything one suite produced in a run."""
+
+    suite: Suite
+    """The suite as loaded."""
+    entries: list[SAEEntry]
+    """The SAEs that were evaluated (after selection and regex expansion)."""
+    results: dict[str, SAEResult]
+    """Engine results by unique SAE id."""
+    checks: list[GateCheck]
+    """Gate outcomes, in file order."""
+    eval_cfg: EvalConfig
+    """Settings and data description, as written to the outputs."""
+    provenance: dict[str, Provenance] = field(default_factory=dict)
+    """Per SAE id: versions, device, content hashes of SAE, tokens and model."""
+    sae_cfgs: dict[str, dict[str, JSON]] = field(default_factory=dict)
+    """Per SAE id: the SAE's config as plain data."""
+    notes: list[str] = field(default_factory=list)
+    """Human-readable notes, e.g. that the baseline was recorded on other weights or tokens
+    (see :func:`pytest_saeval.run.provenance.provenance_notes`)."""
+    unchecked: list[tuple[str, Gate]] = field(default_factory=list)
+    """``(sae id, gate)`` pairs left unchecked because the baseline has no value for them yet
+    (only while a baseline is being recorded)."""
+    intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    """Per SAE id: 95% bootstrap intervals over sequences of the token-mean metrics and their ratios
+    (see :mod:`pytest_saeval.run.intervals`); shown next to values in messages and reports."""
+
+    @property
+    def passed(self) -> bool:
+        """Whether every checked gate passed."""
+        return all(c.passed for c in self.checks)
+
+    def intervals_of(self, sae_id: str) -> dict[str, Interval]:
+        """The intervals of one SAE (``{}`` when it has none)."""
+        return self.intervals.get(sae_id) or {}
+
+    def gate_rank(self, sae_id: str, metric: str) -> tuple[int, str, int]:
+        """(SAE entry position, SAE id, gate position): rows in suite-file order."""
+        order = {spec.id: i for i, spec in enumerate(self.suite.saes)}
+        for entry in self.entries:
+            if entry.unique_id == sae_id:
+                metrics = entry.spec.metrics
+                pos = metrics.index(metric) if metric in metrics else len(metrics)
+                return order.get(entry.spec.id, len(order)), sae_id, pos
+        return len(order), sae_id, 0
+
+
+def merge_runs(runs: Iterable[SuiteRun]) -> list[SuiteRun]:
+    """Merge partial runs of the same suite file (e.g. from several workers) into one per suite.
+
+    Suites are ordered by path; SAEs and gates follow the suite file's order, so the merged result
+    does not depend on which process evaluated what.
+    """
+    by_path: dict[str, list[SuiteRun]] = {}
+    for run in runs:
+        by_path.setdefault(str(run.suite.path), []).append(run)
+    return [_merge(by_path[path]) for path in sorted(by_path)]
+
+
+def _merge(parts: list[SuiteRun]) -> SuiteRun:
+    entries: dict[str, SAEEntry] = {}
+    checks: dict[tuple[str, str], GateCheck] = {}
+    unchecked: dict[tuple[str, str], tuple[str, Gate]] = {}
+    out = SuiteRun(suite=parts[0].suite, entries=[], results={}, checks=[], eval_cfg=parts[0].eval_cfg)
+    for part in parts:
+        for entry in part.entries:
+            entries.setdefault(entry.unique_id, entry)
+        out.results.update(part.results)
+        out.provenance.update(part.provenance)
+        out.sae_cfgs.update(part.sae_cfgs)
+        out.intervals.update(part.intervals)
+        for check in part.checks:
+            checks.setdefault((check.sae_id, check.gate.metric), check)
+        for uid, gate in part.unchecked:
+            unchecked.setdefault((uid, gate.metric), (uid, gate))
+        out.notes.extend(n for n in part.notes if n not in out.notes)
+    ranked = dataclasses.replace(out, entries=list(entries.values()))
+    return dataclasses.replace(
+        ranked,
+        entries=sorted(entries.values(), key=lambda e: ranked.gate_rank(e.unique_id, "")[:2]),
+        checks=[checks[k] for k in sorted(checks, key=lambda k: ranked.gate_rank(*k))],
+        unchecked=[unchecked[k] for k in sorted(unchecked, key=lambda k: ranked.gate_rank(*k))],
+    )

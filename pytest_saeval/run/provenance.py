@@ -1,0 +1,138 @@
+"""What a result was measured on (:class:`Provenance`), and how that compares with what a baseline
+recorded (pure Python).
+
+A baseline file may record, per SAE, the provenance of its values: content hashes of the SAE, the
+model and the token rows, and the library versions and device. When the current run's hashes
+differ, the baseline-relative gates compare numbers measured on different inputs; the functions here
+turn that into one human-readable note per SAE, shown by the ``saeval`` command and the pytest
+summary. A note is information, never a failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pytest_saeval.spec.baseline import Baseline
+
+__all__ = ["CONTENT_HASHES", "ENVIRONMENT", "Provenance", "provenance_changes", "provenance_notes"]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What one SAE's result was measured on and with (written to outputs and baseline files)."""
+
+    pytest_saeval_version: str
+    """This package's version."""
+    sae_lens_version: str
+    """SAE Lens's version."""
+    transformer_lens_version: str
+    """TransformerLens's version."""
+    torch_version: str
+    """torch's version."""
+    python_version: str
+    """The Python version."""
+    device: str
+    """The device the model ran on, e.g. ``cpu`` or ``cuda:0``."""
+    sae_xxh3: str
+    """Content hash (xxh3-128) of the SAE: its class, config and weights."""
+    model_xxh3: str
+    """Content hash of the model: its class, config, tokenizer padding side and weights."""
+    tokens_xxh3: str
+    """Content hash of the token rows the pass read."""
+
+    def to_dict(self) -> dict[str, str]:
+        """The provenance as plain data, as outputs and baseline files hold it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Provenance:
+        """Rebuild from :meth:`to_dict`'s output (unknown keys are ignored, missing ones ``"unknown"``)."""
+        return cls(**{f.name: str(data.get(f.name, "unknown")) for f in dataclasses.fields(cls)})
+
+
+CONTENT_HASHES: tuple[tuple[str, str], ...] = (
+    ("sae_xxh3", "SAE weights"),
+    ("model_xxh3", "model weights"),
+    ("tokens_xxh3", "tokens"),
+)
+"""Provenance keys holding content hashes, with the words used in notes."""
+
+ENVIRONMENT: tuple[tuple[str, str], ...] = (
+    ("device", "device"),
+    ("torch_version", "torch"),
+    ("sae_lens_version", "SAE Lens"),
+    ("transformer_lens_version", "TransformerLens"),
+)
+"""Provenance keys describing the environment, with the words used in notes."""
+
+_UPDATE_HINT = (
+    "if the change is intended, record new values with `saeval run --update-baseline` "
+    "(or `pytest --saeval-update-baseline`)"
+)
+
+
+def _short(value: object) -> str:
+    text = str(value)
+    return text[:12] if len(text) > 12 else text
+
+
+def provenance_changes(recorded: Mapping[str, object], current: Mapping[str, object]) -> tuple[list[str], list[str]]:
+    """Differences between a recorded and a current provenance.
+
+    Returns ``(content, environment)``: ``content`` lists changed content hashes as
+    ``"SAE weights (xxh3 1a2b3c4d5e6f -> 0f9e8d7c6b5a)"``; ``environment`` lists changed versions
+    or device as ``"torch 2.12.0 -> 2.13.0"``. A key missing on either side is not a change.
+    """
+    content = [
+        f"{words} (xxh3 {_short(recorded[key])} -> {_short(current[key])})"
+        for key, words in CONTENT_HASHES
+        if recorded.get(key) is not None and current.get(key) is not None and recorded[key] != current[key]
+    ]
+    environment = [
+        f"{words} {recorded[key]} -> {current[key]}"
+        for key, words in ENVIRONMENT
+        if recorded.get(key) is not None and current.get(key) is not None and recorded[key] != current[key]
+    ]
+    return content, environment
+
+
+def provenance_notes(suite_path: str | os.PathLike[str], provenance: Mapping[str, Provenance],
+                     baseline: Baseline | None) -> list[str]:
+    """One note per SAE whose current ``provenance`` differs from what ``baseline`` recorded for it.
+
+    ``provenance`` maps SAE ids to this run's provenance. SAEs the baseline has no provenance for get
+    no note. Notes are sorted by SAE id.
+    """
+    if baseline is None:
+        return []
+    notes: list[str] = []
+    for sae_id in sorted(provenance):
+        recorded = baseline.provenance(sae_id)
+        if not recorded:
+            continue
+        content, environment = provenance_changes(recorded, provenance[sae_id].to_dict())
+        where = f"{os.fspath(suite_path)}: [{sae_id}]"
+        if content:
+            text = (
+                f"{where} the baseline {baseline.path} was recorded on different "
+                + _and(content)
+                + "; gates that use `baseline` compare against values measured on other inputs"
+            )
+            if environment:
+                text += f" (also changed: {', '.join(environment)})"
+            notes.append(f"{text}. Fix: {_UPDATE_HINT}")
+        elif environment:
+            notes.append(
+                f"{where} the baseline {baseline.path} was recorded with another environment "
+                f"({', '.join(environment)}); small numeric differences are possible"
+            )
+    return notes
+
+
+def _and(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]

@@ -1,0 +1,88 @@
+"""What the loaders share: path resolution, offline mode, and reading library exceptions."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["exception_chain", "hub_offline", "is_hub_unreachable", "resolve_path", "short"]
+
+
+def resolve_path(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None) -> Path:
+    """``path`` as given when absolute (``~`` expanded), else relative to ``base_dir`` (or the cwd)."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = Path(base_dir) / p
+    return p
+
+
+@contextmanager
+def hub_offline() -> Iterator[None]:
+    """Forbid Hugging Face hub traffic (transformers, huggingface_hub, datasets) inside the block.
+
+    Sets ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` in the environment and in the libraries'
+    already-imported constants, and restores all of them on exit.
+    """
+    import huggingface_hub.constants as hub_constants
+
+    env_keys = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    saved_env = {k: os.environ.get(k) for k in env_keys}
+    saved_hub = hub_constants.HF_HUB_OFFLINE
+    ds_config = sys.modules.get("datasets.config")
+    saved_ds = (
+        (getattr(ds_config, "HF_HUB_OFFLINE", None), getattr(ds_config, "HF_DATASETS_OFFLINE", None))
+        if ds_config is not None
+        else None
+    )
+    try:
+        for k in env_keys:
+            os.environ[k] = "1"
+        hub_constants.HF_HUB_OFFLINE = True
+        if ds_config is not None:
+            ds_config.HF_HUB_OFFLINE = True
+            ds_config.HF_DATASETS_OFFLINE = True
+        yield
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        hub_constants.HF_HUB_OFFLINE = saved_hub
+        if ds_config is not None and saved_ds is not None:
+            ds_config.HF_HUB_OFFLINE, ds_config.HF_DATASETS_OFFLINE = saved_ds
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it was raised from (``__cause__`` / ``__context__``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def is_hub_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` says the Hugging Face hub could not be reached and the cache had nothing."""
+    names = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "ConnectError", "ConnectTimeout", "gaierror"}
+    for e in exception_chain(exc):
+        if any(cls.__name__ in names for cls in type(e).__mro__):
+            return True
+        text = str(e).lower()
+        if any(
+            phrase in text
+            for phrase in ("couldn't connect to", "couldn't reach", "offline mode", "outgoing traffic has been disabled")
+        ):
+            return True
+    return False
+
+
+def short(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line, cut to ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

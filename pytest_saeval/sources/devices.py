@@ -1,0 +1,62 @@
+"""Devices and dtypes: the vocabulary of :mod:`pytest_saeval.settings` turned into what this machine has."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pytest_saeval.errors import InputError, did_you_mean
+from pytest_saeval.settings import DEVICE_CHOICES, DTYPES, is_device
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["parse_dtype", "resolve_device"]
+
+
+def resolve_device(spec: str) -> str:
+    """Turn ``auto | cpu | cuda | cuda:N`` into a device string that exists on this machine.
+
+    ``auto`` is ``cuda`` when CUDA is available, else ``cpu``. ``cuda`` / ``cuda:N`` on a machine
+    without CUDA, or ``N`` out of range, is an :class:`InputError`.
+    """
+    if not isinstance(spec, str):
+        raise InputError(f"device must be a string, got {spec!r}", fix=f"use {DEVICE_CHOICES}")
+    text = spec.strip().lower()
+    if not is_device(text):
+        raise InputError(
+            f"unknown device {spec!r}",
+            fix="use auto (cuda when available, else cpu), cpu, cuda or cuda:N",
+        )
+    if text == "cpu":
+        return "cpu"
+    import torch
+
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise InputError(
+            f"device {spec!r} asked for, but CUDA is not available on this machine",
+            fix="use device: auto or cpu, or run on a machine with a CUDA GPU and a CUDA build of torch",
+        )
+    if ":" in text:
+        index = int(text.partition(":")[2])
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise InputError(
+                f"device {spec!r} asked for, but this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})",
+                fix=f"use cuda:0..cuda:{count - 1} or auto",
+            )
+        return f"cuda:{index}"
+    return "cuda"
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"`` (or ``"torch.float32"``, or a ``torch.dtype``) -> ``torch.float32``."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).strip().removeprefix("torch.")
+    if name not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}{did_you_mean(name, DTYPES)}", fix=f"use one of {', '.join(DTYPES)}")
+    return getattr(torch, name)

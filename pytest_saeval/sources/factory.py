@@ -1,0 +1,141 @@
+"""``module:function`` factories named in suite files: import the module, call the function."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from pytest_saeval.errors import SourceError, did_you_mean
+from pytest_saeval.sources.common import resolve_path, short
+
+__all__ = ["call_factory"]
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def call_factory(spec: str, *, base_dir: str | os.PathLike[str] | None = None, what: str = "object") -> Any:
+    """Import ``module:function`` and return ``function()``.
+
+    ``module`` is a dotted module path importable from ``sys.path`` or from ``base_dir`` (the suite
+    file's folder, added to ``sys.path`` while importing), or a ``.py`` file path (relative to
+    ``base_dir``). ``function`` may be dotted (``Class.method``). ``what`` names the expected result
+    in error messages (``"model"``, ``"SAE"``).
+    """
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise SourceError(
+            f"factory {spec!r} is not of the form 'module:function'",
+            fix="write the factory as 'package.module:function' (a module on sys.path or next to the suite file)",
+        )
+    module_name, func_name = (part.strip() for part in spec.split(":"))
+    is_file = module_name.endswith(".py")
+    if (
+        not module_name
+        or not func_name
+        or not all(_IDENTIFIER.fullmatch(p) for p in func_name.split("."))
+        or (not is_file and not all(_IDENTIFIER.fullmatch(p) for p in module_name.split(".")))
+    ):
+        raise SourceError(
+            f"factory {spec!r} is not of the form 'module:function'",
+            fix="write the factory as 'package.module:function' with Python identifiers on both sides",
+        )
+
+    module = _import_factory_module(module_name, spec=spec, base_dir=base_dir, is_file=is_file)
+
+    target: Any = module
+    for i, part in enumerate(func_name.split(".")):
+        if not hasattr(target, part):
+            owner = module_name if i == 0 else ".".join(func_name.split(".")[:i])
+            public = [n for n in dir(target) if not n.startswith("_")]
+            raise SourceError(
+                f"factory {spec!r}: {owner!r} has no attribute {part!r}{did_you_mean(part, public)}",
+                fix=f"define {func_name}() in {module_name} or correct the name after ':'",
+            )
+        target = getattr(target, part)
+    if not callable(target):
+        raise SourceError(
+            f"factory {spec!r}: {func_name!r} is a {type(target).__name__}, not a function",
+            fix=f"point the factory at a function that takes no arguments and returns the {what}",
+        )
+    try:
+        return target()
+    except SourceError:
+        raise
+    except Exception as e:  # the user's code: report whatever it raised
+        raise SourceError(
+            f"factory {spec!r} raised {short(e)}",
+            fix=f"fix {func_name}() in {module_name} so that it returns the {what} when called with no arguments",
+        ) from e
+
+
+def _import_factory_module(module_name: str, *, spec: str, base_dir: Any, is_file: bool) -> Any:
+    if is_file:
+        file = resolve_path(module_name, base_dir)
+        if not file.is_file():
+            raise SourceError(
+                f"factory {spec!r}: module file '{file}' does not exist",
+                fix="give the .py file relative to the suite file, or use a dotted module name",
+            )
+        unique = "_saeval_factory_" + re.sub(r"\W", "_", str(file.resolve()))
+        if unique in sys.modules:
+            return sys.modules[unique]
+        mod_spec = importlib.util.spec_from_file_location(unique, file)
+        assert mod_spec is not None and mod_spec.loader is not None
+        module = importlib.util.module_from_spec(mod_spec)
+        added = _push_sys_path(file.parent)
+        try:
+            sys.modules[unique] = module
+            mod_spec.loader.exec_module(module)
+        except Exception as e:
+            sys.modules.pop(unique, None)
+            raise SourceError(
+                f"factory {spec!r}: importing '{file}' raised {short(e)}",
+                fix="fix the error in that module (or its imports)",
+            ) from e
+        finally:
+            _pop_sys_path(added)
+        return module
+
+    added = _push_sys_path(Path(base_dir)) if base_dir is not None else None
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            where = f" (looked on sys.path and in '{base_dir}')" if base_dir is not None else " (looked on sys.path)"
+            raise SourceError(
+                f"factory {spec!r}: module {module_name!r} not found{where}",
+                fix="install the package that provides it, put the module next to the suite file, or correct the name before ':'",
+            ) from e
+        raise SourceError(
+            f"factory {spec!r}: importing {module_name!r} failed because module {missing!r} is missing",
+            fix=f"install {missing!r} in this environment",
+        ) from e
+    except Exception as e:
+        raise SourceError(
+            f"factory {spec!r}: importing {module_name!r} raised {short(e)}",
+            fix="fix the error in that module (or its imports)",
+        ) from e
+    finally:
+        _pop_sys_path(added)
+
+
+def _push_sys_path(folder: Path) -> str | None:
+    entry = str(folder.resolve())
+    if entry in sys.path:
+        return None
+    sys.path.insert(0, entry)
+    importlib.invalidate_caches()
+    return entry
+
+
+def _pop_sys_path(entry: str | None) -> None:
+    if entry is not None:
+        try:
+            sys.path.remove(entry)
+        except ValueError:
+            pass

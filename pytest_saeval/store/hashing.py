@@ -1,0 +1,183 @@
+"""The one content hasher: xxh3-128 over dtype, shape and bytes of tensors, over configs and over files.
+
+Every key the caches use and every hash the provenance records comes from here, and a
+:class:`Fingerprints` memo makes sure a run hashes each loaded model, SAE and token array once
+(the results cache's key and the provenance read the same digest).
+
+A tensor's hash covers its dtype, shape and raw bytes (on the CPU, contiguous), so it does not
+depend on the device the tensor lives on and changes when any value, the dtype or the shape does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import weakref
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import xxhash
+
+from pytest_saeval.plain import to_plain
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["ALGORITHM", "Fingerprints", "Hasher", "file_hash", "module_hash", "state_dict_hash", "tensor_hash"]
+
+ALGORITHM = "xxh3_128"
+"""The hash function (xxHash's XXH3, 128 bits: several GB/s, not cryptographic)."""
+
+_CHUNK = 1 << 20
+
+
+class Hasher:
+    """An incremental xxh3-128 digest whose inputs are length-prefixed, so concatenations cannot collide."""
+
+    def __init__(self) -> None:
+        self._h = xxhash.xxh3_128()
+        self._h.update(ALGORITHM.encode())
+
+    def text(self, s: str) -> None:
+        """Add a string (length-prefixed)."""
+        data = s.encode()
+        self._h.update(len(data).to_bytes(8, "little"))
+        self._h.update(data)
+
+    def data(self, value: object) -> None:
+        """Add a plain-data value (a config, settings) through its canonical JSON."""
+        self.text(json.dumps(to_plain(value), sort_keys=True, default=str))
+
+    def tensor(self, t: torch.Tensor) -> None:
+        """Add a tensor's dtype, shape and bytes."""
+        import torch
+
+        data = t.detach()
+        if data.device.type != "cpu":
+            data = data.to("cpu")
+        data = data.contiguous()
+        self.text(f"{str(data.dtype).removeprefix('torch.')}{tuple(data.shape)}")
+        if data.numel():
+            flat = data.reshape(-1)
+            if flat.dtype == torch.bool:
+                flat = flat.to(torch.uint8)
+            self._h.update(memoryview(flat.view(torch.uint8).numpy()))
+
+    def raw(self, chunk: bytes | memoryview) -> None:
+        """Add bytes as they are (for streams whose length is framed by the caller)."""
+        self._h.update(chunk)
+
+    def hexdigest(self) -> str:
+        """The digest so far, 32 hex digits."""
+        return str(self._h.hexdigest())
+
+
+def tensor_hash(t: torch.Tensor) -> str:
+    """Hash of a tensor's dtype, shape and bytes."""
+    h = Hasher()
+    h.tensor(t)
+    return h.hexdigest()
+
+
+def state_dict_hash(module_or_state_dict: Any) -> str:
+    """Hash of every entry of a state dict (keys sorted); accepts an ``nn.Module`` too.
+
+    Tensor entries hash as in :func:`tensor_hash`; other entries (rare extra state) by ``repr``.
+    """
+    h = Hasher()
+    _add_state(h, module_or_state_dict if isinstance(module_or_state_dict, Mapping)
+               else module_or_state_dict.state_dict())
+    return h.hexdigest()
+
+
+def _add_state(h: Hasher, state: Mapping[str, Any]) -> None:
+    import torch
+
+    for key in sorted(state):
+        h.text(key)
+        value = state[key]
+        if isinstance(value, torch.Tensor):
+            h.tensor(value)
+        else:
+            h.text(repr(value))
+
+
+def _config_of(obj: Any) -> object:
+    cfg = getattr(obj, "cfg", None)
+    if cfg is None:
+        return None
+    to_dict = getattr(cfg, "to_dict", None)
+    if callable(to_dict):
+        try:
+            return to_dict()
+        except Exception:  # noqa: BLE001 - fall back to the attributes
+            pass
+    try:
+        return vars(cfg)
+    except TypeError:
+        return repr(cfg)
+
+
+def module_hash(kind: str, obj: Any) -> str:
+    """Hash of a model or SAE: ``kind``, its class, its config (``cfg``), its tokenizer's padding side
+    (when it has a tokenizer) and every weight and buffer (an SAE without ``state_dict``: its
+    ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec``)."""
+    h = Hasher()
+    h.text(kind)
+    h.text(f"{type(obj).__module__}.{type(obj).__qualname__}")
+    h.data(_config_of(obj))
+    tokenizer = getattr(obj, "tokenizer", None)
+    if tokenizer is not None:
+        h.text(f"padding_side={getattr(tokenizer, 'padding_side', None)}")
+    state = obj.state_dict() if hasattr(obj, "state_dict") else {
+        name: getattr(obj, name) for name in ("W_enc", "W_dec", "b_enc", "b_dec") if hasattr(obj, name)
+    }
+    _add_state(h, state)
+    return h.hexdigest()
+
+
+def file_hash(path: str | os.PathLike[str]) -> str:
+    """Hash of a file's bytes, read in 1 MiB chunks."""
+    h = Hasher()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.raw(chunk)
+    return h.hexdigest()
+
+
+class Fingerprints:
+    """Hashes of loaded models, SAEs and token arrays, each computed once per object.
+
+    Kept per object while it lives (by ``id()`` together with a weak reference to the object, so an
+    ``id()`` reused by a later object never returns a stale hash; tensors cannot be dictionary keys
+    themselves, their ``==`` is elementwise). An object that cannot be weakly referenced is hashed
+    again when asked again.
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[int, str], tuple[weakref.ref[Any], str]] = {}
+
+    def model(self, model: Any) -> str:
+        """:func:`module_hash` of a model."""
+        return self._once(model, "model", lambda: module_hash("model", model))
+
+    def sae(self, sae: Any) -> str:
+        """:func:`module_hash` of an SAE."""
+        return self._once(sae, "sae", lambda: module_hash("sae", sae))
+
+    def tokens(self, tokens: torch.Tensor, rows: int) -> str:
+        """:func:`tensor_hash` of the first ``rows`` rows of a token array (the rows a pass reads)."""
+        return self._once(tokens, f"tokens:{rows}", lambda: tensor_hash(tokens[:rows]))
+
+    def _once(self, obj: Any, what: str, compute: Callable[[], str]) -> str:
+        key = (id(obj), what)
+        found = self._memo.get(key)
+        if found is not None and found[0]() is obj:
+            return found[1]
+        digest = compute()
+        try:
+            ref = weakref.ref(obj, lambda _, key=key: self._memo.pop(key, None))
+        except TypeError:  # not weakly referenceable
+            return digest
+        self._memo[key] = (ref, digest)
+        return digest

@@ -1,0 +1,72 @@
+"""The one content hasher: files, tensors, state dicts, models and SAEs; the fingerprints memo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import xxhash
+
+from pytest_saeval.store.hashing import ALGORITHM, Fingerprints, file_hash, state_dict_hash, tensor_hash
+
+
+def test_file_hash_streams_the_bytes(tmp_path: Path) -> None:
+    data = b"abc" * 1_000_000
+    (tmp_path / "f").write_bytes(data)
+    assert file_hash(tmp_path / "f") == xxhash.xxh3_128(ALGORITHM.encode() + data).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert file_hash(str(tmp_path / "empty")) == xxhash.xxh3_128(ALGORITHM.encode()).hexdigest()
+    (tmp_path / "g").write_bytes(data[:-1] + b"d")
+    assert file_hash(tmp_path / "g") != file_hash(tmp_path / "f")
+    with pytest.raises(FileNotFoundError):
+        file_hash(tmp_path / "missing")
+
+
+def test_tensor_hash_covers_dtype_shape_and_values() -> None:
+    t = torch.arange(12, dtype=torch.int64).reshape(3, 4)
+    assert tensor_hash(t) == tensor_hash(t.clone())
+    assert tensor_hash(t) != tensor_hash(t.reshape(4, 3))
+    assert tensor_hash(t) != tensor_hash(t.to(torch.int32))
+    changed = t.clone()
+    changed[2, 3] += 1
+    assert tensor_hash(t) != tensor_hash(changed)
+    assert tensor_hash(t.T) == tensor_hash(t.T.contiguous())
+    assert tensor_hash(torch.tensor([True, False])) != tensor_hash(torch.tensor([False, True]))
+
+
+def test_state_dict_hash_is_order_free_and_value_sensitive() -> None:
+    a = {"w": torch.ones(2), "b": torch.zeros(3)}
+    b = {"b": torch.zeros(3), "w": torch.ones(2)}
+    assert state_dict_hash(a) == state_dict_hash(b)
+    assert state_dict_hash(a) != state_dict_hash({"w": torch.ones(2), "b": torch.zeros(3) + 1e-7})
+    assert state_dict_hash(a) != state_dict_hash({"w2": torch.ones(2), "b": torch.zeros(3)})
+    layer = torch.nn.Linear(3, 2)
+    assert state_dict_hash(layer) == state_dict_hash(layer.state_dict())
+
+
+def test_fingerprints_hash_each_object_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pytest_saeval.store.hashing as hashing
+
+    calls: list[str] = []
+    real = hashing.tensor_hash
+    monkeypatch.setattr(hashing, "tensor_hash", lambda t: calls.append("t") or real(t))
+    memo = Fingerprints()
+    tokens = torch.randint(0, 9, (6, 4))
+    first = memo.tokens(tokens, 4)
+    assert memo.tokens(tokens, 4) == first and calls == ["t"]
+    assert memo.tokens(tokens, 6) != first and calls == ["t", "t"], "other rows, another hash"
+    assert memo.tokens(tokens.clone(), 4) == first, "the same content, the same hash"
+
+
+def test_tensor_hash_layout_free() -> None:
+    t = torch.arange(6, dtype=torch.int64).reshape(2, 3)
+    assert tensor_hash(t) == tensor_hash(t.clone())
+    assert tensor_hash(t) == tensor_hash(t.T.contiguous().T)  # layout does not matter
+    assert tensor_hash(t) != tensor_hash(t.reshape(3, 2))  # shape does
+    assert tensor_hash(t) != tensor_hash(t.to(torch.int32))  # dtype does
+    changed = t.clone()
+    changed[1, 2] = 7
+    assert tensor_hash(t) != tensor_hash(changed)
+    assert len(tensor_hash(torch.tensor(1.5, dtype=torch.bfloat16))) == 32
+    assert tensor_hash(torch.zeros(0)) != tensor_hash(torch.zeros(0, 2))
