@@ -45,8 +45,8 @@ from typing import Any
 # every step here several times slower. Must be set before torch loads its OpenMP runtime.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 BOS = "<|endoftext|>"
 PAD = "<|pad|>"

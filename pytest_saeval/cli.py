@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors exit with code 2 through ``main`` instead of ``sys.exit``."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise _UsageError(message, self.format_usage())
 
 
@@ -178,11 +178,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except SystemExit as e:  # --help / --version
         return int(e.code or 0)
+    return _guarded(_COMMANDS[args.command], args)
+
+
+_COMMANDS = {"run": _run, "init": _init}
+
+
+def _guarded(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; bad input, interruptions and bugs each end in their one exit code."""
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "init":
-            return _init(args)
+        return command(args)
     except SaevalError as e:
         print(f"saeval: error: {_one_line(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -197,7 +202,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"saeval: internal error: {_one_line(f'{type(e).__name__}: {e}')} "
               "(this is a bug in pytest-saeval; please report it with the traceback above)", file=sys.stderr)
         return EXIT_INTERNAL
-    return EXIT_BAD_INPUT  # pragma: no cover - argparse rejects unknown commands
 
 
 if __name__ == "__main__":  # pragma: no cover

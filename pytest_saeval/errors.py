@@ -50,7 +50,8 @@ class SaevalError(Exception):
     """Bad input: a suite file, a source, tokens or arguments that cannot be used.
 
     ``str(err)`` is one line: ``file:line: key: what is wrong. Fix: what to do``. Without an explicit
-    ``key``, an error about an SAE (``sae=``) shows ``saes.<sae>[.<part>]`` as its key.
+    ``key``, an error about an SAE outside a suite (``subject=Subject(sae=...)``, as ``evaluate`` raises
+    them) shows ``saes.<sae>[.<part>]`` as its key.
     """
 
     def __init__(
@@ -62,12 +63,10 @@ class SaevalError(Exception):
         line: int | None = None,
         key: str | None = None,
         subject: Subject | None = None,
-        sae: str | None = None,
-        part: str | None = None,
     ) -> None:
         self.message = message
         self.fix = fix
-        self.subject = subject or Subject(sae=sae, part=part)
+        self.subject = subject or Subject()
         if key is None and self.subject.sae is not None and self.subject.suite is None:
             key = f"saes.{self.subject.sae}" + (f".{self.subject.part}" if self.subject.part else "")
         self.location = Location(file=file, line=line, key=key)

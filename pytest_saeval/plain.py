@@ -10,11 +10,11 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Mapping
-from typing import Literal, Union
+from typing import Literal, TypeAlias
 
 __all__ = ["JSON", "to_plain"]
 
-JSON = Union[None, bool, int, float, str, list["JSON"], dict[str, "JSON"]]
+JSON: TypeAlias = "None | bool | int | float | str | list[JSON] | dict[str, JSON]"
 """A JSON value."""
 
 MAX_DEPTH = 32
@@ -28,19 +28,12 @@ def to_plain(obj: object, *, nonfinite: Literal["keep", "null"] = "keep", _depth
     Integers (numpy's too) become ``int``, reals ``float`` (``nonfinite="null"``: NaN and infinities
     become ``None``, as JSON outputs need), ``str`` subclasses (``torch.__version__``) ``str``;
     mappings become dicts with string keys, lists, tuples and sets become lists, objects with
-    ``to_dict()`` that dict, other dataclasses the dict of their fields. Anything else is ``str(obj)``, or its type's
-    name when that string holds a memory address (so a rendering never depends on where an object
-    happens to live).
+    ``to_dict()`` that dict, other dataclasses the dict of their fields. Anything else is ``str(obj)``,
+    or its type's name when that string holds a memory address (so a rendering never depends on where
+    an object happens to live).
     """
-    if obj is None or isinstance(obj, bool):
-        return obj
-    if isinstance(obj, str):
-        return str(obj)
-    if isinstance(obj, numbers.Integral):
-        return int(obj)
-    if isinstance(obj, numbers.Real):
-        value = float(obj)
-        return None if nonfinite == "null" and not math.isfinite(value) else value
+    if obj is None or isinstance(obj, (bool, str, numbers.Real)):
+        return _scalar(obj, nonfinite)
     if _depth >= MAX_DEPTH:
         return type(obj).__qualname__
 
@@ -62,3 +55,14 @@ def to_plain(obj: object, *, nonfinite: Literal["keep", "null"] = "keep", _depth
         return {f.name: walk(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     text = str(obj)
     return text if " at 0x" not in text else type(obj).__qualname__
+
+
+def _scalar(obj: None | bool | str | numbers.Real, nonfinite: Literal["keep", "null"]) -> JSON:
+    if obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    value = float(obj)
+    return None if nonfinite == "null" and not math.isfinite(value) else value

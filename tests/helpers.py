@@ -14,10 +14,7 @@ BOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"
 
-_WORDS = (
-    "the a cat dog sat ran on under mat log red blue small big tree house bird fish swims "
-    "flies sings and or but then quickly slowly happy sad green old new river hill sun moon"
-).split()
+_WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "log", "red", "blue", "small", "big", "tree", "house", "bird", "fish", "swims", "flies", "sings", "and", "or", "but", "then", "quickly", "slowly", "happy", "sad", "green", "old", "new", "river", "hill", "sun", "moon"]
 
 
 def tiny_corpus(n_docs: int = 64, *, seed: int = 0, min_words: int = 3, max_words: int = 40) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,6 +37,8 @@ class SAEState:
     """KL / CE of its spliced forwards."""
     sparsity: SparsityAccumulator | None = None
     """Its sparsity / variance / density sums."""
+    token_counts: dict[str, float] = field(default_factory=dict)
+    """The pass's nominal token counts (:func:`token_counts`)."""
 
 
 class _HostCopy:
@@ -59,8 +61,15 @@ class _HostCopy:
         return self.host[i]
 
 
+def token_counts(settings: EvalSettings, ctx: int) -> dict[str, float]:
+    """The nominal token counts of a pass (context x batches x batch size, as SAE Lens reports them)."""
+    rows = settings.batch_size_prompts
+    return {"total_tokens_eval_reconstruction": float(ctx * settings.n_reconstruction_batches * rows),
+            "total_tokens_eval_sparsity_variance": float(ctx * settings.n_sparsity_batches * rows)}
+
+
 def collect(states: Mapping[str, SAEState], clean: LossAccumulator, ablation: Mapping[Group, LossAccumulator],
-            settings: EvalSettings, ctx: int, cosines: frozenset[str], device: torch.device) -> dict[str, SAEResult]:
+            cosines: frozenset[str], device: torch.device) -> dict[str, SAEResult]:
     """One :class:`SAEResult` per SAE from the pass's accumulators (one host transfer for all sums)."""
     copy = _HostCopy()
     assert clean.ce is not None
@@ -99,8 +108,7 @@ def collect(states: Mapping[str, SAEState], clean: LossAccumulator, ablation: Ma
             }
             metrics.update({k: v.mean() for k, v in recon_stats.items()})
             metrics.update(reconstruction_scores(metrics))
-        results[sae_id] = _result(sae_id, st, metrics, recon_stats, _totals(copy, sparse[sae_id], st.d_in),
-                                  settings, ctx, cosines)
+        results[sae_id] = _result(sae_id, st, metrics, recon_stats, _totals(copy, sparse[sae_id], st.d_in), cosines)
     return results
 
 
@@ -117,10 +125,9 @@ def _totals(copy: _HostCopy, p: Mapping[str, Any], d_in: int) -> SparsityTotals:
 
 
 def _result(sae_id: str, st: SAEState, metrics: dict[str, float], recon_stats: dict[str, SequenceSums],
-            totals: SparsityTotals, s: EvalSettings, ctx: int, cosines: frozenset[str]) -> SAEResult:
+            totals: SparsityTotals, cosines: frozenset[str]) -> SAEResult:
     metrics.update(totals.scalar_metrics())
-    metrics["total_tokens_eval_reconstruction"] = float(ctx * s.n_reconstruction_batches * s.batch_size_prompts)
-    metrics["total_tokens_eval_sparsity_variance"] = float(ctx * s.n_sparsity_batches * s.batch_size_prompts)
+    metrics.update(st.token_counts)
     w_scalars, w_lists = weight_metrics(st.sae, encoder_cosines="encoder" in cosines,
                                         decoder_cosines="decoder" in cosines)
     metrics.update(w_scalars)

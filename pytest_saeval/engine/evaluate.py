@@ -15,13 +15,12 @@ import torch
 
 from pytest_saeval.catalogue import METRICS
 from pytest_saeval.engine.forwards import Forwards
-from pytest_saeval.engine.fused import FusedPass
+from pytest_saeval.engine.fused import FusedPass, Scoring
 from pytest_saeval.engine.hooks import group_saes, plain_hook_z, sae_input
 from pytest_saeval.engine.inputs import as_token_tensor, check_inputs, supports_start_at_layer
-from pytest_saeval.engine.records import ModelStore
 from pytest_saeval.engine.results import SAEResult
 from pytest_saeval.engine.weights import COSINE_METRICS
-from pytest_saeval.errors import InputError, did_you_mean
+from pytest_saeval.errors import InputError, Subject, did_you_mean
 from pytest_saeval.settings import EvalSettings
 
 __all__ = ["EngineOptions", "Scoring", "cosine_matrices", "evaluate", "run_pass"]
@@ -46,21 +45,6 @@ class EngineOptions:
             names = (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)
             object.__setattr__(self, "metrics", frozenset(names))
             cosine_matrices(self.metrics)  # validates the names
-
-
-@dataclass(frozen=True)
-class Scoring:
-    """What the layers above :func:`evaluate` add to a pass."""
-
-    store: ModelStore | None = None
-    """Where the SAE-independent part of the pass (:class:`~pytest_saeval.engine.records.ModelRecords`)
-    is read from and written to; with a hit only the SAEs' own forwards run. Fast path only."""
-    by_summary: bool = False
-    """Score each SAE's KL / CE through the clean distribution's summary (its top tokens exactly,
-    the rest through their moment) instead of directly from both runs' logits as SAE Lens does;
-    equal to float rounding. Always so with a ``store``, so that a result does not depend on what the
-    store held; the plugin and ``saeval`` always score this way. Fast path only, and not for a model
-    with a logit soft-cap."""
 
 
 def cosine_matrices(metrics: Collection[str] | None) -> frozenset[str]:
@@ -89,7 +73,7 @@ def _check_shapes(forwards: Forwards, saes: Mapping[str, Any], tokens: torch.Ten
         first = group.sae_ids[0]
         act = captured.get(group.hook_name)
         if act is None:
-            raise InputError(f"hook '{group.hook_name}' did not fire in a forward pass", sae=first, part="hook_name",
+            raise InputError(f"hook '{group.hook_name}' did not fire in a forward pass", subject=Subject(sae=first, part="hook_name"),
                              fix="use a hook on the model's forward path (e.g. blocks.N.hook_resid_pre)")
         if group.head_index is not None:
             n_heads = act.shape[2] if act.ndim == 4 else None
@@ -97,7 +81,7 @@ def _check_shapes(forwards: Forwards, saes: Mapping[str, Any], tokens: torch.Ten
                 raise InputError(
                     f"hook_head_index {group.head_index} is invalid for '{group.hook_name}' "
                     f"(activation shape {tuple(act.shape)})",
-                    sae=first, part="hook_head_index",
+                    subject=Subject(sae=first, part="hook_head_index"),
                     fix="use a head index in [0, n_heads) on a per-head hook such as attn.hook_z",
                 )
         width = sae_input(act, group.head_index).shape[-1]
@@ -106,7 +90,7 @@ def _check_shapes(forwards: Forwards, saes: Mapping[str, Any], tokens: torch.Ten
             if d_in != width:
                 raise InputError(
                     f"SAE d_in is {d_in} but hook '{group.hook_name}' gives activations of size {width}",
-                    sae=sae_id, part="d_in",
+                    subject=Subject(sae=sae_id, part="d_in"),
                     fix="evaluate the SAE on the model and hook it was trained on",
                 )
 
@@ -117,8 +101,7 @@ def run_pass(model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, settings
     """:func:`evaluate` on checked inputs (``tokens`` from :func:`~.inputs.as_token_tensor`), with ``scoring``."""
     fast = supports_start_at_layer(model) if options.use_start_at_layer is None else options.use_start_at_layer
     forwards = Forwards(model, group_saes(saes), fast)
-    fused = FusedPass(model, saes, tokens, settings, forwards, store=scoring.store, by_summary=scoring.by_summary,
-                      cosines=cosine_matrices(options.metrics))
+    fused = FusedPass(model, saes, tokens, settings, forwards, scoring, cosine_matrices(options.metrics))
     with plain_hook_z(saes):
         _check_shapes(forwards, saes, tokens)
         results = fused.run(options.progress)

@@ -26,6 +26,15 @@ TAIL_POSITIONS = 1 << 14
 HookFn = Callable[[torch.Tensor, Any], torch.Tensor]
 
 
+def _constant(value: torch.Tensor) -> HookFn:
+    """A hook that replaces the activation with ``value`` (TransformerLens passes ``hook=`` by name)."""
+
+    def replaced(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        return value
+
+    return replaced
+
+
 class Forwards:
     """The forwards of one pass over one model and its hook groups."""
 
@@ -35,8 +44,8 @@ class Forwards:
         self.fast = fast
         """Forwards may start at a block (``start_at_layer``)."""
         self.device = model_device(model)
-        layers = [g.layer for g in self.groups]
-        self.stop_layer = None if any(layer is None for layer in layers) else max(layers) + 1  # type: ignore[type-var]
+        layers = [g.layer for g in self.groups if g.layer is not None]
+        self.stop_layer = max(layers) + 1 if len(layers) == len(self.groups) else None
         """Sparsity-only batches stop here (after the deepest needed block); None runs the whole model."""
         self.n_layers = int(getattr(model.cfg, "n_layers", 0) or 0)
         self.resid_head = self.fast and self.stop_layer is not None and self.n_layers > 0
@@ -97,13 +106,15 @@ class Forwards:
         averages identical values), so the ablated logits are one vector for every token: that
         forward runs on a single position and its ``[1, d]`` result stands for all of them.
         """
-        hook = lambda act, hook, g=group: ablate(act, g.head_index)  # noqa: E731
+        def ablated(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            return ablate(act, group.head_index)
+
         if (self.resid_head and attention_mask is None and group.head_index is None
                 and RESID_HOOK_RE.match(group.hook_name)):
             assert group.layer is not None
             one = {entry_name(group.layer): captured[entry_name(group.layer)][:1, :1]}
-            return self.variant(rows[:1, :1], group, one, hook, None)
-        return self.variant(rows, group, captured, hook, attention_mask)
+            return self.variant(rows[:1, :1], group, one, ablated, None)
+        return self.variant(rows, group, captured, ablated, attention_mask)
 
     def spliced(self, rows: torch.Tensor, group: Group, captured: dict[str, torch.Tensor],
                 replacements: Sequence[torch.Tensor], attn: torch.Tensor | None) -> Iterator[torch.Tensor]:
@@ -116,7 +127,7 @@ class Forwards:
         """
         if not self.resid_head or len(replacements) < 2:
             for r in replacements:
-                yield self.variant(rows, group, captured, lambda a, hook, r=r: r, attn)
+                yield self.variant(rows, group, captured, _constant(r), attn)
             return
         assert group.layer is not None
         entry = captured[entry_name(group.layer)]
@@ -126,8 +137,7 @@ class Forwards:
             n = len(part)
             stacked = torch.cat(list(part))
             big = {entry_name(group.layer): entry.repeat(n, *([1] * (entry.ndim - 1)))}
-            out = self.variant(rows, group, big, lambda a, hook, r=stacked: r,
-                               None if attn is None else attn.repeat(n, 1))
+            out = self.variant(rows, group, big, _constant(stacked), None if attn is None else attn.repeat(n, 1))
             yield from out.split(rows.numel())
 
     def attention_mask(self, rows: torch.Tensor) -> torch.Tensor | None:

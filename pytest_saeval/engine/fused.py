@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from pytest_saeval.engine.collect import SAEState, collect
+from pytest_saeval.engine.collect import SAEState, collect, token_counts
 from pytest_saeval.engine.forwards import Forwards
 from pytest_saeval.engine.head import Head
 from pytest_saeval.engine.hooks import Group, replace, sae_device, sae_input
@@ -31,25 +31,46 @@ from pytest_saeval.engine.results import SAEResult
 from pytest_saeval.engine.sparsity import SparsityAccumulator
 from pytest_saeval.settings import EvalSettings
 
-__all__ = ["FusedPass"]
+__all__ = ["FusedPass", "Scoring"]
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What the layers above :func:`evaluate` add to a pass."""
+
+    store: ModelStore | None = None
+    """Where the SAE-independent part of the pass (:class:`~pytest_saeval.engine.records.ModelRecords`)
+    is read from and written to; with a hit only the SAEs' own forwards run. Fast path only."""
+    by_summary: bool = False
+    """Score each SAE's KL / CE through the clean distribution's summary (its top tokens exactly,
+    the rest through their moment) instead of directly from both runs' logits as SAE Lens does;
+    equal to float rounding. Always so with a ``store``, so that a result does not depend on what the
+    store held; the plugin and ``saeval`` always score this way. Fast path only, and not for a model
+    with a logit soft-cap."""
 
 
 @dataclass
 class _Batch:
     """One batch of rows and what the pass knows about it."""
 
-    index: int
     rows_slice: slice
+    """The batch's rows of the token array."""
     rows: torch.Tensor
+    """``[B, T]``: those rows, on the model's device."""
     mask: torch.Tensor
     """``[B, T]``: positions kept (not special tokens)."""
     do_recon: bool
+    """A reconstruction (CE / KL) batch."""
     do_sparse: bool
+    """A sparsity / variance batch."""
     attn: torch.Tensor | None
+    """TransformerLens's padding mask (left padding only), else None."""
     loss_mask: torch.Tensor | None
+    """``[B, T-1]``: positions whose next-token loss counts under that mask."""
     targets: torch.Tensor
     """``[B*T]``: next-token ids (the last position wraps and is never used)."""
     captured: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Hook activations (and block-entry residuals) of the clean run, by hook name."""
     clean_out: torch.Tensor | None = None
     """The clean final residual (fast path) or logits of a reconstruction batch."""
     abl_sources: dict[Group, torch.Tensor] = field(default_factory=dict)
@@ -62,7 +83,7 @@ class FusedPass:
     """Executes the fused schedule for one ``evaluate`` call."""
 
     def __init__(self, model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, settings: EvalSettings,
-                 forwards: Forwards, *, store: ModelStore | None, by_summary: bool, cosines: frozenset[str]) -> None:
+                 forwards: Forwards, scoring: Scoring, cosines: frozenset[str]) -> None:
         self.saes = saes
         self.settings = settings
         self.tokens = tokens
@@ -72,11 +93,12 @@ class FusedPass:
         self.keys = [g.key for g in self.groups]
         self.ignore = torch.tensor(special_token_ids(model, settings.exclude_special_tokens), dtype=torch.long)
         self.resid_head = forwards.resid_head
-        self.store = store if self.resid_head else None
+        self.store = scoring.store if self.resid_head else None
         self.head = Head(model)
         # On a model whose logits are linear in the final residual, each SAE's KL / CE can come from
         # the clean distribution's summary, on cold and warm passes alike (always so with a store).
-        self.by_summary = self.resid_head and self.head.soft_cap is None and (by_summary or self.store is not None)
+        self.by_summary = (self.resid_head and self.head.soft_cap is None
+                           and (scoring.by_summary or self.store is not None))
         self.cosines = cosines
         self.states: dict[str, SAEState] = {}
         n_recon_rows = settings.n_reconstruction_batches * settings.batch_size_prompts
@@ -116,8 +138,7 @@ class FusedPass:
             del batch, sae_sources
         if record is not None and self.store is not None:
             self.store.save(record.finish(self.keys))
-        return collect(self.states, self.clean, self.ablation, self.settings, int(self.tokens.shape[1]), self.cosines,
-                       self.device)
+        return collect(self.states, self.clean, self.ablation, self.cosines, self.device)
 
     def _batch(self, i: int) -> _Batch:
         s = self.settings
@@ -127,7 +148,7 @@ class FusedPass:
         do_recon = i < s.n_reconstruction_batches
         attn = self.forwards.attention_mask(rows) if do_recon else None
         return _Batch(
-            index=i, rows_slice=rows_slice, rows=rows, mask=self._mask(rows), do_recon=do_recon,
+            rows_slice=rows_slice, rows=rows, mask=self._mask(rows), do_recon=do_recon,
             do_sparse=i < s.n_sparsity_batches, attn=attn,
             loss_mask=None if attn is None else torch.logical_and(attn[:, :-1], attn[:, 1:]).bool(),
             targets=torch.cat([rows[:, 1:], rows[:, :1]], dim=1).reshape(-1),
@@ -250,7 +271,8 @@ class FusedPass:
         if state is None:
             s = self.settings
             sae = self.saes[sae_id]
-            state = SAEState(sae=sae, group=group, d_in=d_in, d_sae=int(sae.cfg.d_sae))
+            state = SAEState(sae=sae, group=group, d_in=d_in, d_sae=int(sae.cfg.d_sae),
+                             token_counts=token_counts(s, int(self.tokens.shape[1])))
             state.recon = LossAccumulator(s.n_reconstruction_batches * s.batch_size_prompts, self.device)
             state.sparsity = SparsityAccumulator(s.n_sparsity_batches * s.batch_size_prompts, d_in, state.d_sae,
                                                  self.device)

@@ -7,12 +7,18 @@ is ever held; with a stored clean summary only the variants are unembedded.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from pytest_saeval.engine.losses import DistributionSummary, distribution_summary, next_token_losses, summary_losses
+
+
+def _rows(t: torch.Tensor, rows: slice) -> torch.Tensor:
+    return t[rows]
+
 
 STACK_ELEMENTS = 1 << 25
 """Logit elements per unembedding call on the fast path (128 MiB in float32): the final residuals of
@@ -73,10 +79,9 @@ class Head:
         single = [k for k, v in enumerate(variants) if v.shape[0] != n_pos]
         per_chunk = self.chunk_rows(1 + len(full))
         single_rows = torch.cat([variants[k] for k in single]) if single else None
-        like = {"dtype": clean.dtype, "device": clean.device}
-        cce = torch.empty(n_pos, **like)
-        kl = torch.empty(len(variants), n_pos, **like)
-        ce = torch.empty(len(variants), n_pos, **like)
+        cce = torch.empty(n_pos, dtype=clean.dtype, device=clean.device)
+        kl = torch.empty(len(variants), n_pos, dtype=clean.dtype, device=clean.device)
+        ce = torch.empty(len(variants), n_pos, dtype=clean.dtype, device=clean.device)
         parts_of_summary: list[DistributionSummary] = []
         for start in range(0, n_pos, per_chunk):
             stop = min(n_pos, start + per_chunk)
@@ -110,13 +115,12 @@ class Head:
         """
         n_pos = clean.shape[0]
         per_chunk = self.chunk_rows(1)
-        like = {"dtype": clean.dtype, "device": clean.device}
-        kl = torch.empty(len(variants), n_pos, **like)
-        ce = torch.empty(len(variants), n_pos, **like)
+        kl = torch.empty(len(variants), n_pos, dtype=clean.dtype, device=clean.device)
+        ce = torch.empty(len(variants), n_pos, dtype=clean.dtype, device=clean.device)
         for start in range(0, n_pos, per_chunk):
             stop = min(n_pos, start + per_chunk)
             x_clean = self.normalize(clean[start:stop])
-            part_summary = summary.map(lambda t: t[start:stop])
+            part_summary = summary.map(functools.partial(_rows, rows=slice(start, stop)))
             for k, variant in enumerate(variants):
                 x = self.normalize(variant[start:stop])
                 kl[k, start:stop], ce[k, start:stop] = summary_losses(

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from pytest_saeval.errors import InputError, did_you_mean
 from pytest_saeval.engine.weights import encoder_weight
+from pytest_saeval.errors import InputError, Subject, did_you_mean
 from pytest_saeval.settings import EvalSettings
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
@@ -62,7 +62,7 @@ def sae_hook(sae: Any, sae_id: str) -> tuple[str, int | None]:
     if not isinstance(hook_name, str) or not hook_name:
         raise InputError(
             "the SAE has no hook name (cfg.metadata.hook_name)",
-            sae=sae_id,
+            subject=Subject(sae=sae_id),
             fix="load it with SAE Lens or set cfg.metadata.hook_name to the model hook it was trained on",
         )
     head = getattr(meta, "hook_head_index", None)
@@ -137,7 +137,7 @@ def check_inputs(model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, sett
             raise InputError(
                 "the SAE has no decoder weight W_dec" if not isinstance(getattr(sae, "W_dec", None), torch.Tensor)
                 else "the SAE has no encoder weight W_enc and its weights are not tied",
-                sae=sae_id,
+                subject=Subject(sae=sae_id),
                 fix="give the SAE W_enc [d_in, d_sae] and W_dec [d_sae, d_in] tensors (or cfg.tied_weights = True "
                     "when it encodes with W_dec.T)",
             )
@@ -145,6 +145,6 @@ def check_inputs(model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, sett
         if hook_name not in hooks:
             raise InputError(
                 f"the model has no hook '{hook_name}'{did_you_mean(hook_name, hooks)}",
-                sae=sae_id, part="hook_name",
+                subject=Subject(sae=sae_id, part="hook_name"),
                 fix="train/load the SAE for a hook this model has (see model.hook_dict)",
             )

@@ -106,10 +106,9 @@ def next_token_losses(
     n, vocab = clean_logits.shape
     k_count = len(variant_logits)
     step = step_rows or max(1, SUB_CHUNK_ELEMENTS // max(vocab, 1))
-    like = {"dtype": clean_logits.dtype, "device": clean_logits.device}
-    kl = torch.empty(k_count, n, **like)
-    ce = torch.empty(k_count, n, **like)
-    cce = torch.empty(n, **like) if clean_ce else None
+    kl = torch.empty(k_count, n, dtype=clean_logits.dtype, device=clean_logits.device)
+    ce = torch.empty(k_count, n, dtype=clean_logits.dtype, device=clean_logits.device)
+    cce = torch.empty(n, dtype=clean_logits.dtype, device=clean_logits.device) if clean_ce else None
     shared = {k: torch.log_softmax(v, dim=-1) for k, v in enumerate(variant_logits) if v.shape[0] == 1 and n != 1}
     for start in range(0, n, step):
         stop = min(start + step, n)
@@ -178,10 +177,9 @@ def distribution_summary(logits: torch.Tensor, weight: torch.Tensor, *, top: int
     n, vocab = logits.shape
     k = min(top, vocab)
     step = step_rows or max(1, SUB_CHUNK_ELEMENTS // max(vocab, 1))
-    like = {"dtype": logits.dtype, "device": logits.device}
     out = DistributionSummary(
-        top_index=torch.empty(n, k, dtype=torch.long, device=logits.device), top_prob=torch.empty(n, k, **like),
-        top_logit=torch.empty(n, k, **like), tail_moment=torch.empty(n, weight.shape[0], **like),
+        top_index=torch.empty(n, k, dtype=torch.long, device=logits.device), top_prob=torch.empty(n, k, dtype=logits.dtype, device=logits.device),
+        top_logit=torch.empty(n, k, dtype=logits.dtype, device=logits.device), tail_moment=torch.empty(n, weight.shape[0], dtype=logits.dtype, device=logits.device),
         lse=torch.empty(n, dtype=F64, device=logits.device))
     for start in range(0, n, step):
         rows = slice(start, start + step)

@@ -24,3 +24,4 @@ def lse64(z: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
         p = torch.softmax(z, dim=-1)
     top, j = p.max(dim=-1, keepdim=True)
     return z.gather(-1, j)[:, 0].to(F64) - torch.log(top[:, 0].to(F64))
+

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_saeval.plugin import marker, xdist
+from pytest_saeval.plugin import fixtures, marker, xdist
 from pytest_saeval.plugin.items import GateItem, SuiteFile, is_suite_file, tidy_report
 from pytest_saeval.plugin.options import PluginOptions, add_options
 from pytest_saeval.plugin.runner import RUNNER_KEY, Runner, get_runner
@@ -89,25 +89,25 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 @pytest.fixture(scope="session")
 def saeval_model(request: pytest.FixtureRequest) -> Any:
     """The model of the ``--saeval-suite`` suite (override it in a conftest to evaluate another)."""
-    return get_runner(request.config).fixture_model()
+    return fixtures.fixture_model(get_runner(request.config))
 
 
 @pytest.fixture(scope="session")
 def saeval_tokens(request: pytest.FixtureRequest, saeval_model: Any) -> Any:
     """The token rows ``[n, context_size]`` of the ``--saeval-suite`` suite."""
-    return get_runner(request.config).fixture_tokens(saeval_model)
+    return fixtures.fixture_tokens(get_runner(request.config), saeval_model)
 
 
 @pytest.fixture(scope="session")
 def saeval_saes(request: pytest.FixtureRequest, saeval_model: Any) -> Any:
     """The SAEs of the ``--saeval-suite`` suite by id, on the model's device."""
-    return get_runner(request.config).fixture_saes(saeval_model)
+    return fixtures.fixture_saes(get_runner(request.config), saeval_model)
 
 
 @pytest.fixture(scope="session")
 def saeval_results(request: pytest.FixtureRequest, saeval_model: Any, saeval_saes: Any, saeval_tokens: Any) -> Any:
     """``{sae id: SAEResult}`` for the ``--saeval-suite`` suite on the three fixtures above."""
-    return get_runner(request.config).fixture_results(saeval_model, saeval_saes, saeval_tokens)
+    return fixtures.fixture_results(get_runner(request.config), saeval_model, saeval_saes, saeval_tokens)
 
 
 # -- pytest-xdist (these hooks exist only when it is installed) ------------------------------------

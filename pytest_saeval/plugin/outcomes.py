@@ -7,14 +7,14 @@ import pytest
 __all__ = ["EvaluationError", "GateFailed"]
 
 
-class GateFailed(pytest.fail.Exception):  # type: ignore[misc,name-defined]
+class GateFailed(pytest.fail.Exception):  # type: ignore[name-defined]
     """A gate did not hold; the message is the reviewer's line(s), shown without a traceback."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, pytrace=False)
 
 
-class EvaluationError(pytest.fail.Exception):  # type: ignore[misc,name-defined]
+class EvaluationError(pytest.fail.Exception):  # type: ignore[name-defined]
     """A suite could not be evaluated (bad input found at run time); shown as an error, no traceback."""
 
     def __init__(self, message: str) -> None:

@@ -56,7 +56,9 @@ class GateNode(Protocol):
     entry: SAEEntry
     gate: Gate
     session: pytest.Session
-    nodeid: str
+
+    @property
+    def nodeid(self) -> str: ...
 
     @property
     def sae_id(self) -> str: ...
@@ -195,7 +197,7 @@ class Runner:
             self._entry_index[(path, item.sae_id)] = item.entry.index
 
     # -- evaluation -------------------------------------------------------------------------------
-    def _evaluate(self, suites_selected: Mapping[Path, Mapping[str, set[str]] | None],
+    def evaluate(self, suites_selected: Mapping[Path, Mapping[str, set[str]] | None],
                   overrides: Overrides | None) -> list[SuiteRun]:
         """Run the session on some SAEs of some suites; ``None`` selects every SAE and gate of a suite."""
         suites = [self._suites[p] for p in suites_selected]
@@ -223,7 +225,8 @@ class Runner:
         self.runs.extend(kept)
         return kept
 
-    def _record_error(self, error: BaseException) -> None:
+    def record_error(self, error: BaseException) -> None:
+        """Remember an evaluation error for the summary (once per message)."""
         text = str(error) if isinstance(error, SaevalError) else f"{type(error).__name__}: {error}"
         if text not in self.errors:
             self.errors.append(text)
@@ -252,10 +255,10 @@ class Runner:
         selected = {path: dict(uids) for path, uids in unit.selected.items()}
         while selected:
             try:
-                unit.runs.extend(self._evaluate(selected, overrides))
+                unit.runs.extend(self.evaluate(selected, overrides))
                 return
             except SaevalError as e:
-                self._record_error(e)
+                self.record_error(e)
                 culprits = self._culprits(e, selected)
                 if not culprits or sum(len(u) for u in selected.values()) == len(culprits):
                     culprits = [(path, uid) for path, uids in selected.items() for uid in uids]
@@ -282,7 +285,7 @@ class Runner:
                 overrides = _override_values(request, (name for name, _ in key[-1])) if key[-1] else None
                 self._evaluate_unit(unit, overrides)
             except Exception as e:  # noqa: BLE001 - a bug, a device problem or a failing override: every item shows it
-                self._record_error(e)
+                self.record_error(e)
                 for p, uids in unit.selected.items():
                     for uid in uids:
                         unit.errors.setdefault((p, uid), e)
@@ -320,62 +323,11 @@ class Runner:
             metrics = set(suite.sae(sae).metrics)
             selected[key] = {e.unique_id: metrics for e in entries_of(suite) if e.spec.id == sae}
         try:
-            runs = self._evaluate(selected, overrides)
+            runs = self.evaluate(selected, overrides)
         except BaseException as e:
-            self._record_error(e)
+            self.record_error(e)
             raise
         return [c.message for run in runs for c in run.checks if not c.passed]
-
-    # -- fixtures ---------------------------------------------------------------------------------
-    def fixture_suite(self) -> Suite:
-        """The suite named by ``--saeval-suite`` / ``saeval_suite``."""
-        if self.options.suite is None:
-            pytest.fail(
-                "the saeval fixtures need a suite file. Fix: pass --saeval-suite thresholds/<name>.yaml "
-                "or set saeval_suite in the ini file",
-                pytrace=False,
-            )
-        try:
-            return self.load_suite(self.options.suite)
-        except SaevalError as e:
-            pytest.fail(str(e), pytrace=False)
-
-    def fixture_model(self) -> Any:
-        """The fixture suite's model (the same object its gates are evaluated on)."""
-        suite = self.fixture_suite()
-        try:
-            return self.session.loader.model(suite, Overrides())
-        except SaevalError as e:
-            pytest.fail(str(e), pytrace=False)
-
-    def fixture_tokens(self, model: Any) -> Any:
-        """The fixture suite's token rows, checked against ``model``'s vocabulary."""
-        suite = self.fixture_suite()
-        try:
-            return self.session.loader.tokens(suite, model, Overrides())
-        except SaevalError as e:
-            pytest.fail(str(e), pytrace=False)
-
-    def fixture_saes(self, model: Any) -> dict[str, Any]:
-        """The fixture suite's SAEs by unique id, on ``model``'s device."""
-        from pytest_saeval.run.evaluation import device_of
-        from pytest_saeval.run.plan import entries_of
-
-        suite = self.fixture_suite()
-        try:
-            return self.session.loader.saes(suite, entries_of(suite), device_of(model), Overrides())
-        except SaevalError as e:
-            pytest.fail(str(e), pytrace=False)
-
-    def fixture_results(self, model: Any, saes: Mapping[str, Any], tokens: Any) -> dict[str, Any]:
-        """Results of every SAE of the fixture suite on these objects (kept results are reused)."""
-        suite = self.fixture_suite()
-        try:
-            runs = self._evaluate({_abs(suite.path): None}, Overrides(model=model, saes=saes, tokens=tokens))
-        except SaevalError as e:
-            self._record_error(e)
-            pytest.fail(str(e), pytrace=False)
-        return dict(runs[0].results) if runs else {}
 
     # -- end of the run ---------------------------------------------------------------------------
     def to_wire(self) -> JSON:

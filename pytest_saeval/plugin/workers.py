@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+from pytest_saeval.sources.devices import cuda_device_count, limit_threads
+
 __all__ = ["gpu_for_worker", "limit_worker_threads", "threads_per_worker", "worker_device"]
 
 
@@ -22,9 +24,7 @@ def worker_device(worker_id: str | None) -> str | None:
     """The device ``auto`` means on this xdist worker (imports torch; call when evaluating)."""
     if worker_id is None:
         return None
-    import torch
-
-    return gpu_for_worker(worker_id, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    return gpu_for_worker(worker_id, cuda_device_count())
 
 
 def threads_per_worker(n_workers: int, n_cpus: int) -> int:
@@ -39,8 +39,4 @@ def limit_worker_threads(n_workers: int) -> None:
     """
     if n_workers < 2 or "OMP_NUM_THREADS" in os.environ:
         return
-    import torch
-
-    wanted = threads_per_worker(n_workers, os.cpu_count() or 1)
-    if torch.get_num_threads() > wanted:
-        torch.set_num_threads(wanted)
+    limit_threads(threads_per_worker(n_workers, os.cpu_count() or 1))

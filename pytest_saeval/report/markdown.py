@@ -14,9 +14,9 @@ from pathlib import Path
 
 from pytest_saeval.catalogue import METRICS
 from pytest_saeval.fileio import atomic_write_text
+from pytest_saeval.report.rows import GateRow, format_headroom, format_interval, gate_rows, shown_value
 from pytest_saeval.run.intervals import INTERVAL_METRICS
 from pytest_saeval.run.outcome import SuiteRun
-from pytest_saeval.report.rows import GateRow, format_headroom, format_interval, gate_rows, shown_value
 from pytest_saeval.spec.numbers import format_number
 
 __all__ = ["GITHUB_SUMMARY_LIMIT", "append_github_step_summary", "markdown_summary", "write_markdown"]

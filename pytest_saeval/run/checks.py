@@ -13,7 +13,7 @@ from pytest_saeval.errors import BaselineError, Subject
 from pytest_saeval.run.intervals import Interval, gate_interval
 from pytest_saeval.run.plan import SAEEntry
 from pytest_saeval.spec.baseline import Baseline
-from pytest_saeval.spec.gates import Gate
+from pytest_saeval.spec.gates import Gate, Mode
 from pytest_saeval.spec.suite import Suite
 from pytest_saeval.spec.verdict import GateResult, check_gate
 
@@ -84,7 +84,7 @@ def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float
             file=str(suite.path), line=gate.line, key=gate.key, subject=Subject(suite=str(suite.path), sae=sae_id),
         )
     interval = gate_interval(intervals, gate.metric)
-    mode = "interval" if (suite.gate_mode == "interval" and interval is not None) else "point"
+    mode: Mode = "interval" if (suite.gate_mode == "interval" and interval is not None) else "point"
     return GateCheck(suite.path, sae_id, gate, check_gate(gate, value, base, interval=interval, mode=mode))
 
 

@@ -96,7 +96,8 @@ class Loader:
 
     @staticmethod
     def _load_tokens(suite: Suite, model: Any) -> torch.Tensor:
-        from pytest_saeval.sources.data import check_tokens, load_token_file, tokens_from_dataset
+        from pytest_saeval.sources.hf_datasets import tokens_from_dataset
+        from pytest_saeval.sources.tokens import check_tokens, load_token_file
 
         d = suite.data
         if d.tokens is not None:
@@ -105,11 +106,8 @@ class Loader:
         else:
             ds = d.dataset
             assert ds is not None
-            toks = tokens_from_dataset(
-                path=ds.path, model=model, context_size=d.context_size, n_rows=d.rows_needed,
-                split=ds.split, column=ds.column, streaming=ds.streaming, name=ds.name,
-                data_files=dict(ds.data_files) if ds.data_files else None, base_dir=suite.path.parent,
-            )
+            toks = tokens_from_dataset(ds, model=model, context_size=d.context_size, n_rows=d.rows_needed,
+                                       base_dir=suite.path.parent)
             source = ds.path
         vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
         if vocab is not None:

@@ -49,7 +49,7 @@ def quiet_libraries() -> Iterator[None]:
         for undo in reversed(restore):
             try:
                 undo()
-            except Exception:  # noqa: BLE001, S110 - restoring a library's log level must never mask the run's result
+            except Exception:  # noqa: BLE001 - restoring a library's log level must never mask the run's result
                 pass
         for k, v in saved_env.items():
             if v is None:
@@ -93,7 +93,7 @@ def _quiet_datasets() -> list[Callable[[], None]]:
         return []
     try:
         from datasets.utils import logging as ds_logging
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - not installed or another layout: nothing to silence
         return []
     level, bars = ds_logging.get_verbosity(), ds_logging.is_progress_bar_enabled()
     ds_logging.set_verbosity_error()

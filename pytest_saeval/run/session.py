@@ -10,6 +10,7 @@ half (:mod:`.evaluation`) is imported when a group is evaluated.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ class Session:
         ov = overrides or Overrides()
         plans: list[tuple[Suite, list[SAEEntry]]] = []
         for suite in suites:
-            entries = entries_of(suite, (lambda uid, s=suite: selected(s, uid)) if selected is not None else None)
+            entries = entries_of(suite, functools.partial(selected, suite) if selected is not None else None)
             if entries:
                 plans.append((suite, entries))
         # Baseline files are read before any evaluation: a bad one costs no pass.

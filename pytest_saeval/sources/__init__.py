@@ -2,7 +2,8 @@
 
 - :mod:`.models`: ``load_model`` (Hugging Face folder, TransformerLens name or factory);
 - :mod:`.saes`: ``load_saes`` (SAE Lens folder, pretrained release + id or regex, or factory);
-- :mod:`.data`: ``load_token_file``, ``check_tokens``, ``tokens_from_dataset``;
+- :mod:`.tokens`: ``load_token_file``, ``check_tokens``; :mod:`.hf_datasets`: ``tokens_from_dataset``;
+- :mod:`.hf_folder`: a local Hugging Face model folder as a TransformerLens model;
 - :mod:`.devices`: ``resolve_device``, ``parse_dtype``; :mod:`.factory`: ``call_factory``;
   :mod:`.common`: offline mode, path resolution, reading library exceptions.
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = ["exception_chain", "hub_offline", "is_hub_unreachable", "resolve_path", "short"]
 
@@ -26,12 +27,14 @@ def hub_offline() -> Iterator[None]:
     Sets ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` in the environment and in the libraries'
     already-imported constants, and restores all of them on exit.
     """
-    import huggingface_hub.constants as hub_constants
+    import huggingface_hub.constants
+
+    hub_constants: Any = huggingface_hub.constants
 
     env_keys = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
     saved_env = {k: os.environ.get(k) for k in env_keys}
     saved_hub = hub_constants.HF_HUB_OFFLINE
-    ds_config = sys.modules.get("datasets.config")
+    ds_config: Any = sys.modules.get("datasets.config")
     saved_ds = (
         (getattr(ds_config, "HF_HUB_OFFLINE", None), getattr(ds_config, "HF_DATASETS_OFFLINE", None))
         if ds_config is not None

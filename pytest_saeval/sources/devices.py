@@ -10,7 +10,7 @@ from pytest_saeval.settings import DEVICE_CHOICES, DTYPES, is_device
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["parse_dtype", "resolve_device"]
+__all__ = ["cuda_device_count", "limit_threads", "parse_dtype", "resolve_device"]
 
 
 def resolve_device(spec: str) -> str:
@@ -60,3 +60,18 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if name not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}{did_you_mean(name, DTYPES)}", fix=f"use one of {', '.join(DTYPES)}")
     return getattr(torch, name)
+
+
+def cuda_device_count() -> int:
+    """How many CUDA devices this machine has (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def limit_threads(n: int) -> None:
+    """Let torch use at most ``n`` CPU threads in this process."""
+    import torch
+
+    if torch.get_num_threads() > n:
+        torch.set_num_threads(n)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,29 +138,10 @@ def load_baseline(path: str | os.PathLike[str], *, missing_ok: bool = False) -> 
     """
     file = os.fspath(path)
     target = Path(file)
-    try:
-        raw = target.read_bytes()
-    # A file that cannot be opened has no line to point at: these errors carry the path in the
-    # message and no location, so the caller locates them at the suite's `baseline:` line.
-    except FileNotFoundError:
-        if missing_ok:
-            return Baseline(path=target)
-        raise BaselineError(f"baseline file '{file}' not found", fix=_CREATE_FIX) from None
-    except IsADirectoryError:
-        raise BaselineError(f"baseline path '{file}' is a folder, not a JSON file", fix=_CREATE_FIX) from None
-    except OSError as e:
-        raise BaselineError(f"cannot read the baseline file '{file}': {e.strerror or e}", fix="check the file's permissions") from e
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise BaselineError("the baseline file is not UTF-8 text", fix=_RECREATE_FIX, file=file, line=line) from e
-    try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates)
-    except json.JSONDecodeError as e:
-        raise BaselineError(f"invalid JSON: {e.msg} (column {e.colno})", fix=_RECREATE_FIX, file=file, line=e.lineno) from e
-    except _Duplicate as e:
-        raise BaselineError(f"duplicate key {e.key!r}", fix="keep one entry per key", file=file, line=_line_of(text, [e.key])) from None
+    read = _read_text(target, file, missing_ok)
+    if read is None:
+        return Baseline(path=target)
+    text, data = read
 
     def bad(message: str, keys: list[str], fix: str = _RECREATE_FIX) -> BaselineError:
         return BaselineError(message, fix=fix, file=file, line=_line_of(text, keys) if keys else 1, key=".".join(keys) or None)
@@ -172,7 +153,41 @@ def load_baseline(path: str | os.PathLike[str], *, missing_ok: bool = False) -> 
             raise bad(f"unknown key {key!r}{did_you_mean(key, _TOP_KEYS)}", [key], "use only " + ", ".join(_TOP_KEYS))
     if "saes" not in data:
         raise bad('missing the "saes" key', [])
-    saes = data["saes"]
+    return Baseline(path=target, values=_values(data["saes"], bad), provenances=_provenances(data.get("provenance"), bad))
+
+
+def _read_text(target: Path, file: str, missing_ok: bool) -> tuple[str, object] | None:
+    """The file's text and parsed JSON; None for a missing file when ``missing_ok``."""
+    try:
+        raw = target.read_bytes()
+    # A file that cannot be opened has no line to point at: these errors carry the path in the
+    # message and no location, so the caller locates them at the suite's `baseline:` line.
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise BaselineError(f"baseline file '{file}' not found", fix=_CREATE_FIX) from None
+    except IsADirectoryError:
+        raise BaselineError(f"baseline path '{file}' is a folder, not a JSON file", fix=_CREATE_FIX) from None
+    except OSError as e:
+        raise BaselineError(f"cannot read the baseline file '{file}': {e.strerror or e}", fix="check the file's permissions") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise BaselineError("the baseline file is not UTF-8 text", fix=_RECREATE_FIX, file=file, line=line) from e
+    try:
+        return text, json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as e:
+        raise BaselineError(f"invalid JSON: {e.msg} (column {e.colno})", fix=_RECREATE_FIX, file=file, line=e.lineno) from e
+    except _Duplicate as e:
+        raise BaselineError(f"duplicate key {e.key!r}", fix="keep one entry per key", file=file, line=_line_of(text, [e.key])) from None
+
+
+_Bad = Callable[..., BaselineError]
+
+
+def _values(saes: object, bad: _Bad) -> dict[str, dict[str, float]]:
+    """The ``saes`` object: ``{sae_id: {metric: finite number}}``."""
     if not isinstance(saes, dict):
         raise bad(f'"saes" must be an object {{sae_id: {{metric: value}}}}, got {_kind(saes)}', ["saes"])
     values: dict[str, dict[str, float]] = {}
@@ -189,16 +204,19 @@ def load_baseline(path: str | os.PathLike[str], *, missing_ok: bool = False) -> 
                     "replace it with a finite number or remove the entry, then rerun with --saeval-update-baseline",
                 )
         values[sae_id] = dict(metrics)
-    provenance = data.get("provenance")
-    provenances: dict[str, dict[str, Any]] = {}
-    if provenance is not None:
-        if not isinstance(provenance, dict):
-            raise bad(f'"provenance" must be an object {{sae_id: {{...}}}}, got {_kind(provenance)}', ["provenance"])
-        for sae_id, info in provenance.items():
-            if not isinstance(info, dict):
-                raise bad(f"must be an object, got {_kind(info)}", ["provenance", sae_id])
-            provenances[sae_id] = info
-    return Baseline(path=target, values=values, provenances=provenances)
+    return values
+
+
+def _provenances(provenance: object, bad: _Bad) -> dict[str, dict[str, Any]]:
+    """The optional ``provenance`` object: ``{sae_id: {...}}``."""
+    if provenance is None:
+        return {}
+    if not isinstance(provenance, dict):
+        raise bad(f'"provenance" must be an object {{sae_id: {{...}}}}, got {_kind(provenance)}', ["provenance"])
+    for sae_id, info in provenance.items():
+        if not isinstance(info, dict):
+            raise bad(f"must be an object, got {_kind(info)}", ["provenance", sae_id])
+    return dict(provenance)
 
 
 def _round6(value: float) -> float:

@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saeval.errors import SuiteError
-from pytest_saeval.spec.fields import DATA_KEYS, DATASET_KEYS, DEFAULTS_KEYS, MODEL_KEYS, SAE_KEYS, TOP_KEYS, Invalid, check_text, kind
+from pytest_saeval.spec.fields import (
+    DATA_KEYS,
+    DATASET_KEYS,
+    DEFAULTS_KEYS,
+    MODEL_KEYS,
+    SAE_KEYS,
+    TOP_KEYS,
+    Invalid,
+    check_text,
+    kind,
+)
 from pytest_saeval.spec.gates import Gate, parse_gate
 from pytest_saeval.spec.reader import YamlMap, key_line, key_lines, read_yaml
 from pytest_saeval.spec.suite import DatasetSpec, DataSpec, ModelSpec, SAESpec, Suite

@@ -16,14 +16,14 @@ from pytest_saeval.errors import SuiteError
 __all__ = ["YamlMap", "YamlSeq", "key_line", "key_lines", "read_yaml"]
 
 
-class YamlMap(dict):  # type: ignore[type-arg]
+class YamlMap(dict[Any, Any]):
     """A YAML mapping that remembers its own line and the line of each key."""
 
     line: int = 1
     key_lines: dict[Any, int]
 
 
-class YamlSeq(list):  # type: ignore[type-arg]
+class YamlSeq(list[Any]):
     """A YAML sequence that remembers its own line and the line of each item."""
 
     line: int = 1
@@ -100,7 +100,7 @@ _SuiteLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)  # 
 _SuiteLoader.add_constructor("tag:yaml.org,2002:value", _construct_text)
 for _tag in ("binary", "set", "omap", "pairs"):
     _SuiteLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
-_SuiteLoader.add_constructor(None, _refuse_tag)  # type: ignore[arg-type]
+_SuiteLoader.add_constructor(None, _refuse_tag)
 del _tag
 
 _UNQUOTED_GATE_RE = re.compile(r"(?:^|[:\-\[,])\s*[<>]")

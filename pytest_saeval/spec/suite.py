@@ -8,6 +8,7 @@ its key (``line_of``) with the key path, e.g. ``saes[1].gates.l0``, and the fix.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,19 @@ from typing import Any, Literal, NoReturn
 
 from pytest_saeval.errors import SuiteError, did_you_mean
 from pytest_saeval.settings import EvalSettings
-from pytest_saeval.spec.fields import COUNT_KEYS, Invalid, check_bool, check_count, check_device, check_dtype, check_exclude, check_factory, check_sae_id, check_text
-from pytest_saeval.spec.gates import MODES, Gate
+from pytest_saeval.spec.fields import (
+    COUNT_KEYS,
+    Invalid,
+    check_bool,
+    check_count,
+    check_device,
+    check_dtype,
+    check_exclude,
+    check_factory,
+    check_sae_id,
+    check_text,
+)
+from pytest_saeval.spec.gates import MODES, Gate, Mode
 
 __all__ = ["DataSpec", "DatasetSpec", "ModelSpec", "SAESpec", "Suite"]
 
@@ -132,8 +144,8 @@ class DatasetSpec(_Section):
     def __post_init__(self) -> None:
         examples = {"path": "Skylion007/openwebtext", "split": "train", "column": "text", "name": "wikitext-2-raw-v1"}
         for key, example in examples.items():
-            self._check(key, lambda v, k=key, ex=example: check_text(k, v, ex), optional=key in ("column", "name"))
-        self._check("streaming", lambda v: check_bool("streaming", v))
+            self._check(key, functools.partial(check_text, key, example=example), optional=key in ("column", "name"))
+        self._check("streaming", functools.partial(check_bool, "streaming"))
         object.__setattr__(self, "data_files", tuple((s, tuple(f)) for s, f in self.data_files))
 
     def load_dataset_kwargs(self) -> dict[str, Any]:
@@ -176,7 +188,7 @@ class DataSpec(_Section):
         if self._exactly_one(("tokens", "dataset"), "data") == "tokens":
             object.__setattr__(self, "tokens", Path(self.tokens))  # type: ignore[arg-type]
         for key in COUNT_KEYS:
-            self._check(key, lambda v, k=key: check_count(k, v))
+            self._check(key, functools.partial(check_count, key))
         self._check("exclude_special_tokens", check_exclude)
 
     @property
@@ -283,7 +295,7 @@ class Suite(_Section):
     """The baseline file ``baseline`` in gates refers to (absolute after loading), if any."""
     default_gates: tuple[Gate, ...] = ()
     """``defaults.gates``: already merged into every SAE's gates; kept for reporting."""
-    gate_mode: str = "point"
+    gate_mode: Mode = "point"
     """``point``: a gate checks the measured value. ``interval``: a gate fails only when the whole 95%
     bootstrap interval is on the wrong side (metrics without an interval are checked by value)."""
     line: int | None = None

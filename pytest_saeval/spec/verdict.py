@@ -3,6 +3,7 @@ message a reviewer reads (pure Python). NaN and infinite values never pass a gat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -112,19 +113,9 @@ def check_gate(
         BoundCheck(bound=b, threshold=t, passed=finite and holds(b.op, probe(b), t))
         for b, t in zip(gate.bounds, thresholds)
     )
-    passed = all(c.passed for c in checks)
-    digits = _digits_for(x, interval, checks)
-    message = _message(gate, x, interval, mode, checks, baseline_value, passed, digits)
-    return GateResult(
-        gate=gate,
-        passed=passed,
-        value=x,
-        bounds=checks,
-        message=message,
-        baseline_value=baseline_value,
-        interval=interval,
-        mode=mode,
-    )
+    result = GateResult(gate=gate, passed=all(c.passed for c in checks), value=x, bounds=checks, message="",
+                        baseline_value=baseline_value, interval=interval, mode=mode)
+    return dataclasses.replace(result, message=_message(result, _digits_for(x, interval, checks)))
 
 
 def _shown_threshold(check: BoundCheck, digits: int) -> float:
@@ -156,46 +147,35 @@ def _value_text(x: float, interval: tuple[float, float] | None, digits: int) -> 
     return text
 
 
-def _message(
-    gate: Gate,
-    x: float,
-    interval: tuple[float, float] | None,
-    mode: Mode,
-    checks: tuple[BoundCheck, ...],
-    baseline_value: float | None,
-    passed: bool,
-    digits: int,
-) -> str:
+def _message(r: GateResult, digits: int) -> str:
+    """The reviewer's line: the value (and interval), and either the bounds it meets or what it misses by."""
+    gate, x, interval, base = r.gate, r.value, r.interval, r.baseline_value
     head = f"{gate.metric} = {_value_text(x, interval, digits)}"
-    if passed:
-        described = ", ".join(c.bound.describe(baseline_value, digits) for c in checks)
-        if mode == "interval" and not all(holds(c.bound.op, x, c.threshold) for c in checks):
+    if r.passed:
+        described = ", ".join(c.bound.describe(base, digits) for c in r.bounds)
+        if r.mode == "interval" and not all(holds(c.bound.op, x, c.threshold) for c in r.bounds):
             described += "; the interval reaches the bound"
         return f"{head} ({described})"
-
     if not math.isfinite(x):
-        name = format_number(x)
-        return f"{head}, needs {gate.describe(baseline_value, digits)} ({name} never passes)"
-    if mode == "interval" and interval is not None and not all(math.isfinite(v) for v in interval):
-        return f"{head}, needs {gate.describe(baseline_value, digits)} (the interval is not finite, so it never passes)"
+        return f"{head}, needs {gate.describe(base, digits)} ({format_number(x)} never passes)"
+    if r.mode == "interval" and interval is not None and not all(math.isfinite(v) for v in interval):
+        return f"{head}, needs {gate.describe(base, digits)} (the interval is not finite, so it never passes)"
+    failed = [c for c in r.bounds if not c.passed]
+    needs = " and ".join(c.bound.describe(base, digits) for c in failed)
+    return f"{head}, needs {needs} ({'; '.join(_miss(r, c) for c in failed)})"
 
-    failed = [c for c in checks if not c.passed]
-    needs = " and ".join(c.bound.describe(baseline_value, digits) for c in failed)
-    details = []
-    for c in failed:
-        if mode == "interval" and interval is not None:
-            end = interval[1] if c.bound.is_lower else interval[0]
-            side = "below" if c.bound.is_lower else "above"
-            gap = abs(c.threshold - end)
-            if gap == 0:
-                details.append(f"the whole interval is {side}; its {'upper' if c.bound.is_lower else 'lower'} end equals the bound")
-            else:
-                word = "short by" if c.bound.is_lower else "over by"
-                details.append(f"the whole interval is {side}; {'upper' if c.bound.is_lower else 'lower'} end {word} {difference(gap)}")
-            continue
-        gap = abs(c.threshold - x)
+
+def _miss(r: GateResult, c: BoundCheck) -> str:
+    """How one failed bound is missed: by how much, or that the whole interval lies on its wrong side."""
+    lower = c.bound.is_lower
+    if r.mode == "interval" and r.interval is not None:
+        end = r.interval[1] if lower else r.interval[0]
+        side, which = ("below", "upper") if lower else ("above", "lower")
+        gap = abs(c.threshold - end)
         if gap == 0:
-            details.append("equal to the bound, needs strictly " + ("greater" if c.bound.is_lower else "less"))
-        else:
-            details.append(("short by " if c.bound.is_lower else "over by ") + difference(gap))
-    return f"{head}, needs {needs} ({'; '.join(details)})"
+            return f"the whole interval is {side}; its {which} end equals the bound"
+        return f"the whole interval is {side}; {which} end {'short by' if lower else 'over by'} {difference(gap)}"
+    gap = abs(c.threshold - r.value)
+    if gap == 0:
+        return "equal to the bound, needs strictly " + ("greater" if lower else "less")
+    return ("short by " if lower else "over by ") + difference(gap)

@@ -74,7 +74,7 @@ def read_entry(path: Path, key: str) -> tuple[dict[str, Any], dict[str, torch.Te
         header_len = int.from_bytes(data[:8], "little")
         metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
         tensors = load(data)
-    except Exception as e:  # noqa: BLE001 - any failure to parse means the file is unusable
+    except Exception as e:  # any failure to parse means the file is unusable
         raise Unusable(f"cannot be read ({type(e).__name__}: {e})") from e
     if metadata.get("key") != key:
         raise Unusable("holds another key")

@@ -61,7 +61,7 @@ class Hasher:
             flat = data.reshape(-1)
             if flat.dtype == torch.bool:
                 flat = flat.to(torch.uint8)
-            self._h.update(memoryview(flat.view(torch.uint8).numpy()))
+            self._h.update(flat.view(torch.uint8).numpy().data)
 
     def raw(self, chunk: bytes | memoryview) -> None:
         """Add bytes as they are (for streams whose length is framed by the caller)."""
@@ -175,8 +175,11 @@ class Fingerprints:
         if found is not None and found[0]() is obj:
             return found[1]
         digest = compute()
+        def forget(_: object) -> None:
+            self._memo.pop(key, None)
+
         try:
-            ref = weakref.ref(obj, lambda _, key=key: self._memo.pop(key, None))
+            ref = weakref.ref(obj, forget)
         except TypeError:  # not weakly referenceable
             return digest
         self._memo[key] = (ref, digest)

@@ -17,10 +17,9 @@ from tests.integration.plugin_helpers import CONTEXT, ROWS, Assets
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     import numpy as np
-
-    import pytest_saeval.engine.evaluate
     import sae_lens  # noqa: F401
     import transformer_lens  # noqa: F401
+
 
     base = tmp_path_factory.mktemp("saeval-assets")
     model = save_tiny_gpt2(base / "model", seed=0)

@@ -9,7 +9,6 @@ is never a gate result.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 

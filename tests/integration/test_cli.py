@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from pytest_saeval import cli
 from pytest_saeval.cli import main
 from pytest_saeval.run.quiet import quiet_libraries
-from pytest_saeval.run.session import RunOptions, Session as _REAL_SESSION
+from pytest_saeval.run.session import RunOptions
+from pytest_saeval.run.session import Session as _REAL_SESSION
 from tests.integration.badinput.cases import Assets, shared_assets
 
 NO_CACHE = ("--no-cache", "--no-progress")

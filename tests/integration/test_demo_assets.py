@@ -111,8 +111,8 @@ def test_suites_point_at_the_shipped_assets() -> None:
 
 
 def test_recorded_metrics_pass_the_demo_gates_and_fail_the_weak_ones(info: dict[str, Any]) -> None:
-    from pytest_saeval.spec.verdict import check_gate
     from pytest_saeval.spec.loader import load_suite
+    from pytest_saeval.spec.verdict import check_gate
 
     for path, expect_pass in ((DEMO, True), (WEAK, False)):
         suite = load_suite(path)

@@ -93,7 +93,7 @@ def test_one_json_per_sae_with_sae_lens_keys_and_flat_metrics(outputs: Path) -> 
     summary = (outputs / "summary.md").read_text()
     assert "| Result |" in summary and "sae0" in summary
     record = load(outputs / "wide__sae0.json")
-    assert RECORD_KEYS <= set(record)
+    assert set(record) >= RECORD_KEYS
     assert record["unique_id"] == "sae0" and record["sae_id"] == "sae0" and record["sae_set"] == "wide"
     assert record["eval_cfg"]["context_size"] == 8 and record["eval_cfg"]["dataset"].endswith("tokens.npy")
     metrics = record["metrics"]
@@ -254,8 +254,8 @@ while True:
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_a_writer_killed_mid_write_leaves_complete_files(tmp_path: Path) -> None:
-    from pytest_saeval.spec.baseline import load_baseline, write_baseline
     from pytest_saeval.fileio import atomic_write_text
+    from pytest_saeval.spec.baseline import load_baseline, write_baseline
 
     results, baseline = tmp_path / "all_eval_results.json", tmp_path / "base.json"
     atomic_write_text(results, json.dumps({"version": 0, "payload": [0] * 300000}))

@@ -19,11 +19,11 @@ import pytest
 from pytest_saeval.catalogue import FEATURE_METRICS
 from pytest_saeval.engine.results import SAEResult
 from pytest_saeval.report.html import DEAD_OFFSET, html_report, sae_plots, write_html_report
-from pytest_saeval.run.outcome import SuiteRun
-from tests.helpers import eval_config
 from pytest_saeval.run.checks import check_suite
+from pytest_saeval.run.outcome import SuiteRun
 from pytest_saeval.run.plan import entries_of
 from pytest_saeval.spec.loader import load_suite
+from tests.helpers import eval_config
 
 SUITE = """\
 model:

@@ -143,7 +143,7 @@ def test_auto_device_applies_to_auto_and_plain_cuda_only(assets: Assets, tmp_pat
     from pytest_saeval.run.loading import Loader
     from pytest_saeval.spec.loader import load_suite
 
-    def suite(device: str):  # noqa: ANN202
+    def suite(device: str):
         path = tmp_path / f"{device.replace(':', '_')}.yaml"
         path.write_text(assets.model_block().replace("device: cpu", f"device: {device}") + assets.data_block()
                         + f"saes:\n  - id: x\n    path: {assets.sae0}\n    gates:\n      l0: '>= 0'\n")

@@ -319,8 +319,8 @@ def build_sae(arch: str, model: Any, hook_kind: str, calibration_tokens: Any, *,
     """An SAE of ``arch`` on ``HOOKS[hook_kind]`` whose live features fire on 2-35% of tokens
     (about 8% of features are dead), calibrated on ``model``'s activations for
     ``calibration_tokens`` (rows other than the evaluation rows)."""
-    import torch
     import sae_lens
+    import torch
 
     hook_name, head = HOOKS[hook_kind]
     n_cal = calibration_tokens.shape[0]

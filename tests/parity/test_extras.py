@@ -31,7 +31,6 @@ EXTRA_FEATURES = tuple(m.name for m in METRICS.values() if m.source != "sae_lens
 
 def _max_other_cosine_sim(vectors: Any) -> list[float]:
     """Per row i: max over j != i of cos(v_i, v_j) (float64)."""
-    import torch
 
     v = vectors.detach().double()
     v = v / v.norm(dim=-1, keepdim=True)

@@ -15,7 +15,7 @@ import pytest
 
 from pytest_saeval.catalogue import SAE_LENS_SCALAR_METRICS
 
-from .conftest import BATCH_SIZE, CTX, D_SAE, DEFAULT, HOOKS, K, MODELS, _metadata, hook_activations, isclose_nan
+from .conftest import BATCH_SIZE, CTX, D_SAE, DEFAULT, HOOKS, MODELS, K, _metadata, hook_activations, isclose_nan
 from .reference import sae_lens_reference
 
 pytestmark = [

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from pytest_saeval import fileio
-from pytest_saeval.spec.baseline import Baseline, load_baseline, write_baseline
 from pytest_saeval.errors import BaselineError
-from pytest_saeval.spec.verdict import check_gate
+from pytest_saeval.spec.baseline import Baseline, load_baseline, write_baseline
 from pytest_saeval.spec.gates import parse_gate
+from pytest_saeval.spec.verdict import check_gate
 
 
 def test_round_trip(tmp_path: Path) -> None:

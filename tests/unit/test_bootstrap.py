@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from pytest_saeval.run.intervals import INTERVAL_METRICS, intervals, percentile_interval, replicates, resample_counts
-from pytest_saeval.engine.results import SAEResult, SequenceStats
 from pytest_saeval.engine.collect import reconstruction_scores
-from pytest_saeval.errors import InputError
-from pytest_saeval.engine.results import SequenceSums
+from pytest_saeval.engine.results import SAEResult, SequenceStats, SequenceSums
 from pytest_saeval.engine.sparsity import SparsityTotals
+from pytest_saeval.errors import InputError
+from pytest_saeval.run.intervals import INTERVAL_METRICS, intervals, percentile_interval, replicates, resample_counts
 
 F64 = torch.float64
 Z = 1.959963984540054

@@ -9,8 +9,8 @@ import pytest
 
 from pytest_saeval.errors import BaselineError, SuiteError
 from pytest_saeval.spec.gates import GRAMMAR, Bound, Gate, parse_bound, parse_gate
-from pytest_saeval.spec.verdict import check_gate
 from pytest_saeval.spec.numbers import format_number
+from pytest_saeval.spec.verdict import check_gate
 
 NAN = float("nan")
 INF = float("inf")

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from pytest_saeval.engine.losses import distribution_summary, next_token_losses, summary_losses
 from pytest_saeval.engine.results import SequenceSums
 from pytest_saeval.engine.sparsity import SparsityAccumulator, SparsityTotals, density_summary, explained_variance
-from pytest_saeval.engine.losses import distribution_summary, next_token_losses, summary_losses
 from pytest_saeval.engine.weights import max_other_cosine_sim, weight_metrics
 
 

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 from pytest_saeval.errors import SuiteError
-from pytest_saeval.spec.verdict import check_gate
-from pytest_saeval.spec.gates import parse_gate
 from pytest_saeval.propose import (
     MarginPolicy,
     ProposedGate,
@@ -27,7 +25,9 @@ from pytest_saeval.run.outcome import EvalConfig, SuiteRun
 from pytest_saeval.run.plan import Overrides, SAEEntry, entries_of
 from pytest_saeval.run.session import Session
 from pytest_saeval.spec.editor import GateText, edit_suite_text
+from pytest_saeval.spec.gates import parse_gate
 from pytest_saeval.spec.loader import load_suite
+from pytest_saeval.spec.verdict import check_gate
 
 SUITE = """\
 # Demo thresholds: reviewed by the team.

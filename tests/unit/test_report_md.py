@@ -7,13 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saeval.spec.verdict import check_gate
-from pytest_saeval.report.markdown import GITHUB_SUMMARY_LIMIT, append_github_step_summary, markdown_summary, write_markdown
+from pytest_saeval.report.markdown import (
+    GITHUB_SUMMARY_LIMIT,
+    append_github_step_summary,
+    markdown_summary,
+    write_markdown,
+)
 from pytest_saeval.report.rows import format_headroom, gate_rows, shown_value
 from pytest_saeval.run.checks import GateCheck, check_suite
 from pytest_saeval.run.outcome import EvalConfig, SuiteRun
 from pytest_saeval.run.plan import entries_of
 from pytest_saeval.spec.loader import load_suite
+from pytest_saeval.spec.verdict import check_gate
 
 SUITE = """\
 model:

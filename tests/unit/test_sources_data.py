@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from pytest_saeval.errors import InputError, SourceError
-from pytest_saeval.sources.data import check_tokens, load_token_file, tokens_from_dataset
+from pytest_saeval.sources.hf_datasets import tokens_from_dataset
+from pytest_saeval.sources.tokens import check_tokens, load_token_file
+from pytest_saeval.spec.suite import DatasetSpec
 from tests.helpers import tiny_corpus, tiny_hooked_transformer
 
 TOKENS = np.arange(4 * 6, dtype=np.int64).reshape(4, 6) * 3 % 150
@@ -229,6 +231,11 @@ def test_check_tokens_negative():
 CTX = 16
 
 
+def _spec(path: str, **fields: object) -> DatasetSpec:
+    """A dataset spec as a suite file gives it (not streamed unless asked)."""
+    return DatasetSpec(path=path, **{"streaming": False, **fields})  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
 def model():
     return tiny_hooked_transformer()
@@ -290,7 +297,7 @@ def _store_rows(model, data_file: Path, n_rows: int, prepend_bos: bool) -> torch
 @pytest.mark.parametrize("prepend_bos", [True, False])
 def test_text_dataset_rows_equal_activations_store(model, data_files, kind, prepend_bos):
     n_rows = 20
-    ours = tokens_from_dataset(path=str(data_files[kind]), model=model, context_size=CTX, n_rows=n_rows, prepend_bos=prepend_bos)
+    ours = tokens_from_dataset(_spec(path=str(data_files[kind])), model=model, context_size=CTX, n_rows=n_rows, prepend_bos=prepend_bos)
     theirs = _store_rows(model, data_files[kind], n_rows, prepend_bos)
     assert ours.shape == (n_rows, CTX) and ours.dtype == torch.long
     assert torch.equal(ours, theirs)
@@ -301,84 +308,84 @@ def test_text_dataset_rows_equal_activations_store(model, data_files, kind, prep
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
 def test_pretokenized_dataset_rows_equal_activations_store(model, data_files):
-    ours = tokens_from_dataset(path=str(data_files["pretok"]), model=model, context_size=CTX, n_rows=12)
+    ours = tokens_from_dataset(_spec(path=str(data_files["pretok"])), model=model, context_size=CTX, n_rows=12)
     theirs = _store_rows(model, data_files["pretok"], 12, True)
     assert torch.equal(ours, theirs)
     assert ours[1, 0].item() == 7  # rows used as they are, cut to context_size
 
 
 def test_streaming_gives_the_same_rows(model, data_files):
-    a = tokens_from_dataset(path=str(data_files["jsonl"]), model=model, context_size=CTX, n_rows=8)
-    b = tokens_from_dataset(path=str(data_files["jsonl"]), model=model, context_size=CTX, n_rows=8, streaming=True)
+    a = tokens_from_dataset(_spec(path=str(data_files["jsonl"])), model=model, context_size=CTX, n_rows=8)
+    b = tokens_from_dataset(_spec(path=str(data_files["jsonl"]), streaming=True), model=model, context_size=CTX, n_rows=8)
     assert torch.equal(a, b)
 
 
 def test_saved_dataset_folder_and_relative_path(model, data_files):
-    a = tokens_from_dataset(path=str(data_files["jsonl"]), model=model, context_size=CTX, n_rows=8)
-    b = tokens_from_dataset(path="saved", base_dir=data_files["saved"].parent, model=model, context_size=CTX, n_rows=8)
+    a = tokens_from_dataset(_spec(path=str(data_files["jsonl"])), model=model, context_size=CTX, n_rows=8)
+    b = tokens_from_dataset(_spec(path="saved"), base_dir=data_files["saved"].parent, model=model, context_size=CTX, n_rows=8)
     assert torch.equal(a, b)
 
 
 def test_saved_dataset_folder_unknown_split(model, data_files):
     with pytest.raises(SourceError) as excinfo:
-        tokens_from_dataset(path=str(data_files["saved"]), split="trian", model=model, context_size=CTX, n_rows=4)
+        tokens_from_dataset(_spec(path=str(data_files["saved"]), split="trian"), model=model, context_size=CTX, n_rows=4)
     assert "no split 'trian'" in _message(excinfo) and "did you mean 'train'" in _message(excinfo)
 
 
 def test_single_file_has_only_the_train_split(model, data_files):
     with pytest.raises(SourceError) as excinfo:
-        tokens_from_dataset(path=str(data_files["jsonl"]), split="validation", model=model, context_size=CTX, n_rows=2)
+        tokens_from_dataset(_spec(path=str(data_files["jsonl"]), split="validation"), model=model, context_size=CTX, n_rows=2)
     assert "no split 'validation'" in _message(excinfo)
 
 
 def test_too_few_rows_names_both_numbers(model, data_files):
     with pytest.raises(InputError) as excinfo:
-        tokens_from_dataset(path=str(data_files["pretok"]), model=model, context_size=CTX, n_rows=13)
+        tokens_from_dataset(_spec(path=str(data_files["pretok"])), model=model, context_size=CTX, n_rows=13)
     assert "gives 12 rows of 16 tokens, but 13 are needed" in _message(excinfo)
 
 
 def test_pretokenized_rows_shorter_than_context(model, data_files):
     with pytest.raises(InputError, match="20 pretokenized tokens, fewer than context_size 32"):
-        tokens_from_dataset(path=str(data_files["pretok"]), model=model, context_size=32, n_rows=2)
+        tokens_from_dataset(_spec(path=str(data_files["pretok"])), model=model, context_size=32, n_rows=2)
 
 
 def test_text_needs_a_tokenizer(data_files):
     with pytest.raises(SourceError, match="tokenizing it needs a model with a tokenizer"):
-        tokens_from_dataset(path=str(data_files["jsonl"]), model=None, context_size=CTX, n_rows=2)
+        tokens_from_dataset(_spec(path=str(data_files["jsonl"])), model=None, context_size=CTX, n_rows=2)
 
 
 def test_pretokenized_needs_no_model(data_files):
-    assert tokens_from_dataset(path=str(data_files["pretok"]), context_size=CTX, n_rows=2).shape == (2, CTX)
+    assert tokens_from_dataset(_spec(path=str(data_files["pretok"])), context_size=CTX, n_rows=2).shape == (2, CTX)
 
 
 def test_unknown_column(model, data_files):
     with pytest.raises(SourceError) as excinfo:
-        tokens_from_dataset(path=str(data_files["jsonl"]), column="txt", model=model, context_size=CTX, n_rows=2)
+        tokens_from_dataset(_spec(path=str(data_files["jsonl"]), column="txt"), model=model, context_size=CTX, n_rows=2)
     assert "no column 'txt'" in _message(excinfo) and "did you mean 'text'" in _message(excinfo)
 
 
 def test_column_that_is_not_tokens(model, data_files):
     with pytest.raises(SourceError, match="not a list of token ids"):
-        tokens_from_dataset(path=str(data_files["jsonl"]), column="id", model=model, context_size=CTX, n_rows=2)
+        tokens_from_dataset(_spec(path=str(data_files["jsonl"]), column="id"), model=model, context_size=CTX, n_rows=2)
 
 
 def test_unsupported_local_file(model, tmp_path):
     (tmp_path / "docs.xml").write_text("<a/>")
     with pytest.raises(SourceError, match="suffix '.xml'"):
-        tokens_from_dataset(path=str(tmp_path / "docs.xml"), model=model, context_size=CTX, n_rows=2)
+        tokens_from_dataset(_spec(path=str(tmp_path / "docs.xml")), model=model, context_size=CTX, n_rows=2)
 
 
 def test_empty_dataset(model, tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(SourceError, match="is empty"):
-        tokens_from_dataset(path=str(tmp_path / "empty.jsonl"), model=model, context_size=CTX, n_rows=2)
+        tokens_from_dataset(_spec(path=str(tmp_path / "empty.jsonl")), model=model, context_size=CTX, n_rows=2)
 
 
 @pytest.mark.parametrize("bad", [{"context_size": 0}, {"n_rows": -1}, {"n_rows": True}])
 def test_sizes_must_be_positive(model, data_files, bad):
     kwargs = {"context_size": CTX, "n_rows": 2, **bad}
     with pytest.raises(InputError, match="must be a positive integer"):
-        tokens_from_dataset(path=str(data_files["jsonl"]), model=model, **kwargs)
+        tokens_from_dataset(_spec(path=str(data_files["jsonl"])), model=model, **kwargs)
 
 
 def test_hub_dataset_not_cached_with_hub_unreachable(model, monkeypatch, tmp_path):
@@ -391,6 +398,6 @@ def test_hub_dataset_not_cached_with_hub_unreachable(model, monkeypatch, tmp_pat
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SourceError) as excinfo:
-        tokens_from_dataset(path="saeval-tests/no-such-dataset", model=model, context_size=CTX, n_rows=2)
+        tokens_from_dataset(_spec(path="saeval-tests/no-such-dataset"), model=model, context_size=CTX, n_rows=2)
     assert "saeval-tests/no-such-dataset" in _message(excinfo)
     assert "not in the local Hugging Face cache" in _message(excinfo)

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from pytest_saeval.errors import InputError, SaevalError, SourceError
-from pytest_saeval.store.hashing import module_hash, state_dict_hash
-from pytest_saeval.sources.models import load_model, model_info
 from pytest_saeval.sources.devices import parse_dtype, resolve_device
+from pytest_saeval.sources.models import load_model, model_info
+from pytest_saeval.store.hashing import module_hash, state_dict_hash
 from tests.helpers import save_tiny_gpt2, tiny_hooked_transformer
 
 transformers = pytest.importorskip("transformers")

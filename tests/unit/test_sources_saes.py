@@ -7,12 +7,13 @@ import shutil
 import textwrap
 import uuid
 from pathlib import Path
+
 import pytest
 import torch
 
 from pytest_saeval.errors import SourceError
-from pytest_saeval.store.hashing import state_dict_hash
 from pytest_saeval.sources.saes import expand_sae_ids, load_saes, sae_protocol_problems
+from pytest_saeval.store.hashing import state_dict_hash
 from tests.helpers import ProtocolSAE, build_tiny_sae, save_tiny_sae
 
 ARCHITECTURES = ["standard", "gated", "topk", "abstopk", "jumprelu", "matching_pursuit"]

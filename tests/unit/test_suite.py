@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from pytest_saeval.errors import SuiteError
-from pytest_saeval.spec.verdict import check_gate
 from pytest_saeval.settings import EvalSettings
-from pytest_saeval.spec.suite import DatasetSpec, DataSpec, ModelSpec, SAESpec, Suite
 from pytest_saeval.spec.loader import load_suite, load_suites
+from pytest_saeval.spec.suite import DatasetSpec, DataSpec, ModelSpec, SAESpec, Suite
+from pytest_saeval.spec.verdict import check_gate
 
 FULL = """\
 model:

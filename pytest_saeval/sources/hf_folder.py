@@ -1,0 +1,209 @@
+"""A local Hugging Face model folder as a TransformerLens model, offline and without weight processing.
+
+The folder becomes a ``HookedTransformer`` through TransformerLens's own config and weight conversion
+for that architecture (the code path of ``from_pretrained_no_processing``, minus its official-name
+check), checked against the Hugging Face model's logits. Architectures that conversion does not cover
+are loaded as a ``TransformerBridge`` in compatibility mode (no processing), which keeps the usual hook
+names but cannot start a forward at a layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pytest_saeval.errors import SourceError
+from pytest_saeval.sources.common import hub_offline, short
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["Backend", "boot_bridge", "load_folder"]
+
+Backend = Literal["auto", "hooked", "bridge"]
+"""Which TransformerLens class loads a model: ``hooked`` (HookedTransformer), ``bridge`` (TransformerBridge)
+or ``auto`` (HookedTransformer when TransformerLens can convert the architecture, else the bridge)."""
+
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
+_SAVE_FIX = "save the model with model.save_pretrained(folder) and its tokenizer with tokenizer.save_pretrained(folder)"
+
+
+def _check_folder(folder: Path) -> dict[str, Any]:
+    if not folder.exists():
+        raise SourceError(
+            f"model folder '{folder}' does not exist",
+            fix="check model.path (relative paths are relative to the suite file), or " + _SAVE_FIX,
+        )
+    if not folder.is_dir():
+        raise SourceError(f"model path '{folder}' is not a folder", fix="point model.path at the folder save_pretrained wrote")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise SourceError(f"model folder '{folder}' has no config.json", fix=_SAVE_FIX)
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SourceError(f"'{config_file}' is not valid JSON: {short(e)}", fix=_SAVE_FIX) from e
+    if not isinstance(config, dict):
+        raise SourceError(f"'{config_file}' does not hold a JSON object", fix=_SAVE_FIX)
+    if not any((folder / f).is_file() for f in _WEIGHT_FILES):
+        raise SourceError(
+            f"model folder '{folder}' has no weights file (looked for {', '.join(_WEIGHT_FILES)})",
+            fix=_SAVE_FIX,
+        )
+    return config
+
+
+def load_folder(folder: Path, device: str, dtype: torch.dtype, backend: Backend) -> Any:
+    _check_folder(folder)
+    folder = folder.resolve()
+    with hub_offline(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tokenizer = _load_tokenizer(folder)
+        if backend == "bridge":
+            return _folder_bridge(folder, device, dtype, tokenizer)
+        hf_model = _load_hf_model(folder, dtype)
+        try:
+            model = _hooked_from_hf(folder, hf_model, tokenizer, dtype)
+        except _Unsupported as e:
+            if backend == "hooked":
+                raise SourceError(
+                    f"TransformerLens cannot convert the model in '{folder}' to a HookedTransformer: {e}",
+                    fix="use backend: bridge (TransformerBridge) or backend: auto",
+                ) from e.__cause__
+            del hf_model
+            return _folder_bridge(folder, device, dtype, tokenizer)
+        del hf_model
+        if device != "cpu":
+            model = model.to(device, print_details=False)
+        return model.eval()
+
+
+class _Unsupported(Exception):
+    """TransformerLens's HookedTransformer conversion does not cover this model."""
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as e:
+        raise SourceError(
+            f"the tokenizer files in '{folder}' could not be loaded: {short(e)}",
+            fix="re-save the tokenizer with tokenizer.save_pretrained(folder), or remove its files to load the model without a tokenizer",
+        ) from e
+
+
+def _load_hf_model(folder: Path, dtype: torch.dtype) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+    except Exception as e:
+        raise SourceError(
+            f"the model in '{folder}' could not be loaded by transformers (corrupt or truncated weights, or an unknown architecture): {short(e)}",
+            fix="re-save the model with model.save_pretrained(folder); check that the weights file was copied completely",
+        ) from e
+    for p in hf_model.parameters():
+        p.requires_grad_(False)
+    return hf_model.eval()
+
+
+def _hooked_from_hf(folder: Path, hf_model: Any, tokenizer: Any, dtype: torch.dtype) -> Any:
+    """HookedTransformer from a loaded HF model, as ``from_pretrained_no_processing`` builds it.
+
+    TransformerLens's config conversion reads ``config.json`` from a folder. It is given a temporary
+    folder holding only the config: TransformerLens guesses the architecture from the folder name
+    when that name contains "llama" or "gemma", and its GPT-2 branch reads ``n_ctx``, which
+    transformers 5 no longer writes.
+    """
+    import torch
+    import transformer_lens.loading_from_pretrained as loading
+    from transformer_lens import HookedTransformer
+
+    hf_cfg = hf_model.config.to_dict()
+    if (hf_cfg.get("quantization_config") or {}).get("quant_method"):
+        raise _Unsupported("the checkpoint is quantized")
+    config_for_tl = dict(hf_cfg)
+    if "n_ctx" not in config_for_tl and "n_positions" in config_for_tl:
+        config_for_tl["n_ctx"] = config_for_tl["n_positions"]
+    try:
+        with tempfile.TemporaryDirectory(prefix="saeval-") as tmp:
+            cfg_dir = Path(tmp) / "config"
+            cfg_dir.mkdir()
+            (cfg_dir / "config.json").write_text(json.dumps(config_for_tl, default=str), encoding="utf-8")
+            cfg = loading.get_pretrained_model_config(
+                str(cfg_dir), hf_cfg=hf_cfg, fold_ln=False, device="cpu", dtype=dtype, local_files_only=True
+            )
+        cfg.model_name = folder.name
+        cfg.tokenizer_name = str(folder) if tokenizer is not None else None
+        state_dict = loading.get_pretrained_state_dict(str(folder), cfg, hf_model=hf_model, dtype=dtype)
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+        model.load_and_process_state_dict(
+            state_dict,
+            fold_ln=False,
+            center_writing_weights=False,
+            center_unembed=False,
+            fold_value_biases=False,
+            refactor_factored_attn_matrices=False,
+        )
+    except (NotImplementedError, ValueError, KeyError, AttributeError, RuntimeError, AssertionError, TypeError) as e:
+        raise _Unsupported(short(e)) from e
+    _check_same_logits(model, hf_model, dtype, torch)
+    return model
+
+
+def _check_same_logits(model: Any, hf_model: Any, dtype: torch.dtype, torch: Any) -> None:
+    """A conversion that silently changes the function (a config field TransformerLens ignores) is unsupported."""
+    if dtype not in (torch.float32, torch.float64):
+        return
+    n = max(1, min(8, int(model.cfg.n_ctx)))
+    tokens = (torch.arange(n) * 7919 % int(model.cfg.d_vocab)).unsqueeze(0)
+    with torch.no_grad():
+        ours = model(tokens)
+        theirs = hf_model(tokens).logits
+    if ours.shape != theirs.shape:
+        raise _Unsupported(f"converted logits have shape {tuple(ours.shape)}, transformers gives {tuple(theirs.shape)}")
+    diff = (ours.double() - theirs.double()).abs().max().item()
+    scale = 1.0 + theirs.double().abs().max().item()
+    if not diff <= 1e-3 * scale:
+        raise _Unsupported(f"converted logits differ from transformers' by {diff:.3g}")
+
+
+def _folder_bridge(folder: Path, device: str, dtype: torch.dtype, tokenizer: Any) -> Any:
+    try:
+        bridge = boot_bridge(str(folder), device, dtype, tokenizer=tokenizer)
+        if tokenizer is None:
+            # Without tokenizer files the bridge makes up an empty GPT-2 tokenizer; say there is none.
+            bridge.tokenizer = None
+        return bridge
+    except SourceError:
+        raise
+    except Exception as e:
+        raise SourceError(
+            f"TransformerBridge could not load the model in '{folder}': {short(e)}",
+            fix="check that the architecture is supported by TransformerLens, or load the model in a factory",
+        ) from e
+
+
+def boot_bridge(name_or_path: str, device: str, dtype: torch.dtype, *, tokenizer: Any) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        bridge = TransformerBridge.boot_transformers(name_or_path, device=device, dtype=dtype, tokenizer=tokenizer)
+        bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    return bridge.eval()

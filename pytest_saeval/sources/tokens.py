@@ -1,0 +1,206 @@
+"""Token files (``.npy``, ``.pt``, ``.safetensors``) holding an integer array ``[n_sequences, context_size]``,
+read without running any code in them, and the check of token ids against a model's vocabulary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_saeval.errors import InputError, SourceError
+from pytest_saeval.sources.common import resolve_path, short
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["TOKEN_FILE_SUFFIXES", "TOKEN_KEYS", "check_tokens", "load_token_file"]
+
+TOKEN_FILE_SUFFIXES = (".npy", ".pt", ".safetensors")
+"""Token file formats :func:`load_token_file` reads."""
+
+TOKEN_KEYS = ("tokens", "input_ids")
+"""Keys looked up in a ``.pt`` dict or a ``.safetensors`` file (else its only tensor)."""
+
+_FILE_FIX = "save the tokens as an integer array of shape [n_sequences, context_size], e.g. numpy.save('tokens.npy', tokens.astype('int64'))"
+
+
+def load_token_file(path: str | os.PathLike[str], *, context_size: int | None = None, base_dir: str | os.PathLike[str] | None = None) -> torch.Tensor:
+    """Read a token file into a CPU ``torch.long`` tensor ``[n_rows, ctx]``.
+
+    - ``.npy``: read without pickle.
+    - ``.pt``: ``torch.load(weights_only=True)``; a tensor, or a dict with one tensor under
+      ``"tokens"`` or ``"input_ids"``.
+    - ``.safetensors``: the tensor ``"tokens"`` or ``"input_ids"``, or the file's only tensor.
+
+    The array must be 2-D, of an integer dtype (floats are refused even when whole) and
+    non-negative. When ``context_size`` is given and the rows are longer, each row is cut to its
+    first ``context_size`` tokens (as SAE Lens cuts pretokenized rows); shorter rows are an error.
+    """
+    file = resolve_path(path, base_dir)
+    if not file.exists():
+        raise SourceError(
+            f"token file '{file}' does not exist",
+            fix="check data.tokens (relative paths are relative to the suite file)",
+        )
+    if not file.is_file():
+        raise SourceError(f"token path '{file}' is not a file", fix=_FILE_FIX)
+    suffix = file.suffix.lower()
+    if suffix not in TOKEN_FILE_SUFFIXES:
+        raise SourceError(
+            f"token file '{file}' has suffix {file.suffix!r}; supported are {', '.join(TOKEN_FILE_SUFFIXES)}",
+            fix=_FILE_FIX,
+        )
+    if file.stat().st_size == 0:
+        raise SourceError(f"token file '{file}' is empty", fix=_FILE_FIX)
+
+    reader = {".npy": _read_npy, ".pt": _read_pt, ".safetensors": _read_safetensors}[suffix]
+    array = reader(file)
+    tokens = _validated(array, file)
+    if context_size is not None:
+        if isinstance(context_size, bool) or not isinstance(context_size, int) or context_size < 1:
+            raise InputError(f"context_size must be a positive integer, got {context_size!r}", fix="set data.context_size to a whole number >= 1")
+        width = tokens.shape[1]
+        if width < context_size:
+            raise InputError(
+                f"token file '{file}' has rows of {width} tokens, fewer than context_size {context_size}",
+                fix=f"set data.context_size to {width} or less, or save longer rows",
+            )
+        if width > context_size:
+            tokens = tokens[:, :context_size].contiguous()
+    return tokens
+
+
+def check_tokens(tokens: torch.Tensor, vocab_size: int, *, source: str | None = None) -> None:
+    """Refuse token ids outside ``[0, vocab_size)`` (the model's embedding would fail or misread them)."""
+    if tokens.numel() == 0:
+        return
+    what = f"tokens from '{source}'" if source else "tokens"
+    top = int(tokens.max().item())
+    low = int(tokens.min().item())
+    if low < 0:
+        raise InputError(f"{what} contain the negative id {low}", fix="token ids must be >= 0; tokenize with the model's tokenizer")
+    if top >= vocab_size:
+        raise InputError(
+            f"{what} contain id {top}, but the model's vocabulary has {vocab_size} tokens (ids 0..{vocab_size - 1})",
+            fix="tokenize the data with this model's tokenizer (the tokens were made for a different vocabulary)",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# token file readers: each returns a torch tensor or a numpy array
+
+
+def _corrupt(file: Path, e: BaseException) -> SourceError:
+    return SourceError(f"token file '{file}' could not be read (corrupt or truncated?): {short(e, 200)}", fix=_FILE_FIX)
+
+
+def _read_npy(file: Path) -> Any:
+    import numpy as np
+
+    try:
+        return np.load(file, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise SourceError(
+                f"token file '{file}' holds a numpy object array (pickled Python objects) and was refused "
+                "(read with allow_pickle=False: nothing in it was run)",
+                fix="save an integer array: numpy.save(path, tokens.astype('int64'))",
+            ) from e
+        raise _corrupt(file, e) from e
+    except Exception as e:
+        raise _corrupt(file, e) from e
+
+
+def _read_pt(file: Path) -> Any:
+    import pickle
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" in str(e).lower():
+            raise SourceError(
+                f"token file '{file}' holds pickled Python objects other than tensors and was refused "
+                "(read with torch.load(weights_only=True): nothing in it was run)",
+                fix="save only the token tensor, torch.save(tokens, path) with a LongTensor, or use .npy / .safetensors",
+            ) from e
+        raise _corrupt(file, e) from e
+    except Exception as e:
+        raise _corrupt(file, e) from e
+    if isinstance(obj, dict):
+        found = [k for k in TOKEN_KEYS if k in obj]
+        if not found:
+            raise SourceError(
+                f"token file '{file}' holds a dict with keys {sorted(map(str, obj))}, none of {', '.join(TOKEN_KEYS)}",
+                fix="save torch.save({'tokens': tokens}, path) or the tensor itself",
+            )
+        obj = obj[found[0]]
+    if not isinstance(obj, torch.Tensor):
+        raise SourceError(
+            f"token file '{file}' holds a {type(obj).__name__}, not a tensor",
+            fix="save a LongTensor [n_sequences, context_size] with torch.save(tokens, path)",
+        )
+    return obj
+
+
+def _read_safetensors(file: Path) -> Any:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            keys = list(f.keys())
+            found = [k for k in TOKEN_KEYS if k in keys]
+            if found:
+                key = found[0]
+            elif len(keys) == 1:
+                key = keys[0]
+            else:
+                raise SourceError(
+                    f"token file '{file}' holds tensors {keys}, and none is named {' or '.join(TOKEN_KEYS)}",
+                    fix="save the tokens under the key 'tokens'",
+                )
+            return f.get_tensor(key)
+    except SourceError:
+        raise
+    except Exception as e:
+        raise _corrupt(file, e) from e
+
+
+def _validated(array: Any, file: Path) -> torch.Tensor:
+    import numpy as np
+    import torch
+
+    if isinstance(array, np.ndarray):
+        kind = array.dtype.kind
+        dtype_name = str(array.dtype)
+        is_int = kind in "iu"
+    else:
+        dtype_name = str(array.dtype).removeprefix("torch.")
+        is_int = not array.is_floating_point() and not array.is_complex() and array.dtype != torch.bool
+    if not is_int:
+        raise SourceError(
+            f"token file '{file}' holds {dtype_name} values; token ids must be integers",
+            fix="convert the array to an integer dtype (int64 or int32) before saving",
+        )
+    if array.ndim != 2:
+        raise SourceError(
+            f"token file '{file}' holds an array of shape {list(array.shape)}; it must be 2-D [n_sequences, context_size]",
+            fix="reshape the tokens to [n_sequences, context_size] before saving",
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise SourceError(f"token file '{file}' holds no tokens (shape {list(array.shape)})", fix=_FILE_FIX)
+    if isinstance(array, np.ndarray):
+        low, high = int(array.min()), int(array.max())
+        if high > np.iinfo(np.int64).max:
+            raise SourceError(f"token file '{file}' holds the id {high}, too large for int64", fix=_FILE_FIX)
+        tokens = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+    else:
+        low = int(array.min().item())
+        tokens = array.to(torch.long).contiguous()
+    if low < 0:
+        raise SourceError(f"token file '{file}' holds the negative id {low}", fix="token ids must be >= 0; tokenize with the model's tokenizer")
+    return tokens
