@@ -69,7 +69,8 @@ def result_records(runs: Iterable[SuiteRun]) -> list[dict[str, Any]]:
                 "gates": _gate_records(run, uid, result.metrics),
                 "provenance": run.provenance[uid].to_dict() if uid in run.provenance else {},
                 "intervals": run.intervals_of(uid),
-                "notes": [n for n in run.notes if f"[{uid}]" in n],
+                "notes": [n.text for n in run.notes if n.sae_id == uid],
+                "inputs": run.inputs,
             }, nonfinite="null")
             assert isinstance(record, dict)
             records.append(record)
