@@ -29,15 +29,16 @@ from pytest_saeval.report.finish import FinishOptions, finish
 from pytest_saeval.report.table import summary_lines
 from pytest_saeval.run.checks import GateCheck, no_baseline_reason
 from pytest_saeval.run.outcome import SuiteRun, merge_runs
-from pytest_saeval.run.plan import Overrides, SAEEntry, group_key
+from pytest_saeval.run.plan import Overrides, SAEEntry, entries_of, group_key
 from pytest_saeval.run.quiet import quiet_libraries
 from pytest_saeval.run.session import RunOptions, Session
 from pytest_saeval.run.wire import run_from_wire, run_to_wire
 from pytest_saeval.spec.gates import Gate
 from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.suite import Suite
+from pytest_saeval.store.folder import default_cache_dir
 
-__all__ = ["OVERRIDABLE", "RUNNER_KEY", "GateNode", "GateOutcome", "Runner", "get_runner", "overridden"]
+__all__ = ["OVERRIDABLE", "RUNNER_KEY", "GateNode", "GateOutcome", "Runner", "get_runner", "override_values", "overridden"]
 
 OVERRIDABLE: tuple[str, ...] = ("saeval_model", "saeval_saes", "saeval_tokens")
 """Fixtures whose conftest overrides replace what the suites load, for the gate items too."""
@@ -99,10 +100,22 @@ def overridden(node: pytest.Item | pytest.Collector | GateNode) -> tuple[tuple[s
     return tuple(found)
 
 
-def _override_values(request: pytest.FixtureRequest, names: Iterable[str]) -> Overrides:
-    values = {name: request.getfixturevalue(name) for name in names}
+def override_values(request: pytest.FixtureRequest, names: Iterable[str]) -> Overrides:
+    """The values of the overriding fixtures ``names`` where ``request`` is, with where each comes from."""
+    fm = request.node.session._fixturemanager
+    values: dict[str, Any] = {}
+    sources: list[str] = []
+    for name in names:
+        values[name] = request.getfixturevalue(name)
+        defs = fm.getfixturedefs(name, request.node)
+        func = defs[-1].func if defs else None
+        file = getattr(getattr(func, "__code__", None), "co_filename", None)
+        where = Path(file) if file else None
+        if where is not None and where.is_relative_to(request.config.rootpath):
+            where = where.relative_to(request.config.rootpath)
+        sources.append(f"{name} from {where}" if where else name)
     return Overrides(model=values.get("saeval_model"), saes=values.get("saeval_saes"),
-                     tokens=values.get("saeval_tokens"))
+                     tokens=values.get("saeval_tokens"), sources=tuple(sources))
 
 
 def _abs(path: Path | str) -> Path:
@@ -174,7 +187,8 @@ class Runner:
                 limit_worker_threads(self.worker_count)
             auto = worker_device(self.worker_id) if self.options.device is None else None
             self._session = Session(RunOptions(device=self.options.device, auto_device=auto,
-                                               use_cache=self.options.use_cache, cache_dir=self.options.cache_dir,
+                                               use_cache=self.options.use_cache,
+                                               cache_dir=self.options.cache_dir or default_cache_dir(self.config.rootpath),
                                                recording_baseline=self.options.update_baseline))
         return self._session
 
@@ -282,7 +296,7 @@ class Runner:
         if not unit.done:
             unit.done = True
             try:
-                overrides = _override_values(request, (name for name, _ in key[-1])) if key[-1] else None
+                overrides = override_values(request, (name for name, _ in key[-1])) if key[-1] else None
                 self._evaluate_unit(unit, overrides)
             except Exception as e:  # noqa: BLE001 - a bug, a device problem or a failing override: every item shows it
                 self.record_error(e)
@@ -309,21 +323,22 @@ class Runner:
                     return GateOutcome(skip_reason=no_baseline_reason(None, uid, gate))
         raise EvaluationError(f"{item.nodeid}: the evaluation produced no check for this gate")
 
+    def selection(self, suite_path: Path, sae: str | None) -> dict[Path, dict[str, set[str]] | None]:
+        """One suite's SAEs as :meth:`evaluate` selects them: all (``None``), or the entry ``sae`` (with every
+        SAE its release regex matches) and its gates."""
+        suite = self.load_suite(suite_path)
+        if sae is None:
+            return {_abs(suite_path): None}
+        metrics = set(suite.sae(sae).metrics)
+        return {_abs(suite_path): {e.unique_id: metrics for e in entries_of(suite) if e.spec.id == sae}}
+
     def marker_failures(self, item: pytest.Item, request: pytest.FixtureRequest, suite_path: Path,
                         sae: str | None) -> list[str]:
         """Evaluate a ``saeval`` marker's suite (one SAE or all) and return the failing gates' messages."""
-        from pytest_saeval.run.plan import entries_of
-
-        suite = self.load_suite(suite_path)
-        key = _abs(suite_path)
         names = [name for name, _ in overridden(item)]
-        overrides = _override_values(request, names) if names else None
-        selected: dict[Path, dict[str, set[str]] | None] = {key: None}
-        if sae is not None:  # the entry's SAE, or every SAE its release regex matches
-            metrics = set(suite.sae(sae).metrics)
-            selected[key] = {e.unique_id: metrics for e in entries_of(suite) if e.spec.id == sae}
+        overrides = override_values(request, names) if names else None
         try:
-            runs = self.evaluate(selected, overrides)
+            runs = self.evaluate(self.selection(suite_path, sae), overrides)
         except BaseException as e:
             self.record_error(e)
             raise
@@ -355,6 +370,7 @@ class Runner:
         """Write the outputs, the report and the baselines (controller or single process); False when that failed."""
         done = finish(self.merged(), FinishOptions(output_dir=self.options.output_dir, report=self.options.report,
                                                    update_baseline=self.options.update_baseline,
+                                                   force_baseline=self.options.force_baseline,
                                                    display=self.display_path), self.errors)
         self.finish_lines.extend(done.lines)
         self.finish_lines.extend(f"ERROR {what}: {e}" for what, e in done.problems)

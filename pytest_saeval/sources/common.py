@@ -9,7 +9,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["exception_chain", "hub_offline", "is_hub_unreachable", "resolve_path", "short"]
+__all__ = ["PROJECT_MARKERS", "exception_chain", "hub_offline", "is_hub_unreachable", "project_root", "resolve_path", "short"]
+
+PROJECT_MARKERS = ("pyproject.toml", "pytest.ini", "setup.cfg", "tox.ini", "setup.py")
+"""Files that mark a project's root folder (as pytest looks for its rootdir)."""
+
+
+def project_root(start: str | os.PathLike[str]) -> Path | None:
+    """The nearest folder at or above ``start`` holding one of :data:`PROJECT_MARKERS`, else None."""
+    folder = Path(start).absolute()
+    for candidate in (folder, *folder.parents):
+        if any((candidate / marker).is_file() for marker in PROJECT_MARKERS):
+            return candidate
+    return None
 
 
 def resolve_path(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None) -> Path:

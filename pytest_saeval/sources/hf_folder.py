@@ -23,7 +23,7 @@ from pytest_saeval.sources.common import hub_offline, short
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["Backend", "boot_bridge", "load_folder"]
+__all__ = ["Backend", "boot_bridge", "check_folder", "load_folder"]
 
 Backend = Literal["auto", "hooked", "bridge"]
 """Which TransformerLens class loads a model: ``hooked`` (HookedTransformer), ``bridge`` (TransformerBridge)
@@ -39,7 +39,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "to
 _SAVE_FIX = "save the model with model.save_pretrained(folder) and its tokenizer with tokenizer.save_pretrained(folder)"
 
 
-def _check_folder(folder: Path) -> dict[str, Any]:
+def check_folder(folder: Path) -> dict[str, Any]:
+    """The folder's ``config.json``, after checking that the folder holds a config and a weights file."""
     if not folder.exists():
         raise SourceError(
             f"model folder '{folder}' does not exist",
@@ -65,7 +66,7 @@ def _check_folder(folder: Path) -> dict[str, Any]:
 
 
 def load_folder(folder: Path, device: str, dtype: torch.dtype, backend: Backend) -> Any:
-    _check_folder(folder)
+    check_folder(folder)
     folder = folder.resolve()
     with hub_offline(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore", DeprecationWarning)
