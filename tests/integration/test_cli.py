@@ -10,14 +10,12 @@ import dataclasses
 import io
 import json
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_saeval.cli import main
-from pytest_saeval.run.quiet import quiet_libraries
 from pytest_saeval.run.session import RunOptions
 from pytest_saeval.run.session import Session as _REAL_SESSION
 from tests.integration.badinput.cases import Assets, shared_assets
@@ -294,27 +292,6 @@ def test_each_model_is_loaded_once_when_suites_share_it(
 # quiet loading
 
 
-def test_quiet_loading_silences_only_library_noise_and_restores_state() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_info()
-    hf_logging.enable_progress_bar()
-    try:
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            with quiet_libraries():
-                assert hf_logging.get_verbosity() == hf_logging.ERROR
-                assert not hf_logging.is_progress_bar_enabled()
-                warnings.warn("HookedTransformer is deprecated. Use TransformerBridge.", DeprecationWarning,
-                              stacklevel=1)
-                warnings.warn("a warning of our own", UserWarning, stacklevel=1)
-        assert [str(w.message) for w in seen] == ["a warning of our own"]
-        assert hf_logging.get_verbosity() == hf_logging.INFO
-        assert hf_logging.is_progress_bar_enabled()
-    finally:
-        hf_logging.set_verbosity_warning()
-
-
 # ---------------------------------------------------------------------------------------------
 # --update-baseline and provenance notes
 
@@ -405,36 +382,6 @@ def test_a_note_when_the_baseline_was_measured_on_other_weights_or_tokens(
     (note_sae0, note_topk) = runs[0].notes  # SuiteRun.notes, as the plugin shows them
     assert "SAE weights" in note_sae0 and " and tokens (xxh3 " in note_sae0
     assert note_topk.startswith(f"{suite}: [topk]") and "different tokens (xxh3" in note_topk
-
-
-def test_provenance_notes_from_hand_set_values(tmp_path: Path) -> None:
-    from pytest_saeval.run.provenance import Provenance, provenance_notes
-    from pytest_saeval.spec.baseline import Baseline
-
-    recorded = Provenance.from_dict({"sae_xxh3": "a" * 32, "model_xxh3": "b" * 32, "tokens_xxh3": "c" * 32,
-                                     "torch_version": "2.12.0", "device": "cpu"}).to_dict()
-    baseline = Baseline(path=tmp_path / "b.json", values={"s": {"l0": 1.0}}, provenances={"s": recorded})
-
-    def current(**changes: str) -> Provenance:
-        return Provenance.from_dict({**recorded, **changes})
-
-    assert provenance_notes("x.yaml", {"s": current()}, baseline) == []
-    assert provenance_notes("x.yaml", {"s": current()}, None) == []
-    assert provenance_notes("x.yaml", {"other": current()}, baseline) == []  # nothing recorded for it
-    only_sae = Baseline(path=tmp_path / "b.json", values={"s": {"l0": 1.0}}, provenances={"s": {"sae_xxh3": "a" * 32}})
-    assert provenance_notes("x.yaml", {"s": current(sae_xxh3="d" * 32)}, only_sae) == [
-        f"x.yaml: [s] the baseline {tmp_path / 'b.json'} was recorded on different SAE weights "
-        "(xxh3 aaaaaaaaaaaa -> dddddddddddd); gates that use `baseline` compare against values measured on "
-        "other inputs. Fix: if the change is intended, record new values with `saeval run --update-baseline` "
-        "(or `pytest --saeval-update-baseline`)"
-    ]
-    (note,) = provenance_notes("x.yaml", {"s": current(model_xxh3="e" * 32, tokens_xxh3="f" * 32, device="cuda:0")},
-                               baseline)
-    assert "different model weights (xxh3 bbbbbbbbbbbb -> eeeeeeeeeeee) and tokens (xxh3" in note
-    assert "(also changed: device cpu -> cuda:0)" in note
-    (env_only,) = provenance_notes("x.yaml", {"s": current(torch_version="2.13.0")}, baseline)
-    assert env_only == (f"x.yaml: [s] the baseline {tmp_path / 'b.json'} was recorded with another "
-                        "environment (torch 2.12.0 -> 2.13.0); small numeric differences are possible")
 
 
 def test_cache_options_reach_the_results_cache(

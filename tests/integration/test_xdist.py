@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saeval.plugin.workers import gpu_for_worker, threads_per_worker
 from tests.integration.plugin_helpers import (
     Assets,
     all_results,
@@ -123,20 +122,6 @@ def test_two_models_three_saes_each_evaluated_exactly_once(
     assert b["t2"]["l0"] == pytest.approx(reference[("model2", "sae1")]["l0"], abs=1e-6)
     assert "updated baseline baselines/a.json" in summary and "updated baseline baselines/b.json" in summary
     assert "baseline not updated for thresholds/a2.yaml: it has no `baseline:` key" in summary
-
-
-@pytest.mark.parametrize(
-    ("worker", "n_gpus", "device"),
-    [("gw0", 4, "cuda:0"), ("gw5", 4, "cuda:1"), ("gw3", 2, "cuda:1"), ("gw3", 1, None), ("gw1", 0, None),
-     (None, 4, None), ("main", 4, None)],
-)
-def test_worker_gpu_placement(worker: str | None, n_gpus: int, device: str | None) -> None:
-    assert gpu_for_worker(worker, n_gpus) == device
-
-
-@pytest.mark.parametrize(("workers", "cpus", "threads"), [(2, 2, 1), (3, 16, 5), (1, 8, 8), (4, 2, 1), (0, 4, 4)])
-def test_cpu_threads_are_shared_among_workers(workers: int, cpus: int, threads: int) -> None:
-    assert threads_per_worker(workers, cpus) == threads
 
 
 def test_auto_device_applies_to_auto_and_plain_cuda_only(assets: Assets, tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
-"""Suite files: parsing, defaults, line numbers and every validation error."""
+"""Loading suite files: sections mapped onto the spec dataclasses, defaults, resolved paths, lines and
+keys, and every structure error."""
 
 from __future__ import annotations
 
 import pickle
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,8 +11,9 @@ import pytest
 from pytest_saeval.errors import SuiteError
 from pytest_saeval.settings import EvalSettings
 from pytest_saeval.spec.loader import load_suite, load_suites
-from pytest_saeval.spec.suite import DatasetSpec, DataSpec, ModelSpec, SAESpec, Suite
+from pytest_saeval.spec.suite import DatasetSpec, ModelSpec
 from pytest_saeval.spec.verdict import check_gate
+from tests.unit.spec.suite_files import MINIMAL, assert_error, write
 
 FULL = """\
 model:
@@ -48,40 +49,6 @@ defaults:
     frac_alive: ">= 0.98"
     kl_div_score: ">= 0.95"
 """
-
-MINIMAL = """\
-model:
-  name: gpt2
-data:
-  tokens: eval.npy
-saes:
-  - id: a
-    path: sae_a
-"""
-
-
-def write(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
-    path = tmp_path / "thresholds" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def error(tmp_path: Path, text: str) -> tuple[str, Path]:
-    path = write(tmp_path, text)
-    with pytest.raises(SuiteError) as info:
-        load_suite(path)
-    return str(info.value), path
-
-
-def assert_error(tmp_path: Path, text: str, line: int, key: str | None, *needles: str) -> str:
-    message, path = error(tmp_path, text)
-    prefix = f"{path}:{line}: " + (f"{key}: " if key else "")
-    assert message.startswith(prefix), message
-    assert "Fix: " in message, message
-    for needle in needles:
-        assert needle in message, message
-    return message
 
 
 # ---------------------------------------------------------------------------- loading
@@ -294,143 +261,12 @@ def test_suite_lookup_hash_pickle(tmp_path: Path) -> None:
         suite.baseline = None  # type: ignore[misc]
 
 
-def test_dataclasses_validate_on_their_own(tmp_path: Path) -> None:
-    """Built in code, the dataclasses run the same checks (and messages) as a suite file."""
-    with pytest.raises(SuiteError, match="model needs one of name, path or factory"):
-        ModelSpec()
-    with pytest.raises(SuiteError, match="model has both 'name' and 'factory'.*keep exactly one of name, path or factory"):
-        ModelSpec(name="gpt2", factory="a:b")
-    with pytest.raises(SuiteError, match="model.device: device must be auto, cpu, cuda or cuda:N"):
-        ModelSpec(name="gpt2", device="gpu")
-    with pytest.raises(SuiteError, match="data needs one of tokens or dataset"):
-        DataSpec()
-    with pytest.raises(SuiteError, match="data.batch_size_prompts: batch_size_prompts must be >= 1"):
-        DataSpec(tokens=Path("t.npy"), batch_size_prompts=0)
-    with pytest.raises(SuiteError, match="data.dataset.streaming"):
-        DatasetSpec(path="x", streaming="yes")  # type: ignore[arg-type]
-    with pytest.raises(SuiteError, match="only contain"):
-        SAESpec(id="a b", path=Path("x"))
-    with pytest.raises(SuiteError, match="needs 'release'"):
-        SAESpec(id="a", sae_id="x")
-    with pytest.raises(SuiteError, match=r"saes\[a\].factory: saes\[a\] has both 'path' and 'factory'"):
-        SAESpec(id="a", path=Path("x"), factory="a:b")
-    with pytest.raises(SuiteError, match=r"saes\[2\].factory"):
-        SAESpec(id="a", path=Path("x"), factory="a:b", index=2)
-    sae = SAESpec(id="a", path=Path("x"))
-    with pytest.raises(SuiteError, match="s.yaml: saes: saes is empty"):
-        Suite(path=Path("s.yaml"), model=ModelSpec(name="gpt2"), data=DataSpec(tokens=Path("t")), saes=())
-    with pytest.raises(SuiteError, match="duplicate SAE id"):
-        Suite(path=Path("s.yaml"), model=ModelSpec(name="gpt2"), data=DataSpec(tokens=Path("t")), saes=(sae, sae))
-    with pytest.raises(SuiteError, match="gate_mode must be point or interval"):
-        Suite(path=Path("s.yaml"), model=ModelSpec(name="gpt2"), data=DataSpec(tokens=Path("t")), saes=(sae,),
-              gate_mode="strict")
-
-
-# ---------------------------------------------------------------------------- file-level errors
-
-
-def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(SuiteError) as info:
-        load_suite(tmp_path / "nope.yaml")
-    assert str(info.value).startswith(f"{tmp_path / 'nope.yaml'}: suite file not found")
-    assert "Fix: " in str(info.value)
-
-
-def test_folder_instead_of_file(tmp_path: Path) -> None:
-    with pytest.raises(SuiteError, match="is a folder"):
-        load_suite(tmp_path)
-
-
-def test_not_utf8(tmp_path: Path) -> None:
-    path = tmp_path / "s.yaml"
-    path.write_bytes(b"model:\n  name: gpt2\n  dtype: \xff\n")
-    with pytest.raises(SuiteError) as info:
-        load_suite(path)
-    assert str(info.value).startswith(f"{path}:3: ") and "UTF-8" in str(info.value)
-
-
-@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
-def test_empty_file(tmp_path: Path, text: str) -> None:
-    assert_error(tmp_path, text, 1, None, "empty", "model:")
+# ---------------------------------------------------------------------------- structure errors
 
 
 @pytest.mark.parametrize(("text", "got"), [("- a\n- b\n", "a list"), ("hello\n", "a string"), ("null\n", "null"), ("42\n", "an integer")])
 def test_not_a_mapping(tmp_path: Path, text: str, got: str) -> None:
     assert_error(tmp_path, text, 1, None, "must be a mapping", got)
-
-
-def test_malformed_yaml_reports_parser_line(tmp_path: Path) -> None:
-    message = assert_error(
-        tmp_path,
-        """\
-        model:
-          name: gpt2
-        data:
-          tokens: t.npy
-         context_size: 3
-        saes: []
-        """,
-        5,
-        None,
-        "invalid YAML",
-    )
-    assert "syntax" in message
-
-
-def test_unclosed_quote(tmp_path: Path) -> None:
-    assert_error(tmp_path, 'model:\n  name: "gpt2\ndata: {}\n', 4, None, "invalid YAML")
-
-
-@pytest.mark.parametrize("expr", [">= 10", "> 10"])
-def test_unquoted_gate_expression_hint(tmp_path: Path, expr: str) -> None:
-    assert_error(
-        tmp_path,
-        MINIMAL + f"    gates:\n      l0: {expr}\n",
-        9,
-        None,
-        "invalid YAML",
-        "quote gate expressions",
-    )
-
-
-def test_unquoted_gate_in_flow_list_hint(tmp_path: Path) -> None:
-    assert_error(tmp_path, MINIMAL + "    gates:\n      l0: [>= 10, <= 60]\n", 9, None, "quote gate expressions")
-
-
-@pytest.mark.parametrize(
-    ("value", "tag"),
-    [
-        ("!!python/object/apply:os.system ['echo hi']", "!!python/object/apply:os.system"),
-        ("!!python/name:os.system", "!!python/name:os.system"),
-        ("!!python/object:collections.OrderedDict {}", "!!python/object:collections.OrderedDict"),
-        ("!custom thing", "!custom"),
-        ("!!set {a, b}", "!!set"),
-        ("!!binary aGVsbG8=", "!!binary"),
-    ],
-)
-def test_tags_are_refused(tmp_path: Path, value: str, tag: str) -> None:
-    assert_error(tmp_path, f"model:\n  name: gpt2\ndata:\n  tokens: {value}\n", 4, None, "tags are not allowed", tag)
-
-
-def test_python_tag_does_not_run(tmp_path: Path) -> None:
-    marker = tmp_path / "ran"
-    assert_error(tmp_path, f"x: !!python/object/apply:os.system ['touch {marker}']\n", 1, None, "tags are not allowed")
-    assert not marker.exists()
-
-
-def test_duplicate_yaml_key(tmp_path: Path) -> None:
-    assert_error(tmp_path, "model:\n  name: gpt2\n  name: gpt3\n", 3, None, "duplicate key 'name'", "first on line 2")
-
-
-def test_multiple_documents(tmp_path: Path) -> None:
-    assert_error(tmp_path, MINIMAL + "---\nmodel: {name: x}\n", 8, None, "another document", "'---'")
-
-
-def test_recursive_alias(tmp_path: Path) -> None:
-    assert_error(tmp_path, "model: &a\n  name: *a\n", 1, None, "invalid YAML")
-
-
-# ---------------------------------------------------------------------------- structure errors
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
@@ -551,13 +387,3 @@ def test_defaults_errors(tmp_path: Path) -> None:
     assert_error(tmp_path, MINIMAL + "defaults: [a]\n", 8, "defaults", "must be a mapping")
     suite = load_suite(write(tmp_path, MINIMAL + "defaults:\n  gates:\n"))
     assert suite.default_gates == ()
-
-
-def test_loader_leaves_yaml_safe_load_alone(tmp_path: Path) -> None:
-    import datetime
-
-    import yaml
-
-    load_suite(write(tmp_path, MINIMAL))
-    assert yaml.safe_load("d: 2024-01-01") == {"d": datetime.date(2024, 1, 1)}
-    assert type(yaml.safe_load("{a: 1}")) is dict
