@@ -184,16 +184,34 @@ def _run_options(args: argparse.Namespace, suite: Path, *, recording_baseline: b
 
 def _init(args: argparse.Namespace) -> int:
     _check_args(args)
+    policy = _margin_policy(args)
     suite = Path(args.suite) if args.suite else _new_suite(args)
-    policy = MarginPolicy(k=args.margin_k, abs_floor=args.margin_abs_floor, rel_floor=args.margin_rel_floor,
-                          range_rel_floor=args.margin_range_rel_floor)
     output = None if args.suite is None else args.output
-    with quiet_libraries():
-        path, proposals = init_suite(suite, output=output, session=Session(_run_options(args, suite)), policy=policy,
-                                     update_gates=args.update_gates)
+    try:
+        with quiet_libraries():
+            path, proposals = init_suite(suite, output=output, session=Session(_run_options(args, suite)),
+                                         policy=policy, update_gates=args.update_gates)
+    except BaseException:
+        if args.suite is None:  # a new suite that could not be evaluated is not left behind
+            suite.unlink(missing_ok=True)
+        raise
     print(format_proposals(proposals, update_gates=args.update_gates))
     print(f"saeval: wrote {path}")
     return EXIT_OK
+
+
+_MARGIN_FLAGS = {"k": "--margin-k", "abs_floor": "--margin-abs", "rel_floor": "--margin-rel",
+                 "range_rel_floor": "--margin-range-rel"}
+
+
+def _margin_policy(args: argparse.Namespace) -> MarginPolicy:
+    """The margins from ``--margin-*``; a bad value names its flag."""
+    try:
+        return MarginPolicy(**{name: getattr(args, f"margin_{name}") for name in _MARGIN_FLAGS})
+    except SaevalError as e:
+        flag = _MARGIN_FLAGS.get(e.location.key or "", "--margin-k")
+        raise InputError(e.message.replace(f"margin {e.location.key}", flag), key=flag,
+                         fix=f"give {flag} a number >= 0 (see saeval init --help)") from e
 
 
 def _new_suite(args: argparse.Namespace) -> Path:

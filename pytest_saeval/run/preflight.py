@@ -82,4 +82,4 @@ def _sae(suite: Suite, entry: SAEEntry) -> None:
         if spec.factory is not None:
             factory_function(spec.factory, base_dir=suite.path.parent, what="SAE")
     except SaevalError as e:
-        raise _located(e, suite, spec.line, key, entry.index) from e
+        raise _located(e, suite, spec.line_of(spec.kind), key, entry.index) from e

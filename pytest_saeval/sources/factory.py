@@ -110,6 +110,9 @@ def _import_factory_module(module_name: str, *, spec: str, base_dir: Any, is_fil
         try:
             sys.modules[unique] = module
             mod_spec.loader.exec_module(module)
+        except ModuleNotFoundError as e:
+            sys.modules.pop(unique, None)
+            raise _missing_dependency(spec, str(file), e) from e
         except Exception as e:
             sys.modules.pop(unique, None)
             raise SourceError(
@@ -133,11 +136,7 @@ def _import_factory_module(module_name: str, *, spec: str, base_dir: Any, is_fil
                 fix="install the package that provides it, put the module in the project (next to the suite file, "
                 "in the current folder or the project's root), or correct the name before ':'",
             ) from e
-        package = missing.split(".")[0]
-        raise SourceError(
-            f"factory {spec!r}: importing {module_name!r} failed because module {missing!r} is missing",
-            fix=f"install {package} (e.g. pip install {package}), the package that provides {missing!r}",
-        ) from e
+        raise _missing_dependency(spec, module_name, e) from e
     except Exception as e:
         raise SourceError(
             f"factory {spec!r}: importing {module_name!r} raised {short(e)}",
@@ -163,3 +162,13 @@ def _pop_sys_path(entry: str | None) -> None:
             sys.path.remove(entry)
         except ValueError:
             pass
+
+
+def _missing_dependency(spec: str, module: str, e: ModuleNotFoundError) -> SourceError:
+    """A factory module that imports a package that is not installed: the fix is to install it."""
+    missing = e.name or str(e)
+    package = missing.split(".")[0]
+    return SourceError(
+        f"factory {spec!r}: importing {module!r} failed because module {missing!r} is missing",
+        fix=f"install {package} (e.g. pip install {package}), the package that provides {missing!r}",
+    )
