@@ -1,4 +1,4 @@
-"""Tiny models, tokenizers and SAEs saved to folders, for tests.
+"""Tiny models, tokenizers and SAEs saved to folders, and runs built by hand, for tests.
 
 Everything here is small (2 layers, d_model 32, vocabulary under 200) and deterministic, so a test
 can build it in well under a second. Heavy libraries are imported inside the functions.
@@ -237,3 +237,31 @@ def eval_config(**fields: Any) -> Any:
                                 "n_eval_sparsity_variance_batches": 1, "exclude_special_tokens": True,
                                 "library_version": "0", "saeval_version": "0"}
     return EvalConfig(**{**defaults, **fields})
+
+
+def sae_result(sae_id: str, metrics: dict[str, float], *, d_sae: int = 4,
+               feature_metrics: dict[str, list[float]] | None = None) -> Any:
+    """An :class:`~pytest_saeval.engine.results.SAEResult` with hand-set metrics (no evaluation)."""
+    from pytest_saeval.engine.results import SAEResult
+
+    return SAEResult(sae_id=sae_id, hook_name="blocks.0.hook_resid_pre", hook_head_index=None, d_in=8, d_sae=d_sae,
+                     metrics=dict(metrics), feature_metrics=dict(feature_metrics or {}))
+
+
+def hand_run(path: str | Path, metrics_by_id: dict[str, dict[str, float]], *, baseline: Any = None,
+             intervals: dict[str, dict[str, tuple[float, float]]] | None = None, recording: bool = False,
+             **fields: Any) -> Any:
+    """A :class:`~pytest_saeval.run.outcome.SuiteRun` of the suite file at ``path`` whose SAEs (those in
+    ``metrics_by_id``) measured the given metrics; its gates checked as a run checks them. ``fields``
+    (provenance, notes, sae_cfgs) go to the run as they are."""
+    from pytest_saeval.run.checks import check_suite
+    from pytest_saeval.run.outcome import SuiteRun
+    from pytest_saeval.run.plan import entries_of
+    from pytest_saeval.spec.loader import load_suite
+
+    suite = load_suite(path)
+    entries = [e for e in entries_of(suite) if e.unique_id in metrics_by_id]
+    results = {e.unique_id: sae_result(e.unique_id, metrics_by_id[e.unique_id]) for e in entries}
+    checks, unchecked = check_suite(suite, entries, results, baseline, intervals or {}, recording=recording)
+    return SuiteRun(suite=suite, entries=entries, results=results, checks=checks, unchecked=unchecked,
+                    eval_cfg=eval_config(suite=str(suite.path)), intervals=dict(intervals or {}), **fields)

@@ -1,4 +1,4 @@
-"""Shared fixtures for the plugin's integration tests.
+"""Shared fixtures for the integration tests of the plugin and the ``saeval`` command.
 
 Tiny assets (two 2-layer GPT-2 models, a few SAEs, a token array) are built once per test session
 and every pytester project points its suite files at them by absolute path. The heavy libraries are
@@ -11,6 +11,8 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import save_tiny_gpt2, save_tiny_sae
+from tests.integration.badinput.cases import Assets as TinyAssets
+from tests.integration.badinput.cases import shared_assets
 from tests.integration.plugin_helpers import CONTEXT, ROWS, Assets
 
 
@@ -55,3 +57,9 @@ def reference(assets: Assets, tmp_path_factory: pytest.TempPathFactory) -> dict[
         for uid, result in run.results.items():
             out[(model_name, uid)] = dict(result.metrics)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyAssets:
+    """The bad-input cases' tiny assets (one model, SAEs, tokens): what the ``saeval`` command's tests run on."""
+    return shared_assets(tmp_path_factory)

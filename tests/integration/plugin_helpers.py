@@ -1,5 +1,5 @@
 """Helpers for the plugin's integration tests: the shared tiny assets, pytester projects, readers
-of JUnit XML / outputs / the summary, and a way to run pytest plainly or under pytest-xdist."""
+of JUnit XML / outputs / the summary / the HTML report, and a way to run pytest plainly or under pytest-xdist."""
 
 from __future__ import annotations
 
@@ -76,6 +76,32 @@ def all_results(out_dir: Path) -> dict[str, dict[str, object]]:
     """``{unique_id: record}`` from ``all_eval_results.json``."""
     records = json.loads((out_dir / "all_eval_results.json").read_text())
     return {r["unique_id"]: r for r in records}
+
+
+REPORT_PLOTS = ["feature-density", "density-vs-heuristic", "weights-matrix", "encoder-decoder-cosine",
+                "decoder-redundancy"]
+"""The plots the HTML report draws for each SAE of the tiny assets, in page order."""
+
+
+def read_report(page: Path) -> tuple[list[tuple[str, str, str]], dict[str, list[str]]]:
+    """From an HTML report: the gate table's rows as ``(PASS | FAIL, sae, metric)`` in page order, and
+    the plot slugs of each SAE. Checks that the page is whole: self-contained, with as many plots
+    drawn by plotly as it says it holds."""
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+    assert not re.search(r"<script[^>]*\bsrc=", text)  # plotly.js is inline
+    start = text.index('<table class="gates">')
+    table = text[start:text.index("</table>", start)]
+    rows = re.findall(r'<tr class="(?:pass|fail)"><td>(PASS|FAIL)</td><td><code>([^<]*)</code></td>'
+                      r"<td><code>([^<]*)</code></td>", table)
+    plots: dict[str, list[str]] = {}
+    for slug, sae in re.findall(r'<div class="plot" data-plot="([a-z-]+)" data-sae="([^"]+)">', text):
+        plots.setdefault(sae, []).append(slug)
+    count = re.search(r'<meta name="saeval-plot-count" content="(\d+)">', text)
+    assert count is not None and int(count.group(1)) == sum(len(s) for s in plots.values())
+    n = int(count.group(1))
+    assert text.count("Plotly.newPlot(") >= n and all(f'id="plot-{i}"' in text for i in range(1, n + 1))
+    return [(result, sae, metric) for result, sae, metric in rows], plots
 
 
 # -- projects -----------------------------------------------------------------------------------
