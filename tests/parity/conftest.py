@@ -456,8 +456,11 @@ def get_sae(
         key = (model_name, arch, hook_kind, seed)
         if key not in cache:
             seed_value = seed * 1000 + ARCHITECTURES.index(arch) * 10 + list(HOOKS).index(hook_kind)
+            # one folder per key: SAEs saved to disk for the hooked and the bridge model must not share a file
+            folder = tmp_dir / model_name
+            folder.mkdir(exist_ok=True)
             cache[key] = build_sae(
-                arch, get_model(model_name), hook_kind, get_tokens(model_name, "calibration"), seed=seed_value, tmp_dir=tmp_dir
+                arch, get_model(model_name), hook_kind, get_tokens(model_name, "calibration"), seed=seed_value, tmp_dir=folder
             )
         return cache[key]
 

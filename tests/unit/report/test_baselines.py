@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from pytest_saeval.errors import SuiteError
+from pytest_saeval.report.baselines import write_baselines
+from pytest_saeval.run.provenance import Provenance
 from pytest_saeval.spec.baseline import load_baseline, write_baseline
+from tests.helpers import hand_run
 
 
 def test_concurrent_updates_of_one_baseline_file_keep_both(tmp_path: Path) -> None:
@@ -35,3 +41,38 @@ def test_concurrent_updates_of_one_baseline_file_keep_both(tmp_path: Path) -> No
     assert merged.provenance("a") == Provenance.from_dict({"device": "cpu"}).to_dict()
     assert merged.provenance("a")["device"] == "cpu"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json"], "no lock file is left behind"
+
+
+def _suite(tmp_path: Path, name: str, baseline: str | None) -> Path:
+    path = tmp_path / name
+    head = f"baseline: {baseline}\n" if baseline else ""
+    path.write_text("model: {path: m}\ndata: {tokens: t.npy}\n" + head +
+                    "saes:\n  - id: a\n    path: a\n  - id: b\n    path: b\n")
+    return path
+
+
+def test_a_run_rewrites_its_baseline_keeping_what_it_did_not_evaluate(tmp_path: Path) -> None:
+    target = tmp_path / "baselines" / "demo.json"
+    write_baseline(target, {"a": {"l0": 1.0, "mse": 9.0}, "gone": {"l0": 2.0}}, {"gone": {"device": "cuda:0"}})
+    run = hand_run(_suite(tmp_path, "demo.yaml", "baselines/demo.json"),
+                   {"a": {"l0": 4.123456789, "mse": float("nan"), "cossim": float("inf")}},
+                   provenance={"a": Provenance.from_dict({"device": "cpu"})})
+    assert write_baselines([run]) == [target]
+    written = load_baseline(target)
+    assert written.values == {"a": {"l0": 4.12346}, "gone": {"l0": 2.0}}  # finite values, rounded; the old SAE kept
+    assert written.provenance("a")["device"] == "cpu" and written.provenance("gone") == {"device": "cuda:0"}
+
+
+def test_suites_sharing_a_baseline_file_write_it_once_with_both(tmp_path: Path) -> None:
+    one = hand_run(_suite(tmp_path, "one.yaml", "shared.json"), {"a": {"l0": 1.0}})
+    two = hand_run(_suite(tmp_path, "two.yaml", "shared.json"), {"b": {"l0": 2.0}})
+    assert write_baselines([one, two]) == [tmp_path / "shared.json"]
+    assert load_baseline(tmp_path / "shared.json").values == {"a": {"l0": 1.0}, "b": {"l0": 2.0}}
+
+
+def test_a_suite_without_a_baseline_key_cannot_be_recorded(tmp_path: Path) -> None:
+    bare = _suite(tmp_path, "bare.yaml", None)
+    with pytest.raises(SuiteError) as info:
+        write_baselines([hand_run(bare, {"a": {"l0": 1.0}})])
+    assert (info.value.location.file, info.value.location.key) == (str(bare), "baseline")
+    assert "updating the baseline needs a baseline file" in str(info.value)

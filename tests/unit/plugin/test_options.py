@@ -1,0 +1,58 @@
+"""The plugin's options resolved once per run: command-line flags first (relative to the invocation folder),
+then their ini twins (relative to the ini file's folder), then the defaults; a bad device is a usage error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_saeval.plugin.options import PluginOptions
+
+
+def _options(pytester: pytest.Pytester, *args: str) -> PluginOptions:
+    return PluginOptions.from_config(pytester.parseconfig(*args))
+
+
+def test_defaults(pytester: pytest.Pytester) -> None:
+    assert _options(pytester) == PluginOptions()
+    assert PluginOptions() == PluginOptions(device=None, output_dir=None, update_baseline=False, suite=None,
+                                            use_cache=True, cache_dir=None, report=None,
+                                            thresholds=("thresholds/*.yaml",))
+
+
+def test_command_line_paths_are_relative_to_the_invocation_folder(pytester: pytest.Pytester) -> None:
+    options = _options(pytester, "--saeval-device", "cuda:1", "--saeval-output-dir", "out",
+                       "--saeval-update-baseline", "--saeval-suite", "thresholds/demo.yaml", "--saeval-no-cache",
+                       "--saeval-cache-dir", "c", "--saeval-report", "r/page.html")
+    here = pytester.path
+    assert options == PluginOptions(device="cuda:1", output_dir=here / "out", update_baseline=True,
+                                    suite=here / "thresholds" / "demo.yaml", use_cache=False, cache_dir=here / "c",
+                                    report=here / "r" / "page.html")
+
+
+def test_ini_paths_are_relative_to_the_ini_file(pytester: pytest.Pytester) -> None:
+    (pytester.path / "conf").mkdir()
+    (pytester.path / "conf" / "pytest.ini").write_text(
+        "[pytest]\nsaeval_thresholds = suites/*.yaml other/*.yml\nsaeval_device = cpu\nsaeval_output_dir = out\n"
+        "saeval_suite = suites/a.yaml\nsaeval_cache = false\nsaeval_cache_dir = c\nsaeval_report = page.html\n"
+    )
+    options = _options(pytester, "-c", "conf/pytest.ini")
+    conf = pytester.path / "conf"
+    assert options == PluginOptions(device="cpu", output_dir=conf / "out", suite=conf / "suites" / "a.yaml",
+                                    use_cache=False, cache_dir=conf / "c", report=conf / "page.html",
+                                    thresholds=("suites/*.yaml", "other/*.yml"))
+    # the flags win over the ini values
+    flags = _options(pytester, "-c", "conf/pytest.ini", "--saeval-device", "auto", "--saeval-output-dir", "o2")
+    assert flags.device == "auto" and flags.output_dir == pytester.path / "o2"
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "CUDA", "mps"])
+def test_a_bad_device_is_a_usage_error(device: str) -> None:
+    with pytest.raises(pytest.UsageError, match=f"--saeval-device must be auto, cpu, cuda or cuda:N, got '{device}'"):
+        PluginOptions(device=device)
+
+
+def test_thresholds_become_a_tuple() -> None:
+    assert PluginOptions(thresholds=["a/*.yaml"]).thresholds == ("a/*.yaml",)  # type: ignore[arg-type]
+    assert PluginOptions(output_dir=Path("o")).output_dir == Path("o")

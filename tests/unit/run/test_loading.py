@@ -1,0 +1,122 @@
+"""Loading what suites name, once each: a model per distinct model spec (across suites), token rows per data
+spec, an SAE per entry; every source error located at the suite key it came from, with its subject."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from pytest_saeval.errors import InputError, SaevalError, SourceError, Subject
+from pytest_saeval.run.loading import Loader
+from pytest_saeval.run.plan import Overrides, entries_of
+from pytest_saeval.spec.loader import load_suite
+from tests.helpers import save_tiny_gpt2, save_tiny_sae
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("loading-assets")
+    good = np.full((4, 8), 5, dtype=np.int64)
+    np.save(root / "tokens.npy", good)
+    np.save(root / "too-big.npy", good + 1000)  # ids beyond the tiny vocabulary
+    return SimpleNamespace(model=save_tiny_gpt2(root / "model"), sae=save_tiny_sae(root / "sae", seed=1),
+                           tokens=root / "tokens.npy", too_big=root / "too-big.npy", root=root)
+
+
+def _suite(folder: Path, name: str, assets: SimpleNamespace, *, model: Any = None, tokens: Any = None,
+           sae: Any = None, device: str = "cpu", dtype: str = "float32") -> Any:
+    text = (f"model:\n  path: {model or assets.model}\n  device: {device}\n  dtype: {dtype}\n"
+            f"data:\n  tokens: {tokens or assets.tokens}\n  context_size: 8\n  batch_size_prompts: 2\n"
+            "  n_reconstruction_batches: 1\n  n_sparsity_batches: 2\n"
+            f"saes:\n  - id: first\n    path: {assets.sae}\n  - id: second\n    path: {sae or assets.sae}\n")
+    path = folder / name
+    path.write_text(text)
+    return load_suite(path)
+
+
+def test_auto_and_forced_devices(tmp_path: Path, assets: SimpleNamespace) -> None:
+    suites = {d: _suite(tmp_path, f"{d.replace(':', '_')}.yaml", assets, device=d) for d in ("auto", "cuda", "cpu", "cuda:0")}
+    assert [Loader().device_for(s) for s in suites.values()] == ["auto", "cuda", "cpu", "cuda:0"]
+    assert [Loader(auto_device="cpu").device_for(s) for s in suites.values()] == ["cpu", "cuda", "cpu", "cuda:0"]
+    assert [Loader(device="cpu", auto_device="cuda:1").device_for(s) for s in suites.values()] == ["cpu"] * 4
+
+
+def test_a_model_is_loaded_once_per_distinct_spec(tmp_path: Path, assets: SimpleNamespace) -> None:
+    loader = Loader()
+    one = _suite(tmp_path, "one.yaml", assets)
+    two = _suite(tmp_path, "two.yaml", assets)
+    wide = _suite(tmp_path, "wide.yaml", assets, dtype="float64")
+    model = loader.model(one, Overrides())
+    assert loader.model(two, Overrides()) is model
+    other = loader.model(wide, Overrides())
+    assert other is not model and other.W_E.dtype == torch.float64
+    given = object()
+    assert loader.model(one, Overrides(model=given)) is given
+
+
+def test_tokens_and_saes_are_loaded_once_and_checked(tmp_path: Path, assets: SimpleNamespace) -> None:
+    loader = Loader()
+    suite = _suite(tmp_path, "s.yaml", assets)
+    model = loader.model(suite, Overrides())
+    tokens = loader.tokens(suite, model, Overrides())
+    assert tuple(tokens.shape) == (4, 8) and loader.tokens(suite, model, Overrides()) is tokens
+    saes = loader.saes(suite, entries_of(suite), "cpu", Overrides())
+    assert sorted(saes) == ["first", "second"] and saes["first"] is not saes["second"]  # one object per entry
+    assert loader.saes(suite, entries_of(suite), "cpu", Overrides())["first"] is saes["first"]
+    assert saes["first"].cfg.metadata.hook_name == "blocks.0.hook_resid_pre"
+
+
+def test_overriding_tokens(tmp_path: Path, assets: SimpleNamespace) -> None:
+    loader = Loader()
+    suite = _suite(tmp_path, "s.yaml", assets)
+    array = np.load(assets.tokens)
+    tensor = loader.tokens(suite, None, Overrides(tokens=array))
+    assert isinstance(tensor, torch.Tensor) and torch.equal(tensor, torch.from_numpy(array))
+    assert loader.tokens(suite, None, Overrides(tokens=array)) is tensor  # converted once per object
+    assert loader.tokens(suite, None, Overrides(tokens=tensor)) is tensor  # already one of ours
+
+
+def _error(call: Any) -> SaevalError:
+    with pytest.raises(SaevalError) as info:
+        call()
+    return info.value
+
+
+def test_source_errors_are_located_at_their_suite_key(tmp_path: Path, assets: SimpleNamespace) -> None:
+    missing_model = _suite(tmp_path, "m.yaml", assets, model=tmp_path / "no-model")
+    e = _error(lambda: Loader().model(missing_model, Overrides()))
+    assert isinstance(e, SourceError)
+    assert (e.location.file, e.location.line, e.location.key) == (str(missing_model.path), 2, "model.path")
+    assert e.subject == Subject(suite=str(missing_model.path))
+
+    missing_tokens = _suite(tmp_path, "t.yaml", assets, tokens=tmp_path / "no-tokens.npy")
+    loader = Loader()
+    model = loader.model(missing_tokens, Overrides())
+    e = _error(lambda: loader.tokens(missing_tokens, model, Overrides()))
+    assert (e.location.file, e.location.line, e.location.key) == (str(missing_tokens.path), 6, "data.tokens")
+
+    too_big = _suite(tmp_path, "v.yaml", assets, tokens=assets.too_big)
+    e = _error(lambda: loader.tokens(too_big, model, Overrides()))
+    assert isinstance(e, InputError) and e.location.key == "data.tokens" and "id 1005" in str(e)
+
+    missing_sae = _suite(tmp_path, "s.yaml", assets, sae=tmp_path / "no-sae")
+    e = _error(lambda: loader.saes(missing_sae, entries_of(missing_sae), "cpu", Overrides()))
+    assert (e.location.file, e.location.line, e.location.key) == (str(missing_sae.path), 14, "saes[1].path")
+    assert e.subject == Subject(suite=str(missing_sae.path), entry=1)
+
+
+def test_a_device_problem_is_located_at_the_device_that_asked_for_it(
+    tmp_path: Path, assets: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    suite = _suite(tmp_path, "c.yaml", assets, device="cuda")
+    e = _error(lambda: Loader().model(suite, Overrides()))
+    assert (e.location.line, e.location.key) == (3, "model.device") and "CUDA is not available" in str(e)
+    forced = _suite(tmp_path, "f.yaml", assets)
+    e = _error(lambda: Loader(device="cuda").model(forced, Overrides()))
+    assert (e.location.line, e.location.key) == (1, "device")  # the run's option, not the suite's key
