@@ -39,6 +39,8 @@ def format_table(run: SuiteRun) -> str:
     rows = _rows(run)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(_HEADER)]
     lines = [run.title]
+    if not rows:
+        return "\n".join([*lines, *_measured(run)])
     lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(_HEADER, widths)))
     lines.append("  " + "  ".join("-" * w for w in widths))
     for r in rows:
@@ -48,7 +50,7 @@ def format_table(run: SuiteRun) -> str:
     summary = f"  {len(run.checks) - n_fail} passed, {n_fail} failed"
     if n_unchecked:
         summary += f", {n_unchecked} unchecked (no baseline value yet)"
-    lines.extend([summary] if rows else _measured(run))
+    lines.append(summary)
     return "\n".join(lines)
 
 

@@ -107,7 +107,7 @@ class Note:
     """The SAE the note is about."""
     text: str
     """One line: ``[sae] ...``."""
-    loud: bool
+    loud: bool = False
     """True when the baseline was measured on another model or other tokens (its comparisons are then
     between different inputs); False for the normal case of a retrained SAE or another environment."""
 

@@ -215,6 +215,10 @@ class Session:
                             subject=Subject(suite=str(suite.path))) from e
 
 
+_CFG_PARTS = frozenset({"hook_name", "hook_head_index", "d_in", "d_sae"})
+"""SAE attributes read from its folder's config file (an error about one names that file)."""
+
+
 def _relocate(e: SaevalError, owners: Mapping[str, _Owner], first: Suite) -> SaevalError:
     """Locate an engine error at the suite entry (or data key) it is about, from its subject."""
     owner = owners.get(e.subject.sae) if e.subject.sae is not None else None
@@ -223,7 +227,8 @@ def _relocate(e: SaevalError, owners: Mapping[str, _Owner], first: Suite) -> Sae
         key = f"saes[{entry.index}]" + (f".{e.subject.part}" if e.subject.part else "")
         where = Subject(suite=str(suite.path), entry=entry.index, sae=entry.unique_id, part=e.subject.part)
         source = entry.spec.path / "cfg.json" if entry.spec.path is not None else None
-        detail = f"{e.subject.part} comes from the SAE's {source}" if source is not None and e.subject.part else ""
+        from_cfg = source is not None and e.subject.part in _CFG_PARTS
+        detail = f"{e.subject.part} comes from the SAE's {source}" if from_cfg else ""
         return e.moved(file=str(suite.path), line=entry.spec.line, key=key, subject=where, detail=detail)
     data_key = _DATA_KEYS.get(e.location.key or "")
     if data_key is not None:

@@ -13,7 +13,7 @@ import pytest
 
 from pytest_saeval.errors import InputError
 from pytest_saeval.report.files import per_sae_file_names, result_records, write_outputs
-from pytest_saeval.run.provenance import Provenance
+from pytest_saeval.run.provenance import Note, Provenance
 from tests.helpers import hand_run
 
 SUITE = """\
@@ -41,7 +41,7 @@ def run(tmp_path: Path):
     return hand_run(path, {"gpt2/res.8": {"l0": 70.0, "cossim": math.nan}, "b": {"mse": 0.5}}, recording=True,
                     intervals={"b": {"mse": (0.4, 0.6)}}, provenance={"b": Provenance.from_dict({"device": "cpu"})},
                     sae_cfgs={"b": {"d_sae": 4, "k": None}},
-                    notes=[f"{path}: [b] the baseline was recorded on other tokens", f"{path}: [other] x"])
+                    notes=[Note("b", "[b] the baseline was recorded on other tokens", loud=True), Note("other", "[other] x")])
 
 
 def test_one_record_per_sae_in_run_order(run) -> None:
@@ -57,7 +57,7 @@ def test_one_record_per_sae_in_run_order(run) -> None:
     assert first["provenance"] == {} and first["sae_cfg"] == {} and first["notes"] == [] and first["intervals"] == {}
     assert second["provenance"]["device"] == "cpu" and second["sae_cfg"] == {"d_sae": 4, "k": None}
     assert second["intervals"] == {"mse": [0.4, 0.6]}
-    assert second["notes"] == [f"{run.suite.path}: [b] the baseline was recorded on other tokens"]  # its own only
+    assert second["notes"] == ["[b] the baseline was recorded on other tokens"]  # its own only
     assert second["eval_cfg"] == run.eval_cfg.to_dict() and second["hook_name"] == "blocks.0.hook_resid_pre"
     assert json.loads(json.dumps([first, second], allow_nan=False)) == [first, second]
 
