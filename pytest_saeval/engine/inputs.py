@@ -156,7 +156,10 @@ def check_codes(sae_id: str, x: torch.Tensor, feats: object, x_hat: object, d_sa
     for part, value, want in (("encode", feats, (*lead, d_sae)), ("decode", x_hat, tuple(x.shape))):
         got = tuple(value.shape) if isinstance(value, torch.Tensor) else None
         if got != want:
-            what = f"a tensor of shape {list(got)}" if got is not None else f"a {type(value).__name__}"
+            kind = type(value)
+            what = (f"a tensor of shape {list(got)}" if got is not None
+                    else f"a tuple ({kind.__module__}.{kind.__name__})" if isinstance(value, tuple) and kind is not tuple
+                    else f"a {kind.__name__}")
             raise InputError(
                 f"{part}() of an input of shape {list(x.shape)} returned {what}, not a tensor of shape {list(want)}",
                 subject=Subject(sae=sae_id, part=part),

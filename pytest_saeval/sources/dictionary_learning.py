@@ -29,6 +29,7 @@ taken as stored: ``AutoEncoder.from_pretrained`` rescales a decoder whose column
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,8 +145,9 @@ def _read_state_dict(file: Path) -> dict[str, Any]:
     try:
         state = torch.load(str(file), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise SourceError(f"'{file}' holds more than tensors: torch.load(weights_only=True) refused it "
-                          f"({short(e, 200)})",
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f" (it names {found.group(1)})" if found else ""
+        raise SourceError(f"'{file}' holds more than tensors{what}, so torch.load(weights_only=True) refused it",
                           fix="save the state dict alone, as dictionary_learning does: "
                           "torch.save({k: v.cpu() for k, v in ae.state_dict().items()}, 'ae.pt')") from e
     except Exception as e:
