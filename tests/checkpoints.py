@@ -59,11 +59,16 @@ def ridge_decoder(feats: Any, target: Any) -> Any:
     return w
 
 
-def _directions(d_sae: int, d_in: int, seed: int) -> Any:
+def _directions(d_sae: int, d_in: int, seed: int, acts: Any = None) -> Any:
+    """``[d_sae, d_in]`` unit rows: random, or (with ``acts``) centred activations of random rows, so
+    that features point where the data is."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(d_sae, d_in, generator=gen)
+    if acts is None:
+        w = torch.randn(d_sae, d_in, generator=gen)
+    else:
+        w = (acts - acts.mean(0))[torch.randperm(acts.shape[0], generator=gen)[:d_sae]]
     return w / w.norm(dim=-1, keepdim=True)
 
 
@@ -79,12 +84,13 @@ def _rate_quantile(pre: Any, rate: float) -> Any:
 
 
 def sparse_coder(d_in: int, *, num_latents: int = 0, expansion_factor: int = 4, k: int = 8, multi_topk: bool = False,
-                 seed: int = 0, dtype: Any = None) -> Any:
+                 activation: str = "topk", seed: int = 0, dtype: Any = None) -> Any:
     """A real ``sparsify.SparseCoder`` with random weights and non-zero biases."""
     import torch
     from sparsify import SparseCoder, SparseCoderConfig
 
-    cfg = SparseCoderConfig(num_latents=num_latents, expansion_factor=expansion_factor, k=k, multi_topk=multi_topk)
+    cfg = SparseCoderConfig(num_latents=num_latents, expansion_factor=expansion_factor, k=k, multi_topk=multi_topk,
+                            activation=activation)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         sc = SparseCoder(d_in, cfg, dtype=dtype or torch.float32)
@@ -94,15 +100,15 @@ def sparse_coder(d_in: int, *, num_latents: int = 0, expansion_factor: int = 4, 
     return sc.eval()
 
 
-def fitted_sparse_coder(acts: Any, *, num_latents: int, k: int, seed: int = 0) -> Any:
+def fitted_sparse_coder(acts: Any, *, num_latents: int, k: int, seed: int = 0, activation: str = "topk") -> Any:
     """A ``SparseCoder`` fitted to ``acts`` ``[n, d_in]``: random unit encoder rows, ``b_dec`` the mean, the
-    decoder fitted on the top-k codes."""
+    decoder fitted on its own codes (top-k, or group max)."""
     import torch
 
-    sc = sparse_coder(acts.shape[1], num_latents=num_latents, k=k, seed=seed)
+    sc = sparse_coder(acts.shape[1], num_latents=num_latents, k=k, seed=seed, activation=activation)
     with torch.no_grad():
         sc.b_dec.copy_(acts.mean(0))
-        sc.encoder.weight.copy_(_directions(num_latents, acts.shape[1], seed + 1) * 4.0 / math.sqrt(acts.shape[1]))
+        sc.encoder.weight.copy_(_directions(num_latents, acts.shape[1], seed + 1, acts) * 4.0 / math.sqrt(acts.shape[1]))
         sc.encoder.bias.zero_()
         out = sc.encode(acts)
         feats = torch.zeros(acts.shape[0], num_latents).scatter(-1, out.top_indices, out.top_acts)
@@ -133,7 +139,7 @@ def dl_state(dict_class: str, d_in: int, d_sae: int, *, k: int = 8, seed: int = 
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    w = _directions(d_sae, d_in, seed + 7) * (4.0 / math.sqrt(d_in))  # [d_sae, d_in]
+    w = _directions(d_sae, d_in, seed + 7, acts) * (4.0 / math.sqrt(d_in))  # [d_sae, d_in]
     b_dec = acts.mean(0) if acts is not None else 0.5 * torch.randn(d_in, generator=gen)
     x = acts if acts is not None else b_dec + torch.randn(512, d_in, generator=gen)
     centre = dict_class not in ("AutoEncoderNew", "JumpReluAutoEncoder")
