@@ -169,7 +169,8 @@ def _state_for(trainer: _Trainer, state: dict[str, Any], file: Path) -> dict[str
     missing, extra = [k for k in keys if k not in state], sorted(set(state) - set(keys))
     if missing or extra:
         parts = ([f"no {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
-        raise SourceError(f"'{file}' has {' and '.join(parts)}, but a {trainer.dict_class} holds {', '.join(keys)}",
+        raise SourceError(f"'{file}' has {' and '.join(parts)}: a dictionary of class {trainer.dict_class} holds "
+                          f"{', '.join(keys)}",
                           fix=f"check trainer.dict_class in {CONFIG_FILE} against the weights")
     d_in, d_sae = trainer.d_in, trainer.d_sae
     shapes = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
