@@ -27,7 +27,8 @@ class MetricInfo:
     per_feature: bool = False
     """True for per-feature lists (``feature_metrics``); those cannot be gated directly."""
     source: Literal["sae_lens", "saebench", "saeval"] = "sae_lens"
-    """Where the definition comes from."""
+    """Where the definition comes from: SAE Lens's ``run_evals``, SAEBench's core eval, or this project
+    (metrics neither reports)."""
 
 
 def _m(name: str, description: str, higher: bool | None, family: Family, *, per_feature: bool = False,
@@ -44,7 +45,7 @@ _ENTRIES: tuple[MetricInfo, ...] = (
     _m("ce_loss_without_sae", "Mean next-token cross-entropy of the unmodified model.", None, "reconstruction"),
     _m("ce_loss_with_ablation", "Mean next-token cross-entropy with the hook zero-ablated.", None, "reconstruction"),
     _m("ce_loss_score", "(CE_ablation - CE_sae) / (CE_ablation - CE_clean): 1 = no loss increase.", True, "reconstruction"),
-    _m("ce_loss_increase", "CE_sae - CE_clean: the loss added by splicing in the SAE.", False, "reconstruction", source="saebench"),
+    _m("ce_loss_increase", "CE_sae - CE_clean: the loss added by splicing in the SAE.", False, "reconstruction", source="saeval"),
     # shrinkage
     _m("l2_norm_in", "Mean L2 norm of the SAE input per token.", None, "sparsity"),
     _m("l2_norm_out", "Mean L2 norm of the SAE reconstruction per token.", None, "sparsity"),
@@ -75,7 +76,7 @@ _ENTRIES: tuple[MetricInfo, ...] = (
     _m("encoder_norm", "Per feature: L2 norm of its encoder column.", None, "weights", per_feature=True),
     _m("encoder_decoder_cosine_sim", "Per feature: cosine similarity of its encoder and decoder vectors.", None, "weights", per_feature=True),
     _m("encoder_bias", "Per feature: encoder bias b_enc (absent for SAEs without one).", None, "weights", per_feature=True),
-    _m("decoder_norm", "Per feature: L2 norm of its decoder row.", None, "weights", per_feature=True, source="saebench"),
+    _m("decoder_norm", "Per feature: L2 norm of its decoder row.", None, "weights", per_feature=True, source="saeval"),
     _m("max_encoder_cosine_sim", "Per feature: largest cosine similarity to another feature's encoder vector.", None, "weights", per_feature=True, source="saebench"),
     _m("max_decoder_cosine_sim", "Per feature: largest cosine similarity to another feature's decoder vector.", None, "weights", per_feature=True, source="saebench"),
 )

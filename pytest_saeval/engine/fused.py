@@ -24,7 +24,7 @@ from pytest_saeval.engine.collect import SAEState, collect, token_counts
 from pytest_saeval.engine.forwards import Forwards
 from pytest_saeval.engine.head import Head
 from pytest_saeval.engine.hooks import Group, replace, sae_device, sae_input
-from pytest_saeval.engine.inputs import special_token_ids
+from pytest_saeval.engine.inputs import check_codes, special_token_ids
 from pytest_saeval.engine.losses import DistributionSummary, LossAccumulator, next_token_losses
 from pytest_saeval.engine.records import CleanSummary, ModelRecords, ModelStore, Recording, entry_name
 from pytest_saeval.engine.results import SAEResult
@@ -287,7 +287,10 @@ class FusedPass:
         state = self._state(sae_id, group, x.shape[-1])
         dev = sae_device(sae, self.device)
         feats = sae.encode(x.to(dev))
-        x_hat = sae.decode(feats).to(x.dtype)
+        x_hat = sae.decode(feats) if isinstance(feats, torch.Tensor) else None
+        check_codes(sae_id, x, feats, x_hat, state.d_sae)  # shapes only: no device sync
+        assert x_hat is not None
+        x_hat = x_hat.to(x.dtype)
         if batch.do_sparse:
             assert state.sparsity is not None
             state.sparsity.add(batch.rows_slice, x, x_hat.to(x.device), feats, batch.mask.to(feats.device))

@@ -150,3 +150,21 @@ def check_inputs(model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, sett
                 subject=Subject(sae=sae_id, part="hook_name"),
                 fix="train/load the SAE for a hook this model has (see model.hook_dict)",
             )
+
+
+def check_codes(sae_id: str, x: torch.Tensor, feats: object, x_hat: object, d_sae: int) -> None:
+    """``encode`` gave dense ``[..., d_sae]`` activations and ``decode`` ``[..., d_in]`` (the SAE protocol)."""
+    lead = tuple(x.shape[:-1])
+    for part, value, want in (("encode", feats, (*lead, d_sae)), ("decode", x_hat, tuple(x.shape))):
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+        if got != want:
+            kind = type(value)
+            what = (f"a tensor of shape {list(got)}" if got is not None
+                    else f"a tuple ({kind.__module__}.{kind.__name__})" if isinstance(value, tuple) and kind is not tuple
+                    else f"a {kind.__name__}")
+            raise InputError(
+                f"{part}() of an input of shape {list(x.shape)} returned {what}, not a tensor of shape {list(want)}",
+                subject=Subject(sae=sae_id, part=part),
+                fix="encode must return dense feature activations [..., d_sae] (scatter top-k values and indices "
+                    "into zeros) and decode a reconstruction [..., d_in]; see the README's factory protocol",
+            )

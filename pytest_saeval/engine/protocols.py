@@ -40,9 +40,12 @@ class SAELike(Protocol):
     ``encode(x)`` maps activations ``[..., d_in]`` to *dense* feature activations ``[..., d_sae]``
     (a feature is active where its value is non-zero); ``decode(f)`` maps them back to
     ``[..., d_in]``. Both take and return tensors on the SAE's device in its dtype (the engine moves
-    the inputs there and casts the reconstruction to the activation's dtype). ``W_enc`` is
+    the inputs there and casts the reconstruction to the activation's dtype); the engine passes
+    ``[batch, pos, d_in]``. Top-k values with indices, or a sparse tensor, are not dense activations:
+    other shapes are an :class:`~pytest_saeval.errors.InputError` naming the SAE. ``W_enc`` is
     ``[d_in, d_sae]`` and ``W_dec`` ``[d_sae, d_in]``; ``b_enc`` ``[d_sae]`` is optional. An SAE
-    with tied weights (``cfg.tied_weights``) and no ``W_enc`` encodes with ``W_dec.T``.
+    with tied weights (``cfg.tied_weights``) and no ``W_enc`` encodes with ``W_dec.T``. A factory's
+    SAE may also offer ``to(device=..., dtype=...)`` and ``eval()``, which the loader calls.
     """
 
     cfg: SAEConfig

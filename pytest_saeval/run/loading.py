@@ -136,12 +136,14 @@ class Loader:
 
     @staticmethod
     def _load_sae(suite: Suite, entry: SAEEntry, device: str) -> Any:
-        from pytest_saeval.sources.saes import load_saes
+        from pytest_saeval.sources.saes import load_sae_folder, load_saes
 
         spec = entry.spec
         try:
-            loaded = load_saes(path=spec.path, release=spec.release,
-                               sae_id=entry.release_sae_id if spec.release else None,
+            if spec.path is not None:
+                return load_sae_folder(spec.path, format=spec.format, hook_name=spec.hook_name, device=device,
+                                       base_dir=suite.path.parent)
+            loaded = load_saes(release=spec.release, sae_id=entry.release_sae_id if spec.release else None,
                                factory=spec.factory, device=device, base_dir=suite.path.parent)
         except SaevalError as e:
             raise _located(e, suite, spec.line, f"saes[{entry.index}].{spec.kind}", entry.index) from e

@@ -1,11 +1,13 @@
-"""Load SAEs: an SAE Lens folder, an SAE Lens pretrained release (exact id or regex), or a factory.
+"""Load SAEs: a checkpoint folder (SAE Lens, EleutherAI sparsify or dictionary_learning, each through
+its reader in :mod:`.sparsify` / :mod:`.dictionary_learning`), an SAE Lens pretrained release (exact
+id or regex), or a factory. Every source but a factory gives an SAE Lens SAE.
 
-Weights are read with safetensors only (SAE Lens's loaders); nothing is unpickled.
+Weights are read with safetensors, or ``torch.load(weights_only=True)`` for dictionary_learning's
+``ae.pt``; nothing is unpickled.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable
@@ -16,14 +18,9 @@ from pytest_saeval.errors import SourceError, did_you_mean
 from pytest_saeval.sources.common import is_hub_unreachable, resolve_path, short
 from pytest_saeval.sources.devices import parse_dtype, resolve_device
 from pytest_saeval.sources.factory import call_factory
+from pytest_saeval.sources.formats import FORMAT_FILES, check_safetensors, detect_format, read_json_object
 
-SAE_CFG_FILE = "cfg.json"
-SAE_WEIGHTS_FILE = "sae_weights.safetensors"
-
-_FOLDER_FIX = (
-    "point the path at a folder written by SAE Lens (sae.save_model(folder)) holding "
-    f"{SAE_CFG_FILE} and {SAE_WEIGHTS_FILE}"
-)
+SAE_CFG_FILE, SAE_WEIGHTS_FILE = FORMAT_FILES["sae_lens"]
 
 
 def load_saes(
@@ -40,8 +37,8 @@ def load_saes(
 
     Exactly one source:
 
-    - ``path``: an SAE Lens folder (``cfg.json`` + ``sae_weights.safetensors``); relative to
-      ``base_dir``. Returns ``[(None, sae)]``.
+    - ``path``: an SAE Lens, EleutherAI sparsify or dictionary_learning checkpoint folder, relative to
+      ``base_dir`` (:func:`load_sae_folder`, format detected). Returns ``[(None, sae)]``.
     - ``release`` + ``sae_id``: an SAE Lens pretrained release. ``sae_id`` is an exact id of that
       release or, when it is not one, a regular expression matched in full against the release's
       ids: one entry per match, ids in natural order (``blocks.2`` before ``blocks.10``), each as
@@ -68,12 +65,10 @@ def load_saes(
             f"release {release!r} needs an sae_id (an exact id or a regular expression over the release's ids)",
             fix="add sae_id, e.g. sae_id: \"blocks\\\\.[0-9]+\\\\.hook_resid_pre\"",
         )
-    device_str = resolve_device(device)
-    dtype_name = None if dtype is None else str(parse_dtype(dtype)).removeprefix("torch.")
-
     if path is not None:
-        sae = _load_folder(resolve_path(path, base_dir), device_str, dtype_name)
-        return [(None, _checked(sae, f"SAE folder '{resolve_path(path, base_dir)}'"))]
+        return [(None, load_sae_folder(path, device=device, dtype=dtype, base_dir=base_dir))]
+    device_str = resolve_device(device)
+    dtype_name = _dtype_name(dtype)
     if factory is not None:
         sae = _from_factory(factory, device_str, dtype_name, base_dir)
         return [(None, sae)]
@@ -82,35 +77,59 @@ def load_saes(
     return [(i, _checked(_load_pretrained(release, i, device_str, dtype_name), f"SAE {i!r} of release {release!r}")) for i in ids]
 
 
+def _dtype_name(dtype: str | None) -> str | None:
+    return None if dtype is None else str(parse_dtype(dtype)).removeprefix("torch.")
+
+
 # ---------------------------------------------------------------------------------------------
-# folder
+# folders: SAE Lens, sparsify, dictionary_learning
 
 
-def _load_folder(folder: Path, device: str, dtype: str | None) -> Any:
-    if not folder.exists():
-        raise SourceError(
-            f"SAE folder '{folder}' does not exist",
-            fix="check the SAE path (relative paths are relative to the suite file); " + _FOLDER_FIX,
-        )
-    if not folder.is_dir():
-        raise SourceError(f"SAE path '{folder}' is not a folder", fix=_FOLDER_FIX)
+def load_sae_folder(
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    hook_name: str | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """The SAE in a checkpoint folder (relative to ``base_dir``), as an SAE Lens SAE.
+
+    The folder is an SAE Lens folder (``cfg.json`` + ``sae_weights.safetensors``), an EleutherAI sparsify
+    checkpoint (``cfg.json`` + ``sae.safetensors``) or a dictionary_learning trainer folder
+    (``config.json`` + ``ae.pt``), told apart by the files present or named by ``format``
+    (``sae_lens``, ``sparsify``, ``dictionary_learning``). ``hook_name`` sets the TransformerLens hook
+    the SAE reads, replacing the one the checkpoint names (needed when that maps to none). ``device``
+    as :func:`~pytest_saeval.sources.devices.resolve_device` takes it; ``dtype`` overrides the stored one.
+    """
+    folder = resolve_path(path, base_dir)
+    sae = _load_folder(folder, resolve_device(device), _dtype_name(dtype), format, hook_name)
+    return _checked(sae, f"SAE folder '{folder}'")
+
+
+def _load_folder(folder: Path, device: str, dtype: str | None, sae_format: str | None, hook_name: str | None) -> Any:
+    """The SAE in ``folder``, read by its format's loader; ``hook_name`` replaces the hook it names."""
+    found = detect_format(folder, sae_format)
+    if found == "sparsify":
+        from pytest_saeval.sources.sparsify import load_sparsify
+
+        return load_sparsify(folder, device=device, dtype=dtype, hook_name=hook_name)
+    if found == "dictionary_learning":
+        from pytest_saeval.sources.dictionary_learning import load_dictionary_learning
+
+        return load_dictionary_learning(folder, device=device, dtype=dtype, hook_name=hook_name)
+    sae = _load_sae_lens_folder(folder, device, dtype)
+    if hook_name is not None:
+        sae.cfg.metadata.hook_name = hook_name
+    return sae
+
+
+def _load_sae_lens_folder(folder: Path, device: str, dtype: str | None) -> Any:
     cfg_file = folder / SAE_CFG_FILE
     weights = folder / SAE_WEIGHTS_FILE
-    missing = [f for f in (cfg_file, weights) if not f.is_file()]
-    if missing:
-        raise SourceError(
-            f"SAE folder '{folder}' has no {' and no '.join(f.name for f in missing)}",
-            fix=_FOLDER_FIX,
-        )
-    try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise SourceError(f"'{cfg_file}' is not valid JSON: {short(e)}", fix="re-save the SAE with sae.save_model(folder)") from e
-    if not isinstance(cfg, dict):
-        raise SourceError(f"'{cfg_file}' does not hold a JSON object", fix="re-save the SAE with sae.save_model(folder)")
-    if weights.stat().st_size == 0:
-        raise SourceError(f"SAE weights file '{weights}' is empty", fix="re-save the SAE with sae.save_model(folder) or copy the file again")
-    _check_safetensors(weights)
+    read_json_object(cfg_file, fix="re-save the SAE with sae.save_model(folder)")
+    check_safetensors(weights, fix="re-save the SAE with sae.save_model(folder) or copy the file again completely")
 
     from sae_lens import SAE
 
@@ -120,21 +139,6 @@ def _load_folder(folder: Path, device: str, dtype: str | None) -> Any:
         raise SourceError(
             f"SAE Lens could not load the SAE in '{folder}': {short(e)}",
             fix=f"check that {SAE_CFG_FILE} matches the weights (architecture, d_in, d_sae) and was written by SAE Lens",
-        ) from e
-
-
-def _check_safetensors(weights: Path) -> None:
-    """Read the header of the safetensors file: safetensors refuses a truncated or corrupt file here."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(weights), framework="pt", device="cpu") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-                f.get_slice(key).get_shape()
-    except Exception as e:
-        raise SourceError(
-            f"SAE weights file '{weights}' is corrupt or truncated ({short(e, 160)})",
-            fix="re-save the SAE with sae.save_model(folder) or copy the file again completely",
         ) from e
 
 
@@ -264,11 +268,22 @@ def sae_protocol_problems(sae: Any) -> list[str]:
     return problems
 
 
+_SAVE_HINTS = {
+    "sparsify": "save it with sae.save_to_disk(folder) and load the folder with path: (sparsify checkpoints load "
+                "as SAE Lens SAEs)",
+    "dictionary_learning": "load its trainer folder (config.json + ae.pt) with path: (dictionary_learning "
+                           "checkpoints load as SAE Lens SAEs)",
+}
+
+
 def _checked(sae: Any, what: str) -> Any:
     problems = sae_protocol_problems(sae)
     if problems:
+        library = type(sae).__module__.split(".")[0]
         raise SourceError(
             f"{what} ({type(sae).__module__}.{type(sae).__name__}) is not a usable SAE: it lacks {'; '.join(problems)}",
-            fix="return an SAE Lens SAE, or an object with encode, decode, W_enc, W_dec, cfg.d_in, cfg.d_sae and cfg.metadata.hook_name",
+            fix=(_SAVE_HINTS[library] + ", or wrap it in an object" if library in _SAVE_HINTS else "return an SAE Lens SAE, or an object")
+            + " with encode (dense [..., d_sae] output), decode, W_enc, W_dec, cfg.d_in, cfg.d_sae and "
+            "cfg.metadata.hook_name (see the README's factory protocol)",
         )
     return sae

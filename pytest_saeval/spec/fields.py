@@ -19,6 +19,7 @@ __all__ = [
     "DATA_KEYS",
     "DEFAULTS_KEYS",
     "MODEL_KEYS",
+    "SAE_FORMATS",
     "SAE_KEYS",
     "TOP_KEYS",
     "Invalid",
@@ -28,6 +29,8 @@ __all__ = [
     "check_dtype",
     "check_exclude",
     "check_factory",
+    "check_hook_name",
+    "check_sae_format",
     "check_sae_id",
     "check_text",
     "kind",
@@ -43,14 +46,18 @@ DATA_KEYS = ("tokens", "dataset", *COUNT_KEYS, "exclude_special_tokens")
 """Keys under ``data:``."""
 DATASET_KEYS = ("path", "split", "column", "streaming", "name", "data_files")
 """Keys under ``data.dataset:``."""
-SAE_KEYS = ("id", "path", "release", "sae_id", "factory", "gates")
+SAE_KEYS = ("id", "path", "format", "hook_name", "release", "sae_id", "factory", "gates")
 """Keys of one ``saes:`` entry."""
+SAE_FORMATS = ("sae_lens", "sparsify", "dictionary_learning")
+"""What ``format:`` of a ``path:`` entry may say: an SAE Lens folder, an EleutherAI sparsify
+checkpoint folder, a dictionary_learning trainer folder."""
 DEFAULTS_KEYS = ("gates",)
 """Keys under ``defaults:``."""
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _FACTORY_RE = re.compile(rf"^{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*$")
 _SAE_ID_RE = re.compile(r"^[A-Za-z0-9_.\-/]+$")
+_HOOK_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*$")
 
 
 class Invalid(Exception):
@@ -126,6 +133,26 @@ def check_sae_id(value: object) -> str:
             f"SAE id {text!r} may only contain letters, digits, '-', '_', '.' and '/' "
             "(no empty, '.' or '..' parts between slashes)",
             "rename it, e.g. layer1-topk (ids become test ids and file names)",
+        )
+    return text
+
+
+def check_sae_format(value: object) -> str:
+    """One of :data:`SAE_FORMATS`."""
+    if not isinstance(value, str) or value.strip() not in SAE_FORMATS:
+        hint = did_you_mean(value.strip(), SAE_FORMATS) if isinstance(value, str) else ""
+        raise Invalid(f"unknown SAE folder format {value!r}{hint}",
+                      "use one of " + ", ".join(SAE_FORMATS) + " (or leave format out: it is detected from the files)")
+    return value.strip()
+
+
+def check_hook_name(value: object) -> str:
+    """A TransformerLens hook name: dotted names such as ``blocks.6.hook_resid_post``."""
+    text = check_text("hook_name", value, "blocks.6.hook_resid_post")
+    if not _HOOK_RE.match(text):
+        raise Invalid(
+            f"hook_name {text!r} is not a TransformerLens hook name",
+            "write the hook's dotted name, e.g. blocks.6.hook_resid_post, blocks.6.hook_mlp_out or blocks.6.attn.hook_z",
         )
     return text
 

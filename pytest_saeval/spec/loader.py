@@ -235,6 +235,6 @@ class _Builder:
         own = self.gates(value.get("gates"), key_line(value, "gates", line), f"{prefix}.gates")
         own_metrics = {g.metric for g in own}
         merged = own + tuple(g for g in defaults if g.metric not in own_metrics)
-        fields = {k: value[k] for k in ("release", "sae_id", "factory") if k in value}
+        fields = {k: value[k] for k in ("format", "hook_name", "release", "sae_id", "factory") if k in value}
         return SAESpec(id=value["id"], path=self.file_path(value, "path", prefix, line, "../saes/my-sae"),
                        gates=merged, line=line, index=index, key_lines=key_lines(value), **fields)

@@ -25,6 +25,8 @@ from pytest_saeval.spec.fields import (
     check_dtype,
     check_exclude,
     check_factory,
+    check_hook_name,
+    check_sae_format,
     check_sae_id,
     check_text,
 )
@@ -218,7 +220,13 @@ class SAESpec(_Section):
     id: str
     """Unique within the suite; letters, digits, ``-``, ``_``, ``.`` and ``/`` (used in test ids and file names)."""
     path: Path | None = None
-    """A local SAE Lens folder (absolute after loading a suite)."""
+    """A local SAE folder: SAE Lens, EleutherAI sparsify or dictionary_learning (absolute after loading a suite)."""
+    format: str | None = None
+    """How the ``path`` folder is laid out: ``sae_lens``, ``sparsify`` or ``dictionary_learning``; None: detected
+    from the files present (only with ``path``)."""
+    hook_name: str | None = None
+    """The TransformerLens hook the SAE reads, e.g. ``blocks.6.hook_resid_post``, for a checkpoint whose own hook
+    name cannot be mapped; it replaces the hook the checkpoint names (only with ``path``)."""
     release: str | None = None
     """An SAE Lens pretrained release (with ``sae_id``)."""
     sae_id: str | None = None
@@ -251,6 +259,7 @@ class SAESpec(_Section):
             self._check("factory", check_factory)
         else:
             object.__setattr__(self, "path", Path(self.path))  # type: ignore[arg-type]
+        self._check_path_options(source)
         gates = tuple(self.gates)
         seen: set[str] = set()
         for gate in gates:
@@ -261,6 +270,16 @@ class SAESpec(_Section):
                                  key=self._key("gates"))
             seen.add(gate.metric)
         object.__setattr__(self, "gates", gates)
+
+    def _check_path_options(self, source: str) -> None:
+        """``format`` and ``hook_name`` describe a folder: they need ``path`` and valid values."""
+        for name in ("format", "hook_name"):
+            if getattr(self, name) is not None and source != "path":
+                raise SuiteError(f"'{name}' applies only to an SAE loaded from path:, not from {source}:",
+                                 fix=f"remove {name}:, or load the SAE with path: from a local folder",
+                                 line=self.line_of(name), key=self._key(name))
+        self._check("format", check_sae_format, optional=True)
+        self._check("hook_name", check_hook_name, optional=True)
 
     @property
     def kind(self) -> Literal["path", "release", "factory"]:

@@ -1,0 +1,73 @@
+"""The SAE protocol's shapes at run time: ``encode`` must give dense ``[..., d_sae]`` activations and
+``decode`` ``[..., d_in]``; anything else is one InputError naming the SAE, not a failure deep in the pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pytest_saeval import EvalSettings, evaluate
+from pytest_saeval.errors import InputError
+from tests.helpers import ProtocolSAE
+
+SETTINGS = EvalSettings(batch_size_prompts=2, n_reconstruction_batches=1, n_sparsity_batches=1,
+                        exclude_special_tokens=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=1, d_model=16, d_head=4, n_heads=4, d_mlp=32, d_vocab=40, n_ctx=8,
+                                  act_fn="relu")
+    return HookedTransformer(cfg)
+
+
+class TopKTuple(ProtocolSAE):
+    """Like sparsify's SparseCoder: encode returns the top-k values and indices, not dense activations."""
+
+    def encode(self, x):
+        return torch.relu(x @ self.W_enc).topk(3, dim=-1)
+
+    def decode(self, z):
+        values, indices = z
+        return torch.zeros(*values.shape[:-1], self.cfg.d_sae).scatter(-1, indices, values) @ self.W_dec
+
+
+class Narrow(ProtocolSAE):
+    """encode returns fewer features than cfg.d_sae says."""
+
+    def encode(self, x):
+        return super().encode(x)[..., :5]
+
+    def decode(self, z):
+        return z @ self.W_dec[:5]
+
+
+class WrongDecode(ProtocolSAE):
+    """decode returns one value per feature instead of a reconstruction."""
+
+    def decode(self, z):
+        return z
+
+
+@pytest.mark.parametrize(("sae", "part", "expected"), [
+    (TopKTuple(d_in=16), "encode", "encode() of an input of shape [2, 8, 16] returned a tuple (torch.return_types.topk), not a tensor of shape [2, 8, 12]"),
+    (Narrow(d_in=16), "encode", "returned a tensor of shape [2, 8, 5], not a tensor of shape [2, 8, 12]"),
+    (WrongDecode(d_in=16), "decode", "decode() of an input of shape [2, 8, 16] returned a tensor of shape [2, 8, 12]"),
+], ids=["tuple", "narrow", "decode"])
+def test_encode_and_decode_shapes(model, sae, part, expected):
+    tokens = torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(InputError) as excinfo:
+        evaluate(model, {"mine": sae}, tokens, SETTINGS)
+    err = excinfo.value
+    assert expected in err.message
+    assert err.location.key == f"saes.mine.{part}"
+    assert "dense feature activations [..., d_sae]" in err.fix and "factory protocol" in err.fix
+
+
+def test_a_dense_encode_passes(model):
+    tokens = torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(0))
+    result = evaluate(model, {"ok": ProtocolSAE(d_in=16)}, tokens, SETTINGS)["ok"]
+    assert result.metrics["l0"] > 0

@@ -1,0 +1,106 @@
+"""Telling checkpoint folders apart: SAE Lens, sparsify, dictionary_learning; run folders, half
+checkpoints, ambiguous folders and ``format:``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_saeval.errors import SourceError
+from pytest_saeval.sources.formats import FORMAT_FILES, detect_format
+from pytest_saeval.spec.fields import SAE_FORMATS
+
+
+def _touch(folder: Path, *names: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"x")
+    return folder
+
+
+def test_the_spec_and_the_sources_know_the_same_formats():
+    assert tuple(FORMAT_FILES) == SAE_FORMATS
+
+
+@pytest.mark.parametrize("fmt", SAE_FORMATS)
+def test_each_format_is_detected_from_its_files(tmp_path, fmt):
+    folder = _touch(tmp_path / "ckpt", *FORMAT_FILES[fmt])
+    assert detect_format(folder) == fmt
+    assert detect_format(folder, fmt) == fmt
+
+
+def test_files_of_two_formats_are_ambiguous_until_format_says(tmp_path):
+    folder = _touch(tmp_path / "both", "cfg.json", "sae_weights.safetensors", "sae.safetensors")
+    with pytest.raises(SourceError) as excinfo:
+        detect_format(folder)
+    msg = str(excinfo.value)
+    assert "ambiguous" in msg and "SAE Lens" in msg and "sparsify" in msg
+    assert "format: sae_lens or format: sparsify" in msg
+    assert detect_format(folder, "sparsify") == "sparsify"
+
+
+def test_a_named_format_needs_its_files(tmp_path):
+    folder = _touch(tmp_path / "sae-lens", *FORMAT_FILES["sae_lens"])
+    with pytest.raises(SourceError) as excinfo:
+        detect_format(folder, "dictionary_learning")
+    msg = str(excinfo.value)
+    assert "has no config.json and no ae.pt" in msg and "format: dictionary_learning" in msg
+    assert "remove format:" in msg
+
+
+def test_a_sparsify_run_folder_lists_its_hooks(tmp_path):
+    run = tmp_path / "run"
+    for hook in ("layers.0", "layers.0.mlp", "layers.1"):
+        _touch(run / hook, "cfg.json", "sae.safetensors")
+    _touch(run, "config.json", "state.pt")
+    with pytest.raises(SourceError) as excinfo:
+        detect_format(run)
+    msg = str(excinfo.value)
+    assert "is a run folder holding 3 checkpoint folder(s) (layers.0, layers.0.mlp, layers.1)" in msg
+    assert f"path: {run / 'layers.0'}" in msg
+
+
+def test_a_dictionary_learning_run_folder_two_levels_deep(tmp_path):
+    run = tmp_path / "sweep"
+    for trainer in ("trainer_0", "trainer_1"):
+        _touch(run / "resid_post_layer_1" / trainer, "config.json", "ae.pt")
+    with pytest.raises(SourceError) as excinfo:
+        detect_format(run)
+    assert "resid_post_layer_1/trainer_0, resid_post_layer_1/trainer_1" in str(excinfo.value)
+
+
+def test_seed_folders_of_a_sparsify_run(tmp_path):
+    hook = tmp_path / "run" / "layers.2"
+    for seed in ("seed0", "seed1"):
+        _touch(hook / seed, "cfg.json", "sae.safetensors")
+    with pytest.raises(SourceError, match=r"\(seed0, seed1\)"):
+        detect_format(hook)
+
+
+@pytest.mark.parametrize(("present", "expected"), [
+    (("cfg.json",), "has no sae_weights.safetensors (for an SAE Lens folder) or sae.safetensors (for a sparsify"),
+    (("sae.safetensors",), "has no cfg.json (for a sparsify checkpoint)"),
+    (("ae.pt",), "has no config.json (for a dictionary_learning trainer folder)"),
+])
+def test_half_a_checkpoint_names_what_is_missing(tmp_path, present, expected):
+    folder = _touch(tmp_path / "half", *present)
+    with pytest.raises(SourceError) as excinfo:
+        detect_format(folder)
+    assert expected in str(excinfo.value)
+
+
+def test_a_folder_without_any_checkpoint(tmp_path):
+    folder = _touch(tmp_path / "other", "notes.txt", "model.bin")
+    with pytest.raises(SourceError) as excinfo:
+        detect_format(folder)
+    msg = str(excinfo.value)
+    assert "holds no SAE checkpoint (it has model.bin, notes.txt)" in msg
+    assert "sae_weights.safetensors" in msg and "sae.safetensors" in msg and "ae.pt" in msg
+
+
+def test_missing_folder_and_file(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        detect_format(tmp_path / "nope")
+    with pytest.raises(SourceError, match="is not a folder"):
+        detect_format(_touch(tmp_path, "ae.pt") / "ae.pt")
