@@ -1,18 +1,20 @@
 """What can be checked before any model is loaded, checked first: a wrong path, a token file of the
-wrong shape or dtype or with too few rows, a missing SAE folder or a factory module that does not
-import is reported in well under a second, not after the model has loaded.
+wrong shape or dtype or with too few rows, an SAE folder that is missing, of no known format or whose
+config and weight shapes disagree, or a factory module that does not import is reported in well under a
+second, not after the model has loaded.
 
-Nothing here imports torch: token files are read from their headers (``.npy``, ``.safetensors``),
-model folders from their ``config.json``, factories are imported but not called.
+Nothing here imports torch: token files and SAE weights are read from their headers (``.npy``,
+``.safetensors``), model folders from their ``config.json``, factories are imported but not called.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pytest_saeval.errors import InputError, SaevalError, SourceError, Subject
+from pytest_saeval.errors import InputError, SaevalError, Subject
 from pytest_saeval.run.plan import Overrides, SAEEntry
 from pytest_saeval.sources.factory import factory_function
+from pytest_saeval.sources.formats import inspect_sae_folder
 from pytest_saeval.sources.hf_folder import check_folder
 from pytest_saeval.sources.tokens import inspect_token_file
 from pytest_saeval.spec.suite import Suite
@@ -75,10 +77,8 @@ def _sae(suite: Suite, entry: SAEEntry) -> None:
     spec = entry.spec
     key = f"saes[{entry.index}].{spec.kind}"
     try:
-        if spec.path is not None and not spec.path.is_dir():
-            what = "does not exist" if not spec.path.exists() else "is not a folder"
-            raise SourceError(f"SAE folder '{spec.path}' {what}",
-                              fix="check the SAE path (relative paths are relative to the suite file)")
+        if spec.path is not None:
+            inspect_sae_folder(spec.path, spec.format)
         if spec.factory is not None:
             factory_function(spec.factory, base_dir=suite.path.parent, what="SAE")
     except SaevalError as e:

@@ -101,3 +101,18 @@ def short(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split())
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def safetensors_header(file: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (``{name: {"dtype", "shape", ...}, "__metadata__": ...}``),
+    read without torch. ``OSError`` when unreadable, ``ValueError`` when it is no safetensors header."""
+    import json
+
+    with open(file, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        if not 0 < size < (1 << 27):
+            raise ValueError("no safetensors header")
+        header = json.loads(fh.read(size))
+    if not isinstance(header, dict):
+        raise ValueError("no safetensors header")
+    return header

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saeval.errors import SaevalError, SourceError
-from pytest_saeval.sources.common import short
+from pytest_saeval.sources.common import safetensors_header, short
 
-__all__ = ["FOLDER_FIX", "FORMAT_FILES", "check_safetensors", "detect_format", "load_with_converter",
-           "read_json_object"]
+__all__ = ["FOLDER_FIX", "FORMAT_FILES", "check_safetensors", "detect_format", "inspect_sae_folder",
+           "load_with_converter", "read_json_object"]
 
 FORMAT_FILES: dict[str, tuple[str, str]] = {
     "sae_lens": ("cfg.json", "sae_weights.safetensors"),
@@ -131,6 +131,42 @@ def check_safetensors(weights: Path, fix: str) -> None:
                 f.get_slice(key).get_shape()
     except Exception as e:
         raise SourceError(f"SAE weights file '{weights}' is corrupt or truncated ({short(e, 160)})", fix=fix) from e
+
+
+_SHAPES = {
+    # format: {tensor: (cfg key per dimension)}; what the config file says each weight's shape is
+    "sae_lens": {"W_enc": ("d_in", "d_sae"), "W_dec": ("d_sae", "d_in")},
+    "sparsify": {"encoder.weight": ("num_latents", "d_in"), "W_dec": ("num_latents", "d_in")},
+}
+
+
+def inspect_sae_folder(folder: Path, wanted: str | None = None) -> str:
+    """Check what can be checked of a checkpoint folder without torch and return its format: the format
+    (:func:`detect_format`), the config file is a JSON object, the weights file is not empty, and for
+    safetensors weights the header reads and the weight shapes agree with the config's sizes."""
+    found = detect_format(folder, wanted)
+    cfg_name, weights_name = FORMAT_FILES[found]
+    fix = f"copy the checkpoint folder again completely, or write it again with its trainer ({_WHAT[found]})"
+    cfg = read_json_object(folder / cfg_name, fix=fix)
+    weights = folder / weights_name
+    if weights.stat().st_size == 0:
+        raise SourceError(f"SAE weights file '{weights}' is empty", fix=fix)
+    if weights.suffix != ".safetensors":
+        return found  # ae.pt: a torch file, read when the SAE loads
+    try:
+        header = safetensors_header(weights)
+    except (OSError, ValueError) as e:
+        raise SourceError(f"SAE weights file '{weights}' is corrupt or truncated ({short(e, 160)})", fix=fix) from e
+    for tensor, dims in _SHAPES[found].items():
+        shape, wanted_shape = header.get(tensor, {}).get("shape"), [cfg.get(d) for d in dims]
+        if shape is None or not all(isinstance(n, int) and n > 0 for n in wanted_shape):
+            continue  # a missing tensor or size: the loader names it (with the architecture's own rules)
+        if list(shape) != wanted_shape:
+            sizes = ", ".join(f"{d} {cfg.get(d)}" for d in dict.fromkeys(dims))
+            raise SourceError(f"'{weights}' holds {tensor} of shape {list(shape)}, but {folder / cfg_name} says "
+                              f"{sizes}, so {tensor} should be {wanted_shape}",
+                              fix=f"{cfg_name} and the weights come from different SAEs: " + fix)
+    return found
 
 
 Converter = Callable[..., tuple[dict[str, Any], dict[str, Any]]]

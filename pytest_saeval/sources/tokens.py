@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_saeval.errors import InputError, SourceError
-from pytest_saeval.sources.common import resolve_path, short
+from pytest_saeval.sources.common import resolve_path, safetensors_header, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -128,13 +128,9 @@ def _raise(error: SourceError) -> NoReturn:
 def _safetensors_header(file: Path) -> TokenFile:
     """The token tensor's entry of a safetensors header (``tokens``, ``input_ids`` or the only tensor)."""
     try:
-        with open(file, "rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(size)) if 0 < size < (1 << 27) else None
+        header = safetensors_header(file)
     except (OSError, ValueError) as e:
         raise _corrupt(file, e) from e
-    if not isinstance(header, dict):
-        raise _corrupt(file, ValueError("no safetensors header"))
     keys = [k for k in header if k != "__metadata__"]
     found = [k for k in TOKEN_KEYS if k in keys] or (keys if len(keys) == 1 else [])
     if not found:

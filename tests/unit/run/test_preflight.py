@@ -25,7 +25,7 @@ def _project(tmp_path: Path, *, tokens: np.ndarray | None = None, data: str = ""
     (tmp_path / "model").mkdir(exist_ok=True)
     (tmp_path / "model" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     (tmp_path / "model" / "model.safetensors").write_bytes(b"x")
-    (tmp_path / "sae").mkdir(exist_ok=True)
+    _sae_lens_folder(tmp_path / "sae")
     np.save(tmp_path / "tokens.npy", np.ones((8, 16), dtype=np.int64) if tokens is None else tokens)
     suite = tmp_path / "thresholds" / "suite.yaml"
     suite.parent.mkdir(exist_ok=True)
@@ -155,3 +155,33 @@ def test_preflight_imports_no_torch(tmp_path):
         """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.split() == ["ERROR", "data.tokens", "False", "False"]
+
+
+def _sae_lens_folder(folder: Path, d_in: int = 16, d_sae: int = 32, w_enc: tuple[int, int] | None = None) -> None:
+    from safetensors.numpy import save_file
+
+    folder.mkdir(exist_ok=True)
+    (folder / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": d_in, "d_sae": d_sae}))
+    save_file({"W_enc": np.zeros(w_enc or (d_in, d_sae), dtype=np.float32),
+               "W_dec": np.zeros((d_sae, d_in), dtype=np.float32)}, str(folder / "sae_weights.safetensors"))
+
+
+@pytest.mark.parametrize(("make", "needle"), [
+    (lambda f: _sae_lens_folder(f, w_enc=(16, 64)),
+     "holds W_enc of shape [16, 64], but {f}/cfg.json says d_in 16, d_sae 32, so W_enc should be [16, 32]"),
+    (lambda f: (_sae_lens_folder(f), (f / "cfg.json").write_text("{not json")), "cfg.json' is not valid JSON"),
+    (lambda f: (_sae_lens_folder(f), (f / "sae_weights.safetensors").write_bytes(b"")), "is empty"),
+    (lambda f: (_sae_lens_folder(f), (f / "sae_weights.safetensors").write_bytes(b"\xff" * 16)), "corrupt or truncated"),
+    (lambda f: (f / "cfg.json").write_text("{}"), "has no sae_weights.safetensors"),
+    (lambda f: (f / "notes.txt").write_text(""), "holds no SAE checkpoint"),
+])
+def test_sae_folder_problems_are_found_before_the_model_loads(tmp_path, make, needle):
+    import shutil
+
+    path = _project(tmp_path)
+    shutil.rmtree(tmp_path / "sae")
+    (tmp_path / "sae").mkdir()
+    make(tmp_path / "sae")
+    error = _error(path)
+    assert needle.format(f=tmp_path / "sae") in error.message, error.message
+    assert error.location.key == "saes[0].path" and error.location.line == _line(path, "path: ../sae")
