@@ -3,7 +3,6 @@ read without running any code in them, and the check of token ids against a mode
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
