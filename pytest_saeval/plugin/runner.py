@@ -371,6 +371,7 @@ class Runner:
         done = finish(self.merged(), FinishOptions(output_dir=self.options.output_dir, report=self.options.report,
                                                    update_baseline=self.options.update_baseline,
                                                    force_baseline=self.options.force_baseline,
+                                                   force_flag="--saeval-update-baseline-force",
                                                    display=self.display_path), self.errors)
         self.finish_lines.extend(done.lines)
         self.finish_lines.extend(f"ERROR {what}: {e}" for what, e in done.problems)

@@ -29,6 +29,8 @@ class FinishOptions:
     """Rewrite each suite's baseline file from this run (from the suite's own inputs only)."""
     force_baseline: bool = False
     """With ``update_baseline``: record even when gates failed in this run."""
+    force_flag: str = "--update-baseline-force"
+    """The option that sets ``force_baseline`` on this surface (named when a baseline is refused)."""
     strict_baselines: bool = False
     """With ``update_baseline``: a suite without a ``baseline:`` key is a problem (the command was asked
     for that suite) rather than a note (pytest collects every suite of a repository)."""
@@ -94,7 +96,7 @@ def _update_baselines(runs: Sequence[SuiteRun], options: FinishOptions, errors: 
     failed = sum(not c.passed for r in own for c in r.checks)
     if failed and not options.force_baseline:
         lines.append(f"baseline NOT updated: {plural(failed, 'gate')} failed in this run (fix the SAEs, or record "
-                     "these values anyway with --saeval-update-baseline-force / saeval run --update-baseline-force)")
+                     f"these values anyway with {options.force_flag})")
         return
     with_file = [r for r in own if r.suite.baseline is not None]
     for run in runs:

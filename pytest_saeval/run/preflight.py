@@ -64,7 +64,7 @@ def _tokens(suite: Suite) -> None:
     if width < d.context_size:
         error = InputError(f"token file '{info.path}' has rows of {width} tokens, fewer than context_size {d.context_size}",
                            fix=f"set data.context_size to {width} or less, or save longer rows")
-        raise _located(error, suite, d.line_of("context_size"), "data.context_size")
+        raise _located(error, suite, d.line_of("tokens"), "data.tokens")
     if rows < d.rows_needed:
         batches = max(d.n_reconstruction_batches, d.n_sparsity_batches)
         error = InputError(

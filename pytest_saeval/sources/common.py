@@ -104,8 +104,9 @@ def short(exc: BaseException, limit: int = 300) -> str:
 
 
 def safetensors_header(file: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file (``{name: {"dtype", "shape", ...}, "__metadata__": ...}``),
-    read without torch. ``OSError`` when unreadable, ``ValueError`` when it is no safetensors header."""
+    """The JSON header of a safetensors file (``{name: {"dtype", "shape", "data_offsets"}, "__metadata__": ...}``),
+    read without torch. ``OSError`` when unreadable; ``ValueError`` when it is no safetensors header or
+    the file is shorter than the tensors the header lists (a truncated copy)."""
     import json
 
     with open(file, "rb") as fh:
@@ -115,4 +116,9 @@ def safetensors_header(file: Path) -> dict[str, Any]:
         header = json.loads(fh.read(size))
     if not isinstance(header, dict):
         raise ValueError("no safetensors header")
+    ends = [entry["data_offsets"][1] for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets") or ()) == 2]
+    needed, actual = 8 + size + max(ends, default=0), file.stat().st_size
+    if actual < needed:
+        raise ValueError(f"the file has {actual} bytes, its header lists {needed}")
     return header

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_saeval.errors import SourceError
-from pytest_saeval.sources.common import hub_offline, short
+from pytest_saeval.sources.common import hub_offline, safetensors_header, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -57,12 +57,27 @@ def check_folder(folder: Path) -> dict[str, Any]:
         raise SourceError(f"'{config_file}' is not valid JSON: {short(e)}", fix=_SAVE_FIX) from e
     if not isinstance(config, dict):
         raise SourceError(f"'{config_file}' does not hold a JSON object", fix=_SAVE_FIX)
-    if not any((folder / f).is_file() for f in _WEIGHT_FILES):
+    weights = [folder / f for f in _WEIGHT_FILES if (folder / f).is_file()]
+    if not weights:
         raise SourceError(
             f"model folder '{folder}' has no weights file (looked for {', '.join(_WEIGHT_FILES)})",
             fix=_SAVE_FIX,
         )
+    _check_weights(folder, weights[0])
     return config
+
+
+def _check_weights(folder: Path, file: Path) -> None:
+    """An empty weights file, or a safetensors file shorter than its header says, is refused here (no torch)."""
+    problem = "it is empty" if file.stat().st_size == 0 else None
+    if problem is None and file.suffix == ".safetensors":
+        try:
+            safetensors_header(file)
+        except (OSError, ValueError) as e:
+            problem = f"it is corrupt or truncated ({short(e)})"
+    if problem is not None:
+        raise SourceError(f"the model in '{folder}' could not be loaded: weights file '{file.name}': {problem}",
+                          fix="copy the file again completely, or re-save the model: " + _SAVE_FIX)
 
 
 def load_folder(folder: Path, device: str, dtype: torch.dtype, backend: Backend) -> Any:

@@ -35,6 +35,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     return shared_assets(tmp_path_factory)
 
 
+def _no_model_load(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the model was loaded for a problem that can be found without it")
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -69,10 +73,13 @@ def test_the_matrix_is_large_and_well_formed() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_bad_input_exits_2_with_one_located_line(
-    case: BadInputCase, tiny: Assets, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: BadInputCase, tiny: Assets, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if case.needs_no_cuda and _cuda_available():
         pytest.skip("the case needs a machine without CUDA")
+    if not case.loads_model:  # found before any model is loaded, or this fails the test
+        monkeypatch.setattr("pytest_saeval.sources.models.load_model", _no_model_load)
     suite = materialise(case, tmp_path / "case", tiny)
     out_dir = tmp_path / "out"
     rc = main(["run", str(suite), "--output-dir", str(out_dir), *RUN_FLAGS])

@@ -70,17 +70,30 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> type[_Recorder]:
 
 
 def test_options_reach_the_session(
-    tiny: Assets, tmp_path: Path, capsys: pytest.CaptureFixture[str], recorder: type[_Recorder]
+    tiny: Assets, tmp_path: Path, capsys: pytest.CaptureFixture[str], recorder: type[_Recorder],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv("SAEVAL_CACHE_DIR", raising=False)
     suite = str(write_suite(tmp_path / "s.yaml", tiny))
     cache = tmp_path / "cache"
     assert run(capsys, suite, "--device", "cpu", "--cache-dir", str(cache))[0] == 0
     assert run(capsys, suite, "--no-cache")[0] == 0
     assert run(capsys, suite)[0] == 0
-    first, second, third = recorder.calls
+    # a suite in a project: the cache defaults to the project's root, wherever saeval is run from
+    (tmp_path / "repo" / "tests").mkdir(parents=True)
+    (tmp_path / "repo" / "pyproject.toml").write_text("[project]\nname = 'repo'\n")
+    in_repo = str(write_suite(tmp_path / "repo" / "thresholds" / "s.yaml", tiny))
+    monkeypatch.chdir(tmp_path / "repo" / "tests")
+    assert run(capsys, in_repo)[0] == 0
+    monkeypatch.setenv("SAEVAL_CACHE_DIR", str(tmp_path / "env-cache"))
+    assert run(capsys, in_repo)[0] == 0
+    first, second, third, fourth, fifth = recorder.calls
     assert first["device"] == "cpu" and first["cache_dir"] == cache and first["use_cache"] is True
     assert second["use_cache"] is False and second["device"] is None
-    assert third["use_cache"] is True and third["cache_dir"] is None
+    # no project around the suite: next to it
+    assert third["use_cache"] is True and third["cache_dir"] == tmp_path / ".saeval-cache"
+    assert fourth["cache_dir"] == tmp_path / "repo" / ".saeval-cache"
+    assert fifth["cache_dir"] == tmp_path / "env-cache"
 
 
 class _Terminal(io.StringIO):

@@ -19,12 +19,18 @@ from pytest_saeval.spec.loader import load_suite
 ROOT = Path(__file__).resolve().parents[3]
 
 
+def _safetensors(file: Path, tensors: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
+    save_file(tensors, str(file))
+
+
 def _project(tmp_path: Path, *, tokens: np.ndarray | None = None, data: str = "", model: str = "path: ../model",
              sae: str = "path: ../sae") -> Path:
     """A suite in ``thresholds/`` with a model folder (config and weights), an SAE folder and a token file."""
     (tmp_path / "model").mkdir(exist_ok=True)
     (tmp_path / "model" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    (tmp_path / "model" / "model.safetensors").write_bytes(b"x")
+    _safetensors(tmp_path / "model" / "model.safetensors", {"wte.weight": np.zeros((4, 4), dtype=np.float32)})
     _sae_lens_folder(tmp_path / "sae")
     np.save(tmp_path / "tokens.npy", np.ones((8, 16), dtype=np.int64) if tokens is None else tokens)
     suite = tmp_path / "thresholds" / "suite.yaml"
@@ -72,7 +78,7 @@ def test_a_valid_project_passes(tmp_path):
     (np.ones((8, 16), dtype=np.float32), "holds float32 values; token ids must be integers", "data.tokens"),
     (np.ones(64, dtype=np.int64), "it must be 2-D", "data.tokens"),
     (np.ones((3, 16), dtype=np.int64), "3 token rows, but 4 are needed (2 batches x 2 rows)", "data.tokens"),
-    (np.ones((8, 10), dtype=np.int64), "rows of 10 tokens, fewer than context_size 16", "data.context_size"),
+    (np.ones((8, 10), dtype=np.int64), "rows of 10 tokens, fewer than context_size 16", "data.tokens"),
 ])
 def test_token_file_problems_are_located_at_their_key(tmp_path, tokens, needle, key):
     path = _project(tmp_path, tokens=tokens)
@@ -93,6 +99,17 @@ def test_a_safetensors_token_file_is_read_from_its_header(tmp_path):
     save_file({"tokens": np.ones((8, 16), dtype=np.float16)}, str(tmp_path / "t.safetensors"))
     path.write_text(path.read_text().replace("../tokens.npy", "../t.safetensors"))
     assert "holds F16 values" in _error(path).message or "float16" in _error(path).message
+
+
+@pytest.mark.parametrize(("damage", "needle"), [
+    (lambda f: f.write_bytes(b""), "weights file 'model.safetensors': it is empty"),
+    (lambda f: f.write_bytes(f.read_bytes()[:-10]), "weights file 'model.safetensors': it is corrupt or truncated"),
+])
+def test_empty_or_truncated_model_weights(tmp_path, damage, needle):
+    path = _project(tmp_path)
+    damage(tmp_path / "model" / "model.safetensors")
+    error = _error(path)
+    assert needle in error.message and error.location.key == "model.path"
 
 
 @pytest.mark.parametrize(("remove", "needle"), [
