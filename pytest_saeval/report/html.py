@@ -209,7 +209,7 @@ def _gate_table(runs: Sequence[SuiteRun]) -> str:
             f'<tr class="{"pass" if r.passed else "fail"}"><td>{"PASS" if r.passed else "FAIL"}</td>'
             f"<td><code>{_e(r.sae_id)}</code>{_e(r.inputs)}</td><td><code>{_e(r.metric)}</code></td>"
             f'<td class="num">{_e(format_number(r.value, r.digits))}</td>'
-            f'<td class="num">{_e(format_interval(r.interval, r.digits))}</td>'
+            f'<td class="num">{_e(format_interval(r.interval, r.digits, value=r.value))}</td>'
             f'<td>{_e(r.bound)}</td><td class="num">{_e(format_headroom(r.headroom, r.digits))}</td>'
             f'<td><code>{_e(r.where)}</code></td></tr>'
         )
@@ -221,7 +221,7 @@ def _metrics_table(result: Any, found: Mapping[str, Interval]) -> str:
     for name, value in result.metrics.items():
         info = METRICS.get(name)
         better = "" if info is None or info.higher_is_better is None else ("higher" if info.higher_is_better else "lower")
-        iv = format_interval(found.get(name)) if name in INTERVAL_METRICS else ""
+        iv = format_interval(found.get(name), value=value) if name in INTERVAL_METRICS else ""
         desc = info.description if info is not None else ""
         body.append(f'<tr><td><code>{_e(name)}</code></td><td class="num">{_e(format_number(value))}</td>'
                     f'<td class="num">{_e(iv)}</td><td>{better}</td><td class="muted">{_e(desc)}</td></tr>')

@@ -42,7 +42,7 @@ def _row_cells(row: GateRow) -> list[str]:
         f"`{row.sae_id}`{row.inputs}",
         f"`{row.metric}`",
         format_number(row.value, row.digits),
-        format_interval(row.interval, row.digits),
+        format_interval(row.interval, row.digits, value=row.value),
         row.bound,
         format_headroom(row.headroom, row.digits),
         f"`{row.where}`",
@@ -82,7 +82,7 @@ def markdown_summary(runs: Sequence[SuiteRun], *, title: str = "saeval", details
                     better = "" if info is None or info.higher_is_better is None else (
                         "↑" if info.higher_is_better else "↓")
                     iv = found.get(name) if name in INTERVAL_METRICS else None
-                    metric_rows.append([f"`{name}`", format_number(value), format_interval(iv), better])
+                    metric_rows.append([f"`{name}`", format_number(value), format_interval(iv, value=value), better])
                 out.append(f"<details><summary>All metrics of <code>{_html_escape(uid)}</code> "
                            f"({_html_escape(run.title)})</summary>")
                 out.append("")

@@ -12,7 +12,7 @@ from pytest_saeval.run.checks import GateCheck
 from pytest_saeval.run.intervals import Interval, gate_interval
 from pytest_saeval.run.outcome import SuiteRun
 from pytest_saeval.spec.gates import Bound, holds
-from pytest_saeval.spec.numbers import format_number
+from pytest_saeval.spec.numbers import format_number, interval_text
 from pytest_saeval.spec.verdict import BoundCheck, digits_for
 
 __all__ = ["GateRow", "format_headroom", "format_interval", "gate_rows", "shown_value"]
@@ -92,10 +92,13 @@ def shown_value(value: float, thresholds: Sequence[tuple[str, float]] = ()) -> s
     return format_number(value, digits_for(value, None, checks))
 
 
-def format_interval(interval: Interval | None, digits: int = 4) -> str:
-    """``[0.7770, 0.7853]``, or ``""`` when there is none (or it is not finite)."""
+def format_interval(interval: Interval | None, digits: int = 4, *, value: float | None = None) -> str:
+    """``[0.7770, 0.7853]`` (with the decimals ``value`` shows, when given), or ``""`` when there is none
+    (or it is not finite)."""
     if interval is None or not all(math.isfinite(v) for v in interval):
         return ""
+    if value is not None:
+        return interval_text(interval, value, digits)
     return f"[{format_number(interval[0], digits)}, {format_number(interval[1], digits)}]"
 
 

@@ -21,7 +21,7 @@ def _rows(run: SuiteRun) -> list[tuple[str, ...]]:
     ranked: list[tuple[tuple[int, str, int], tuple[str, ...]]] = [
         (run.gate_rank(c.sae_id, c.gate.metric),
          (c.sae_id, c.gate.metric, format_number(c.result.value, c.result.digits),
-          format_interval(run.intervals_of(c.sae_id).get(c.gate.metric), c.result.digits),
+          format_interval(run.intervals_of(c.sae_id).get(c.gate.metric), c.result.digits, value=c.result.value),
           c.gate.describe(c.result.baseline_value), "PASS" if c.passed else "FAIL"))
         for c in run.checks
     ]
@@ -29,7 +29,8 @@ def _rows(run: SuiteRun) -> list[tuple[str, ...]]:
         result = run.results.get(uid)
         value = result.metrics.get(gate.metric, math.nan) if result is not None else math.nan
         ranked.append((run.gate_rank(uid, gate.metric),
-                       (uid, gate.metric, format_number(value), format_interval(run.intervals_of(uid).get(gate.metric)),
+                       (uid, gate.metric, format_number(value),
+                        format_interval(run.intervals_of(uid).get(gate.metric), value=value),
                         gate.describe(), "UNCHECKED")))
     return [row for _, row in sorted(ranked, key=lambda item: item[0])]
 

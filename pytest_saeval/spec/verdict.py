@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pytest_saeval.errors import BaselineError
 from pytest_saeval.spec.gates import BASELINE_FIX, MODES, Bound, Gate, Mode, holds
-from pytest_saeval.spec.numbers import difference, format_number
+from pytest_saeval.spec.numbers import difference, format_number, interval_text
 
 __all__ = ["BoundCheck", "GateResult", "check_gate", "digits_for"]
 
@@ -148,7 +148,7 @@ def digits_for(x: float, interval: tuple[float, float] | None, checks: Sequence[
 def _value_text(x: float, interval: tuple[float, float] | None, digits: int) -> str:
     text = format_number(x, digits)
     if interval is not None:
-        text += f" [{format_number(interval[0], digits)}, {format_number(interval[1], digits)}]"
+        text += " " + interval_text(interval, x, digits)
     return text
 
 

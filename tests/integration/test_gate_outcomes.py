@@ -58,7 +58,7 @@ def test_every_surface_in_one_run(
 
     # A failing gate: one line with the YAML line, the value, the bound and the shortfall; no traceback.
     bad_line = project.line("l0:", after="id: bad")
-    message = f"thresholds/demo.yaml:{bad_line}: [bad] l0 = 4 [4, 4], needs >= 1000 (short by 996)"
+    message = f"[bad] l0 = 4 [4, 4], needs >= 1000 (short by 996) — thresholds/demo.yaml:{bad_line}"
     assert cases[_junit_key("thresholds/demo.yaml::bad::l0")]["message"] == message
     assert f"FAILED thresholds/demo.yaml::bad::l0 - {message}"[:60] in out
     failures = out[out.index("= FAILURES ="):out.index("= PASSES =")]
