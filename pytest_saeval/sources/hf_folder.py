@@ -69,15 +69,17 @@ def check_folder(folder: Path) -> dict[str, Any]:
 
 def _check_weights(folder: Path, file: Path) -> None:
     """An empty weights file, or a safetensors file shorter than its header says, is refused here (no torch)."""
-    problem = "it is empty" if file.stat().st_size == 0 else None
-    if problem is None and file.suffix == ".safetensors":
+    def refused(problem: str) -> SourceError:
+        return SourceError(f"the model in '{folder}' could not be loaded: weights file '{file.name}': {problem}",
+                           fix="copy the file again completely, or re-save the model: " + _SAVE_FIX)
+
+    if file.stat().st_size == 0:
+        raise refused("it is empty")
+    if file.suffix == ".safetensors":
         try:
             safetensors_header(file)
         except (OSError, ValueError) as e:
-            problem = f"it is corrupt or truncated ({short(e)})"
-    if problem is not None:
-        raise SourceError(f"the model in '{folder}' could not be loaded: weights file '{file.name}': {problem}",
-                          fix="copy the file again completely, or re-save the model: " + _SAVE_FIX)
+            raise refused(f"it is corrupt or truncated ({short(e)})") from e
 
 
 def load_folder(folder: Path, device: str, dtype: torch.dtype, backend: Backend) -> Any:

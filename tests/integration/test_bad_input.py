@@ -181,12 +181,13 @@ saes:
 """
     )
     out_dir = tmp_path / "out"
-    rc = main(["run", str(suite), "--output-dir", str(out_dir), "--update-baseline", *RUN_FLAGS])
+    # forced: the gates fail on purpose, and the baseline must still never hold NaN or inf as numbers
+    rc = main(["run", str(suite), "--output-dir", str(out_dir), "--update-baseline-force", *RUN_FLAGS])
     out, err = capsys.readouterr()
     assert rc == 1, out + err
-    assert f"FAILED {suite}:15: [nan-sae] explained_variance = NaN" in out
+    assert "FAILED [nan-sae] explained_variance = NaN" in out and f" — {suite}:15\n" in out
     assert "NaN never passes" in out
-    assert f"FAILED {suite}:20: [inf-sae] mse = inf" in out
+    assert "FAILED [inf-sae] mse = inf" in out and f" — {suite}:20\n" in out
     assert "inf never passes" in out
     assert "l0" in out and out.count("PASS") == 1  # the finite l0 still passes
 
