@@ -46,6 +46,11 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, p
     return report
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    xdist.colocate_marked(config, items)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     get_runner(session.config).plan(item for item in session.items if isinstance(item, GateItem))
 
@@ -70,6 +75,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    xdist.remove_marks(session.config)
     runner = get_runner(session.config)
     if runner.is_worker:
         session.config.workeroutput["saeval"] = runner.to_wire()  # type: ignore[attr-defined]
