@@ -53,12 +53,13 @@ def test_a_marked_test_gets_its_suites_fixtures(pytester: pytest.Pytester, asset
     _project(pytester, assets)
     result = run_pytest(pytester, mode, "--junitxml=junit.xml")
     text = result.stdout.str()
-    # under xdist a marked test's id carries its suite's group (@saeval-<digest>), as xdist_group does
-    cases = {k.split("@", 1)[0]: v for k, v in junit_cases(pytester.path / "junit.xml").items()}
+    cases = junit_cases(pytester.path / "junit.xml")
     by_node = {k: v for k, v in cases.items() if "test_marked" in k}
     good = next(v for k, v in by_node.items() if k.endswith("test_good_results"))
     bad = next(v for k, v in by_node.items() if k.endswith("test_bad_results"))
     assert good["outcome"] == "passed", text[-3000:]
+    whole = next(v for k, v in by_node.items() if k.endswith("test_whole_suite"))
+    assert whole["outcome"] == "failed"  # the whole suite's gates include bad's
     # the marked SAE's failing gate fails the test, with the gate's line
     assert bad["outcome"] == "failed"
     assert str(bad["message"]).startswith("[bad] l0 = ") and "needs >= 1000" in str(bad["message"])
