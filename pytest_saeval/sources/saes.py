@@ -1,6 +1,9 @@
 """Load SAEs: an SAE Lens folder, an SAE Lens pretrained release (exact id or regex), or a factory.
 
-Weights are read with safetensors only (SAE Lens's loaders); nothing is unpickled.
+Weights are read with safetensors only (SAE Lens's loaders); nothing is unpickled. A folder's weights
+must be floating point (float32, float16, bfloat16 or float64) and of the dtype its ``cfg.json`` names:
+SAE Lens would silently cast integer (quantized) weights or weights of another dtype to the config's,
+and the evaluation would measure something other than what was stored.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saeval.errors import SourceError, did_you_mean
-from pytest_saeval.sources.common import is_hub_unreachable, resolve_path, short
+from pytest_saeval.sources.common import exists, is_hub_unreachable, resolve_path, short
 from pytest_saeval.sources.devices import parse_dtype, resolve_device
 from pytest_saeval.sources.factory import call_factory
 
@@ -87,7 +90,7 @@ def load_saes(
 
 
 def _load_folder(folder: Path, device: str, dtype: str | None) -> Any:
-    if not folder.exists():
+    if not exists(folder, "SAE folder"):
         raise SourceError(
             f"SAE folder '{folder}' does not exist",
             fix="check the SAE path (relative paths are relative to the suite file); " + _FOLDER_FIX,
@@ -110,7 +113,7 @@ def _load_folder(folder: Path, device: str, dtype: str | None) -> Any:
         raise SourceError(f"'{cfg_file}' does not hold a JSON object", fix="re-save the SAE with sae.save_model(folder)")
     if weights.stat().st_size == 0:
         raise SourceError(f"SAE weights file '{weights}' is empty", fix="re-save the SAE with sae.save_model(folder) or copy the file again")
-    _check_safetensors(weights)
+    _check_dtypes(weights, cfg, _check_safetensors(weights))
 
     from sae_lens import SAE
 
@@ -123,19 +126,50 @@ def _load_folder(folder: Path, device: str, dtype: str | None) -> Any:
         ) from e
 
 
-def _check_safetensors(weights: Path) -> None:
-    """Read the header of the safetensors file: safetensors refuses a truncated or corrupt file here."""
+_FLOAT_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+"""safetensors dtype codes of the weights an SAE may hold, and their torch names."""
+_OTHER_DTYPES = {"I8": "int8", "U8": "uint8", "I16": "int16", "U16": "uint16", "I32": "int32", "U32": "uint32",
+                 "I64": "int64", "U64": "uint64", "BOOL": "bool"}
+
+
+def _check_safetensors(weights: Path) -> dict[str, str]:
+    """Read the header of the safetensors file (safetensors refuses a truncated or corrupt file here);
+    return each tensor's safetensors dtype code."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as f:
+            dtypes = {}
             for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-                f.get_slice(key).get_shape()
+                tensor = f.get_slice(key)
+                tensor.get_shape()
+                dtypes[key] = str(tensor.get_dtype())
+            return dtypes
     except Exception as e:
         raise SourceError(
             f"SAE weights file '{weights}' is corrupt or truncated ({short(e, 160)})",
             fix="re-save the SAE with sae.save_model(folder) or copy the file again completely",
         ) from e
+
+
+def _check_dtypes(weights: Path, cfg: dict[str, Any], dtypes: dict[str, str]) -> None:
+    """Refuse weights that are not floating point, and weights whose dtype is not the one cfg.json names."""
+    other = {k: v for k, v in dtypes.items() if v not in _FLOAT_DTYPES}
+    if other:
+        shown = ", ".join(f"{k} is {_OTHER_DTYPES.get(v, v.lower())}" for k, v in sorted(other.items())[:4])
+        raise SourceError(
+            f"SAE weights file '{weights}' holds weights that are not floating point ({shown}); integer or "
+            "quantized SAE weights cannot be evaluated as stored",
+            fix="re-save the SAE with float32, float16 or bfloat16 weights (sae.save_model(folder) after sae.to(torch.float32))",
+        )
+    stated = str(cfg.get("dtype") or "").removeprefix("torch.")
+    stored = sorted({_FLOAT_DTYPES[v] for v in dtypes.values()})
+    if stated and stored and stored != [stated]:
+        raise SourceError(
+            f"the SAE's cfg.json says dtype {stated}, but its weights in '{weights.name}' are {' and '.join(stored)}",
+            fix=f'set "dtype": "{stored[0]}" in cfg.json to evaluate the weights as stored, or re-save the SAE '
+            "with sae.save_model(folder)" if len(stored) == 1 else "re-save the SAE with sae.save_model(folder)",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
