@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_saeval.errors import InputError, SourceError, did_you_mean
-from pytest_saeval.sources.common import hub_offline, is_hub_unreachable, resolve_path, short
+from pytest_saeval.sources.common import exception_chain, hub_offline, is_hub_unreachable, resolve_path, short
 from pytest_saeval.spec.suite import DatasetSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,7 +74,7 @@ def tokens_from_dataset(
     except (SourceError, InputError):
         raise
     except Exception as e:  # the libraries read lazily: a broken row shows only here
-        raise SourceError(f"dataset {path!r} could not be read after {len(rows)} rows: {short(e)}",
+        raise SourceError(f"dataset {path!r} could not be read after {len(rows)} rows: {_why(e)}",
                           fix="check the data (e.g. one JSON object per line in a .jsonl file; the same columns in "
                           "every row)") from e
     if len(rows) < n_rows:
@@ -108,7 +108,14 @@ def _open_dataset(path: str, *, split: str, streaming: bool, name: str | None, d
             ) from e
         if "unknown split" in str(e).lower():
             raise SourceError(f"dataset {path!r} has no split {split!r}: {short(e)}", fix="set split to one the dataset has (usually train)") from e
-        raise SourceError(f"dataset {path!r} could not be loaded: {short(e)}", fix="check the dataset path, name, data_files and split") from e
+        raise SourceError(f"dataset {path!r} could not be loaded: {_why(e)}",
+                          fix="check the dataset path, name, data_files and split, and that every row of the data is valid") from e
+
+
+def _why(e: BaseException) -> str:
+    """``e`` in short, with the first cause in its chain that says more (datasets wraps parse errors)."""
+    causes = [c for c in exception_chain(e) if c is not e and str(c).strip()]
+    return short(e, 150) + (f" ({short(causes[0], 200)})" if causes else "")
 
 
 def _open_local(local: Path, *, split: str, streaming: bool, name: str | None, data_files: Any) -> Any:
