@@ -30,7 +30,7 @@ MAX_DEPTH = 32
 MAX_NODES = 100_000
 """Most values a suite may hold once every alias is expanded (each use of ``*a`` counts ``&a`` again)."""
 MAX_INT_DIGITS = 30
-"""Longest integer literal (int64 needs 19 digits)."""
+"""Longest integer literal, in digits of its base (int64 needs 19 decimal digits)."""
 
 
 class YamlMap(dict[Any, Any]):
@@ -130,7 +130,7 @@ def _refuse_tag(loader: _SuiteLoader, node: yaml.Node) -> NoReturn:
 _SuiteLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 _SuiteLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 def _construct_int(loader: _SuiteLoader, node: yaml.ScalarNode) -> int:
-    digits = sum(c.isdigit() for c in str(node.value))
+    digits = sum(c in "0123456789abcdefABCDEF" for c in str(node.value))
     if digits > MAX_INT_DIGITS:
         raise _YamlProblem(f"an integer of {digits} digits is too large (at most {MAX_INT_DIGITS})",
                            node.start_mark.line + 1, "use a number of ordinary size")

@@ -290,7 +290,7 @@ ROUND_TWO: tuple[BadInputCase, ...] = (
     _C("yaml-wide-value-short-message", edit(("  n_sparsity_batches: 1\n",
                                              f"  n_sparsity_batches: 1\n  exclude_special_tokens: {_bomb(5)}\n")),
        expect=("exclude_special_tokens must be true, false or a list of token ids", "characters)"),
-       key="data.exclude_special_tokens", line_of="exclude_special_tokens", max_seconds=3),
+       key="data.exclude_special_tokens", line_of="exclude_special_tokens", max_seconds=3, schema=True),
     _C("yaml-file-too-large", _append("# " + "padding " * 40000 + "\n"),
        expect=("larger than 256 KiB",), key=None, line_of=None, max_seconds=2),
     # --- numbers and names the file system or torch cannot hold ---------------------------------
