@@ -25,7 +25,6 @@ import contextlib
 import os
 import signal
 import sys
-import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -320,6 +319,8 @@ def _guarded(command: Callable[[argparse.Namespace, _Signals], int], args: argpa
         _silence_stdout()
         return EXIT_FAILED
     except Exception as e:  # noqa: BLE001 - a bug, not bad input: show everything needed to report it
+        import traceback
+
         traceback.print_exc(file=sys.stderr)
         print(f"saeval: internal error: {_one_line(f'{type(e).__name__}: {e}')} "
               "(this is a bug in pytest-saeval; please report it with the traceback above)", file=sys.stderr)
