@@ -1,7 +1,7 @@
 """Folders that are read-only or full, for tests of what a run does when it cannot write.
 
 :func:`faulty_folder` makes a real one where the platform allows: a small tmpfs mounted over the folder
-(root on Linux), remounted read-only or filled to the last byte. Elsewhere a read-only folder is made
+(root on Linux; 512 KiB more than the folder held), remounted read-only or filled to the last byte. Elsewhere a read-only folder is made
 by its permissions (not as root), and what is left is injected in this process: ``os.open`` /
 ``os.mkdir`` under the folder fail with ``EROFS``, or writes to files under it fail with ``ENOSPC``.
 The context manager yields which of these it used ("mount", "permissions" or "injected").
@@ -23,7 +23,8 @@ import pytest
 
 __all__ = ["can_mount", "faulty_folder", "fill"]
 
-_MOUNT_SIZE = "512k"
+_MOUNT_BYTES = 512 * 1024
+"""Room a mounted folder has beyond what it held (then filled, when it must be full)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,7 +63,8 @@ def fill(folder: Path) -> None:
 @contextlib.contextmanager
 def _mounted(folder: Path, kind: str) -> Iterator[str]:
     saved = [(p.relative_to(folder), p.read_bytes()) for p in folder.rglob("*") if p.is_file()]
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={_MOUNT_SIZE},mode=0777", "tmpfs", str(folder)],
+    size = max(_MOUNT_BYTES, sum(len(data) + 8192 for _, data in saved) + _MOUNT_BYTES)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(folder)],
                    capture_output=True, check=True)
     try:
         for rel, data in saved:  # what the folder held stays visible on the mount
@@ -117,10 +119,14 @@ def _injected(folder: Path, kind: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def faulty_folder(folder: Path, kind: Literal["readonly", "full"]) -> Iterator[str]:
-    """``folder`` (created when missing; its files stay visible) read-only or full while the block runs."""
+def faulty_folder(folder: Path, kind: Literal["readonly", "full"], *, inject: bool = False) -> Iterator[str]:
+    """``folder`` (created when missing; its files stay visible) read-only or full while the block runs
+    (``inject``: always by injection, to test that way on every platform)."""
     folder.mkdir(parents=True, exist_ok=True)
-    if can_mount():
+    if inject:
+        with _injected(folder, kind) as how:
+            yield how
+    elif can_mount():
         with _mounted(folder, kind) as how:
             yield how
     elif kind == "readonly" and os.name == "posix" and os.geteuid() != 0:
