@@ -42,12 +42,13 @@ class Location:
     line: int | None = None
     key: str | None = None
 
-    def prefix(self) -> str:
+    def prefix(self, limit: int | None = None) -> str:
+        """``file:line: key`` (a key longer than ``limit`` characters cut in the middle)."""
         parts = []
         if self.file:
             parts.append(f"{self.file}:{self.line}" if self.line else self.file)
         if self.key:
-            parts.append(self.key)
+            parts.append(self.key if limit is None else clip(self.key, limit))
         return ": ".join(parts)
 
 
@@ -94,7 +95,7 @@ class SaevalError(Exception):
 
     def render(self, limit: int | None = MESSAGE_LIMIT) -> str:
         """The one line: location, message and fix (each part cut to ``limit`` characters unless None)."""
-        prefix = self.location.prefix()
+        prefix = self.location.prefix(None if limit is None else limit // 4)
         message = self.message if limit is None else clip(self.message, limit)
         text = f"{prefix}: {message}" if prefix else message
         if self.fix:
