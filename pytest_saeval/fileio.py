@@ -144,6 +144,7 @@ def _create_temp(target: Path) -> tuple[Path, int]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (POSIX only: on Windows ``os.kill`` would end it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -173,7 +174,7 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
         if found is None:
             continue
         try:
-            if found[1] == host:
+            if found[1] == host and os.name != "nt":  # on Windows age decides: a pid cannot be probed safely
                 pid = int(found[2])
                 stale = pid != os.getpid() and not _alive(pid)
             else:
