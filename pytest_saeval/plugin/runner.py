@@ -8,6 +8,10 @@ with one shared :class:`~pytest_saeval.run.session.Session`, and every other ite
 Under pytest-xdist each worker has its own runner. A worker sends what it evaluated to the
 controller (``workeroutput``); the controller merges, writes the outputs and the baseline, and
 prints the summary.
+
+A unit is evaluated whole, but the summary, outputs and baselines hold only the gates whose items
+actually ran: when pytest stops early (``-x``, ``--maxfail``, a keyboard interrupt) the gates it never
+reached are left out, and the summary says how many were deselected and how many were not run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pytest
 
 from pytest_saeval.errors import SaevalError
 from pytest_saeval.plain import JSON, to_plain
+from pytest_saeval.plugin.ledger import GateLedger
 from pytest_saeval.plugin.options import PluginOptions
 from pytest_saeval.plugin.outcomes import EvaluationError
 from pytest_saeval.plugin.workers import limit_worker_threads, worker_device
@@ -127,13 +132,17 @@ class Runner:
         self._unit_of: dict[tuple[Path, str], tuple[Any, ...]] = {}
         self._entry_index: dict[tuple[Path, str], int] = {}
         self.runs: list[SuiteRun] = []
-        """Every run evaluated in this process (gate items, markers, fixtures)."""
+        """Runs of markers and fixtures in this process, and on the controller the workers' runs (gate items'
+        runs of this process are kept apart: only the gates that ran are reported, see :attr:`ledger`)."""
         self.errors: list[str] = []
         """Messages of evaluations that failed with an error, in this process and its workers."""
         self.evaluations: dict[str, int] = {}
         """SAEs evaluated, per process (``main`` or the xdist worker id)."""
         self.finish_lines: list[str] = []
         """Lines for the summary: files written, baselines updated, problems doing so."""
+        self._unit_runs: list[SuiteRun] = []
+        self.ledger = GateLedger()
+        """Gate items collected, selected and run (here and, on the controller, in the workers)."""
 
     # -- suites and collection ------------------------------------------------------------------
     @property
@@ -195,11 +204,15 @@ class Runner:
             unit.selected.setdefault(path, {}).setdefault(item.sae_id, set()).add(item.gate.metric)
             self._unit_of[(path, item.sae_id)] = key
             self._entry_index[(path, item.sae_id)] = item.entry.index
+            self.ledger.selected += 1
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self, suites_selected: Mapping[Path, Mapping[str, set[str]] | None],
-                  overrides: Overrides | None) -> list[SuiteRun]:
-        """Run the session on some SAEs of some suites; ``None`` selects every SAE and gate of a suite."""
+                 overrides: Overrides | None, *, for_items: bool = False) -> list[SuiteRun]:
+        """Run the session on some SAEs of some suites; ``None`` selects every SAE and gate of a suite.
+
+        ``for_items``: the runs serve gate items (only the gates whose items run are reported); else a
+        marker or fixture asked (everything is reported)."""
         suites = [self._suites[p] for p in suites_selected]
         by_suite = {self._suites[p].path: sel for p, sel in suites_selected.items()}
 
@@ -222,7 +235,7 @@ class Runner:
                 run = replace(run, checks=[c for c in run.checks if c.gate.metric in sel.get(c.sae_id, ())],
                               unchecked=[(u, g) for u, g in run.unchecked if g.metric in sel.get(u, ())])
             kept.append(run)
-        self.runs.extend(kept)
+        (self._unit_runs if for_items else self.runs).extend(kept)
         return kept
 
     def record_error(self, error: BaseException) -> None:
@@ -255,7 +268,7 @@ class Runner:
         selected = {path: dict(uids) for path, uids in unit.selected.items()}
         while selected:
             try:
-                unit.runs.extend(self.evaluate(selected, overrides))
+                unit.runs.extend(self.evaluate(selected, overrides, for_items=True))
                 return
             except SaevalError as e:
                 self.record_error(e)
@@ -291,7 +304,7 @@ class Runner:
                         unit.errors.setdefault((p, uid), e)
         error = unit.errors.get((path, item.sae_id))
         if isinstance(error, SaevalError):
-            raise EvaluationError(str(error))
+            raise EvaluationError(error.detail if self.config.get_verbosity() > 0 else str(error))
         if error is not None:
             raise error
         return self._outcome_in(unit, path, item)
@@ -333,7 +346,8 @@ class Runner:
     def to_wire(self) -> JSON:
         """What a worker sends to the controller: plain data only."""
         return to_plain({"worker": self.worker_id, "evaluations": self.evaluations, "errors": self.errors,
-                         "runs": [run_to_wire(r) for r in self.runs]})
+                         "runs": [run_to_wire(r) for r in [*self.runs, *self.ledger.only_ran(self._unit_runs)]],
+                         "gates": self.ledger.to_wire()})
 
     def add_remote(self, payload: Mapping[str, Any] | None) -> None:
         """Take in a worker's results (on the controller)."""
@@ -346,10 +360,11 @@ class Runner:
                 self.errors.append(text)
         for data in payload.get("runs", []):
             self.runs.append(run_from_wire(data, self.load_suite))
+        self.ledger.add_remote(payload.get("gates") or {})
 
     def merged(self) -> list[SuiteRun]:
-        """Every run of this process and its workers, one per suite file."""
-        return merge_runs(self.runs)
+        """Every run of this process and its workers (of gate items, the gates that ran), one per suite file."""
+        return merge_runs([*self.runs, *self.ledger.only_ran(self._unit_runs)])
 
     def finish(self) -> bool:
         """Write the outputs, the report and the baselines (controller or single process); False when that failed."""
@@ -362,7 +377,7 @@ class Runner:
 
     def summary(self) -> list[str]:
         """The lines of the terminal summary section."""
-        return [*summary_lines(self.merged(), self.evaluations, self.errors), *self.finish_lines]
+        return [*summary_lines(self.merged(), self.evaluations, self.errors), *self.ledger.lines(), *self.finish_lines]
 
 
 RUNNER_KEY = pytest.StashKey[Runner]()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saeval.errors import SaevalError, SourceError
-from pytest_saeval.sources.common import short
+from pytest_saeval.sources.common import exists, short
 
 __all__ = ["FOLDER_FIX", "FORMAT_FILES", "check_safetensors", "detect_format", "load_with_converter",
            "read_json_object"]
@@ -47,7 +47,7 @@ def detect_format(folder: Path, wanted: str | None = None) -> str:
     """The format of the checkpoint in ``folder``: ``wanted`` when given (its files must be there),
     else the one format whose files are all present. A missing folder, a run folder (checkpoints one
     level down), a half checkpoint or the files of two formats at once is a :class:`SourceError`."""
-    if not folder.exists():
+    if not exists(folder, "SAE folder"):
         raise SourceError(f"SAE folder '{folder}' does not exist",
                           fix="check the SAE path (relative paths are relative to the suite file); " + FOLDER_FIX)
     if not folder.is_dir():
@@ -118,17 +118,22 @@ def read_json_object(file: Path, fix: str) -> dict[str, Any]:
     return data
 
 
-def check_safetensors(weights: Path, fix: str) -> None:
+def check_safetensors(weights: Path, fix: str) -> dict[str, str]:
     """An empty, truncated or corrupt safetensors file is a :class:`SourceError` (the header and every
-    tensor's shape are read; safetensors refuses a broken file here)."""
+    tensor's shape are read; safetensors refuses a broken file here). Returns each tensor's safetensors
+    dtype code (``F32``, ``BF16``, ``I8``...)."""
     from safetensors import safe_open
 
     if weights.stat().st_size == 0:
         raise SourceError(f"SAE weights file '{weights}' is empty", fix=fix)
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as f:
+            dtypes = {}
             for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-                f.get_slice(key).get_shape()
+                tensor = f.get_slice(key)
+                tensor.get_shape()
+                dtypes[key] = str(tensor.get_dtype())
+            return dtypes
     except Exception as e:
         raise SourceError(f"SAE weights file '{weights}' is corrupt or truncated ({short(e, 160)})", fix=fix) from e
 

@@ -3,7 +3,10 @@ its reader in :mod:`.sparsify` / :mod:`.dictionary_learning`), an SAE Lens pretr
 id or regex), or a factory. Every source but a factory gives an SAE Lens SAE.
 
 Weights are read with safetensors, or ``torch.load(weights_only=True)`` for dictionary_learning's
-``ae.pt``; nothing is unpickled.
+``ae.pt``; nothing is unpickled. An SAE Lens folder's weights must be floating point (float32, float16,
+bfloat16 or float64) and of the dtype its ``cfg.json`` names: SAE Lens would silently cast integer
+(quantized) weights or weights of another dtype to the config's, and the evaluation would measure
+something other than what was stored.
 """
 
 from __future__ import annotations
@@ -128,8 +131,9 @@ def _load_folder(folder: Path, device: str, dtype: str | None, sae_format: str |
 def _load_sae_lens_folder(folder: Path, device: str, dtype: str | None) -> Any:
     cfg_file = folder / SAE_CFG_FILE
     weights = folder / SAE_WEIGHTS_FILE
-    read_json_object(cfg_file, fix="re-save the SAE with sae.save_model(folder)")
-    check_safetensors(weights, fix="re-save the SAE with sae.save_model(folder) or copy the file again completely")
+    cfg = read_json_object(cfg_file, fix="re-save the SAE with sae.save_model(folder)")
+    dtypes = check_safetensors(weights, fix="re-save the SAE with sae.save_model(folder) or copy the file again completely")
+    _check_dtypes(weights, cfg, dtypes)
 
     from sae_lens import SAE
 
@@ -140,6 +144,32 @@ def _load_sae_lens_folder(folder: Path, device: str, dtype: str | None) -> Any:
             f"SAE Lens could not load the SAE in '{folder}': {short(e)}",
             fix=f"check that {SAE_CFG_FILE} matches the weights (architecture, d_in, d_sae) and was written by SAE Lens",
         ) from e
+
+
+_FLOAT_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+"""safetensors dtype codes of the weights an SAE may hold, and their torch names."""
+_OTHER_DTYPES = {"I8": "int8", "U8": "uint8", "I16": "int16", "U16": "uint16", "I32": "int32", "U32": "uint32",
+                 "I64": "int64", "U64": "uint64", "BOOL": "bool"}
+
+
+def _check_dtypes(weights: Path, cfg: dict[str, Any], dtypes: dict[str, str]) -> None:
+    """Refuse weights that are not floating point, and weights whose dtype is not the one cfg.json names."""
+    other = {k: v for k, v in dtypes.items() if v not in _FLOAT_DTYPES}
+    if other:
+        shown = ", ".join(f"{k} is {_OTHER_DTYPES.get(v, v.lower())}" for k, v in sorted(other.items())[:4])
+        raise SourceError(
+            f"SAE weights file '{weights}' holds weights that are not floating point ({shown}); integer or "
+            "quantized SAE weights cannot be evaluated as stored",
+            fix="re-save the SAE with float32, float16 or bfloat16 weights (sae.save_model(folder) after sae.to(torch.float32))",
+        )
+    stated = str(cfg.get("dtype") or "").removeprefix("torch.")
+    stored = sorted({_FLOAT_DTYPES[v] for v in dtypes.values()})
+    if stated and stored and stored != [stated]:
+        raise SourceError(
+            f"the SAE's cfg.json says dtype {stated}, but its weights in '{weights.name}' are {' and '.join(stored)}",
+            fix=f'set "dtype": "{stored[0]}" in cfg.json to evaluate the weights as stored, or re-save the SAE '
+            "with sae.save_model(folder)" if len(stored) == 1 else "re-save the SAE with sae.save_model(folder)",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
