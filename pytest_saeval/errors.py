@@ -14,6 +14,25 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+MESSAGE_LIMIT = 800
+"""Characters of an error's message (and of its fix) shown on its one line; the whole text
+stays in :attr:`SaevalError.detail` (``saeval -v`` and ``pytest -v`` show it)."""
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut in the middle to at most about ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 40, 20)
+    head, tail = text[: keep * 2 // 3], text[-(keep // 3):]
+    return f"{head} ...({len(text) - len(head) - len(tail)} characters left out)... {tail}"
+
+
+def brief(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for a message, cut to about ``limit`` characters (a value can be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 15] + f"... ({len(text)} characters)"
+
 
 @dataclass(frozen=True)
 class Location:
@@ -23,12 +42,13 @@ class Location:
     line: int | None = None
     key: str | None = None
 
-    def prefix(self) -> str:
+    def prefix(self, limit: int | None = None) -> str:
+        """``file:line: key`` (a key longer than ``limit`` characters cut in the middle)."""
         parts = []
         if self.file:
             parts.append(f"{self.file}:{self.line}" if self.line else self.file)
         if self.key:
-            parts.append(self.key)
+            parts.append(self.key if limit is None else clip(self.key, limit))
         return ": ".join(parts)
 
 
@@ -49,7 +69,8 @@ class Subject:
 class SaevalError(Exception):
     """Bad input: a suite file, a source, tokens or arguments that cannot be used.
 
-    ``str(err)`` is one line: ``file:line: key: what is wrong. Fix: what to do``. Without an explicit
+    ``str(err)`` is one line: ``file:line: key: what is wrong. Fix: what to do``, its message and fix
+    cut to :data:`MESSAGE_LIMIT` characters (:attr:`detail` is the whole text). Without an explicit
     ``key``, an error about an SAE outside a suite (``subject=Subject(sae=...)``, as ``evaluate`` raises
     them) shows ``saes.<sae>[.<part>]`` as its key.
     """
@@ -72,12 +93,20 @@ class SaevalError(Exception):
         self.location = Location(file=file, line=line, key=key)
         super().__init__(self.render())
 
-    def render(self) -> str:
-        prefix = self.location.prefix()
-        text = f"{prefix}: {self.message}" if prefix else self.message
+    def render(self, limit: int | None = MESSAGE_LIMIT) -> str:
+        """The one line: location, message and fix (each part cut to ``limit`` characters unless None)."""
+        prefix = self.location.prefix(None if limit is None else limit // 4)
+        message = self.message if limit is None else clip(self.message, limit)
+        text = f"{prefix}: {message}" if prefix else message
         if self.fix:
-            text = f"{text.rstrip('.')}. Fix: {self.fix}"
+            fix = self.fix if limit is None else clip(self.fix, limit)
+            text = f"{text.rstrip('.')}. Fix: {fix}"
         return text
+
+    @property
+    def detail(self) -> str:
+        """The whole one-line text, nothing cut."""
+        return self.render(limit=None)
 
     def located(
         self, file: str | None = None, line: int | None = None, key: str | None = None,
@@ -136,6 +165,11 @@ class InputError(SaevalError):
 
 class BaselineError(SaevalError):
     """A baseline file is missing, corrupt, or lacks a value a gate refers to."""
+
+
+class OutputError(SaevalError):
+    """Something the run was asked to write (outputs, report, step summary, baseline) could not be written:
+    ``cannot write X: reason``. What was there before stays as it was."""
 
 
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> str:

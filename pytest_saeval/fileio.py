@@ -1,22 +1,35 @@
-"""Small file helpers: atomic writes and content hashes (pure Python).
+"""Small file helpers: atomic writes, temp-file cleanup, write checks and content hashes (pure Python).
 
-Every file the package writes (outputs, baselines, caches) goes through :func:`atomic_write_bytes`
-or :func:`atomic_write_text`, so a reader never sees a half-written file and a failed write leaves
-the previous file untouched.
+Every file the package writes (outputs, baselines, caches) goes through :func:`atomic_write_bytes`,
+:func:`atomic_write_text` or :func:`atomic_write_many`, so a reader never sees a half-written file and
+a failed write (a full disk, a folder in the way) leaves the previous files untouched. A write that is
+killed outright (SIGKILL, power loss) can leave its hidden temporary file behind; the next write to
+the same place removes such leftovers (:func:`remove_stale_temps`), so repeated cancellations do not
+fill a disk. An error names the file that was to be written, never the temporary one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
+import socket
+import stat
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "file_sha256", "folder_lock"]
+__all__ = ["atomic_write_bytes", "atomic_write_many", "atomic_write_text", "file_sha256", "folder_lock",
+           "os_reason", "remove_stale_temps", "write_problem"]
 
 _CHUNK = 1 << 20
+_NAME_MAX = 255
+_PATH_MAX = 4095
+_OLD_TEMP_SECONDS = 600
+"""A temporary file without a live writer we can identify is left alone for this long (10 minutes)."""
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -27,10 +40,45 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     temporary file is removed, the previous content of ``path`` (if any) stays as it was, and the
     error propagates.
     """
-    target = Path(path)
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"atomic_write_bytes needs bytes, got {type(data).__name__}")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_many([(Path(path), data)])
+
+
+def atomic_write_many(files: Sequence[tuple[str | os.PathLike[str], bytes]]) -> None:
+    """Write several files so that either all of them are replaced or none is.
+
+    Every file's bytes first go to a temporary file next to it (flushed and fsync'ed); only when
+    all of them are written are they moved over their targets, one :func:`os.replace` each. An error
+    before that (a full disk, a folder in the way) removes the temporary files and leaves every target
+    as it was; the :class:`OSError` names the target. Leftover temporary files of earlier, killed
+    writes to the same targets are removed first.
+    """
+    targets = [Path(p) for p, _ in files]
+    for _, data in files:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"atomic_write_bytes needs bytes, got {type(data).__name__}")
+    temps: list[Path] = []
+    target = targets[0] if targets else Path()
+    try:
+        for target, (_, data) in zip(targets, files):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(target)
+            if target.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "it is a folder", str(target))
+            temps.append(_write_temp(target, data))
+        for target, tmp in zip(targets, temps):
+            os.replace(tmp, target)
+    except OSError as e:
+        _discard(temps)
+        raise OSError(e.errno, e.strerror or str(e), str(target)) from e
+    except BaseException:
+        _discard(temps)
+        raise
+    for folder in dict.fromkeys(t.parent for t in targets):
+        _fsync_dir(folder)
+
+
+def _write_temp(target: Path, data: bytes | bytearray | memoryview) -> Path:
+    """``data`` in a new fsync'ed temporary file next to ``target`` (with ``target``'s permission bits)."""
     tmp, fd = _create_temp(target)
     try:
         try:
@@ -42,14 +90,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         finally:
             os.close(fd)
         _copy_mode(target, tmp)
-        os.replace(tmp, target)
     except BaseException:
+        _discard([tmp])
+        raise
+    return tmp
+
+
+def _discard(temps: Sequence[Path]) -> None:
+    for tmp in temps:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
-        raise
-    _fsync_dir(target.parent)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
@@ -71,21 +123,128 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
 def _create_temp(target: Path) -> tuple[Path, int]:
     """Create a new temporary file next to ``target``; return its path and an open write fd.
 
-    ``os.open`` with mode 0o666 lets the process umask decide the permissions, as for a plain
-    ``open(path, "w")``.
+    The name ``.<target>.<host>-<pid>-<random>.tmp`` says which process wrote it (see
+    :func:`remove_stale_temps`). ``os.open`` with mode 0o666 lets the process umask decide the
+    permissions, as for a plain ``open(path, "w")``.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     while True:
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+        tmp = target.with_name(f".{target.name}.{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
         try:
             return tmp, os.open(tmp, flags, 0o666)
-        except FileExistsError:  # pragma: no cover - 48 random bits colliding
+        except FileExistsError:  # pragma: no cover - 32 random bits colliding
             continue
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (POSIX only: on Windows ``os.kill`` would end it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporary files that killed writes of ``target`` left behind; return what was removed.
+
+    A temporary file is stale when the process that wrote it (same host, its pid in the name) is gone,
+    or, for one from another host or an older naming, when it is older than 10 minutes. Temporary files
+    of writes still going on are left alone. Best effort: what cannot be listed or removed stays.
+    """
+    target = Path(target)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:([0-9a-f]{{6}})-(\d+)-[0-9a-f]{{8}}|[0-9a-f]{{12}})\.tmp")
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    now, host = time.time(), _host()
+    for entry in entries:
+        found = pattern.fullmatch(entry.name)
+        if found is None:
+            continue
+        try:
+            if found[1] == host and os.name != "nt":  # on Windows age decides: a pid cannot be probed safely
+                pid = int(found[2])
+                stale = pid != os.getpid() and not _alive(pid)
+            else:
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > _OLD_TEMP_SECONDS
+            if stale:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+def os_reason(e: OSError) -> str:
+    """What an :class:`OSError` means, for a "cannot write X: reason" message: the system's own words
+    (``No space left on device``, ``Read-only file system``, ``File name too long``), clearer ones where a
+    file or folder is in the way."""
+    if e.errno == errno.EISDIR:
+        return "a folder is in the way"
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        return "a file is in the way where a folder is needed"
+    return (e.strerror or str(e)).rstrip(".")
+
+
+def _too_long(full: Path) -> str | None:
+    for part in full.parts:
+        if len(part.encode()) > _NAME_MAX:
+            return f"a file name is too long ({len(part.encode())} bytes; at most {_NAME_MAX})"
+    if len(str(full).encode()) > _PATH_MAX:
+        return f"the path is too long ({len(str(full).encode())} bytes; at most {_PATH_MAX})"
+    return None
+
+
+def _unwritable(home: Path) -> str | None:
+    try:
+        if hasattr(os, "statvfs") and os.statvfs(home).f_flag & getattr(os, "ST_RDONLY", 1):
+            return f"{home} is on a read-only file system"
+    except OSError as e:  # pragma: no cover - a file system that cannot say
+        return os_reason(e)
+    if not os.access(home, os.W_OK | os.X_OK):
+        return f"{home} is not writable (permission denied)"
+    return None
+
+
+def write_problem(path: str | os.PathLike[str], *, folder: bool) -> str | None:
+    """Why ``path`` cannot be written, or None when nothing stands in the way; looks, creates nothing.
+
+    ``folder``: ``path`` is a folder to create (if missing) and write files in; else a file. Checked:
+    names and the whole path within the file system's limits, no file where a folder must be (or a
+    folder where the file must be), and the nearest existing folder writable and not on a read-only
+    file system. A full disk shows only when writing.
+    """
+    full = Path(os.path.abspath(path))
+    problem = _too_long(full)
+    if problem is not None:
+        return problem
+    probe = full
+    while True:
+        try:
+            mode = os.stat(probe).st_mode
+            break
+        except FileNotFoundError:
+            probe = probe.parent
+        except OSError as e:
+            return os_reason(e)
+    is_dir = stat.S_ISDIR(mode)
+    if probe == full and is_dir != folder:
+        return "it is a folder" if is_dir else "it is a file, not a folder"
+    if probe != full and not is_dir:
+        return f"{probe} is a file, not a folder"
+    return _unwritable(probe if is_dir else probe.parent)
 def _copy_mode(target: Path, tmp: Path) -> None:
     """Keep the permission bits of a file that is being replaced."""
     try:

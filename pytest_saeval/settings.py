@@ -18,7 +18,9 @@ DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 """The device vocabulary, as messages spell it: ``auto`` (cuda when available, else cpu), ``cpu``,
 ``cuda`` or ``cuda:N``."""
 
-_DEVICE_RE = re.compile(r"^(?:auto|cpu|cuda|cuda:\d+)$")
+DEVICE_PATTERN = r"^(?:auto|cpu|cuda|cuda:\d+)$"
+"""The device vocabulary as a regular expression (ECMAScript-compatible: the suite schema uses it too)."""
+_DEVICE_RE = re.compile(DEVICE_PATTERN)
 
 
 def is_device(text: object) -> bool:

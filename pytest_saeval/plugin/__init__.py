@@ -71,6 +71,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
     tidy_report(item, call, report)
+    if isinstance(item, GateItem):
+        get_runner(item.config).ledger.note(item.path, item.sae_id, item.gate.metric, report.when, report.passed)
     return report
 
 

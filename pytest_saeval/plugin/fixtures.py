@@ -13,7 +13,8 @@ import pytest
 
 from pytest_saeval.errors import SaevalError
 from pytest_saeval.plugin.marker import marker_calls
-from pytest_saeval.plugin.runner import Runner, overridden, override_values
+from pytest_saeval.plugin.overrides import overridden, override_values
+from pytest_saeval.plugin.runner import Runner
 from pytest_saeval.run.plan import Overrides, entries_of
 from pytest_saeval.spec.suite import Suite
 

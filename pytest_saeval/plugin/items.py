@@ -51,8 +51,10 @@ class SuiteFile(pytest.File):
             yield SAENode.from_parent(self, name=entry.unique_id, suite=suite, entry=entry)
 
     def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
-        if isinstance(excinfo.value, SaevalError):
-            return str(excinfo.value)
+        """A bad suite file is its one-line error (long messages cut; ``-v`` shows them whole), never a traceback."""
+        error = excinfo.value
+        if isinstance(error, SaevalError):
+            return error.detail if self.config.get_verbosity() > 0 else str(error)
         return super().repr_failure(excinfo)
 
 
@@ -66,6 +68,7 @@ class SAENode(pytest.Collector):
 
     def collect(self) -> Iterator[GateItem]:
         for gate in self.entry.gates:
+            get_runner(self.config).ledger.collected += 1
             yield GateItem.from_parent(self, name=gate.metric, gate=gate)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_saeval.fileio import write_problem
 from pytest_saeval.settings import is_device
 
 __all__ = ["PluginOptions", "add_options"]
@@ -42,6 +43,10 @@ class PluginOptions:
                 "Fix: pass e.g. --saeval-device cpu or --saeval-device cuda:0"
             )
         object.__setattr__(self, "thresholds", tuple(self.thresholds))
+        for flag, path, folder in (("--saeval-output-dir", self.output_dir, True), ("--saeval-report", self.report, False)):
+            problem = write_problem(path, folder=folder) if path is not None else None
+            if problem is not None:  # found before any test runs, not after the evaluation
+                raise pytest.UsageError(f"{flag}: cannot write {path}: {problem}. Fix: give {flag} a place you can write to")
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> PluginOptions:

@@ -8,6 +8,10 @@ with one shared :class:`~pytest_saeval.run.session.Session`, and every other ite
 Under pytest-xdist each worker has its own runner. A worker sends what it evaluated to the
 controller (``workeroutput``); the controller merges, writes the outputs and the baseline, and
 prints the summary.
+
+A unit is evaluated whole, but the summary, outputs and baselines hold only the gates whose items
+actually ran: when pytest stops early (``-x``, ``--maxfail``, a keyboard interrupt) the gates it never
+reached are left out, and the summary says how many were deselected and how many were not run.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import pytest
 
 from pytest_saeval.errors import SaevalError
 from pytest_saeval.plain import JSON, to_plain
+from pytest_saeval.plugin.ledger import GateLedger
 from pytest_saeval.plugin.options import PluginOptions
 from pytest_saeval.plugin.outcomes import EvaluationError
+from pytest_saeval.plugin.overrides import overridden, override_values
 from pytest_saeval.plugin.workers import limit_worker_threads, worker_device
 from pytest_saeval.report.finish import FinishOptions, finish
 from pytest_saeval.report.table import summary_lines
@@ -38,10 +44,7 @@ from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.suite import Suite
 from pytest_saeval.store.folder import default_cache_dir
 
-__all__ = ["OVERRIDABLE", "RUNNER_KEY", "GateNode", "GateOutcome", "Runner", "get_runner", "override_values", "overridden"]
-
-OVERRIDABLE: tuple[str, ...] = ("saeval_model", "saeval_saes", "saeval_tokens")
-"""Fixtures whose conftest overrides replace what the suites load, for the gate items too."""
+__all__ = ["RUNNER_KEY", "GateNode", "GateOutcome", "Runner", "get_runner"]
 
 UNITS: tuple[str, ...] = ("group", "file", "sae")
 """How gate items are evaluated together: suites sharing a fused pass, one suite file, one SAE."""
@@ -89,35 +92,6 @@ class _Unit:
     """(suite file, SAE id) -> the error that kept that SAE from being evaluated."""
 
 
-def overridden(node: pytest.Item | pytest.Collector | GateNode) -> tuple[tuple[str, int], ...]:
-    """The overridable fixtures that a conftest or module overrides where ``node`` is, with their definitions' ids."""
-    fm = node.session._fixturemanager
-    found = []
-    for name in OVERRIDABLE:
-        defs = fm.getfixturedefs(name, node)  # type: ignore[arg-type]
-        if defs and not str(getattr(defs[-1].func, "__module__", "")).startswith(_PLUGIN_PACKAGE):
-            found.append((name, id(defs[-1])))
-    return tuple(found)
-
-
-def override_values(request: pytest.FixtureRequest, names: Iterable[str]) -> Overrides:
-    """The values of the overriding fixtures ``names`` where ``request`` is, with where each comes from."""
-    fm = request.node.session._fixturemanager
-    values: dict[str, Any] = {}
-    sources: list[str] = []
-    for name in names:
-        values[name] = request.getfixturevalue(name)
-        defs = fm.getfixturedefs(name, request.node)
-        func = defs[-1].func if defs else None
-        file = getattr(getattr(func, "__code__", None), "co_filename", None)
-        where = Path(file) if file else None
-        if where is not None and where.is_relative_to(request.config.rootpath):
-            where = where.relative_to(request.config.rootpath)
-        sources.append(f"{name} from {where}" if where else name)
-    return Overrides(model=values.get("saeval_model"), saes=values.get("saeval_saes"),
-                     tokens=values.get("saeval_tokens"), sources=tuple(sources))
-
-
 def _abs(path: Path | str) -> Path:
     return Path(os.path.abspath(path))
 
@@ -140,13 +114,17 @@ class Runner:
         self._unit_of: dict[tuple[Path, str], tuple[Any, ...]] = {}
         self._entry_index: dict[tuple[Path, str], int] = {}
         self.runs: list[SuiteRun] = []
-        """Every run evaluated in this process (gate items, markers, fixtures)."""
+        """Runs of markers and fixtures in this process, and on the controller the workers' runs (gate items'
+        runs of this process are kept apart: only the gates that ran are reported, see :attr:`ledger`)."""
         self.errors: list[str] = []
         """Messages of evaluations that failed with an error, in this process and its workers."""
         self.evaluations: dict[str, int] = {}
         """SAEs evaluated, per process (``main`` or the xdist worker id)."""
         self.finish_lines: list[str] = []
         """Lines for the summary: files written, baselines updated, problems doing so."""
+        self._unit_runs: list[SuiteRun] = []
+        self.ledger = GateLedger()
+        """Gate items collected, selected and run (here and, on the controller, in the workers)."""
 
     # -- suites and collection ------------------------------------------------------------------
     @property
@@ -209,11 +187,15 @@ class Runner:
             unit.selected.setdefault(path, {}).setdefault(item.sae_id, set()).add(item.gate.metric)
             self._unit_of[(path, item.sae_id)] = key
             self._entry_index[(path, item.sae_id)] = item.entry.index
+            self.ledger.selected += 1
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self, suites_selected: Mapping[Path, Mapping[str, set[str]] | None],
-                  overrides: Overrides | None) -> list[SuiteRun]:
-        """Run the session on some SAEs of some suites; ``None`` selects every SAE and gate of a suite."""
+                 overrides: Overrides | None, *, for_items: bool = False) -> list[SuiteRun]:
+        """Run the session on some SAEs of some suites; ``None`` selects every SAE and gate of a suite.
+
+        ``for_items``: the runs serve gate items (only the gates whose items run are reported); else a
+        marker or fixture asked (everything is reported)."""
         suites = [self._suites[p] for p in suites_selected]
         by_suite = {self._suites[p].path: sel for p, sel in suites_selected.items()}
 
@@ -236,7 +218,7 @@ class Runner:
                 run = replace(run, checks=[c for c in run.checks if c.gate.metric in sel.get(c.sae_id, ())],
                               unchecked=[(u, g) for u, g in run.unchecked if g.metric in sel.get(u, ())])
             kept.append(run)
-        self.runs.extend(kept)
+        (self._unit_runs if for_items else self.runs).extend(kept)
         return kept
 
     def record_error(self, error: BaseException) -> None:
@@ -269,7 +251,7 @@ class Runner:
         selected = {path: dict(uids) for path, uids in unit.selected.items()}
         while selected:
             try:
-                unit.runs.extend(self.evaluate(selected, overrides))
+                unit.runs.extend(self.evaluate(selected, overrides, for_items=True))
                 return
             except SaevalError as e:
                 self.record_error(e)
@@ -305,7 +287,7 @@ class Runner:
                         unit.errors.setdefault((p, uid), e)
         error = unit.errors.get((path, item.sae_id))
         if isinstance(error, SaevalError):
-            raise EvaluationError(str(error))
+            raise EvaluationError(error.detail if self.config.get_verbosity() > 0 else str(error))
         if error is not None:
             raise error
         return self._outcome_in(unit, path, item)
@@ -348,7 +330,8 @@ class Runner:
     def to_wire(self) -> JSON:
         """What a worker sends to the controller: plain data only."""
         return to_plain({"worker": self.worker_id, "evaluations": self.evaluations, "errors": self.errors,
-                         "runs": [run_to_wire(r) for r in self.runs]})
+                         "runs": [run_to_wire(r) for r in [*self.runs, *self.ledger.only_ran(self._unit_runs)]],
+                         "gates": self.ledger.to_wire()})
 
     def add_remote(self, payload: Mapping[str, Any] | None) -> None:
         """Take in a worker's results (on the controller)."""
@@ -361,10 +344,11 @@ class Runner:
                 self.errors.append(text)
         for data in payload.get("runs", []):
             self.runs.append(run_from_wire(data, self.load_suite))
+        self.ledger.add_remote(payload.get("gates") or {})
 
     def merged(self) -> list[SuiteRun]:
-        """Every run of this process and its workers, one per suite file."""
-        return merge_runs(self.runs)
+        """Every run of this process and its workers (of gate items, the gates that ran), one per suite file."""
+        return merge_runs([*self.runs, *self.ledger.only_ran(self._unit_runs)])
 
     def finish(self) -> bool:
         """Write the outputs, the report and the baselines (controller or single process); False when that failed."""
@@ -379,7 +363,7 @@ class Runner:
 
     def summary(self) -> list[str]:
         """The lines of the terminal summary section."""
-        return [*summary_lines(self.merged(), self.evaluations, self.errors), *self.finish_lines]
+        return [*summary_lines(self.merged(), self.evaluations, self.errors), *self.ledger.lines(), *self.finish_lines]
 
 
 RUNNER_KEY = pytest.StashKey[Runner]()

@@ -3,7 +3,11 @@
 The per-SAE JSON has SAE Lens's eval-output keys (``unique_id sae_set sae_id eval_cfg metrics
 feature_metrics sae_cfg``) with ``metrics`` flat, plus ``gates`` and ``provenance``. Non-finite
 numbers are written as ``null`` (never as a number such as SAE Lens's ``-1``, which a later gate
-could read as a value). Every file is written atomically.
+could read as a value). The files of one run are written all or none (:func:`~pytest_saeval.fileio.atomic_write_many`):
+a full disk leaves the previous outputs as they were.
+
+Per-SAE file names are ``<suite>__<sae id>.json`` with an injective encoding (:func:`per_sae_file_names`):
+two SAEs never share a file, whatever their ids.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import hashlib
 import io
 import json
 import math
-import re
+import os
+import string
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_saeval.errors import InputError
-from pytest_saeval.fileio import atomic_write_text
+from pytest_saeval.errors import OutputError
+from pytest_saeval.fileio import atomic_write_many, os_reason
 from pytest_saeval.plain import to_plain
 from pytest_saeval.run.outcome import SuiteRun
 
@@ -77,8 +82,41 @@ def result_records(runs: Iterable[SuiteRun]) -> list[dict[str, Any]]:
     return records
 
 
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "sae"
+_PLAIN = frozenset(string.ascii_letters + string.digits + ".-_")
+_NAME_MAX = 255
+
+
+def _encode(text: str, *, label: bool) -> str:
+    """``text`` with every character outside letters, digits, ``.``, ``-`` and ``_`` written as ``%XX`` (its UTF-8
+    bytes), so different texts give different names. In a suite ``label`` an ``_`` that another ``_`` follows, or
+    that ends it, is encoded too (a label never holds ``__`` nor ends with ``_``), and so is a leading ``.``."""
+    out: list[str] = []
+    for i, ch in enumerate(text):
+        plain = ch in _PLAIN
+        if label and ch == "_" and (i + 1 == len(text) or text[i + 1] == "_"):
+            plain = False
+        if label and ch == "." and i == 0:
+            plain = False
+        out.append(ch if plain else "".join(f"%{b:02X}" for b in ch.encode()))
+    return "".join(out)
+
+
+def _suite_labels(suites: Sequence[str]) -> dict[str, str]:
+    """Each suite's label: its file name's stem, or, when several suites share that stem, the stem then ``~``
+    and the suite's path from the folder they share (``~`` is never part of an encoded stem)."""
+    by_stem: dict[str, list[str]] = {}
+    for suite in dict.fromkeys(suites):
+        by_stem.setdefault(Path(suite).stem, []).append(suite)
+    labels: dict[str, str] = {}
+    for stem, same in by_stem.items():
+        if len(same) == 1:
+            labels[same[0]] = _encode(stem, label=True)
+            continue
+        full = [os.path.abspath(s) for s in same]
+        common = os.path.commonpath([os.path.dirname(f) for f in full])
+        for suite, path in zip(same, full):
+            labels[suite] = f"{_encode(stem, label=True)}~{_encode(os.path.relpath(path, common), label=True)}"
+    return labels
 
 
 def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
@@ -115,57 +153,44 @@ def _csv_text(records: Sequence[dict[str, Any]]) -> str:
 
 
 def per_sae_file_names(records: Sequence[dict[str, Any]]) -> list[str]:
-    """File names of the per-SAE JSON files: ``<suite stem>__<sae id>.json``.
+    """File names of the per-SAE JSON files: ``<suite label>__<encoded sae id>.json``.
 
-    Two suites with the same file name in different folders get a short hash of the suite path
-    appended, so no file overwrites another.
+    Injective by construction: ids are encoded so that different ids give different names (``x/y``,
+    ``x_y`` and ``x_y_`` stay three files), and suites that share a file name in different folders get
+    labels that differ (see :func:`_suite_labels`). A name longer than a file system allows (255 bytes)
+    keeps its first 200 bytes and ends in a SHA-256 digest of the whole name.
     """
+    labels = _suite_labels([str(rec["eval_cfg"]["suite"]) for rec in records])
     names: list[str] = []
-    used: set[str] = set()
     for rec in records:
-        suite = str(rec["eval_cfg"]["suite"])
-        name = f"{_safe_name(Path(suite).stem)}__{_safe_name(rec['unique_id'])}"
-        if name in used:
-            name = f"{name}__{hashlib.sha256(suite.encode()).hexdigest()[:8]}"
-        used.add(name)
-        names.append(name + ".json")
+        name = f"{labels[str(rec['eval_cfg']['suite'])]}__{_encode(str(rec['unique_id']), label=False)}.json"
+        if len(name.encode()) > _NAME_MAX:
+            name = f"{name[:200]}~{hashlib.sha256(name.encode()).hexdigest()[:32]}.json"
+        names.append(name)
     return names
 
 
-def _write(path: Path, text: str) -> None:
-    try:
-        atomic_write_text(path, text)
-    except OSError as e:
-        raise InputError(
-            f"cannot write the output file: {e.strerror or e}",
-            fix="give --output-dir (or --saeval-output-dir) a folder you can write to",
-            file=str(path),
-            key="output_dir",
-        ) from e
+def write_outputs(runs: Sequence[SuiteRun], output_dir: str | Path, extra: Sequence[tuple[str, str]] = ()) -> list[Path]:
+    """Write one JSON per SAE, ``all_eval_results.json``, ``all_eval_results.csv`` and the ``extra``
+    ``(file name, text)`` pairs, all or none.
 
-
-def write_outputs(runs: Sequence[SuiteRun], output_dir: str | Path) -> list[Path]:
-    """Write one JSON per SAE plus ``all_eval_results.json`` and ``all_eval_results.csv``.
-
-    Every file is written atomically (a reader sees the old or the new file, never a part).
-    Non-finite numbers are written as ``null``. Returns the written paths. An unwritable folder
-    raises :class:`~pytest_saeval.errors.InputError`.
+    Non-finite numbers are written as ``null``. Returns the written paths. A folder that cannot be
+    written (a full disk, a file or folder in the way, no permission) raises
+    :class:`~pytest_saeval.errors.OutputError` naming the file, and every previous output stays.
     """
     out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError("the output folder is a file", fix="give a folder (it is created when missing)",
-                         file=str(out), key="output_dir")
     records = result_records(runs)
-    written: list[Path] = []
-    for rec, name in zip(records, per_sae_file_names(records)):
-        path = out / name
-        _write(path, _json(rec))
-        written.append(path)
-    combined = out / "all_eval_results.json"
-    _write(combined, _json(records))
-    table = out / "all_eval_results.csv"
-    _write(table, _csv_text(records))
-    return [*written, combined, table]
+    files = [(out / name, _json(rec)) for rec, name in zip(records, per_sae_file_names(records))]
+    files += [(out / "all_eval_results.json", _json(records)), (out / "all_eval_results.csv", _csv_text(records))]
+    files += [(out / name, text) for name, text in extra]
+    try:
+        atomic_write_many([(path, text.encode("utf-8")) for path, text in files])
+    except OSError as e:
+        where = e.filename or out
+        raise OutputError(f"cannot write {where}: {os_reason(e)}",
+                          fix="give --output-dir (or --saeval-output-dir) a folder you can write to, with free space; "
+                          "the previous outputs were left as they were") from e
+    return [path for path, _ in files]
 
 
 def _json(obj: Any) -> str:

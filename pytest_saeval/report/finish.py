@@ -1,5 +1,9 @@
 """The end of a run, the same for the ``saeval`` command and the plugin: the output files, the HTML
-report, the GitHub step summary and the baseline updates, from the run's merged :class:`SuiteRun` s."""
+report, the GitHub step summary and the baseline updates, from the run's merged :class:`SuiteRun` s.
+
+Nothing here raises for an I/O fault: each thing that cannot be written (a full disk, a folder in the
+way, no permission, a name too long) becomes one ``cannot write X: reason`` problem, the other things
+are still written, and what was there before stays (the output files are written all or none)."""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_saeval.errors import InputError, SaevalError, SuiteError
+from pytest_saeval.errors import OutputError, SaevalError, SuiteError
+from pytest_saeval.fileio import os_reason
 from pytest_saeval.report.baselines import write_baselines
 from pytest_saeval.report.files import write_outputs
-from pytest_saeval.report.markdown import append_github_step_summary, markdown_summary, write_markdown
+from pytest_saeval.report.markdown import append_github_step_summary, markdown_summary
 from pytest_saeval.report.table import plural
 from pytest_saeval.run.outcome import SuiteRun
 
@@ -53,11 +58,11 @@ class Finished:
         return not self.problems
 
 
-def _as_error(e: OSError | SaevalError, path: Path | None) -> SaevalError:
+def _as_error(e: OSError | SaevalError, path: Path | str | None, fix: str) -> SaevalError:
+    """``cannot write X: reason`` for an I/O fault (X: the file the error names, else ``path``)."""
     if isinstance(e, SaevalError):
         return e
-    return InputError(f"cannot write: {e.strerror or e}", fix="choose a place you can write to",
-                      file=str(e.filename or path) if (e.filename or path) else None)
+    return OutputError(f"cannot write {e.filename or path}: {os_reason(e)}", fix=fix)
 
 
 def finish(runs: Sequence[SuiteRun], options: FinishOptions, errors: Sequence[str] = ()) -> Finished:
@@ -67,20 +72,27 @@ def finish(runs: Sequence[SuiteRun], options: FinishOptions, errors: Sequence[st
     show = options.display
     if options.output_dir is not None and runs:
         try:
-            paths = write_outputs(runs, options.output_dir)
-            paths.append(write_markdown(runs, options.output_dir / "summary.md"))
+            paths = write_outputs(runs, options.output_dir, extra=[("summary.md", markdown_summary(runs))])
             lines.append(f"wrote {len(paths)} files to {show(options.output_dir)}")
         except (OSError, SaevalError) as e:
-            problems.append(("writing the outputs", _as_error(e, options.output_dir)))
+            problems.append(("writing the outputs", _as_error(e, options.output_dir, "choose a folder you can write to")))
     if options.report is not None and runs:
         from pytest_saeval.report.html import write_html_report
 
         try:
             lines.append(f"wrote report {show(write_html_report(runs, options.report))}")
         except (OSError, SaevalError) as e:
-            problems.append(("writing the report", _as_error(e, options.report)))
+            problems.append(("writing the report", _as_error(
+                e, options.report, "give --report (or --saeval-report) a file you can write; the previous report "
+                "was left as it was")))
     if runs:
-        append_github_step_summary(markdown_summary(runs))
+        try:
+            append_github_step_summary(markdown_summary(runs))
+        except OSError as e:
+            problems.append(("writing the step summary", OutputError(
+                f"cannot write $GITHUB_STEP_SUMMARY ({e.filename}): {os_reason(e)}",
+                fix="free space on the runner or unset GITHUB_STEP_SUMMARY; the summary is also in summary.md "
+                "with --output-dir")))
     if options.update_baseline:
         _update_baselines(runs, options, errors, lines, problems)
     return Finished(tuple(lines), tuple(problems))
@@ -116,4 +128,4 @@ def _update_baselines(runs: Sequence[SuiteRun], options: FinishOptions, errors: 
     try:
         lines.extend(f"updated baseline {options.display(path)}" for path in write_baselines(with_file))
     except (OSError, SaevalError) as e:
-        problems.append(("updating the baseline", _as_error(e, None)))
+        problems.append(("updating the baseline", _as_error(e, None, "choose a baseline path you can write to")))

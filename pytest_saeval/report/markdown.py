@@ -118,7 +118,8 @@ def write_markdown(runs: Sequence[SuiteRun], path: str | os.PathLike[str]) -> Pa
 def append_github_step_summary(text: str, *, environ: Mapping[str, str] | None = None) -> Path | None:
     """Append ``text`` to the file named by ``$GITHUB_STEP_SUMMARY``; return it, or None when unset.
 
-    Text beyond GitHub's 1 MiB limit is cut at a line end with a note.
+    Text beyond GitHub's 1 MiB limit is cut at a line end with a note. A write that fails (a full disk)
+    raises :class:`OSError` naming the file, after cutting the file back to what it held before.
     """
     env = os.environ if environ is None else environ
     target = env.get("GITHUB_STEP_SUMMARY", "").strip()
@@ -130,6 +131,19 @@ def append_github_step_summary(text: str, *, environ: Mapping[str, str] | None =
         cut = data.encode("utf-8")[:room].decode("utf-8", errors="ignore")
         data = cut[: cut.rfind("\n") + 1] + "\n_(summary cut at GitHub's 1 MiB limit; see the written report)_\n"
     path = Path(target)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(data)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        view = memoryview(data.encode("utf-8"))
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as e:
+            try:
+                os.ftruncate(fd, size)  # the summaries of earlier steps stay whole
+            except OSError:
+                pass
+            raise OSError(e.errno, e.strerror, str(path)) from e
+    finally:
+        os.close(fd)
     return path

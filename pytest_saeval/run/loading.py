@@ -62,7 +62,8 @@ class Loader:
                                "model.device" if not self.device else "device") from e
             try:
                 self._models[key] = load_model(name=m.name, path=m.path, factory=m.factory,
-                                               device=self.device_for(suite), dtype=m.dtype, base_dir=suite.path.parent)
+                                               device=self.device_for(suite), dtype=m.dtype, base_dir=suite.path.parent,
+                                               trust_remote_code=m.trust_remote_code)
             except SaevalError as e:
                 raise _located(e, suite, m.line_of(m.kind), f"model.{m.kind}") from e
         return self._models[key]

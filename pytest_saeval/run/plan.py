@@ -121,6 +121,8 @@ class ModelKey:
     """``model.dtype``."""
     override: int | None = None
     """``id()`` of an overriding model object (then the other fields do not matter)."""
+    trust_remote_code: bool = False
+    """``model.trust_remote_code``: a model loaded with its folder's own code is not shared with a suite that refuses it."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ def group_key(suite: Suite, device: str | None = None, overrides: Overrides | No
         name=m.name, path=str(m.path) if m.path else None, factory=m.factory,
         factory_dir=str(suite.path.absolute().parent) if m.factory else None,
         device=device or m.device, dtype=m.dtype,
-        override=id(ov.model) if ov.model is not None else None,
+        override=id(ov.model) if ov.model is not None else None, trust_remote_code=m.trust_remote_code,
     )
     if model.override is not None:  # an overriding object is its own key
         model = ModelKey(None, None, None, None, "", "", model.override)

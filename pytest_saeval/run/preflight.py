@@ -43,7 +43,7 @@ def _model(suite: Suite) -> None:
     m = suite.model
     try:
         if m.path is not None:
-            check_folder(m.path)
+            check_folder(m.path, trust_remote_code=m.trust_remote_code)
         elif m.factory is not None:
             factory_function(m.factory, base_dir=suite.path.parent, what="model")
     except SaevalError as e:

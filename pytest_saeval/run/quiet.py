@@ -18,6 +18,8 @@ _QUIET_ENV = {
     "TRANSFORMERS_VERBOSITY": "error",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    # datasets logs a read error before raising it; the raised error becomes the run's one line
+    "DATASETS_VERBOSITY": "critical",
 }
 # Warnings the loaders emit on every run that say nothing about the user's input.
 _NOISY_WARNINGS = (
@@ -25,8 +27,8 @@ _NOISY_WARNINGS = (
     (r".*TransformerBridge.*", DeprecationWarning),
     (r"The 'utils' module has been deprecated.*", DeprecationWarning),
     (r".*`torch_dtype` is deprecated.*", Warning),
-    # SAE Lens's advice to load the model with the SAE's from_pretrained kwargs: the model is loaded as
-    # the suite says, without weight processing, whatever the SAE's config suggests
+    # SAE Lens's advice to load the model with the SAE's from_pretrained kwargs: models here are always loaded
+    # without weight processing (what those kwargs ask for), so it says nothing about this run
     (r"\s*This SAE has non-empty model_from_pretrained_kwargs", UserWarning),
 )
 
@@ -103,7 +105,7 @@ def _quiet_datasets() -> list[Callable[[], None]]:
     except Exception:  # noqa: BLE001 - not installed or another layout: nothing to silence
         return []
     level, bars = ds_logging.get_verbosity(), ds_logging.is_progress_bar_enabled()
-    ds_logging.set_verbosity_error()
+    ds_logging.set_verbosity(ds_logging.CRITICAL)
     ds_logging.disable_progress_bar()
 
     def restore() -> None:

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROJECT_MARKERS", "exception_chain", "hub_offline", "is_hub_unreachable", "project_root", "resolve_path", "short"]
+__all__ = ["PROJECT_MARKERS", "exception_chain", "exists", "hub_offline", "is_hub_unreachable", "project_root",
+           "resolve_path", "safetensors_header", "short"]
 
 PROJECT_MARKERS = ("pyproject.toml", "pytest.ini", "setup.cfg", "tox.ini", "setup.py")
 """Files that mark a project's root folder (as pytest looks for its rootdir)."""
@@ -30,6 +31,25 @@ def resolve_path(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] 
     if not p.is_absolute() and base_dir is not None:
         p = Path(base_dir) / p
     return p
+
+
+def exists(path: Path, what: str) -> bool:
+    """Whether ``path`` exists; a path the system cannot even look up (a name too long, a NUL byte, no
+    permission on a folder above it) is a :class:`~pytest_saeval.errors.SourceError` naming ``what``."""
+    from pytest_saeval.errors import SourceError
+
+    try:
+        return path.exists()
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise SourceError(f"{what} '{short_path(path)}' cannot be looked up: {reason}",
+                          fix="check the path (relative paths are relative to the suite file)") from e
+
+
+def short_path(path: Path, limit: int = 120) -> str:
+    """``path`` as text, its middle cut when it is longer than ``limit`` characters."""
+    text = str(path)
+    return text if len(text) <= limit else text[: limit // 2] + "..." + text[-limit // 2:]
 
 
 @contextmanager

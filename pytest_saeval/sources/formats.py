@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saeval.errors import SaevalError, SourceError
-from pytest_saeval.sources.common import safetensors_header, short
+from pytest_saeval.sources.common import exists, safetensors_header, short
 
-__all__ = ["FOLDER_FIX", "FORMAT_FILES", "check_safetensors", "detect_format", "inspect_sae_folder",
+__all__ = ["FOLDER_FIX", "FORMAT_FILES", "check_safetensors", "check_weight_dtypes", "detect_format", "inspect_sae_folder",
            "load_with_converter", "read_json_object"]
 
 FORMAT_FILES: dict[str, tuple[str, str]] = {
@@ -47,7 +47,7 @@ def detect_format(folder: Path, wanted: str | None = None) -> str:
     """The format of the checkpoint in ``folder``: ``wanted`` when given (its files must be there),
     else the one format whose files are all present. A missing folder, a run folder (checkpoints one
     level down), a half checkpoint or the files of two formats at once is a :class:`SourceError`."""
-    if not folder.exists():
+    if not exists(folder, "SAE folder"):
         raise SourceError(f"SAE folder '{folder}' does not exist",
                           fix="check the SAE path (relative paths are relative to the suite file); " + FOLDER_FIX)
     if not folder.is_dir():
@@ -118,19 +118,51 @@ def read_json_object(file: Path, fix: str) -> dict[str, Any]:
     return data
 
 
-def check_safetensors(weights: Path, fix: str) -> None:
+def check_safetensors(weights: Path, fix: str) -> dict[str, str]:
     """An empty, truncated or corrupt safetensors file is a :class:`SourceError` (the header and every
-    tensor's shape are read; safetensors refuses a broken file here)."""
+    tensor's shape are read; safetensors refuses a broken file here). Returns each tensor's safetensors
+    dtype code (``F32``, ``BF16``, ``I8``...)."""
     from safetensors import safe_open
 
     if weights.stat().st_size == 0:
         raise SourceError(f"SAE weights file '{weights}' is empty", fix=fix)
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as f:
+            dtypes = {}
             for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-                f.get_slice(key).get_shape()
+                tensor = f.get_slice(key)
+                tensor.get_shape()
+                dtypes[key] = str(tensor.get_dtype())
+            return dtypes
     except Exception as e:
         raise SourceError(f"SAE weights file '{weights}' is corrupt or truncated ({short(e, 160)})", fix=fix) from e
+
+
+_FLOAT_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+"""safetensors dtype codes of the weights an SAE may hold, and their torch names."""
+_OTHER_DTYPES = {"I8": "int8", "U8": "uint8", "I16": "int16", "U16": "uint16", "I32": "int32", "U32": "uint32",
+                 "I64": "int64", "U64": "uint64", "BOOL": "bool"}
+
+
+def check_weight_dtypes(weights: Path, cfg: dict[str, Any], dtypes: dict[str, str]) -> None:
+    """Refuse weights that are not floating point, and weights whose dtype is not the one cfg.json names
+    (``dtypes``: each tensor's safetensors dtype code, from :func:`check_safetensors` or the header)."""
+    other = {k: v for k, v in dtypes.items() if v not in _FLOAT_DTYPES}
+    if other:
+        shown = ", ".join(f"{k} is {_OTHER_DTYPES.get(v, v.lower())}" for k, v in sorted(other.items())[:4])
+        raise SourceError(
+            f"SAE weights file '{weights}' holds weights that are not floating point ({shown}); integer or "
+            "quantized SAE weights cannot be evaluated as stored",
+            fix="re-save the SAE with float32, float16 or bfloat16 weights (sae.save_model(folder) after sae.to(torch.float32))",
+        )
+    stated = str(cfg.get("dtype") or "").removeprefix("torch.")
+    stored = sorted({_FLOAT_DTYPES[v] for v in dtypes.values()})
+    if stated and stored and stored != [stated]:
+        raise SourceError(
+            f"the SAE's cfg.json says dtype {stated}, but its weights in '{weights.name}' are {' and '.join(stored)}",
+            fix=f'set "dtype": "{stored[0]}" in cfg.json to evaluate the weights as stored, or re-save the SAE '
+            "with sae.save_model(folder)" if len(stored) == 1 else "re-save the SAE with sae.save_model(folder)",
+        )
 
 
 _SHAPES = {
@@ -143,7 +175,8 @@ _SHAPES = {
 def inspect_sae_folder(folder: Path, wanted: str | None = None) -> str:
     """Check what can be checked of a checkpoint folder without torch and return its format: the format
     (:func:`detect_format`), the config file is a JSON object, the weights file is not empty, and for
-    safetensors weights the header reads and the weight shapes agree with the config's sizes."""
+    safetensors weights the header reads, the weight shapes agree with the config's sizes and (SAE Lens)
+    the weights are floating point of the config's dtype."""
     found = detect_format(folder, wanted)
     cfg_name, weights_name = FORMAT_FILES[found]
     fix = f"copy the checkpoint folder again completely, or write it again with its trainer ({_WHAT[found]})"
@@ -157,6 +190,9 @@ def inspect_sae_folder(folder: Path, wanted: str | None = None) -> str:
         header = safetensors_header(weights)
     except (OSError, ValueError) as e:
         raise SourceError(f"SAE weights file '{weights}' is corrupt or truncated ({short(e, 160)})", fix=fix) from e
+    if found == "sae_lens":
+        check_weight_dtypes(weights, cfg, {k: str(v.get("dtype")) for k, v in header.items()
+                                           if k != "__metadata__" and isinstance(v, dict)})
     for tensor, dims in _SHAPES[found].items():
         shape, wanted_shape = header.get(tensor, {}).get("shape"), [cfg.get(d) for d in dims]
         if shape is None or not all(isinstance(n, int) and n > 0 for n in wanted_shape):

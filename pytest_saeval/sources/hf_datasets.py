@@ -1,5 +1,9 @@
 """Token rows from a Hugging Face dataset (hub id, local folder or file), made exactly as SAE Lens's
-``ActivationsStore`` makes them (same helpers, same order), so metrics on those rows match SAE Lens's."""
+``ActivationsStore`` makes them (same helpers, same order), so metrics on those rows match SAE Lens's.
+
+No dataset code runs: every ``load_dataset`` call gets ``trust_remote_code=False`` (older ``datasets``
+versions would otherwise ask on stdin), and a local folder holding a loading script is refused. Data
+that turns out broken while it is read (a malformed ``.jsonl`` line) is a located error naming the dataset."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_saeval.errors import InputError, SourceError, did_you_mean
-from pytest_saeval.sources.common import hub_offline, is_hub_unreachable, resolve_path, short
+from pytest_saeval.sources.common import exception_chain, hub_offline, is_hub_unreachable, resolve_path, short
 from pytest_saeval.spec.suite import DatasetSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,11 +65,18 @@ def tokens_from_dataset(
     dataset = _open_dataset(path, split=split, streaming=spec.streaming, name=spec.name, data_files=data_files,
                             base_dir=base_dir)
     rows: list[torch.Tensor] = []
-    for row in _iter_rows(dataset, path=path, column=spec.column, model=model, context_size=context_size,
-                          prepend_bos=prepend_bos):
-        rows.append(row)
-        if len(rows) == n_rows:
-            break
+    try:
+        for row in _iter_rows(dataset, path=path, column=spec.column, model=model, context_size=context_size,
+                              prepend_bos=prepend_bos):
+            rows.append(row)
+            if len(rows) == n_rows:
+                break
+    except (SourceError, InputError):
+        raise
+    except Exception as e:  # the libraries read lazily: a broken row shows only here
+        raise SourceError(f"dataset {path!r} could not be read after {len(rows)} rows: {_why(e)}",
+                          fix="check the data (e.g. one JSON object per line in a .jsonl file; the same columns in "
+                          "every row)") from e
     if len(rows) < n_rows:
         raise InputError(
             f"dataset {path!r} (split {split!r}) gives {len(rows)} rows of {context_size} tokens, but {n_rows} are needed",
@@ -84,7 +95,8 @@ def _open_dataset(path: str, *, split: str, streaming: bool, name: str | None, d
         if local.exists():
             with hub_offline():
                 return _open_local(local, split=split, streaming=streaming, name=name, data_files=data_files)
-        return datasets.load_dataset(path, name, data_files=data_files, split=split, streaming=streaming)
+        return datasets.load_dataset(path, name, data_files=data_files, split=split, streaming=streaming,
+                                     trust_remote_code=False)
     except SourceError:
         raise
     except Exception as e:
@@ -96,13 +108,26 @@ def _open_dataset(path: str, *, split: str, streaming: bool, name: str | None, d
             ) from e
         if "unknown split" in str(e).lower():
             raise SourceError(f"dataset {path!r} has no split {split!r}: {short(e)}", fix="set split to one the dataset has (usually train)") from e
-        raise SourceError(f"dataset {path!r} could not be loaded: {short(e)}", fix="check the dataset path, name, data_files and split") from e
+        raise SourceError(f"dataset {path!r} could not be loaded: {_why(e)}",
+                          fix="check the dataset path, name, data_files and split, and that every row of the data is valid") from e
+
+
+def _why(e: BaseException) -> str:
+    """``e`` in short, with the first cause in its chain that says more (datasets wraps parse errors)."""
+    causes = [c for c in exception_chain(e) if c is not e and str(c).strip()]
+    return short(e, 150) + (f" ({short(causes[0], 200)})" if causes else "")
 
 
 def _open_local(local: Path, *, split: str, streaming: bool, name: str | None, data_files: Any) -> Any:
     import datasets
 
     if local.is_dir():
+        script = local / f"{local.name}.py"
+        if script.is_file():
+            raise SourceError(
+                f"dataset folder '{local}' holds a loading script ({script.name}); dataset code is never run",
+                fix="convert the data to .jsonl, .csv or .parquet files (or Dataset.save_to_disk) and point path at them",
+            )
         if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
             loaded = datasets.load_from_disk(str(local))
             if isinstance(loaded, datasets.DatasetDict):
@@ -113,7 +138,8 @@ def _open_local(local: Path, *, split: str, streaming: bool, name: str | None, d
                     )
                 loaded = loaded[split]
             return loaded.to_iterable_dataset() if streaming else loaded
-        return datasets.load_dataset(str(local), name, data_files=data_files, split=split, streaming=streaming)
+        return datasets.load_dataset(str(local), name, data_files=data_files, split=split, streaming=streaming,
+                                     trust_remote_code=False)
     if local.stat().st_size == 0:
         raise SourceError(f"dataset file '{local}' is empty", fix="check the dataset path")
     builder = _DATA_BUILDERS.get(local.suffix.lower())
@@ -123,7 +149,8 @@ def _open_local(local: Path, *, split: str, streaming: bool, name: str | None, d
             fix="convert the data to JSON lines or parquet, or give a folder",
         )
     # A single file is the split "train" (as datasets names it).
-    return datasets.load_dataset(builder, data_files=str(local), split=split, streaming=streaming)
+    return datasets.load_dataset(builder, data_files=str(local), split=split, streaming=streaming,
+                                 trust_remote_code=False)
 
 
 def _pick_column(first: dict[str, Any], column: str | None, path: str) -> str:

@@ -5,6 +5,11 @@ for that architecture (the code path of ``from_pretrained_no_processing``, minus
 check), checked against the Hugging Face model's logits. Architectures that conversion does not cover
 are loaded as a ``TransformerBridge`` in compatibility mode (no processing), which keeps the usual hook
 names but cannot start a forward at a layer.
+
+A folder never runs its own Python code: a ``config.json`` or ``tokenizer_config.json`` with an
+``auto_map`` (custom architecture code next to the weights) is refused in one line, before transformers
+sees it, and every transformers call gets ``trust_remote_code`` explicitly, so nothing is ever asked on
+stdin. ``model.trust_remote_code: true`` opts in: the folder's code then runs (through the bridge).
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_saeval.errors import SourceError
-from pytest_saeval.sources.common import hub_offline, safetensors_header, short
+from pytest_saeval.sources.common import exists, hub_offline, safetensors_header, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["Backend", "boot_bridge", "check_folder", "load_folder"]
+__all__ = ["Backend", "boot_bridge", "check_folder", "custom_code", "load_folder"]
 
 Backend = Literal["auto", "hooked", "bridge"]
 """Which TransformerLens class loads a model: ``hooked`` (HookedTransformer), ``bridge`` (TransformerBridge)
@@ -39,9 +44,10 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "to
 _SAVE_FIX = "save the model with model.save_pretrained(folder) and its tokenizer with tokenizer.save_pretrained(folder)"
 
 
-def check_folder(folder: Path) -> dict[str, Any]:
-    """The folder's ``config.json``, after checking that the folder holds a config and a weights file."""
-    if not folder.exists():
+def check_folder(folder: Path, *, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The folder's ``config.json``, after checking that the folder holds a config and a weights file
+    (not empty, a whole safetensors file) and, unless ``trust_remote_code``, no code of its own (no torch)."""
+    if not exists(folder, "model folder"):
         raise SourceError(
             f"model folder '{folder}' does not exist",
             fix="check model.path (relative paths are relative to the suite file), or " + _SAVE_FIX,
@@ -64,6 +70,8 @@ def check_folder(folder: Path) -> dict[str, Any]:
             fix=_SAVE_FIX,
         )
     _check_weights(folder, weights[0])
+    if not trust_remote_code:
+        _refuse_custom_code(folder, config)
     return config
 
 
@@ -82,14 +90,48 @@ def _check_weights(folder: Path, file: Path) -> None:
             raise refused(f"it is corrupt or truncated ({short(e)})") from e
 
 
-def load_folder(folder: Path, device: str, dtype: torch.dtype, backend: Backend) -> Any:
-    check_folder(folder)
+def custom_code(folder: Path, config: dict[str, Any]) -> list[str]:
+    """The ``auto_map`` entries (``file: class -> module.Class``) of a folder's config and tokenizer config:
+    Python code of the folder that transformers would import to load it."""
+    found: list[str] = []
+    sources = [("config.json", config)]
+    tokenizer_config = folder / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        try:
+            sources.append(("tokenizer_config.json", json.loads(tokenizer_config.read_text(encoding="utf-8"))))
+        except (OSError, ValueError):  # the tokenizer loader reports a broken file
+            pass
+    for name, data in sources:
+        auto_map = data.get("auto_map") if isinstance(data, dict) else None
+        if isinstance(auto_map, dict):
+            found.extend(f"{name}: {key} -> {value}" for key, value in auto_map.items())
+        elif auto_map:
+            found.append(f"{name}: auto_map {auto_map!r}")
+    return found
+
+
+def _refuse_custom_code(folder: Path, config: dict[str, Any]) -> None:
+    found = custom_code(folder, config)
+    if found:
+        shown = "; ".join(found[:3]) + (f"; and {len(found) - 3} more" if len(found) > 3 else "")
+        raise SourceError(
+            f"model folder '{folder}' needs its own Python code to load ({shown}); it was not run",
+            fix="use a model whose architecture transformers knows, or, if you trust that code, set "
+            "model.trust_remote_code: true (the folder's Python files then run)",
+        )
+
+
+def load_folder(folder: Path, device: str, dtype: torch.dtype, backend: Backend, *,
+                trust_remote_code: bool = False) -> Any:
+    """A TransformerLens model from a local Hugging Face folder (see the module docstring)."""
+    config = check_folder(folder, trust_remote_code=trust_remote_code)
+
     folder = folder.resolve()
     with hub_offline(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore", DeprecationWarning)
-        tokenizer = _load_tokenizer(folder)
-        if backend == "bridge":
-            return _folder_bridge(folder, device, dtype, tokenizer)
+        tokenizer = _load_tokenizer(folder, trust_remote_code)
+        if backend == "bridge" or (trust_remote_code and custom_code(folder, config)):
+            return _folder_bridge(folder, device, dtype, tokenizer, trust_remote_code)
         hf_model = _load_hf_model(folder, dtype)
         try:
             model = _hooked_from_hf(folder, hf_model, tokenizer, dtype)
@@ -100,7 +142,7 @@ def load_folder(folder: Path, device: str, dtype: torch.dtype, backend: Backend)
                     fix="use backend: bridge (TransformerBridge) or backend: auto",
                 ) from e.__cause__
             del hf_model
-            return _folder_bridge(folder, device, dtype, tokenizer)
+            return _folder_bridge(folder, device, dtype, tokenizer, trust_remote_code)
         del hf_model
         if device != "cpu":
             model = model.to(device, print_details=False)
@@ -111,13 +153,13 @@ class _Unsupported(Exception):
     """TransformerLens's HookedTransformer conversion does not cover this model."""
 
 
-def _load_tokenizer(folder: Path) -> Any:
+def _load_tokenizer(folder: Path, trust_remote_code: bool) -> Any:
     if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
         return None
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as e:
         raise SourceError(
             f"the tokenizer files in '{folder}' could not be loaded: {short(e)}",
@@ -129,7 +171,8 @@ def _load_hf_model(folder: Path, dtype: torch.dtype) -> Any:
     from transformers import AutoModelForCausalLM
 
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+        hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True,
+                                                        trust_remote_code=False)
     except Exception as e:
         raise SourceError(
             f"the model in '{folder}' could not be loaded by transformers (corrupt or truncated weights, or an unknown architecture): {short(e)}",
@@ -201,9 +244,9 @@ def _check_same_logits(model: Any, hf_model: Any, dtype: torch.dtype, torch: Any
         raise _Unsupported(f"converted logits differ from transformers' by {diff:.3g}")
 
 
-def _folder_bridge(folder: Path, device: str, dtype: torch.dtype, tokenizer: Any) -> Any:
+def _folder_bridge(folder: Path, device: str, dtype: torch.dtype, tokenizer: Any, trust_remote_code: bool) -> Any:
     try:
-        bridge = boot_bridge(str(folder), device, dtype, tokenizer=tokenizer)
+        bridge = boot_bridge(str(folder), device, dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
         if tokenizer is None:
             # Without tokenizer files the bridge makes up an empty GPT-2 tokenizer; say there is none.
             bridge.tokenizer = None
@@ -217,11 +260,15 @@ def _folder_bridge(folder: Path, device: str, dtype: torch.dtype, tokenizer: Any
         ) from e
 
 
-def boot_bridge(name_or_path: str, device: str, dtype: torch.dtype, *, tokenizer: Any) -> Any:
+def boot_bridge(name_or_path: str, device: str, dtype: torch.dtype, *, tokenizer: Any,
+                trust_remote_code: bool = False) -> Any:
+    """A ``TransformerBridge`` in compatibility mode without weight processing (``trust_remote_code`` passed
+    on explicitly)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore", DeprecationWarning)
-        bridge = TransformerBridge.boot_transformers(name_or_path, device=device, dtype=dtype, tokenizer=tokenizer)
+        bridge = TransformerBridge.boot_transformers(name_or_path, device=device, dtype=dtype, tokenizer=tokenizer,
+                                                     trust_remote_code=trust_remote_code)
         bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
     return bridge.eval()

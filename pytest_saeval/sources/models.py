@@ -62,7 +62,7 @@ class ModelInfo:
                 raise InputError(f"model {name} must be a positive integer, got {value!r}", fix="check the model config")
 
 
-def load_model(
+def load_model(  # noqa: PLR0913 - one keyword per key of a suite's model section, plus the API's own
     *,
     name: str | None = None,
     path: str | os.PathLike[str] | None = None,
@@ -71,6 +71,7 @@ def load_model(
     dtype: str | torch.dtype = "float32",
     backend: Backend = "auto",
     base_dir: str | os.PathLike[str] | None = None,
+    trust_remote_code: bool = False,
 ) -> Any:
     """Load a TransformerLens model (HookedTransformer or TransformerBridge) in eval mode.
 
@@ -86,6 +87,9 @@ def load_model(
     ``backend``: ``"hooked"`` forces HookedTransformer, ``"bridge"`` forces TransformerBridge,
     ``"auto"`` (default) uses HookedTransformer when TransformerLens can convert the architecture
     and the bridge otherwise. The tokenizer, when there is one, is ``model.tokenizer``.
+
+    ``trust_remote_code``: a model folder (or hub model) that needs its own Python code to load is
+    refused unless this is True; then that code runs. Never asked for on stdin.
     """
     given = [k for k, v in (("name", name), ("path", path), ("factory", factory)) if v is not None]
     if len(given) != 1:
@@ -101,9 +105,10 @@ def load_model(
     if factory is not None:
         return _load_factory(factory, device_str, base_dir)
     if name is not None:
-        return _load_named(name, device_str, torch_dtype, backend)
+        return _load_named(name, device_str, torch_dtype, backend, trust_remote_code)
     assert path is not None
-    return load_folder(resolve_path(path, base_dir), device_str, torch_dtype, backend)
+    return load_folder(resolve_path(path, base_dir), device_str, torch_dtype, backend,
+                       trust_remote_code=trust_remote_code)
 
 
 def model_info(model: Any) -> ModelInfo:
@@ -178,10 +183,12 @@ def _backend_of(model: Any) -> str:
 # name
 
 
-def _load_named(name: str, device: str, dtype: torch.dtype, backend: Backend) -> Any:
+def _load_named(name: str, device: str, dtype: torch.dtype, backend: Backend, trust_remote_code: bool) -> Any:
     if backend == "bridge":
         try:
-            return boot_bridge(name, device, dtype, tokenizer=None)
+            return boot_bridge(name, device, dtype, tokenizer=None, trust_remote_code=trust_remote_code)
+        except SourceError:
+            raise
         except Exception as e:
             raise _named_error(name, e, "TransformerBridge") from e
 
@@ -189,7 +196,7 @@ def _load_named(name: str, device: str, dtype: torch.dtype, backend: Backend) ->
     from transformer_lens import HookedTransformer
 
     try:
-        loading.get_official_model_name(name)
+        official = loading.get_official_model_name(name)
     except ValueError:
         known = list(loading.make_model_alias_map())
         raise SourceError(
@@ -197,10 +204,16 @@ def _load_named(name: str, device: str, dtype: torch.dtype, backend: Backend) ->
             fix="use a name from TransformerLens's model table, model.path for a local folder, "
             "or backend: bridge for any Hugging Face model id",
         ) from None
+    if official.startswith(tuple(loading.NEED_REMOTE_CODE_MODELS)) and not trust_remote_code:
+        raise SourceError(
+            f"model {name!r} loads with Python code from its hub repository, and a suite runs no such code unless asked",
+            fix="if you trust that repository's code, set model.trust_remote_code: true (it then runs that code)",
+        )
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore", DeprecationWarning)
-            model = HookedTransformer.from_pretrained_no_processing(name, device=device, dtype=dtype)
+            model = HookedTransformer.from_pretrained_no_processing(name, device=device, dtype=dtype,
+                                                                    trust_remote_code=trust_remote_code)
     except Exception as e:
         raise _named_error(name, e, "HookedTransformer") from e
     return model.eval()

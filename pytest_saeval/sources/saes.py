@@ -3,7 +3,10 @@ its reader in :mod:`.sparsify` / :mod:`.dictionary_learning`), an SAE Lens pretr
 id or regex), or a factory. Every source but a factory gives an SAE Lens SAE.
 
 Weights are read with safetensors, or ``torch.load(weights_only=True)`` for dictionary_learning's
-``ae.pt``; nothing is unpickled.
+``ae.pt``; nothing is unpickled. An SAE Lens folder's weights must be floating point (float32, float16,
+bfloat16 or float64) and of the dtype its ``cfg.json`` names: SAE Lens would silently cast integer
+(quantized) weights or weights of another dtype to the config's, and the evaluation would measure
+something other than what was stored.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from pytest_saeval.errors import SourceError, did_you_mean
 from pytest_saeval.sources.common import is_hub_unreachable, resolve_path, short
 from pytest_saeval.sources.devices import parse_dtype, resolve_device
 from pytest_saeval.sources.factory import call_factory
-from pytest_saeval.sources.formats import FORMAT_FILES, check_safetensors, detect_format, read_json_object
+from pytest_saeval.sources.formats import (
+    FORMAT_FILES,
+    check_safetensors,
+    check_weight_dtypes,
+    detect_format,
+    read_json_object,
+)
 
 SAE_CFG_FILE, SAE_WEIGHTS_FILE = FORMAT_FILES["sae_lens"]
 
@@ -128,8 +137,9 @@ def _load_folder(folder: Path, device: str, dtype: str | None, sae_format: str |
 def _load_sae_lens_folder(folder: Path, device: str, dtype: str | None) -> Any:
     cfg_file = folder / SAE_CFG_FILE
     weights = folder / SAE_WEIGHTS_FILE
-    read_json_object(cfg_file, fix="re-save the SAE with sae.save_model(folder)")
-    check_safetensors(weights, fix="re-save the SAE with sae.save_model(folder) or copy the file again completely")
+    cfg = read_json_object(cfg_file, fix="re-save the SAE with sae.save_model(folder)")
+    dtypes = check_safetensors(weights, fix="re-save the SAE with sae.save_model(folder) or copy the file again completely")
+    check_weight_dtypes(weights, cfg, dtypes)
 
     from sae_lens import SAE
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_saeval.errors import InputError, SourceError
-from pytest_saeval.sources.common import resolve_path, safetensors_header, short
+from pytest_saeval.sources.common import exists, resolve_path, safetensors_header, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -58,7 +58,7 @@ def load_token_file(path: str | os.PathLike[str], *, context_size: int | None = 
 def _existing(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None) -> Path:
     """The token file, after checking that it exists, is a file of a known format and is not empty."""
     file = resolve_path(path, base_dir)
-    if not file.exists():
+    if not exists(file, "token file"):
         raise SourceError(
             f"token file '{file}' does not exist",
             fix="check data.tokens (relative paths are relative to the suite file)",
@@ -167,6 +167,14 @@ def _corrupt(file: Path, e: BaseException) -> SourceError:
 def _read_npy(file: Path) -> Any:
     import numpy as np
 
+    with open(file, "rb") as fh:
+        head = fh.read(6)
+    if head != b"\x93NUMPY":
+        link = f" (a link to '{os.path.realpath(file)}')" if file.is_symlink() else ""
+        raise SourceError(
+            f"token file '{file}'{link} is not a .npy file: it starts with {head!r}, not numpy's header",
+            fix="point data.tokens at the token array itself, saved with numpy.save(path, tokens.astype('int64'))",
+        )
     try:
         return np.load(file, allow_pickle=False)
     except ValueError as e:
@@ -240,10 +248,18 @@ def _read_safetensors(file: Path) -> Any:
         raise _corrupt(file, e) from e
 
 
+def _unsigned() -> tuple[Any, ...]:
+    import torch
+
+    return tuple(getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name))
+
+
 def _validated(array: Any, file: Path) -> torch.Tensor:
     import numpy as np
     import torch
 
+    if isinstance(array, torch.Tensor) and array.dtype in _unsigned():
+        array = array.numpy()  # torch has no min/max for wide unsigned ints; numpy does
     if isinstance(array, np.ndarray):
         kind = array.dtype.kind
         dtype_name = str(array.dtype)

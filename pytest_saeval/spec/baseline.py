@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saeval.errors import BaselineError, did_you_mean
-from pytest_saeval.fileio import atomic_write_text
+from pytest_saeval.fileio import atomic_write_text, os_reason
 
 __all__ = ["Baseline", "load_baseline", "write_baseline"]
 
@@ -274,7 +274,6 @@ def write_baseline(
         atomic_write_text(file, text)
     except OSError as e:
         raise BaselineError(
-            f"cannot write the baseline file: {e.strerror or e}",
-            fix="check that the folder exists and is writable",
-            file=file,
+            f"cannot write {file}: {os_reason(e)}",
+            fix="check that the folder is writable and has free space; the previous baseline was left as it was",
         ) from e

@@ -25,6 +25,7 @@ from pytest_saeval.spec.numbers import format_number
 
 __all__ = [
     "BASELINE_FIX",
+    "GATE_PATTERN",
     "GRAMMAR",
     "MODES",
     "Bound",
@@ -54,9 +55,13 @@ GRAMMAR = (
 """The accepted grammar, as the fix text of parse errors."""
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_OP = r">=|<=|>|<"
 _EXPR_RE = re.compile(
-    rf"^\s*(?P<op>>=|<=|>|<)\s*(?:(?P<number>{_NUMBER})|baseline\s*(?:(?P<sign>[-+*])\s*(?P<arg>{_NUMBER}))?)\s*$"
+    rf"^\s*(?P<op>{_OP})\s*(?:(?P<number>{_NUMBER})|baseline\s*(?:(?P<sign>[-+*])\s*(?P<arg>{_NUMBER}))?)\s*$"
 )
+GATE_PATTERN = rf"^\s*(?:{_OP})\s*(?:{_NUMBER}|baseline\s*(?:[-+*]\s*{_NUMBER})?)\s*$"
+"""The grammar above as one ECMAScript-compatible regular expression (the suite schema's), from the same parts
+as the parser's."""
 BASELINE_FIX = (
     "record baseline values with `pytest --saeval-update-baseline` or `saeval run --update-baseline`, "
     "and point the suite's `baseline:` key at that file"

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_saeval.errors import SuiteError
+from pytest_saeval.errors import SuiteError, brief
 from pytest_saeval.spec.fields import (
     DATA_KEYS,
     DATASET_KEYS,
@@ -146,7 +146,7 @@ class _Builder:
     def model(self, value: object, line: int | None) -> ModelSpec:
         m = self.mapping(value, "model", line, "path: ../models/tiny")
         self.check_keys(m, MODEL_KEYS, "model", line)
-        fields = {k: m[k] for k in ("name", "factory", "device", "dtype") if k in m}
+        fields = {k: m[k] for k in MODEL_KEYS if k in m and k != "path"}
         return ModelSpec(path=self.file_path(m, "path", "model", line, "../models/tiny"), line=line,
                          key_lines=key_lines(m), **fields)
 
@@ -183,7 +183,7 @@ class _Builder:
             items = [v] if isinstance(v, str) else v
             if not isinstance(items, list) or not items or not all(isinstance(i, str) and i.strip() for i in items):
                 raise self.error(
-                    f"{k} must be a file, a list of files or a mapping split -> files, got {value!r}",
+                    f"{k} must be a file, a list of files or a mapping split -> files, got {brief(value)}",
                     "write e.g. data_files: data/eval.jsonl or data_files: {train: [a.jsonl, b.jsonl]}",
                     at,
                     k,

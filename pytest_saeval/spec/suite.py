@@ -8,7 +8,7 @@ its key (``line_of``) with the key path, e.g. ``saes[1].gates.l0``, and the fix.
 
 from __future__ import annotations
 
-import functools
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,20 +16,7 @@ from typing import Any, Literal, NoReturn
 
 from pytest_saeval.errors import SuiteError, did_you_mean
 from pytest_saeval.settings import EvalSettings
-from pytest_saeval.spec.fields import (
-    COUNT_KEYS,
-    Invalid,
-    check_bool,
-    check_count,
-    check_device,
-    check_dtype,
-    check_exclude,
-    check_factory,
-    check_hook_name,
-    check_sae_format,
-    check_sae_id,
-    check_text,
-)
+from pytest_saeval.spec.fields import COUNT_KEYS, DATA_SOURCES, MODEL_SOURCES, SAE_SOURCES, Invalid, check_field
 from pytest_saeval.spec.gates import MODES, Gate, Mode
 
 __all__ = ["DataSpec", "DatasetSpec", "ModelSpec", "SAESpec", "Suite"]
@@ -54,15 +41,25 @@ class _Section:
     def _fail(self, e: Invalid, name: str) -> NoReturn:
         raise SuiteError(e.message, fix=e.fix, line=self.line_of(name), key=self._key(name)) from None
 
-    def _check(self, name: str, check: Callable[[Any], Any], *, optional: bool = False) -> None:
-        """Run ``check`` on the field ``name`` and keep its normalised value (``optional``: None is left alone)."""
+    def _section(self) -> str:
+        """This section's name in :data:`~pytest_saeval.spec.fields.SECTIONS`."""
+        raise NotImplementedError
+
+    def _check(self, name: str, *, optional: bool = False, check: Callable[[Any], Any] | None = None) -> None:
+        """Check the field ``name`` as the format defines it (or with ``check``) and keep its normalised value
+        (``optional``: None is left alone)."""
         value = getattr(self, name)
         if value is None and optional:
             return
         try:
-            object.__setattr__(self, name, check(value))
+            new = check(value) if check is not None else check_field(self._section(), name, value)
+            object.__setattr__(self, name, new)
         except Invalid as e:
             self._fail(e, name)
+
+    def _check_path(self, name: str) -> None:
+        """Check a path field (as text: a file system must be able to hold it) and keep it as a Path."""
+        self._check(name, check=lambda v: Path(check_field(self._section(), name, os.fspath(v))))
 
     def _exactly_one(self, options: Sequence[str], what: str) -> str:
         """The one source field that is set; a located error when none or several are."""
@@ -91,6 +88,8 @@ class ModelSpec(_Section):
     """``auto`` (cuda when available, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
     dtype: str = "float32"
     """One of :data:`~pytest_saeval.settings.DTYPES`."""
+    trust_remote_code: bool = False
+    """Run the Python code a model folder (or hub model) ships for its architecture; refused when False."""
     line: int | None = None
     """Line of the ``model:`` key in the suite file."""
     key_lines: tuple[tuple[str, int], ...] = field(default=(), compare=False, repr=False)
@@ -99,16 +98,17 @@ class ModelSpec(_Section):
     def _prefix(self) -> str:
         return "model"
 
+    def _section(self) -> str:
+        return "model"
+
     def __post_init__(self) -> None:
-        source = self._exactly_one(("name", "path", "factory"), "model")
-        if source == "name":
-            self._check("name", lambda v: check_text("name", v, "gpt2"))
-        elif source == "factory":
-            self._check("factory", check_factory)
+        source = self._exactly_one(MODEL_SOURCES, "model")
+        if source == "path":
+            self._check_path("path")
         else:
-            object.__setattr__(self, "path", Path(self.path))  # type: ignore[arg-type]
-        self._check("device", check_device)
-        self._check("dtype", check_dtype)
+            self._check(source)
+        for key in ("device", "dtype", "trust_remote_code"):
+            self._check(key)
 
     @property
     def kind(self) -> Literal["name", "path", "factory"]:
@@ -143,11 +143,12 @@ class DatasetSpec(_Section):
     def _prefix(self) -> str:
         return "data.dataset"
 
+    def _section(self) -> str:
+        return "dataset"
+
     def __post_init__(self) -> None:
-        examples = {"path": "Skylion007/openwebtext", "split": "train", "column": "text", "name": "wikitext-2-raw-v1"}
-        for key, example in examples.items():
-            self._check(key, functools.partial(check_text, key, example=example), optional=key in ("column", "name"))
-        self._check("streaming", functools.partial(check_bool, "streaming"))
+        for key in ("path", "split", "column", "name", "streaming"):
+            self._check(key, optional=key in ("column", "name"))
         object.__setattr__(self, "data_files", tuple((s, tuple(f)) for s, f in self.data_files))
 
     def load_dataset_kwargs(self) -> dict[str, Any]:
@@ -186,12 +187,14 @@ class DataSpec(_Section):
     def _prefix(self) -> str:
         return "data"
 
+    def _section(self) -> str:
+        return "data"
+
     def __post_init__(self) -> None:
-        if self._exactly_one(("tokens", "dataset"), "data") == "tokens":
-            object.__setattr__(self, "tokens", Path(self.tokens))  # type: ignore[arg-type]
-        for key in COUNT_KEYS:
-            self._check(key, functools.partial(check_count, key))
-        self._check("exclude_special_tokens", check_exclude)
+        if self._exactly_one(DATA_SOURCES, "data") == "tokens":
+            self._check_path("tokens")
+        for key in (*COUNT_KEYS, "exclude_special_tokens"):
+            self._check(key)
 
     @property
     def kind(self) -> Literal["tokens", "dataset"]:
@@ -222,11 +225,9 @@ class SAESpec(_Section):
     path: Path | None = None
     """A local SAE folder: SAE Lens, EleutherAI sparsify or dictionary_learning (absolute after loading a suite)."""
     format: str | None = None
-    """How the ``path`` folder is laid out: ``sae_lens``, ``sparsify`` or ``dictionary_learning``; None: detected
-    from the files present (only with ``path``)."""
+    """With ``path``: ``sae_lens``, ``sparsify`` or ``dictionary_learning``; None: told from the files present."""
     hook_name: str | None = None
-    """The TransformerLens hook the SAE reads, e.g. ``blocks.6.hook_resid_post``, for a checkpoint whose own hook
-    name cannot be mapped; it replaces the hook the checkpoint names (only with ``path``)."""
+    """With ``path``: the TransformerLens hook the SAE reads, replacing the one its checkpoint names."""
     release: str | None = None
     """An SAE Lens pretrained release (with ``sae_id``)."""
     sae_id: str | None = None
@@ -245,20 +246,22 @@ class SAESpec(_Section):
     def _prefix(self) -> str:
         return f"saes[{self.index}]" if self.index is not None else f"saes[{self.id}]"
 
+    def _section(self) -> str:
+        return "sae"
+
     def __post_init__(self) -> None:
-        self._check("id", check_sae_id)
+        self._check("id")
         for have, need in (("release", "sae_id"), ("sae_id", "release")):
             if getattr(self, have) is not None and getattr(self, need) is None:
                 raise SuiteError(f"'{have}' needs '{need}' as well", fix=f"add {need}: next to {have}:",
                                  line=self.line_of(have), key=self._key(have))
-        source = self._exactly_one(("path", "release", "factory"), self._prefix())
-        if source == "release":
-            self._check("release", lambda v: check_text("release", v, "gpt2-small-res-jb"))
-            self._check("sae_id", lambda v: check_text("sae_id", v, "blocks.8.hook_resid_pre"))
-        elif source == "factory":
-            self._check("factory", check_factory)
+        source = self._exactly_one(SAE_SOURCES, self._prefix())
+        if source == "path":
+            self._check_path("path")
         else:
-            object.__setattr__(self, "path", Path(self.path))  # type: ignore[arg-type]
+            self._check(source)
+        if source == "release":
+            self._check("sae_id")
         self._check_path_options(source)
         gates = tuple(self.gates)
         seen: set[str] = set()
@@ -266,8 +269,7 @@ class SAESpec(_Section):
             if not isinstance(gate, Gate):
                 raise TypeError(f"SAESpec.gates must hold Gate objects, got {type(gate).__name__}")
             if gate.metric in seen:
-                raise SuiteError(f"two gates on {gate.metric}", fix="merge them into one list", line=gate.line,
-                                 key=self._key("gates"))
+                raise SuiteError(f"two gates on {gate.metric}", fix="merge them into one list", line=gate.line, key=self._key("gates"))
             seen.add(gate.metric)
         object.__setattr__(self, "gates", gates)
 
@@ -278,8 +280,7 @@ class SAESpec(_Section):
                 raise SuiteError(f"'{name}' applies only to an SAE loaded from path:, not from {source}:",
                                  fix=f"remove {name}:, or load the SAE with path: from a local folder",
                                  line=self.line_of(name), key=self._key(name))
-        self._check("format", check_sae_format, optional=True)
-        self._check("hook_name", check_hook_name, optional=True)
+            self._check(name, optional=True)
 
     @property
     def kind(self) -> Literal["path", "release", "factory"]:
@@ -325,6 +326,9 @@ class Suite(_Section):
     def _prefix(self) -> str:
         return ""
 
+    def _section(self) -> str:
+        return "suite"
+
     @property
     def baseline_line(self) -> int | None:
         """Line of the ``baseline:`` key, for messages about the baseline file."""
@@ -353,7 +357,7 @@ class Suite(_Section):
         object.__setattr__(self, "saes", saes)
         object.__setattr__(self, "default_gates", tuple(self.default_gates))
         if self.baseline is not None:
-            object.__setattr__(self, "baseline", Path(self.baseline))
+            self._check_path("baseline")
         else:
             self._check_no_baseline_gates()
         if self.gate_mode not in MODES:

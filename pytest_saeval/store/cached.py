@@ -7,24 +7,31 @@ gives another key, so it misses. A hit costs hashing plus one small read. The SA
 through the model-side cache (:mod:`.model`), so a new SAE on a known model and token set skips the
 clean and ablation forwards. Every SAE is scored through the clean distribution's summary (see
 :class:`~pytest_saeval.engine.evaluate.Scoring`), so a number never depends on what the cache held.
+
+A cache folder that cannot be used (read-only, full, a file in its place, a folder where an entry
+should be, a name too long) never stops a run: the first such problem gives one :class:`CacheWarning`
+and the rest of the run goes on without the disk (the model-side memory tier still works).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pytest_saeval.engine.evaluate import EngineOptions, Scoring, cosine_matrices, run_pass
 from pytest_saeval.engine.inputs import as_token_tensor, check_inputs, special_token_ids
+from pytest_saeval.engine.records import ModelRecords
 from pytest_saeval.engine.results import SAEResult
 from pytest_saeval.engine.weights import COSINE_METRICS
+from pytest_saeval.fileio import os_reason
 from pytest_saeval.settings import EvalSettings
-from pytest_saeval.store.entries import digest
+from pytest_saeval.store.entries import CacheWarning, Unavailable, digest
 from pytest_saeval.store.folder import default_cache_dir
 from pytest_saeval.store.hashing import Fingerprints
-from pytest_saeval.store.model import ModelCache
+from pytest_saeval.store.model import BoundModelStore, ModelCache
 from pytest_saeval.store.results import ResultsCache
 from pytest_saeval.versions import library_versions
 
@@ -32,6 +39,46 @@ __all__ = ["CACHE_FORMAT", "EvalCache"]
 
 CACHE_FORMAT = 3
 """Bumped whenever the stored layout or the meaning of a stored number changes (old entries then miss)."""
+
+class _Disk:
+    """Whether a cache folder is still used; its first problem turns it off (the model-side cache keeps
+    only its memory tier) with one :class:`CacheWarning`."""
+
+    def __init__(self, folder: Path, model_cache: ModelCache | None) -> None:
+        self.folder = folder
+        self.model_cache = model_cache
+        self.usable = True
+
+    def fail(self, why: str) -> None:
+        if self.model_cache is not None:
+            self.model_cache.disk = False
+        if self.usable:
+            self.usable = False
+            warnings.warn(f"saeval cache: {why}; the run goes on without the cache in {self.folder}",
+                          CacheWarning, stacklevel=4)
+
+
+class _GuardedStore:
+    """A model-side store whose disk problems turn the cache off instead of failing the pass."""
+
+    def __init__(self, store: BoundModelStore, disk: _Disk) -> None:
+        self.store = store
+        self.disk = disk
+
+    def load(self, hooks: Sequence[tuple[str, int | None]]) -> ModelRecords | None:
+        try:
+            return self.store.load(hooks)
+        except Unavailable as e:
+            self.disk.fail(str(e))
+        return None
+
+    def save(self, records: ModelRecords) -> None:
+        try:
+            self.store.save(records)
+        except OSError as e:
+            self.disk.fail(f"cannot write {e.filename or self.disk.folder}: {os_reason(e)}")
+
+
 
 class EvalCache:
     """The results cache and the model-side cache of one folder, and ``evaluate`` through them.
@@ -48,6 +95,7 @@ class EvalCache:
         self.model_cache = (ModelCache(self.folder) if model_cache is True
                             else model_cache if isinstance(model_cache, ModelCache) else None)
         self.fingerprints = fingerprints or Fingerprints()
+        self._disk = _Disk(self.folder, self.model_cache)
 
     def evaluate(self, model: Any, saes: Mapping[str, Any], tokens: Any, settings: EvalSettings | None = None,
                  options: EngineOptions | None = None, *, model_key: str | None = None) -> dict[str, SAEResult]:
@@ -73,18 +121,36 @@ class EvalCache:
         out: dict[str, SAEResult] = {}
         misses: dict[str, Any] = {}
         for sae_id, sae in saes.items():
-            hit = self.results.get(keys[sae_id], sae_id, needed)
+            hit = self._get(keys[sae_id], sae_id, needed)
             if hit is None:
                 misses[sae_id] = sae
             else:
                 out[sae_id] = hit
         if misses:
-            store = self.model_cache.bind(digest({**common, "part": "model-side"})) if self.model_cache else None
+            store = (_GuardedStore(self.model_cache.bind(digest({**common, "part": "model-side"})), self._disk)
+                     if self.model_cache else None)
             fresh = run_pass(model, misses, token_tensor, settings, options, Scoring(store=store, by_summary=True))
             for sae_id, result in fresh.items():
-                self.results.put(keys[sae_id], result)
+                self._put(keys[sae_id], result)
                 out[sae_id] = result
         return {sae_id: out[sae_id] for sae_id in saes}
+
+    def _get(self, key: str, sae_id: str, needed: Sequence[str]) -> SAEResult | None:
+        if not self._disk.usable:
+            return None
+        try:
+            return self.results.get(key, sae_id, needed)
+        except Unavailable as e:
+            self._disk.fail(str(e))
+        return None
+
+    def _put(self, key: str, result: SAEResult) -> None:
+        if not self._disk.usable:
+            return
+        try:
+            self.results.put(key, result)
+        except OSError as e:
+            self._disk.fail(f"cannot write {e.filename or self.folder}: {os_reason(e)}")
 
     def _common(self, model: Any, tokens: Any, settings: EvalSettings, model_key: str | None) -> dict[str, Any]:
         """The key parts every SAE of one call shares."""

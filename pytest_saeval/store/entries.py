@@ -4,6 +4,8 @@ Files are written with :func:`~pytest_saeval.fileio.atomic_write_bytes` (tempora
 ``os.replace``): readers never see a partial file and concurrent writers of one key both succeed
 (the last rename wins; the contents are the same). A file that cannot be read, or whose key or
 digest does not match, is :class:`Unusable`: the caller recomputes it with a :class:`CacheWarning`.
+A file that cannot even be opened for a reason other than its absence (a folder in its place, a file
+where its folder should be, no permission) is :class:`Unavailable`: the cache folder itself is broken.
 Never pickle.
 """
 
@@ -15,13 +17,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_saeval.fileio import atomic_write_bytes
+from pytest_saeval.fileio import atomic_write_bytes, os_reason
 from pytest_saeval.store.hashing import Hasher
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["CacheWarning", "Unusable", "digest", "read_entry", "warn_unusable", "write_entry"]
+__all__ = ["CacheWarning", "Unavailable", "Unusable", "digest", "read_entry", "warn_unusable", "write_entry"]
 
 
 class CacheWarning(UserWarning):
@@ -30,6 +32,10 @@ class CacheWarning(UserWarning):
 
 class Unusable(Exception):
     """An entry that exists but cannot be used; the message says why."""
+
+
+class Unavailable(Exception):
+    """The cache folder cannot be read where an entry should be (not a missing entry: a broken folder)."""
 
 
 def digest(parts: Mapping[str, Any]) -> str:
@@ -65,7 +71,7 @@ def read_entry(path: Path, key: str) -> tuple[dict[str, Any], dict[str, torch.Te
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise Unusable(f"cannot be read ({e})") from e
+        raise Unavailable(f"cannot read {path}: {os_reason(e)}") from e
     from safetensors.torch import load
 
     # one read of the whole file: the header and the tensors come from the same version of it even

@@ -1,17 +1,23 @@
 """The bad-input matrix through ``saeval run``: exit code 2 and one located line, never a traceback.
 
-The cases live in ``badinput/cases.py`` (shared with the pytest side). Beyond the matrix: NaN and
-infinite metrics fail their gates (exit 1) and are never written as numbers, and neither pickled
-code in a token file nor a YAML python tag ever runs.
+The cases live in ``badinput/`` (shared with the pytest side): a bad input is exit 2 and one located
+line; something that cannot be written is exit 2 and one ``cannot write X: reason`` line; a cache that
+cannot be used is one warning and a correct run; ids that used to collide are a correct run. No message
+is longer than :data:`MESSAGE_CAP`, bounded inputs end within their time, and code in an input never
+runs. Beyond the matrix: NaN and infinite metrics fail their gates (exit 1) and are never written as
+numbers, and neither pickled code in a token file nor a YAML python tag ever runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +26,19 @@ import pytest
 from pytest_saeval.cli import main
 from tests.integration.badinput.cases import (
     CASES,
+    ROUND_ONE,
+    ROUND_TWO,
     Assets,
     BadInputCase,
     expected_location,
     materialise,
     shared_assets,
 )
+from tests.integration.badinput.faults import faulty_folder
 
 RUN_FLAGS = ("--no-cache", "--no-progress")
+MESSAGE_CAP = 2000
+"""Longest line any case may print (messages are cut at 800 characters of message and of fix)."""
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +60,17 @@ def _check_message(case: BadInputCase, suite: Path, err: str) -> str:
     """The one-line message on stderr, checked against the case; returns it."""
     assert "Traceback" not in err, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err[:3000]}"
     message = lines[0]
+    assert len(message) < MESSAGE_CAP, f"a {len(message)}-character message"
     assert message.startswith("saeval: error: "), message
+    if case.outcome == "io":
+        assert "cannot write " in message and ". Fix: " in message, message
+        if case.key is not None:
+            assert message.startswith(f"saeval: error: {case.key}: "), message
+        for text in case.expect:
+            assert text in message, f"expected {text!r} in {message!r}"
+        return message
     file, line = expected_location(case, suite)
     where = f"{file}:{line}: " if line is not None else f"{file}"
     assert where in message, f"expected {where!r} in {message!r}"
@@ -66,9 +85,49 @@ def _check_message(case: BadInputCase, suite: Path, err: str) -> str:
 def test_the_matrix_is_large_and_well_formed() -> None:
     names = [c.name for c in CASES]
     assert len(names) == len(set(names))
-    assert len(CASES) >= 30
-    assert sum(c.loads_model for c in CASES) >= 10  # source problems, not only YAML ones
-    assert sum(c.marker is not None for c in CASES) >= 2  # code that must never run
+    assert len(ROUND_ONE) == 61 and len(ROUND_TWO) == 53 and len(CASES) == 114
+    assert sum(c.loads_model for c in CASES) >= 20  # source problems, not only YAML ones
+    assert sum(c.marker is not None for c in CASES) >= 5  # code that must never run
+    assert {c.outcome for c in CASES} == {"error", "io", "warning", "ok"}
+    assert sum(c.fault is not None for c in CASES) >= 6  # read-only and full places
+
+
+def test_the_readme_states_the_count_tested() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert f"{len(CASES)} bad-input cases" in readme
+
+
+@contextlib.contextmanager
+def _environment(case: BadInputCase, folder: Path) -> Iterator[str | None]:
+    """The case's environment variables and fault for the block; yields how the fault was made."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in case.environment(folder).items():
+            mp.setenv(key, value)
+        if "SAEVAL_CACHE_DIR" not in dict(case.env):
+            mp.delenv("SAEVAL_CACHE_DIR", raising=False)
+        mp.chdir(folder)  # a default cache folder lands in the case folder
+        if case.fault is None:
+            yield None
+        else:
+            with faulty_folder(folder / "fault", case.fault) as how:
+                yield how
+
+
+def _run_case(case: BadInputCase, folder: Path, suite: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the case through ``saeval run``; its checks run while its fault is still in place."""
+    flags = ["--no-progress"] if case.outcome == "warning" or "--cache-dir" in case.args else list(RUN_FLAGS)
+    if not any(a == "--output-dir" for a in case.args) and case.outcome == "error":
+        flags += ["--output-dir", str(folder.parent / "out")]
+    with _environment(case, folder):
+        started = time.monotonic()
+        rc = main(["run", str(suite), *case.command_args(folder), *flags])
+        took = time.monotonic() - started
+        out, err = capsys.readouterr()
+        if case.check is not None and rc in (0, 1, 2):
+            case.check(folder)
+    if case.max_seconds is not None:
+        assert took < case.max_seconds, f"took {took:.2f} s (bounded input must end within {case.max_seconds} s)"
+    return rc, out, err
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -81,13 +140,22 @@ def test_bad_input_exits_2_with_one_located_line(
     if not case.loads_model:  # found before any model is loaded, or this fails the test
         monkeypatch.setattr("pytest_saeval.sources.models.load_model", _no_model_load)
     suite = materialise(case, tmp_path / "case", tiny)
-    out_dir = tmp_path / "out"
-    rc = main(["run", str(suite), "--output-dir", str(out_dir), *RUN_FLAGS])
-    out, err = capsys.readouterr()
-    assert rc == 2, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    rc, out, err = _run_case(case, tmp_path / "case", suite, capsys)
+    if case.outcome in ("ok", "warning"):
+        assert rc == 0, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+        assert "Traceback" not in err and "PASS" in out
+        for text in case.expect if case.outcome == "ok" else ():
+            assert text in out, f"expected {text!r} in the output:\n{out}"
+        if case.outcome == "warning":
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("saeval: warning: "), err
+            assert all(text in lines[0] for text in case.expect), lines[0]
+        return
+    assert rc == 2, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err[:3000]}"
     _check_message(case, suite, err)
-    assert "PASS" not in out and "FAIL" not in out  # a config error is never a gate result
-    assert not out_dir.exists()  # nothing written for a run that could not start
+    if case.outcome == "error":
+        assert "PASS" not in out and "FAIL" not in out  # a config error is never a gate result
+        assert not (tmp_path / "out").exists()  # nothing written for a run that could not start
     if case.marker is not None:
         assert not (suite.parent / case.marker).exists(), "code in the input ran"
 

@@ -1,9 +1,10 @@
 """The bad-input matrix through pytest: every case is an error naming file:line, key and fix.
 
-All cases are materialised into one project and collected in ONE pytest run (each suite file is its
-own group, so one case's error cannot hide another's). For every case the run must report an error
-carrying the case's message, and no gate of that suite may pass or be skipped: a configuration error
-is never a gate result.
+All cases about what a suite file (or a file it names) holds are materialised into one project and
+collected in ONE pytest run (each suite file is its own group, so one case's error cannot hide
+another's). For every case the run must report an error carrying the case's message, and no gate of
+that suite may pass or be skipped: a configuration error is never a gate result. Hostile input stays
+cheap: the whole run prints at most :data:`OUTPUT_CAP` bytes and no case's report holds a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import re
 import pytest
 
 from tests.integration.badinput.cases import CASES, Assets, expected_location, materialise, shared_assets
+
+OUTPUT_CAP = 2_000_000
+"""Bytes the whole matrix run may print (an alias bomb once printed 67 MB)."""
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def _cuda_available() -> bool:
 def matrix_run(tiny: Assets, tmp_path_factory: pytest.TempPathFactory):
     """Materialise every case under ``cases/<name>/`` and run pytest over all of them once."""
     project = tmp_path_factory.mktemp("badinput-pytest")
-    cases = [c for c in CASES if not (c.needs_no_cuda and _cuda_available())]
+    cases = [c for c in CASES if c.outcome == "error" and c.pytest and not (c.needs_no_cuda and _cuda_available())]
     suites = {c.name: materialise(c, project / "cases" / c.name, tiny) for c in cases}
     (project / "pytest.ini").write_text("[pytest]\n")
     mp = pytest.MonkeyPatch()
@@ -53,6 +57,8 @@ def test_every_case_is_an_error_with_its_message_and_never_a_gate_result(matrix_
     cases, suites, proc = matrix_run
     out = proc.stdout
     assert proc.returncode not in (0, 5), out[-3000:]
+    assert len(out) + len(proc.stderr) < OUTPUT_CAP, f"{len(out)} bytes of output"
+    assert len(cases) >= 95  # round one and the suite-file cases of round two
     summary = [line for line in out.splitlines() if re.match(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) ", line)]
     # Section bodies ("____ ERROR collecting cases/x/suite.yaml ____" and the like), by header.
     sections: list[tuple[str, str]] = []

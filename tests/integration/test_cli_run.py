@@ -62,10 +62,10 @@ class _Recorder:
 
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> type[_Recorder]:
-    import pytest_saeval.cli as cli_module
+    import pytest_saeval.run.session as session_module
 
     _Recorder.calls = []
-    monkeypatch.setattr(cli_module, "Session", _Recorder)
+    monkeypatch.setattr(session_module, "Session", _Recorder)  # the command imports it when it runs
     return _Recorder
 
 

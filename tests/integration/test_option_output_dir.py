@@ -45,14 +45,3 @@ def test_outputs_go_to_the_ini_folder_unless_the_option_says_otherwise(
     assert "wrote 5 files to elsewhere" in saeval_section(result.stdout.str())
     assert sorted(p.name for p in (pytester.path / "elsewhere").iterdir()) == FILES
     assert all_results(pytester.path / "elsewhere") == records
-
-
-def test_an_unwritable_output_folder_fails_the_run_after_its_tests(pytester: pytest.Pytester, assets: Assets) -> None:
-    _project(pytester, assets)
-    (pytester.path / "blocker").write_text("a file, not a folder")
-    result = run_pytest(pytester, "plain", "--saeval-output-dir", "blocker")
-    result.assert_outcomes(passed=2)
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    section = saeval_section(result.stdout.str())
-    assert "ERROR writing the outputs: " in section
-    assert f"{pytester.path / 'blocker'}: output_dir: the output folder is a file" in section

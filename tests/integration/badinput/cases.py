@@ -1,250 +1,40 @@
-"""The bad-input matrix (issue 9): each case builds one broken input and names what its error must say.
+"""The bad-input matrix: :data:`CASES` is every case (round one, issue 9, then round two in :mod:`.hostile`).
 
-Every case is run through ``saeval run`` (exit code 2, one line ``saeval: error: file:line: key:
-message. Fix: ...``, no traceback) by ``tests/integration/test_bad_input.py``; the pytest side runs
-the same cases as collection errors. A case is data:
-
-- ``build(folder, assets)`` writes the broken input into an empty ``folder`` (the shared tiny
-  model, SAEs and tokens of :class:`Assets` are referenced by absolute path or copied and broken)
-  and returns the suite file to run;
-- ``expect``: substrings the message must contain;
-- ``key``: the key path the message must name;
-- ``at`` / ``line_of``: the file the message must point at (``"suite"`` for the suite file, else a
-  file name inside ``folder``) and a piece of text whose first line in that file is the line the
-  message must give;
-- ``marker``: a file name inside ``folder`` that must not exist afterwards (code that must not run).
-
-Use :func:`materialise` to build a case and :func:`expected_location` to get the ``file:line``
-prefix its message must carry. :func:`build_assets` makes the shared assets once per test session.
+See :mod:`.kit` for what a case is and how it is run.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import dataclasses
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-__all__ = ["CASES", "Assets", "BadInputCase", "build_assets", "expected_location", "materialise", "shared_assets"]
+from tests.integration.badinput.hostile import ROUND_TWO
+from tests.integration.badinput.kit import (
+    N_ROWS,
+    Assets,
+    BadInputCase,
+    base_suite,
+    broken_model,
+    broken_sae,
+    build_assets,
+    edit,
+    expected_location,
+    materialise,
+    save_npy,
+    shared_assets,
+    text,
+    tokens_file,
+    truncate,
+    write_suite,
+)
 
-CONTEXT = 8
-N_ROWS = 8
-N_POSITIONS = 32
+__all__ = ["CASES", "ROUND_ONE", "ROUND_TWO", "Assets", "BadInputCase", "build_assets", "expected_location",
+           "materialise", "shared_assets"]
 
-
-@dataclass(frozen=True)
-class Assets:
-    """Tiny, valid inputs the broken cases start from (built once per test session)."""
-
-    root: Path
-    """The folder holding everything below."""
-    model: Path
-    """A tiny GPT-2 (2 layers, d_model 32, n_positions 32) and its tokenizer, saved with save_pretrained."""
-    sae: Path
-    """An SAE Lens standard SAE on ``blocks.0.hook_resid_pre`` (d_in 32, d_sae 64)."""
-    sae_wide: Path
-    """An SAE with d_in 48 on ``blocks.0.hook_resid_pre`` (the hook gives 32)."""
-    sae_deep: Path
-    """An SAE on ``blocks.7.hook_resid_pre`` (the model has 2 blocks)."""
-    sae_topk: Path
-    """A valid top-k SAE on ``blocks.1.hook_resid_pre`` (d_in 32, d_sae 64)."""
-    tokens: Path
-    """``int64 [8, 8]`` token ids inside the vocabulary, BOS first."""
-    vocab: int
-    """The model's vocabulary size."""
-
-
-def build_assets(root: Path) -> Assets:
-    """Write the shared tiny model, SAEs and tokens under ``root`` (a few seconds)."""
-    import numpy as np
-
-    from tests.helpers import save_tiny_gpt2, save_tiny_sae
-
-    root.mkdir(parents=True, exist_ok=True)
-    model = save_tiny_gpt2(root / "model", n_layer=2, n_positions=N_POSITIONS)
-    vocab = int(json.loads((model / "config.json").read_text())["vocab_size"])
-    sae = save_tiny_sae(root / "sae", seed=0, hook_name="blocks.0.hook_resid_pre", d_in=32, d_sae=64)
-    sae_wide = save_tiny_sae(root / "sae_wide", seed=1, hook_name="blocks.0.hook_resid_pre", d_in=48, d_sae=64)
-    sae_deep = save_tiny_sae(root / "sae_deep", seed=2, hook_name="blocks.7.hook_resid_pre", d_in=32, d_sae=64)
-    sae_topk = save_tiny_sae(root / "sae_topk", seed=3, architecture="topk", hook_name="blocks.1.hook_resid_pre",
-                             d_in=32, d_sae=64)
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(3, vocab, size=(N_ROWS, CONTEXT)).astype(np.int64)
-    tokens[:, 0] = 0
-    np.save(root / "tokens.npy", tokens)
-    return Assets(root=root, model=model, sae=sae, sae_wide=sae_wide, sae_deep=sae_deep, sae_topk=sae_topk,
-                  tokens=root / "tokens.npy", vocab=vocab)
-
-
-_SHARED: dict[str, Assets] = {}
-
-
-def shared_assets(tmp_path_factory: Any) -> Assets:
-    """The assets, built once per process (test modules share them through this module).
-
-    ``tmp_path_factory`` is pytest's session fixture; the assets live in its temporary folder.
-    Treat them as read-only: cases that break a file copy it first.
-    """
-    if "assets" not in _SHARED:
-        _SHARED["assets"] = build_assets(tmp_path_factory.mktemp("saeval-assets"))
-    return _SHARED["assets"]
-
-
-@dataclass(frozen=True)
-class BadInputCase:
-    """One broken input and what its error message must say."""
-
-    name: str
-    """Short id, used as the test id."""
-    build: Callable[[Path, Assets], Path] = field(repr=False)
-    """Writes the broken input into an empty folder; returns the suite file."""
-    expect: tuple[str, ...]
-    """Substrings the message must contain (besides location, key and ``Fix:``)."""
-    key: str | None
-    """The key path the message must name, e.g. ``data.n_sparsity_batches``; ``None`` only for
-    problems of the whole file (YAML syntax, an empty or missing file), which have no key."""
-    line_of: str | None
-    """Text whose first line in the ``at`` file is the line the message must give (``None``: no line)."""
-    at: str = "suite"
-    """``"suite"`` (the suite file) or a file name inside the case folder the message points at."""
-    loads_model: bool = False
-    """True when the error is only found after loading the model (slower); every other case is found
-    before any model is loaded (the tests make loading the model fail for them)."""
-    marker: str | None = None
-    """A file name inside the folder that must not exist afterwards (code that must not have run)."""
-    needs_no_cuda: bool = False
-    """The case only applies on a machine without CUDA."""
-
-    def __post_init__(self) -> None:
-        if not self.expect:
-            raise ValueError(f"case {self.name}: expect is required")
-
-
-def materialise(case: BadInputCase, folder: Path, assets: Assets) -> Path:
-    """Build ``case`` into ``folder`` (created when missing); return the suite file to run."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return case.build(folder, assets)
-
-
-def expected_location(case: BadInputCase, suite: Path) -> tuple[Path, int | None]:
-    """The file the case's message must name and the line (``None`` when the case checks no line)."""
-    target = suite if case.at == "suite" else suite.parent / case.at
-    if case.line_of is None:
-        return target, None
-    for number, line in enumerate(target.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        if case.line_of in line:
-            return target, number
-    raise AssertionError(f"case {case.name}: {case.line_of!r} is not in {target}")
-
-
-# ---------------------------------------------------------------------------------------------
-# building blocks
-
-
-def _base(a: Assets, *, model: str | None = None, tokens: str | None = None, sae: str | None = None) -> str:
-    return textwrap.dedent(
-        f"""\
-        model:
-          path: {model or a.model}
-          device: cpu
-        data:
-          tokens: {tokens or a.tokens}
-          context_size: {CONTEXT}
-          batch_size_prompts: 2
-          n_reconstruction_batches: 1
-          n_sparsity_batches: 1
-        saes:
-          - id: sae0
-            path: {sae or a.sae}
-            gates:
-              l0: ">= 0"
-        """
-    )
-
-
-def _write(folder: Path, text: str, name: str = "suite.yaml") -> Path:
-    path = folder / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _edit(*pairs: tuple[str, str]) -> Callable[[Path, Assets], Path]:
-    """A builder: the base suite with each ``(old, new)`` text replaced once."""
-
-    def build(folder: Path, a: Assets) -> Path:
-        text = _base(a)
-        for old, new in pairs:
-            assert old in text, f"{old!r} is not in the base suite"
-            text = text.replace(old, new, 1)
-        return _write(folder, text)
-
-    return build
-
-
-def _text(text: str) -> Callable[[Path, Assets], Path]:
-    def build(folder: Path, a: Assets) -> Path:
-        return _write(folder, text)
-
-    return build
-
-
-def _tokens_file(name: str, write: Callable[[Path, Assets], None], *pairs: tuple[str, str]) -> Callable[[Path, Assets], Path]:
-    """Write ``folder/name`` with ``write`` and point the suite's ``data.tokens`` at it (plus edits)."""
-
-    def build(folder: Path, a: Assets) -> Path:
-        write(folder / name, a)
-        text = _base(a, tokens=name)
-        for old, new in pairs:
-            assert old in text, f"{old!r} is not in the base suite"
-            text = text.replace(old, new, 1)
-        return _write(folder, text)
-
-    return build
-
-
-def _copy_model(folder: Path, a: Assets) -> Path:
-    target = folder / "model"
-    shutil.copytree(a.model, target)
-    return target
-
-
-def _copy_sae(folder: Path, a: Assets) -> Path:
-    target = folder / "sae"
-    shutil.copytree(a.sae, target)
-    return target
-
-
-def _broken_model(change: Callable[[Path], None]) -> Callable[[Path, Assets], Path]:
-    def build(folder: Path, a: Assets) -> Path:
-        change(_copy_model(folder, a))
-        return _write(folder, _base(a, model="model"))
-
-    return build
-
-
-def _broken_sae(change: Callable[[Path], None]) -> Callable[[Path, Assets], Path]:
-    def build(folder: Path, a: Assets) -> Path:
-        change(_copy_sae(folder, a))
-        return _write(folder, _base(a, sae="sae"))
-
-    return build
-
-
-def _truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def _save_npy(array_fn: Callable[[Assets], object]) -> Callable[[Path, Assets], None]:
-    def write(path: Path, a: Assets) -> None:
-        import numpy as np
-
-        np.save(path, array_fn(a))
-
-    return write
+_base, _write, _edit, _text, _tokens_file = base_suite, write_suite, edit, text, tokens_file
+_broken_model, _broken_sae, _truncate, _save_npy = broken_model, broken_sae, truncate, save_npy
 
 
 def _np_tokens(kind: str) -> Callable[[Assets], object]:
@@ -340,7 +130,7 @@ def _baseline_case(baseline_text: str | None) -> Callable[[Path, Assets], Path]:
 
 _C = BadInputCase
 
-CASES: tuple[BadInputCase, ...] = (
+ROUND_ONE: tuple[BadInputCase, ...] = (
     # --- the suite file as a whole --------------------------------------------------------------
     _C("yaml-syntax", _text("model:\n  path: m\ndata: [unclosed\n  tokens: t.npy\nsaes:\n"),
        expect=("invalid YAML", "fix the YAML syntax"), key=None, line_of="tokens: t.npy"),
@@ -446,9 +236,11 @@ CASES: tuple[BadInputCase, ...] = (
     _C("model-factory-not-callable", _factory("model", "MODULE:value"),
        expect=("not a function",), key="model.factory", line_of="factory:"),
     _C("model-factory-raises", _factory("model", "MODULE:model_raises"),
-       expect=("raised RuntimeError: the checkpoint server is down",), key="model.factory", line_of="factory:", loads_model=True),
+       expect=("raised RuntimeError: the checkpoint server is down",), key="model.factory", line_of="factory:",
+       loads_model=True),
     _C("model-factory-wrong-type", _factory("model", "MODULE:not_a_model"),
-       expect=("returned a builtins.int", "not a TransformerLens model"), key="model.factory", line_of="factory:", loads_model=True),
+       expect=("returned a builtins.int", "not a TransformerLens model"), key="model.factory", line_of="factory:",
+       loads_model=True),
     _C("device-cuda-without-cuda", _edit(("device: cpu", "device: cuda")),
        expect=("CUDA is not available",), key="model.device", line_of="device:", needs_no_cuda=True),
     # --- SAEs -----------------------------------------------------------------------------------
@@ -491,3 +283,15 @@ CASES: tuple[BadInputCase, ...] = (
     _C("tokens-pickle-with-code", _tokens_file("t.pt", _pickle_with_code),
        expect=("t.pt", "refused", "nothing in it was run"), key="data.tokens", line_of="tokens:", loads_model=True, marker="PWNED"),
 )
+
+_SCHEMA_REJECTS = {
+    "unknown-top-key", "unknown-data-key", "unknown-sae-key", "unknown-metric", "per-feature-metric", "missing-section",
+    "context-size-string", "batch-size-float", "model-not-mapping", "saes-not-list", "exclude-special-string",
+    "dtype-unknown", "device-bad-name", "two-model-sources", "gate-wrong-operator", "gate-bare-number",
+    "gate-nan-threshold", "gate-list-item", "batches-zero", "batches-negative",
+}
+"""Round-one cases about what a suite file says that a JSON Schema can say too."""
+ROUND_ONE = tuple(dataclasses.replace(c, schema=c.name in _SCHEMA_REJECTS) for c in ROUND_ONE)
+
+CASES: tuple[BadInputCase, ...] = ROUND_ONE + ROUND_TWO
+"""Every case of the matrix."""

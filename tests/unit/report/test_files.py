@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saeval.errors import InputError
-from pytest_saeval.report.files import per_sae_file_names, result_records, write_outputs
+from pytest_saeval.errors import OutputError
+from pytest_saeval.report.files import result_records, write_outputs
 from pytest_saeval.run.provenance import Note, Provenance
 from tests.helpers import hand_run
 
@@ -62,21 +62,10 @@ def test_one_record_per_sae_in_run_order(run) -> None:
     assert json.loads(json.dumps([first, second], allow_nan=False)) == [first, second]
 
 
-def test_file_names_are_safe_and_never_collide() -> None:
-    records = [{"unique_id": uid, "eval_cfg": {"suite": suite}} for uid, suite in
-               (("gpt2/res.8", "a/demo.yaml"), ("b", "a/demo.yaml"), ("b", "z/demo.yaml"), ("../x y", "s.yaml"),
-                ("///", "s.yaml"))]
-    names = per_sae_file_names(records)
-    assert names[:2] == ["demo__gpt2_res.8.json", "demo__b.json"]
-    assert names[2].startswith("demo__b__") and len(names[2]) == len("demo__b__12345678.json")
-    assert names[3:] == ["s__.._x_y.json", "s__sae.json"]
-    assert len(set(names)) == len(names)
-
-
 def test_write_outputs_and_the_flat_csv(run, tmp_path: Path) -> None:
     out = tmp_path / "out"
     paths = write_outputs([run], out)
-    assert [p.name for p in paths] == ["demo__gpt2_res.8.json", "demo__b.json", "all_eval_results.json",
+    assert [p.name for p in paths] == ["demo__gpt2%2Fres.8.json", "demo__b.json", "all_eval_results.json",
                                        "all_eval_results.csv"]
     assert json.loads((out / "all_eval_results.json").read_text()) == result_records([run])
     rows = list(csv.DictReader(io.StringIO((out / "all_eval_results.csv").read_text())))
@@ -84,5 +73,5 @@ def test_write_outputs_and_the_flat_csv(run, tmp_path: Path) -> None:
     assert rows[0]["metrics.l0"] == "70.0" and rows[0]["metrics.cossim"] == "" and rows[0]["gates_passed"] == "False"
     assert rows[1]["gates_passed"] == "True" and rows[1]["provenance.device"] == "cpu" and rows[1]["sae_cfg.k"] == ""
     assert rows[1]["eval_cfg.context_size"] == str(run.eval_cfg.context_size) and "feature_metrics" not in rows[0]
-    with pytest.raises(InputError, match="the output folder is a file"):
+    with pytest.raises(OutputError, match="a file is in the way where a folder is needed"):
         write_outputs([run], out / "demo__b.json")

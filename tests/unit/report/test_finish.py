@@ -91,9 +91,9 @@ def test_problems_are_returned_not_raised(tmp_path: Path) -> None:
     assert not done.ok and done.lines == ()
     (what, error), (what2, error2) = done.problems
     assert what == "writing the outputs" and isinstance(error, SaevalError)
-    assert str(error).startswith(f"{blocker}: output_dir: the output folder is a file")
+    assert str(error).startswith(f"cannot write {blocker}/") and "a file is in the way" in str(error)
     assert what2 == "writing the report" and isinstance(error2, SaevalError)
-    assert str(error2).startswith(f"{blocker}: cannot write: ") and "Fix: choose a place you can write to" in str(error2)
+    assert str(error2).startswith(f"cannot write {blocker / 'r.html'}: a file is in the way") and "Fix: " in str(error2)
 
 
 def test_the_step_summary_is_appended_when_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

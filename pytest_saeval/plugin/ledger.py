@@ -1,0 +1,83 @@
+"""Which gate items of a pytest run were collected, selected and run, and the runs cut down to those that ran.
+
+A unit of gate items is evaluated whole when its first item runs, but when pytest stops early (``-x``,
+``--maxfail``, a keyboard interrupt) some of its items never run. The summary, the outputs and the
+baselines then cover only the gates whose items ran, and say how many were deselected or not run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pytest_saeval.run.outcome import SuiteRun
+
+__all__ = ["GateLedger"]
+
+
+def _abs(path: Path | str) -> Path:
+    return Path(os.path.abspath(path))
+
+
+@dataclass
+class GateLedger:
+    """Counts of gate items and the gates that ran, in one process (a worker sends its counts on)."""
+
+    collected: int = 0
+    """Gate items collected (before deselection)."""
+    selected: int = 0
+    """Gate items selected to run (after deselection)."""
+    reported: int = 0
+    """Gate items that ran to a result: passed, failed, skipped, or an error in setup."""
+    ran: set[tuple[Path, str, str]] = field(default_factory=set)
+    """``(suite file, SAE id, metric)`` of the gate items whose test ran."""
+
+    def note(self, path: Path, sae_id: str, metric: str, when: str, passed: bool) -> None:
+        """Count one phase report of a gate item (``when``: setup, call or teardown)."""
+        if when == "call":
+            self.ran.add((_abs(path), sae_id, metric))
+        if when == "call" or (when == "setup" and not passed):
+            self.reported += 1
+
+    def only_ran(self, runs: Iterable[SuiteRun]) -> list[SuiteRun]:
+        """``runs`` of gate items cut down to the gates that ran, and to the SAEs with such a gate."""
+        out = []
+        for run in runs:
+            path = _abs(run.suite.path)
+            checks = [c for c in run.checks if (path, c.sae_id, c.gate.metric) in self.ran]
+            unchecked = [(u, g) for u, g in run.unchecked if (path, u, g.metric) in self.ran]
+            uids = {c.sae_id for c in checks} | {u for u, _ in unchecked}
+            if not uids:
+                continue
+            out.append(replace(
+                run, checks=checks, unchecked=unchecked, entries=[e for e in run.entries if e.unique_id in uids],
+                results={u: r for u, r in run.results.items() if u in uids},
+                provenance={u: v for u, v in run.provenance.items() if u in uids},
+                sae_cfgs={u: v for u, v in run.sae_cfgs.items() if u in uids},
+                intervals={u: v for u, v in run.intervals.items() if u in uids}))
+        return out
+
+    def to_wire(self) -> dict[str, int]:
+        """The counts as plain data (what a worker sends)."""
+        return {"collected": self.collected, "selected": self.selected, "reported": self.reported}
+
+    def add_remote(self, counts: Mapping[str, Any]) -> None:
+        """Take in a worker's counts: every worker collects and selects every item; each item runs on one."""
+        self.collected = max(self.collected, int(counts.get("collected", 0)))
+        self.selected = max(self.selected, int(counts.get("selected", 0)))
+        self.reported += int(counts.get("reported", 0))
+
+    def lines(self) -> list[str]:
+        """What the summary says about gates that were collected but not run (nothing when all ran)."""
+        deselected = max(self.collected - self.selected, 0)
+        not_run = max(self.selected - self.reported, 0)
+        if not deselected and not not_run:
+            return []
+        parts = [f"{deselected} deselected (-k, -m or deselection)"] if deselected else []
+        if not_run:
+            parts.append(f"{not_run} not run (pytest stopped early: -x, --maxfail or an interruption)")
+        return [f"{self.collected} gates collected: {', '.join(parts)}; the summary, outputs and baselines "
+                f"cover the {min(self.reported, self.selected)} that ran"]

@@ -1,0 +1,58 @@
+"""Per-SAE output file names: different SAEs never share a file, whatever their ids and suite names."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from pytest_saeval.report.files import per_sae_file_names
+
+
+def _records(pairs: list[tuple[str, str]]) -> list[dict[str, object]]:
+    return [{"eval_cfg": {"suite": suite}, "unique_id": uid} for suite, uid in pairs]
+
+
+def _names(pairs: list[tuple[str, str]]) -> list[str]:
+    return per_sae_file_names(_records(pairs))
+
+
+def test_ids_that_used_to_collide_get_their_own_files() -> None:
+    names = _names([("t/demo.yaml", uid) for uid in ("x/y", "x_y", "x_y_", "x-y", "x.y", "x%2Fy")])
+    assert names == ["demo__x%2Fy.json", "demo__x_y.json", "demo__x_y_.json", "demo__x-y.json", "demo__x.y.json",
+                     "demo__x%252Fy.json"]
+
+
+def test_plain_names_stay_readable() -> None:
+    assert _names([("thresholds/demo.yaml", "layer1-topk"), ("a/weak.yml", "gpt2/blocks.8.hook_resid_pre")]) == [
+        "demo__layer1-topk.json", "weak__gpt2%2Fblocks.8.hook_resid_pre.json"]
+
+
+def test_suite_names_and_ids_cannot_be_confused_at_the_separator() -> None:
+    names = _names([("a.yaml", "b__c"), ("a__b.yaml", "c"), ("a_.yaml", "_b"), ("a.yaml", "_b"), ("a_.yaml", "b")])
+    assert len(set(names)) == 5
+
+
+def test_suites_sharing_a_file_name_are_told_apart_by_their_path() -> None:
+    names = _names([("one/demo.yaml", "s"), ("two/demo.yaml", "s"), ("two/demo.yml", "s"), ("demo.yaml.yaml", "s")])
+    assert names == ["demo~one%2Fdemo.yaml__s.json", "demo~two%2Fdemo.yaml__s.json", "demo~two%2Fdemo.yml__s.json",
+                     "demo.yaml__s.json"]
+
+
+def test_random_ids_and_suites_never_share_a_file() -> None:
+    rng = random.Random(0)
+    alphabet = "ab_-./%~é"
+    suites = sorted({"/".join(rng.choice(["x", "y", "x_", "_"]) for _ in range(rng.randint(1, 3))) + rng.choice(
+        [".yaml", ".yml"]) for _ in range(40)})
+    ids = sorted({"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(300)})
+    pairs = list(itertools.product(suites, ids))
+    names = _names(pairs)
+    assert len(set(names)) == len(pairs)
+    for name in names:
+        assert "/" not in name and "\0" not in name and not name.startswith(".")
+        assert len(name.encode()) <= 255
+
+
+def test_names_too_long_for_a_file_system_are_shortened_and_stay_distinct() -> None:
+    long_suite = "s" * 240 + ".yaml"
+    names = _names([(long_suite, "a" * 100), (long_suite, "a" * 99 + "b")])
+    assert len(set(names)) == 2 and all(len(n.encode()) <= 255 for n in names)

@@ -1,0 +1,79 @@
+"""The suite JSON Schema: built from the field table, valid Draft 2020-12, and it accepts every suite in the repo."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from pytest_saeval.catalogue import SCALAR_METRICS
+from pytest_saeval.errors import SuiteError
+from pytest_saeval.spec.fields import SECTIONS
+from pytest_saeval.spec.gates import GATE_PATTERN, parse_bound
+from pytest_saeval.spec.schema import schema_text, suite_schema
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = suite_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _repo_suites() -> list[tuple[str, object]]:
+    """Every suite file in the repository, and every suite example in its Markdown documentation."""
+    found: list[tuple[str, object]] = []
+    for path in sorted(REPO.glob("**/*.y*ml")):
+        rel = path.relative_to(REPO)
+        if rel.parts[0].startswith(".") or "node_modules" in rel.parts:
+            continue
+        data = yaml.safe_load(path.read_text())
+        if isinstance(data, dict) and "saes" in data:
+            found.append((str(rel), data))
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for i, block in enumerate(re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.S)):
+            data = yaml.safe_load(block)
+            if isinstance(data, dict) and "saes" in data and "model" in data:
+                found.append((f"{doc.name} yaml block {i}", data))
+    return found
+
+
+def test_the_schema_is_valid_and_names_every_key_of_the_format() -> None:
+    schema = suite_schema()
+    _validator()
+    defs = {"suite": schema, "model": schema["$defs"]["model"], "data": schema["$defs"]["data"],
+            "dataset": schema["$defs"]["dataset"], "sae": schema["$defs"]["sae"],
+            "defaults": schema["$defs"]["defaults"]}
+    for section, entries in SECTIONS.items():
+        properties = defs[section]["properties"]
+        assert list(properties) == [f.name for f in entries], section
+        assert all(properties[f.name]["description"] == f.description for f in entries)
+        assert defs[section]["additionalProperties"] is False
+    assert schema["$defs"]["gates"]["propertyNames"]["enum"] == list(SCALAR_METRICS)
+    assert schema_text().startswith("{\n") and schema_text().endswith("}\n")
+
+
+def test_every_suite_in_the_repo_is_valid() -> None:
+    suites = _repo_suites()
+    assert {"thresholds/demo.yaml", "examples/weak.yaml"} <= {name for name, _ in suites}
+    assert any(name.startswith("README.md") for name, _ in suites)
+    validator = _validator()
+    for name, data in suites:
+        problems = [e.message for e in validator.iter_errors(data)]
+        assert not problems, (name, problems)
+
+
+@pytest.mark.parametrize("expression", [">= 0.8", "<=60", "> -1e-3", "< .5", ">= baseline", ">= baseline - 0.01",
+                                        "<= baseline*1.1", " >  +2. ", "=> 1", "== 1", ">= nan", ">= ten", "baseline",
+                                        ">= Baseline", ">= baseline / 2", "", ">=", ">= 1 2"])
+def test_the_gate_pattern_accepts_what_the_parser_accepts(expression: str) -> None:
+    try:
+        parse_bound(expression)
+        parsed = True
+    except SuiteError:
+        parsed = False
+    assert (re.fullmatch(GATE_PATTERN, expression) is not None) == parsed, expression
