@@ -75,3 +75,19 @@ def test_write_outputs_and_the_flat_csv(run, tmp_path: Path) -> None:
     assert rows[1]["eval_cfg.context_size"] == str(run.eval_cfg.context_size) and "feature_metrics" not in rows[0]
     with pytest.raises(OutputError, match="a file is in the way where a folder is needed"):
         write_outputs([run], out / "demo__b.json")
+
+
+def test_an_evaluation_on_other_inputs_gets_its_own_file(run) -> None:
+    from dataclasses import replace
+
+    from pytest_saeval.report.files import per_sae_file_names
+    from pytest_saeval.run.outcome import Inputs
+
+    other = replace(run, inputs=Inputs(overridden=("saeval_tokens from tests/conftest.py",), tokens_xxh3="t"))
+    records = result_records([run, other])
+    names = per_sae_file_names(records)
+    assert names[:2] == ["demo__gpt2%2Fres.8.json", "demo__b.json"]
+    assert names[2].startswith("demo__gpt2%2Fres.8~with-") and names[3].startswith("demo__b~with-")
+    assert len(set(names)) == 4
+    again = replace(other, inputs=Inputs(overridden=("saeval_tokens from other/conftest.py",), tokens_xxh3="u"))
+    assert per_sae_file_names(result_records([again]))[0] != names[2]  # other inputs again: another file
