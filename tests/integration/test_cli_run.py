@@ -148,3 +148,16 @@ def test_each_model_is_loaded_once_when_suites_share_it(
     assert rc == 0, out + err
     assert len(loads) == 1, loads
     assert len(passes) == 1 and len(passes[0]) == 4  # one fused pass serves both suites' SAEs
+
+
+def test_a_suite_without_gates_shows_what_it_measured(tiny: Assets, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    suite = write_suite(tmp_path / "bare.yaml", tiny, second=False)
+    suite.write_text(suite.read_text().replace("    gates:\n      l0: \">= 0\"\n", ""))
+    rc, out, err = run(capsys, str(suite), "--no-cache", "--no-progress")
+    assert rc == 0 and err == "", out + err
+    lines = out.splitlines()
+    assert lines[1] == "  no gates; measured 1 SAE:"
+    assert lines[2].startswith("    sae0: explained_variance ") and " l0 " in lines[2]
+    assert lines[3] == f"  propose gates from these measurements with `saeval init {suite}`"
+    assert lines[-1] == "saeval: 0 passed, 0 failed (1 SAE in 1 suite)"  # one SAE: no plural

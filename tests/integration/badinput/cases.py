@@ -257,7 +257,8 @@ ROUND_ONE: tuple[BadInputCase, ...] = (
     _C("sae-d-in-mismatch", lambda f, a: _write(f, _base(a, sae=str(a.sae_wide))),
        expect=("d_in is 48", "size 32"), key="saes[0].d_in", line_of="- id: sae0", loads_model=True),
     _C("sae-hook-missing", lambda f, a: _write(f, _base(a, sae=str(a.sae_deep))),
-       expect=("has no hook 'blocks.7.hook_resid_pre'",), key="saes[0].hook_name", line_of="- id: sae0",
+       expect=("has no hook 'blocks.7.hook_resid_pre'", "(it has 2 layers, blocks.0 to blocks.1)",
+               "hook_name comes from the SAE's ", "sae_deep/cfg.json"), key="saes[0].hook_name", line_of="- id: sae0",
        loads_model=True),
     # --- tokens ---------------------------------------------------------------------------------
     _C("tokens-missing", lambda f, a: _write(f, _base(a, tokens="no-such-tokens.npy")),
