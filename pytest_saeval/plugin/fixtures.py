@@ -16,6 +16,7 @@ from pytest_saeval.plugin.marker import marker_calls
 from pytest_saeval.plugin.overrides import overridden, override_values
 from pytest_saeval.plugin.runner import Runner
 from pytest_saeval.run.plan import Overrides, entries_of
+from pytest_saeval.run.quiet import quiet_libraries
 from pytest_saeval.spec.suite import Suite
 
 __all__ = ["fixture_model", "fixture_results", "fixture_saes", "fixture_suite", "fixture_tokens"]
@@ -42,7 +43,8 @@ def fixture_model(runner: Runner, request: pytest.FixtureRequest) -> Any:
     """The suite's model (the same object its gates are evaluated on)."""
     suite, _ = fixture_suite(runner, request)
     try:
-        return runner.session.loader.model(suite, Overrides())
+        with quiet_libraries():
+            return runner.session.loader.model(suite, Overrides())
     except SaevalError as e:
         pytest.fail(str(e), pytrace=False)
 
@@ -51,7 +53,8 @@ def fixture_tokens(runner: Runner, request: pytest.FixtureRequest, model: Any) -
     """The suite's token rows, checked against ``model``'s vocabulary."""
     suite, _ = fixture_suite(runner, request)
     try:
-        return runner.session.loader.tokens(suite, model, Overrides())
+        with quiet_libraries():
+            return runner.session.loader.tokens(suite, model, Overrides())
     except SaevalError as e:
         pytest.fail(str(e), pytrace=False)
 
@@ -63,7 +66,8 @@ def fixture_saes(runner: Runner, request: pytest.FixtureRequest, model: Any) -> 
     suite, sae = fixture_suite(runner, request)
     entries = [e for e in entries_of(suite) if sae is None or e.spec.id == sae]
     try:
-        return runner.session.loader.saes(suite, entries, device_of(model), Overrides())
+        with quiet_libraries():
+            return runner.session.loader.saes(suite, entries, device_of(model), Overrides())
     except SaevalError as e:
         pytest.fail(str(e), pytrace=False)
 

@@ -302,7 +302,7 @@ class Runner:
                     return GateOutcome(check=check)
             for uid, gate in run.unchecked:
                 if uid == item.sae_id and gate.metric == item.gate.metric:
-                    return GateOutcome(skip_reason=no_baseline_reason(None, uid, gate))
+                    return GateOutcome(skip_reason=no_baseline_reason(None, uid, gate, own=run.inputs.own))
         raise EvaluationError(f"{item.nodeid}: the evaluation produced no check for this gate")
 
     def selection(self, suite_path: Path, sae: str | None) -> dict[Path, dict[str, set[str]] | None]:

@@ -105,10 +105,12 @@ def _update_baselines(runs: Sequence[SuiteRun], options: FinishOptions, errors: 
                      "(fix them and run again)")
         return
     own = [r for r in runs if r.inputs.own]
-    failed = sum(not c.passed for r in own for c in r.checks)
+    failed = sum(not c.passed for r in runs for c in r.checks)
     if failed and not options.force_baseline:
-        lines.append(f"baseline NOT updated: {plural(failed, 'gate')} failed in this run (fix the SAEs, or record "
-                     f"these values anyway with {options.force_flag})")
+        elsewhere = sum(not c.passed for r in runs if not r.inputs.own for c in r.checks)
+        where = f" ({elsewhere} of them on a conftest's inputs)" if elsewhere else ""
+        lines.append(f"baseline NOT updated: {plural(failed, 'gate')} failed in this run{where} (fix the SAEs, or "
+                     f"record these values anyway with {options.force_flag})")
         return
     with_file = [r for r in own if r.suite.baseline is not None]
     for run in runs:

@@ -15,7 +15,7 @@ from pathlib import Path
 from pytest_saeval.catalogue import METRICS
 from pytest_saeval.fileio import atomic_write_text
 from pytest_saeval.report.rows import GateRow, format_headroom, format_interval, gate_rows
-from pytest_saeval.report.table import plural
+from pytest_saeval.report.table import sae_count
 from pytest_saeval.run.intervals import INTERVAL_METRICS
 from pytest_saeval.run.outcome import SuiteRun
 from pytest_saeval.spec.numbers import format_number
@@ -54,7 +54,7 @@ def markdown_summary(runs: Sequence[SuiteRun], *, title: str = "saeval", details
     with their 95% bootstrap intervals; ``details=False`` leaves out the per-SAE metric tables."""
     rows = gate_rows(runs)
     n_fail = sum(not r.passed for r in rows)
-    n_sae = plural(sum(len(r.results) for r in runs), "SAE")
+    n_sae = sae_count(runs)
     if not rows:
         headline = f"no gates checked ({n_sae} evaluated)"
     elif n_fail:

@@ -11,7 +11,7 @@ from pytest_saeval.run.checks import no_baseline_reason
 from pytest_saeval.run.outcome import SuiteRun
 from pytest_saeval.spec.numbers import format_number
 
-__all__ = ["command_lines", "format_table", "plural", "summary_lines"]
+__all__ = ["command_lines", "format_table", "plural", "sae_count", "summary_lines"]
 
 _HEADER = ("sae", "metric", "value", "95% interval", "bound", "result")
 
@@ -69,6 +69,13 @@ def _measured(run: SuiteRun) -> list[str]:
     return lines
 
 
+def sae_count(runs: Sequence[SuiteRun]) -> str:
+    """``2 SAEs``, or ``1 SAE, 2 evaluations`` when an SAE was also evaluated on a conftest's inputs."""
+    evaluations = sum(len(r.results) for r in runs)
+    saes = len({(str(r.suite.path), uid) for r in runs for uid in r.results})
+    return plural(saes, "SAE") + (f", {evaluations} evaluations" if evaluations != saes else "")
+
+
 def plural(n: int, word: str) -> str:
     """``1 SAE``, ``2 SAEs``."""
     return f"{n} {word}" + ("" if n == 1 else "s")
@@ -80,15 +87,15 @@ def command_lines(runs: Sequence[SuiteRun]) -> list[str]:
     for run in runs:
         lines.extend(format_table(run).splitlines())
         lines.extend(f"FAILED {check.message}" for check in run.checks if not check.passed)
-        lines.extend(f"UNCHECKED {no_baseline_reason(run.suite, uid, gate)}" for uid, gate in run.unchecked)
+        lines.extend(f"UNCHECKED {no_baseline_reason(run.suite, uid, gate, own=run.inputs.own)}"
+                     for uid, gate in run.unchecked)
         lines.extend(f"NOTE {run.suite.path}: {note.text}" for note in run.notes)
     n_pass = sum(c.passed for r in runs for c in r.checks)
     n_fail = sum(not c.passed for r in runs for c in r.checks)
     n_unchecked = sum(len(r.unchecked) for r in runs)
-    n_saes = sum(len(r.results) for r in runs)
     unchecked = f", {n_unchecked} unchecked" if n_unchecked else ""
-    lines.append(f"saeval: {n_pass} passed, {n_fail} failed{unchecked} ({plural(n_saes, 'SAE')} in "
-                 f"{plural(len(runs), 'suite')})")
+    suites = len({str(r.suite.path) for r in runs})
+    lines.append(f"saeval: {n_pass} passed, {n_fail} failed{unchecked} ({sae_count(runs)} in {plural(suites, 'suite')})")
     return lines
 
 
@@ -99,7 +106,7 @@ def summary_lines(runs: Sequence[SuiteRun], evaluations: Mapping[str, int], erro
     for run in runs:
         lines.extend(format_table(run).splitlines())
         for uid, gate in run.unchecked:
-            lines.append(f"  not checked: {no_baseline_reason(run.suite, uid, gate)}")
+            lines.append(f"  not checked: {no_baseline_reason(run.suite, uid, gate, own=run.inputs.own)}")
         lines.extend(f"  note: {n.text}" for n in run.notes)
     total = sum(evaluations.values())
     if total:

@@ -111,10 +111,12 @@ def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float
     return GateCheck(suite.path, sae_id, gate, check_gate(gate, value, base, interval=interval, mode=mode))
 
 
-def no_baseline_reason(suite: Suite | None, uid: str, gate: Gate) -> str:
-    """Why a baseline-relative gate was not checked (``suite`` given: ending with its file:line)."""
+def no_baseline_reason(suite: Suite | None, uid: str, gate: Gate, *, own: bool = True) -> str:
+    """Why a baseline-relative gate was not checked (``suite`` given: ending with its file:line); ``own``:
+    whether the evaluation was on the suite's own inputs (only those are recorded)."""
     fixed = "its fixed bounds hold, " if _fixed_part(gate) is not None else ""
-    text = f"[{uid}] {gate.metric} {gate.text}: {fixed}the baseline has no value yet; this run records it"
+    records = "this run records it" if own else "it is recorded from the suite's own inputs, not from these"
+    text = f"[{uid}] {gate.metric} {gate.text}: {fixed}the baseline has no value yet; {records}"
     if suite is None:
         return text
     return f"{text} — {suite.path}:{gate.line}" if gate.line else f"{text} — {suite.path}"

@@ -99,6 +99,7 @@ def test_two_evaluations_of_one_sae_stay_two(
     # summary.md: the same two evaluations, titled the same way
     summary = (pytester.path / "out" / "summary.md").read_text()
     assert f"with {OVERRIDE}" in summary
+    assert summary.splitlines()[0].endswith("(1 SAE, 2 evaluations)"), summary.splitlines()[0]
 
     # Checking against the baseline: no note claims it was recorded on other tokens
     again = run_pytest(pytester, mode, "--saeval-output-dir=out2")
