@@ -84,6 +84,22 @@ _ENTRIES: tuple[MetricInfo, ...] = (
 METRICS: dict[str, MetricInfo] = {m.name: m for m in _ENTRIES}
 """All metrics by name."""
 
+_SHARE = (0.0, 1.0)
+_NON_NEGATIVE = (0.0, None)
+LIMITS: dict[str, tuple[float | None, float | None]] = {
+    **dict.fromkeys(("frac_alive", "freq_over_1_percent", "freq_over_10_percent", "normalized_freq_over_1_percent",
+                     "normalized_freq_over_10_percent"), _SHARE),
+    **dict.fromkeys(("l0", "l1", "l2_norm_in", "l2_norm_out", "l2_ratio", "mse", "kl_div_with_sae",
+                     "kl_div_with_ablation", "ce_loss_with_sae", "ce_loss_without_sae", "ce_loss_with_ablation",
+                     "total_tokens_eval_reconstruction", "total_tokens_eval_sparsity_variance"), _NON_NEGATIVE),
+    **dict.fromkeys(("cossim", "average_max_encoder_cosine_sim", "average_max_decoder_cosine_sim"), (-1.0, 1.0)),
+    # 1 - error / variance and (KL_abl - KL_sae) / KL_abl with KL_sae >= 0: at most 1, no lower limit
+    **dict.fromkeys(("explained_variance", "explained_variance_legacy", "kl_div_score"), (None, 1.0)),
+}
+"""The values a scalar metric can take, ``(lowest, highest)`` (None: no limit on that side); metrics not
+listed (``ce_loss_score``, ``ce_loss_increase``, ``relative_reconstruction_bias``) have none. A bound at or
+beyond a limit can never fail."""
+
 SCALAR_METRICS: tuple[str, ...] = tuple(m.name for m in _ENTRIES if not m.per_feature)
 """Names that can be gated."""
 

@@ -127,9 +127,12 @@ class SaevalError(Exception):
             subject=subject or self.subject,
         )
 
-    def moved(self, *, file: str | None, line: int | None, key: str | None, subject: Subject) -> SaevalError:
-        """A copy of this error located anew (a layer above knows better where its subject lives)."""
-        return self._copy(self.message, file=file, line=line, key=key, subject=subject)
+    def moved(self, *, file: str | None, line: int | None, key: str | None, subject: Subject,
+              detail: str = "") -> SaevalError:
+        """A copy of this error located anew (a layer above knows better where its subject lives), with
+        ``detail`` appended to the message when given."""
+        message = f"{self.message.rstrip('.')} ({detail})" if detail else self.message
+        return self._copy(message, file=file, line=line, key=key, subject=subject)
 
     def _copy(self, message: str, *, file: str | None, line: int | None, key: str | None,
               subject: Subject) -> SaevalError:

@@ -1,4 +1,4 @@
-"""``saeval init``: propose noise-aware gates from measured values and write them into the suite file.
+"""``saeval init``'s proposals: noise-aware gates from measured values (written by :mod:`pytest_saeval.suite_init`).
 
 For each SAE and metric, the proposal starts from the measured value and its bootstrap interval
 ``[lo, hi]`` (see :mod:`pytest_saeval.run.intervals`; metrics without an interval use ``lo = hi = value``)
@@ -11,30 +11,24 @@ and leaves a margin ``m = max(k · half-width, abs_floor, rel_floor · |value|)`
 
 Bounds are rounded outward to a multiple of ``10^floor(log10 m)``, so they read as short decimals and
 loosen the gate by less than one more margin. A proposed gate therefore always passes on the run it
-came from. Gates relative to the baseline are kept as written.
-
-The suite file is edited textually (positions from PyYAML's node marks): only the proposed gates'
-values change or are added, each with a ``# measured ...`` comment; every other key, comment and
-blank line stays byte for byte.
+came from. A bound at or beyond the values a metric can take (a share's 0 and 1, see
+:data:`~pytest_saeval.catalogue.LIMITS`) could never fail and is left out. Gates relative to the
+baseline are kept as written; gates the suite already has are kept unless asked (``--update-gates``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 
-from pytest_saeval.catalogue import METRICS, SCALAR_METRICS
+from pytest_saeval.catalogue import LIMITS, METRICS, SCALAR_METRICS
 from pytest_saeval.errors import SuiteError, did_you_mean
-from pytest_saeval.fileio import atomic_write_text
 from pytest_saeval.run.intervals import Interval, intervals
 from pytest_saeval.run.outcome import SuiteRun
-from pytest_saeval.run.session import Session
-from pytest_saeval.spec.editor import GateText, edit_suite_text
-from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.numbers import format_number
 from pytest_saeval.spec.suite import SAESpec
 
@@ -44,10 +38,9 @@ __all__ = [
     "ProposedGate",
     "SAEProposal",
     "format_proposals",
-    "init_suite",
     "propose_bounds",
     "propose_gates",
-    "write_proposed_suite",
+    "to_write",
 ]
 
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -99,6 +92,8 @@ class ProposedGate:
     """Its bootstrap interval, when the metric has one."""
     n_saes: int = 1
     """How many evaluated SAEs (matches of one release regex) the bounds cover."""
+    existing: tuple[str, ...] | None = None
+    """The expressions the entry gates the metric with now (None: not gated yet); those stay unless asked."""
 
     def __post_init__(self) -> None:
         if self.metric not in SCALAR_METRICS:
@@ -159,7 +154,9 @@ def _step_exp(margin: float) -> int:
 
 
 def propose_bounds(metric: str, value: float, interval: Interval | None, policy: MarginPolicy) -> tuple[str, ...]:
-    """The gate expressions proposed for one measured ``value`` (and its interval) of ``metric``."""
+    """The gate expressions proposed for one measured ``value`` (and its interval) of ``metric``:
+    ``()`` when no bound at this margin could ever fail (it would lie at or beyond the values the
+    metric can take, :data:`~pytest_saeval.catalogue.LIMITS`, e.g. ``<= 1.02`` for a share)."""
     lo, hi = value, value
     half = 0.0
     if interval is not None and all(math.isfinite(v) for v in interval):
@@ -169,14 +166,16 @@ def propose_bounds(metric: str, value: float, interval: Interval | None, policy:
     rel = policy.range_rel_floor if direction is None else policy.rel_floor
     margin = max(policy.k * half, policy.abs_floor, rel * abs(value))
     exp = _step_exp(margin)
-    if direction is True:
-        return (f">= {_round(lo - margin, exp, down=True)}",)
-    if direction is False:
-        return (f"<= {_round(hi + margin, exp, down=False)}",)
-    upper = f"<= {_round(hi + margin, exp, down=False)}"
-    if lo - margin <= 0 <= value:
-        return (upper,)
-    return (f">= {_round(lo - margin, exp, down=True)}", upper)
+    lowest, highest = LIMITS.get(metric, (None, None))
+    lower, upper = _round(lo - margin, exp, down=True), _round(hi + margin, exp, down=False)
+    parts = []
+    # a range's lower end below 0 for a non-negative value says nothing either
+    if direction is not False and (lowest is None or float(lower) > lowest) and not (
+            direction is None and float(lower) <= 0 <= value):
+        parts.append(f">= {lower}")
+    if direction is not True and (highest is None or float(upper) < highest):
+        parts.append(f"<= {upper}")
+    return tuple(parts)
 
 
 def _bound_number(expression: str) -> float:
@@ -246,80 +245,55 @@ def _propose_entry(run: SuiteRun, spec: SAESpec, uids: Sequence[str], metrics: S
         if metric in baseline_gated:
             skipped.append(f"{metric}: relative to the baseline, kept as written")
             continue
-        per_sae: list[ProposedGate] = []
-        for uid in uids:
-            result = run.results[uid]
-            value = result.metrics.get(metric, math.nan)
-            if not math.isfinite(value):
-                skipped.append(f"{metric}: measured {format_number(value)} for {uid}, no gate proposed")
-                break
-            interval = (run.intervals_of(uid) or intervals(result)).get(metric)
-            per_sae.append(ProposedGate(metric, propose_bounds(metric, value, interval, policy), value, interval))
-        else:
-            gates.append(_loosest(per_sae))
+        gate = _propose_metric(run, metric, uids, policy, skipped)
+        if gate is not None:
+            current = spec.gate(metric)
+            existing = tuple(f"{b.op} {b.text}" for b in current.bounds) if current is not None else None
+            gates.append(dataclasses.replace(gate, existing=existing))
     return SAEProposal(run.suite.path, spec.id, tuple(gates), tuple(skipped))
 
 
-def format_proposals(proposals: Iterable[SAEProposal]) -> str:
-    """A plain-text summary of proposals for the terminal."""
+def _propose_metric(run: SuiteRun, metric: str, uids: Sequence[str], policy: MarginPolicy,
+                    skipped: list[str]) -> ProposedGate | None:
+    """The gate on ``metric`` that holds for every SAE of ``uids`` (None, with a reason, when there is none)."""
+    per_sae: list[ProposedGate] = []
+    for uid in uids:
+        result = run.results[uid]
+        value = result.metrics.get(metric, math.nan)
+        if not math.isfinite(value):
+            skipped.append(f"{metric}: measured {format_number(value)} for {uid}, no gate proposed")
+            return None
+        interval = (run.intervals_of(uid) or intervals(result)).get(metric)
+        bounds = propose_bounds(metric, value, interval, policy)
+        if not bounds:
+            skipped.append(f"{metric}: measured {format_number(value)} for {uid}; no bound at this margin could fail")
+            return None
+        per_sae.append(ProposedGate(metric, bounds, value, interval))
+    return _loosest(per_sae)
+
+
+def format_proposals(proposals: Iterable[SAEProposal], *, update_gates: bool = False) -> str:
+    """What ``saeval init`` did, for the terminal: each gate as ``metric: old -> new (measured ...)``;
+    a gate the suite had is kept as written unless ``update_gates``."""
     lines: list[str] = []
     for p in proposals:
         lines.append(f"{p.suite_path} [{p.sae_id}]")
         for g in p.gates:
-            lines.append(f"  {g.metric}: {', '.join(g.expressions)}  ({g.comment})")
-        for s in p.skipped:
-            lines.append(f"  skipped {s}")
+            new = ", ".join(f'"{e}"' for e in g.expressions)
+            if g.existing is None:
+                lines.append(f"  {g.metric}: (none) -> {new} ({g.comment})")
+                continue
+            old = ", ".join(f'"{e}"' for e in g.existing)
+            if g.existing == g.expressions:
+                lines.append(f"  {g.metric}: {old} kept, as proposed ({g.comment})")
+            elif update_gates:
+                lines.append(f"  {g.metric}: {old} -> {new} ({g.comment})")
+            else:
+                lines.append(f"  {g.metric}: {old} kept (proposed {new}; {g.comment}; --update-gates replaces it)")
+        lines.extend(f"  skipped {s}" for s in p.skipped)
     return "\n".join(lines)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
-
-
-def write_proposed_suite(suite_path: str | os.PathLike[str], proposals: Iterable[SAEProposal],
-                         output: str | os.PathLike[str] | None = None) -> Path:
-    """Write the proposals for ``suite_path`` into that file (or into ``output``) and return the path written.
-
-    Only the proposed gates' lines change or are added; everything else stays as it was. The
-    result is loaded again and checked to hold exactly the proposed gates. Relative paths in the
-    suite are copied as written, so an ``output`` in another folder resolves them from there.
-    """
-    source = Path(suite_path)
-    mine = [p for p in proposals if _same_file(p.suite_path, source)]
-    try:
-        text = source.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise SuiteError(f"cannot read the suite file: {e.strerror or e}", fix="check the path", file=str(source)) from e
-    except UnicodeDecodeError as e:
-        raise SuiteError("the file is not UTF-8 text", fix="save it as UTF-8", file=str(source)) from e
-    edits = {p.sae_id: [GateText(g.metric, g.yaml_value, g.comment) for g in p.gates] for p in mine}
-    new_text = edit_suite_text(text, edits, file=str(source))
-    target = Path(output) if output is not None else source
-    atomic_write_text(target, new_text)
-    suite = load_suite(target)
-    for p in mine:
-        spec = suite.sae(p.sae_id)
-        for g in p.gates:
-            gate = spec.gate(g.metric)
-            written = tuple(f"{b.op} {b.text}" for b in gate.bounds) if gate is not None else ()
-            if written != g.expressions:  # pragma: no cover - a safety net for unusual YAML layouts
-                raise SuiteError(
-                    f"the edited file does not hold the proposed gate {g.metric}: {', '.join(g.expressions)}",
-                    fix="add the proposed gates by hand (see saeval init's summary)", file=str(target),
-                    line=gate.line if gate is not None else spec.line, key=f"saes[{p.sae_id}].gates.{g.metric}")
-    return target
-
-
-def init_suite(suite_path: str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
-               session: Session | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
-               policy: MarginPolicy | None = None) -> tuple[Path, list[SAEProposal]]:
-    """``saeval init``: evaluate the suite's SAEs once (gates and baseline ignored), propose gates, write them.
-
-    Returns the path written and the proposals.
-    """
-    suite = load_suite(suite_path)
-    bare = replace(suite, saes=tuple(replace(s, gates=()) for s in suite.saes), baseline=None, default_gates=())
-    runs = (session or Session()).run([bare])
-    runs = [replace(r, suite=suite) for r in runs]
-    proposals = propose_gates(runs, metrics=metrics, policy=policy)
-    return write_proposed_suite(suite_path, proposals, output), proposals
+def to_write(proposal: SAEProposal, *, update_gates: bool = False) -> tuple[ProposedGate, ...]:
+    """The gates of a proposal that get written: new ones, and changed ones when ``update_gates``."""
+    return tuple(g for g in proposal.gates if g.existing is None or (update_gates and g.existing != g.expressions))

@@ -143,8 +143,10 @@ def check_inputs(model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, sett
             )
         hook_name, _ = sae_hook(sae, sae_id)
         if hook_name not in hooks:
+            n_layers = int(getattr(model.cfg, "n_layers", 0) or 0)
+            layers = f" (it has {n_layers} layer{'s' if n_layers != 1 else ''}, blocks.0 to blocks.{n_layers - 1})" if n_layers else ""
             raise InputError(
-                f"the model has no hook '{hook_name}'{did_you_mean(hook_name, hooks)}",
+                f"the model has no hook '{hook_name}'{did_you_mean(hook_name, hooks)}{layers}",
                 subject=Subject(sae=sae_id, part="hook_name"),
                 fix="train/load the SAE for a hook this model has (see model.hook_dict)",
             )

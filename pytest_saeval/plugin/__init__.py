@@ -46,6 +46,11 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, p
     return report
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    xdist.colocate_marked(config, items)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     get_runner(session.config).plan(item for item in session.items if isinstance(item, GateItem))
 
@@ -72,6 +77,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    xdist.remove_marks(session.config)
     runner = get_runner(session.config)
     if runner.is_worker:
         session.config.workeroutput["saeval"] = runner.to_wire()  # type: ignore[attr-defined]
@@ -87,29 +93,31 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(line)
 
 
-# -- fixtures: the --saeval-suite suite's objects; a conftest may override them ---------------------
-@pytest.fixture(scope="session")
+# -- fixtures: the marker's or --saeval-suite's suite; a conftest may override them -------------------
+@pytest.fixture
 def saeval_model(request: pytest.FixtureRequest) -> Any:
-    """The model of the ``--saeval-suite`` suite (override it in a conftest to evaluate another)."""
-    return fixtures.fixture_model(get_runner(request.config))
+    """The model of the test's ``saeval`` marker suite (else ``--saeval-suite``); override it in a conftest
+    to evaluate another."""
+    return fixtures.fixture_model(get_runner(request.config), request)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def saeval_tokens(request: pytest.FixtureRequest, saeval_model: Any) -> Any:
-    """The token rows ``[n, context_size]`` of the ``--saeval-suite`` suite."""
-    return fixtures.fixture_tokens(get_runner(request.config), saeval_model)
+    """The suite's token rows ``[n, context_size]``."""
+    return fixtures.fixture_tokens(get_runner(request.config), request, saeval_model)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def saeval_saes(request: pytest.FixtureRequest, saeval_model: Any) -> Any:
-    """The SAEs of the ``--saeval-suite`` suite by id, on the model's device."""
-    return fixtures.fixture_saes(get_runner(request.config), saeval_model)
+    """The suite's SAEs by id, on the model's device (only the marker's ``sae=`` when it names one)."""
+    return fixtures.fixture_saes(get_runner(request.config), request, saeval_model)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def saeval_results(request: pytest.FixtureRequest, saeval_model: Any, saeval_saes: Any, saeval_tokens: Any) -> Any:
-    """``{sae id: SAEResult}`` for the ``--saeval-suite`` suite on the three fixtures above."""
-    return fixtures.fixture_results(get_runner(request.config), saeval_model, saeval_saes, saeval_tokens)
+    """``{sae id: SAEResult}`` for those SAEs on the three fixtures above (the gate tests' evaluation when
+    nothing is overridden)."""
+    return fixtures.fixture_results(get_runner(request.config), request, saeval_model, saeval_saes, saeval_tokens)
 
 
 # -- pytest-xdist (these hooks exist only when it is installed) ------------------------------------

@@ -1,9 +1,10 @@
-"""What the four session fixtures serve: the ``--saeval-suite`` suite's model, tokens, SAEs and results,
-the very objects (and evaluation) its gate tests use."""
+"""What the four fixtures serve: a suite's model, tokens, SAEs and results — the suite of the test's
+``saeval`` marker (narrowed to its ``sae=``), else the ``--saeval-suite`` suite — the very objects and
+evaluation its gate tests use. A conftest may override ``saeval_model``, ``saeval_saes`` or
+``saeval_tokens``: results on overridden inputs are then an evaluation of their own."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,62 +12,79 @@ from typing import Any
 import pytest
 
 from pytest_saeval.errors import SaevalError
+from pytest_saeval.plugin.marker import marker_calls
+from pytest_saeval.plugin.overrides import overridden, override_values
 from pytest_saeval.plugin.runner import Runner
 from pytest_saeval.run.plan import Overrides, entries_of
+from pytest_saeval.run.quiet import quiet_libraries
 from pytest_saeval.spec.suite import Suite
 
 __all__ = ["fixture_model", "fixture_results", "fixture_saes", "fixture_suite", "fixture_tokens"]
 
 
-def fixture_suite(runner: Runner) -> Suite:
-    """The suite named by ``--saeval-suite`` / ``saeval_suite``."""
-    if runner.options.suite is None:
+def fixture_suite(runner: Runner, request: pytest.FixtureRequest) -> tuple[Suite, str | None]:
+    """The suite the requesting test's fixtures serve, and the SAE entry its marker names (if any)."""
+    item = request.node
+    calls = marker_calls(item) if isinstance(item, pytest.Item) else []
+    path = calls[0].path if calls else runner.options.suite
+    if path is None:
         pytest.fail(
-            "the saeval fixtures need a suite file. Fix: pass --saeval-suite thresholds/<name>.yaml "
-            "or set saeval_suite in the ini file",
+            "the saeval fixtures need a suite file. Fix: mark the test with @pytest.mark.saeval('thresholds/<name>.yaml'), "
+            "pass --saeval-suite thresholds/<name>.yaml or set saeval_suite in the ini file",
             pytrace=False,
         )
     try:
-        return runner.load_suite(runner.options.suite)
+        return runner.load_suite(path), calls[0].sae if calls else None
     except SaevalError as e:
         pytest.fail(str(e), pytrace=False)
 
 
-def fixture_model(runner: Runner) -> Any:
-    """The fixture suite's model (the same object its gates are evaluated on)."""
-    suite = fixture_suite(runner)
+def fixture_model(runner: Runner, request: pytest.FixtureRequest) -> Any:
+    """The suite's model (the same object its gates are evaluated on)."""
+    suite, _ = fixture_suite(runner, request)
     try:
-        return runner.session.loader.model(suite, Overrides())
+        with quiet_libraries():
+            return runner.session.loader.model(suite, Overrides())
     except SaevalError as e:
         pytest.fail(str(e), pytrace=False)
 
 
-def fixture_tokens(runner: Runner, model: Any) -> Any:
-    """The fixture suite's token rows, checked against ``model``'s vocabulary."""
-    suite = fixture_suite(runner)
+def fixture_tokens(runner: Runner, request: pytest.FixtureRequest, model: Any) -> Any:
+    """The suite's token rows, checked against ``model``'s vocabulary."""
+    suite, _ = fixture_suite(runner, request)
     try:
-        return runner.session.loader.tokens(suite, model, Overrides())
+        with quiet_libraries():
+            return runner.session.loader.tokens(suite, model, Overrides())
     except SaevalError as e:
         pytest.fail(str(e), pytrace=False)
 
 
-def fixture_saes(runner: Runner, model: Any) -> dict[str, Any]:
-    """The fixture suite's SAEs by unique id, on ``model``'s device."""
+def fixture_saes(runner: Runner, request: pytest.FixtureRequest, model: Any) -> dict[str, Any]:
+    """The suite's SAEs by unique id (only the marker's entry when it names one), on ``model``'s device."""
     from pytest_saeval.run.evaluation import device_of
 
-    suite = fixture_suite(runner)
+    suite, sae = fixture_suite(runner, request)
+    entries = [e for e in entries_of(suite) if sae is None or e.spec.id == sae]
     try:
-        return runner.session.loader.saes(suite, entries_of(suite), device_of(model), Overrides())
+        with quiet_libraries():
+            return runner.session.loader.saes(suite, entries, device_of(model), Overrides())
     except SaevalError as e:
         pytest.fail(str(e), pytrace=False)
 
 
-def fixture_results(runner: Runner, model: Any, saes: Mapping[str, Any], tokens: Any) -> dict[str, Any]:
-    """Results of every SAE of the fixture suite on these objects (kept results are reused)."""
-    suite = fixture_suite(runner)
+def fixture_results(runner: Runner, request: pytest.FixtureRequest, model: Any, saes: Mapping[str, Any],
+                    tokens: Any) -> dict[str, Any]:
+    """Results of the suite's SAEs (only the marker's entry when it names one) on these objects.
+
+    Without a conftest override these are the suite's own inputs: the gate tests' evaluation, reused.
+    """
+    suite, sae = fixture_suite(runner, request)
+    names = [name for name, _ in overridden(request.node)]
+    overrides = override_values(request, names) if names else None
     try:
-        runs = runner.evaluate({Path(os.path.abspath(suite.path)): None}, Overrides(model=model, saes=saes, tokens=tokens))
+        runs = runner.evaluate(runner.selection(Path(suite.path), sae), overrides)
     except SaevalError as e:
         runner.record_error(e)
         pytest.fail(str(e), pytrace=False)
-    return dict(runs[0].results) if runs else {}
+    wanted = set(saes)
+    return {uid: result for run in runs for uid, result in run.results.items() if uid in wanted}

@@ -23,6 +23,8 @@ class PluginOptions:
     """``--saeval-output-dir`` / ``saeval_output_dir``: where the JSON and CSV outputs go."""
     update_baseline: bool = False
     """``--saeval-update-baseline``: rewrite each suite's baseline file from this run."""
+    force_baseline: bool = False
+    """``--saeval-update-baseline-force``: record the baseline even when gates failed."""
     suite: Path | None = None
     """``--saeval-suite`` / ``saeval_suite``: the suite the session fixtures serve."""
     use_cache: bool = True
@@ -63,7 +65,8 @@ class PluginOptions:
         return cls(
             device=device,
             output_dir=path_option("saeval_output_dir", "saeval_output_dir"),
-            update_baseline=bool(config.getoption("saeval_update_baseline")),
+            update_baseline=bool(config.getoption("saeval_update_baseline") or config.getoption("saeval_update_baseline_force")),
+            force_baseline=bool(config.getoption("saeval_update_baseline_force")),
             suite=path_option("saeval_suite", "saeval_suite"),
             use_cache=not config.getoption("saeval_no_cache") and bool(config.getini("saeval_cache")),
             cache_dir=path_option("saeval_cache_dir", "saeval_cache_dir"),
@@ -81,8 +84,10 @@ def add_options(parser: pytest.Parser) -> None:
                     help="write one JSON per SAE, all_eval_results.json and all_eval_results.csv to DIR "
                          "(ini: saeval_output_dir)")
     group.addoption("--saeval-update-baseline", dest="saeval_update_baseline", action="store_true", default=False,
-                    help="rewrite each suite's baseline file from this run; gates still compare with the old "
-                         "values, and a run with evaluation errors writes nothing")
+                    help="rewrite each suite's baseline file from this run (from the suite's own inputs); gates still "
+                         "compare with the old values, and a run with evaluation errors or failing gates writes nothing")
+    group.addoption("--saeval-update-baseline-force", dest="saeval_update_baseline_force", action="store_true",
+                    default=False, help="as --saeval-update-baseline, and record the values even when gates failed")
     group.addoption("--saeval-suite", dest="saeval_suite", default=None, metavar="FILE",
                     help="the suite file served by the saeval_model, saeval_saes, saeval_tokens and "
                          "saeval_results fixtures (ini: saeval_suite)")

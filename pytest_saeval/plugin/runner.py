@@ -29,23 +29,22 @@ from pytest_saeval.plain import JSON, to_plain
 from pytest_saeval.plugin.ledger import GateLedger
 from pytest_saeval.plugin.options import PluginOptions
 from pytest_saeval.plugin.outcomes import EvaluationError
+from pytest_saeval.plugin.overrides import overridden, override_values
 from pytest_saeval.plugin.workers import limit_worker_threads, worker_device
 from pytest_saeval.report.finish import FinishOptions, finish
 from pytest_saeval.report.table import summary_lines
 from pytest_saeval.run.checks import GateCheck, no_baseline_reason
 from pytest_saeval.run.outcome import SuiteRun, merge_runs
-from pytest_saeval.run.plan import Overrides, SAEEntry, group_key
+from pytest_saeval.run.plan import Overrides, SAEEntry, entries_of, group_key
 from pytest_saeval.run.quiet import quiet_libraries
 from pytest_saeval.run.session import RunOptions, Session
 from pytest_saeval.run.wire import run_from_wire, run_to_wire
 from pytest_saeval.spec.gates import Gate
 from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.suite import Suite
+from pytest_saeval.store.folder import default_cache_dir
 
-__all__ = ["OVERRIDABLE", "RUNNER_KEY", "GateNode", "GateOutcome", "Runner", "get_runner", "overridden"]
-
-OVERRIDABLE: tuple[str, ...] = ("saeval_model", "saeval_saes", "saeval_tokens")
-"""Fixtures whose conftest overrides replace what the suites load, for the gate items too."""
+__all__ = ["RUNNER_KEY", "GateNode", "GateOutcome", "Runner", "get_runner"]
 
 UNITS: tuple[str, ...] = ("group", "file", "sae")
 """How gate items are evaluated together: suites sharing a fused pass, one suite file, one SAE."""
@@ -91,23 +90,6 @@ class _Unit:
     """The runs of the SAEs that could be evaluated."""
     errors: dict[tuple[Path, str], BaseException] = field(default_factory=dict)
     """(suite file, SAE id) -> the error that kept that SAE from being evaluated."""
-
-
-def overridden(node: pytest.Item | pytest.Collector | GateNode) -> tuple[tuple[str, int], ...]:
-    """The overridable fixtures that a conftest or module overrides where ``node`` is, with their definitions' ids."""
-    fm = node.session._fixturemanager
-    found = []
-    for name in OVERRIDABLE:
-        defs = fm.getfixturedefs(name, node)  # type: ignore[arg-type]
-        if defs and not str(getattr(defs[-1].func, "__module__", "")).startswith(_PLUGIN_PACKAGE):
-            found.append((name, id(defs[-1])))
-    return tuple(found)
-
-
-def _override_values(request: pytest.FixtureRequest, names: Iterable[str]) -> Overrides:
-    values = {name: request.getfixturevalue(name) for name in names}
-    return Overrides(model=values.get("saeval_model"), saes=values.get("saeval_saes"),
-                     tokens=values.get("saeval_tokens"))
 
 
 def _abs(path: Path | str) -> Path:
@@ -183,7 +165,8 @@ class Runner:
                 limit_worker_threads(self.worker_count)
             auto = worker_device(self.worker_id) if self.options.device is None else None
             self._session = Session(RunOptions(device=self.options.device, auto_device=auto,
-                                               use_cache=self.options.use_cache, cache_dir=self.options.cache_dir,
+                                               use_cache=self.options.use_cache,
+                                               cache_dir=self.options.cache_dir or default_cache_dir(self.config.rootpath),
                                                recording_baseline=self.options.update_baseline))
         return self._session
 
@@ -295,7 +278,7 @@ class Runner:
         if not unit.done:
             unit.done = True
             try:
-                overrides = _override_values(request, (name for name, _ in key[-1])) if key[-1] else None
+                overrides = override_values(request, (name for name, _ in key[-1])) if key[-1] else None
                 self._evaluate_unit(unit, overrides)
             except Exception as e:  # noqa: BLE001 - a bug, a device problem or a failing override: every item shows it
                 self.record_error(e)
@@ -319,24 +302,25 @@ class Runner:
                     return GateOutcome(check=check)
             for uid, gate in run.unchecked:
                 if uid == item.sae_id and gate.metric == item.gate.metric:
-                    return GateOutcome(skip_reason=no_baseline_reason(None, uid, gate))
+                    return GateOutcome(skip_reason=no_baseline_reason(None, uid, gate, own=run.inputs.own))
         raise EvaluationError(f"{item.nodeid}: the evaluation produced no check for this gate")
+
+    def selection(self, suite_path: Path, sae: str | None) -> dict[Path, dict[str, set[str]] | None]:
+        """One suite's SAEs as :meth:`evaluate` selects them: all (``None``), or the entry ``sae`` (with every
+        SAE its release regex matches) and its gates."""
+        suite = self.load_suite(suite_path)
+        if sae is None:
+            return {_abs(suite_path): None}
+        metrics = set(suite.sae(sae).metrics)
+        return {_abs(suite_path): {e.unique_id: metrics for e in entries_of(suite) if e.spec.id == sae}}
 
     def marker_failures(self, item: pytest.Item, request: pytest.FixtureRequest, suite_path: Path,
                         sae: str | None) -> list[str]:
         """Evaluate a ``saeval`` marker's suite (one SAE or all) and return the failing gates' messages."""
-        from pytest_saeval.run.plan import entries_of
-
-        suite = self.load_suite(suite_path)
-        key = _abs(suite_path)
         names = [name for name, _ in overridden(item)]
-        overrides = _override_values(request, names) if names else None
-        selected: dict[Path, dict[str, set[str]] | None] = {key: None}
-        if sae is not None:  # the entry's SAE, or every SAE its release regex matches
-            metrics = set(suite.sae(sae).metrics)
-            selected[key] = {e.unique_id: metrics for e in entries_of(suite) if e.spec.id == sae}
+        overrides = override_values(request, names) if names else None
         try:
-            runs = self.evaluate(selected, overrides)
+            runs = self.evaluate(self.selection(suite_path, sae), overrides)
         except BaseException as e:
             self.record_error(e)
             raise
@@ -370,6 +354,8 @@ class Runner:
         """Write the outputs, the report and the baselines (controller or single process); False when that failed."""
         done = finish(self.merged(), FinishOptions(output_dir=self.options.output_dir, report=self.options.report,
                                                    update_baseline=self.options.update_baseline,
+                                                   force_baseline=self.options.force_baseline,
+                                                   force_flag="--saeval-update-baseline-force",
                                                    display=self.display_path), self.errors)
         self.finish_lines.extend(done.lines)
         self.finish_lines.extend(f"ERROR {what}: {e}" for what, e in done.problems)

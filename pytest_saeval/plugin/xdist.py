@@ -4,8 +4,10 @@ Under ``-n N`` with the default ``--dist load`` (or ``--dist loadgroup``), the p
 scheduler (:func:`make_scheduler`): every gate item of suites that share a model source, token set
 and batch settings (:func:`~pytest_saeval.run.plan.group_key`) forms one work unit, so each SAE is
 evaluated exactly once, each model is loaded only by the worker that evaluates its SAEs, and SAEs on
-the same model share their forward passes. Other tests are scheduled one by one, as ``load`` does
-(with ``loadgroup``, ``xdist_group`` marks still group them). Each worker uses its share of the CPU
+the same model share their forward passes. Tests marked with a suite join that suite's unit
+(the workers record each marked test's group, :func:`colocate_marked`), so their fixtures and gates
+reuse its evaluation. Other tests are scheduled
+one by one, as ``load`` does (with ``loadgroup``, ``xdist_group`` marks still group them). Each worker uses its share of the CPU
 threads (unless ``OMP_NUM_THREADS`` is set) and, with several GPUs, its own GPU.
 
 With other ``--dist`` modes the plugin keeps xdist's scheduler and narrows what one worker
@@ -15,23 +17,80 @@ worker (one unit per file); ``loadscope``, ``worksteal`` and ``each`` evaluate S
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_saeval.errors import SaevalError
+from pytest_saeval.fileio import atomic_write_text
 from pytest_saeval.plugin.items import SUFFIXES
+from pytest_saeval.plugin.marker import MarkerUsageError, marker_calls
 from pytest_saeval.plugin.runner import get_runner
 from pytest_saeval.run.plan import group_key
 from pytest_saeval.spec.loader import load_suite
+from pytest_saeval.spec.suite import Suite
 
 if TYPE_CHECKING:  # pragma: no cover
     from xdist.remote import Producer
     from xdist.scheduler.protocol import Scheduling
     from xdist.workermanage import WorkerController
 
-__all__ = ["configure_node", "make_scheduler", "takes_over", "unit_for"]
+__all__ = ["colocate_marked", "configure_node", "group_name", "make_scheduler", "remove_marks", "takes_over",
+           "unit_for"]
+
+
+def group_name(suite: Suite) -> str:
+    """The xdist scope of a suite's fused-pass group: ``saeval-`` and a short digest of its group key."""
+    return "saeval-" + hashlib.sha256(group_key(suite).text().encode()).hexdigest()[:10]
+
+
+_MARKS_DIR = pytest.StashKey[Path]()
+"""The controller's folder where workers write which suite group each marked test belongs to."""
+
+
+def colocate_marked(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a worker under the plugin's scheduler, record the suite group of each test marked with a suite
+    (``{node id: group}`` in the controller's marks folder), so the scheduler sends the test to the worker
+    that evaluates that group and its fixtures and gates reuse that evaluation."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None or workerinput.get("saeval_unit") != "group" or not workerinput.get("saeval_marks"):
+        return
+    runner = get_runner(config)
+    marked: dict[str, str] = {}
+    for item in items:
+        try:
+            calls = marker_calls(item)
+            if calls:
+                marked[item.nodeid] = group_name(runner.load_suite(calls[0].path))
+        except (SaevalError, MarkerUsageError):
+            continue  # a bad marker or suite is reported by the test itself
+    folder = Path(workerinput["saeval_marks"])
+    atomic_write_text(folder / f"{workerinput.get('workerid', 'gw')}.json", json.dumps(marked))
+
+
+def _marked_groups(config: pytest.Config) -> dict[str, str]:
+    """``{node id: group}`` of the marked tests, as the workers recorded them."""
+    folder = config.stash.get(_MARKS_DIR, None)
+    found: dict[str, str] = {}
+    for file in sorted(folder.glob("*.json")) if folder is not None else ():
+        try:
+            found.update(json.loads(file.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue  # a worker that died before writing: its tests are scheduled one by one
+    return found
+
+
+def remove_marks(config: pytest.Config) -> None:
+    """Remove the controller's marks folder (end of the session)."""
+    folder = config.stash.get(_MARKS_DIR, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 def takes_over(config: pytest.Config) -> bool:
     """Whether the plugin schedules this run: ``--dist load``/``loadgroup`` and suite files to collect."""
@@ -50,8 +109,14 @@ def unit_for(config: pytest.Config) -> str:
 
 
 def configure_node(node: WorkerController) -> None:
-    """Tell a worker what it may evaluate together."""
-    node.workerinput["saeval_unit"] = unit_for(node.config)
+    """Tell a worker what it may evaluate together (and, under the plugin's scheduler, where to record
+    its marked tests' groups)."""
+    unit = unit_for(node.config)
+    node.workerinput["saeval_unit"] = unit
+    if unit == "group":
+        if _MARKS_DIR not in node.config.stash:
+            node.config.stash[_MARKS_DIR] = Path(tempfile.mkdtemp(prefix="saeval-marks-"))
+        node.workerinput["saeval_marks"] = str(node.config.stash[_MARKS_DIR])
 
 
 def make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
@@ -66,9 +131,14 @@ def make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
         def __init__(self, config: pytest.Config, log: Producer | None = None) -> None:
             super().__init__(config, log)
             self._groups: dict[str, str | None] = {}
+            self._marked: dict[str, str] | None = None
 
         def _split_scope(self, nodeid: str) -> str:
             group = self._group_of(nodeid)
+            if group is None:
+                if self._marked is None:  # read once, after every worker has collected
+                    self._marked = _marked_groups(self.config)
+                group = self._marked.get(nodeid)
             return group if group is not None else super()._split_scope(nodeid)
 
         def _group_of(self, nodeid: str) -> str | None:
@@ -78,7 +148,7 @@ def make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
             if path not in self._groups:
                 try:
                     file = Path(self.config.rootpath, path)
-                    self._groups[path] = "saeval::" + group_key(load_suite(file)).text() if file.is_file() else None
+                    self._groups[path] = group_name(load_suite(file)) if file.is_file() else None
                 except SaevalError:
                     self._groups[path] = None
             found = self._groups[path]

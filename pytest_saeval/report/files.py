@@ -74,7 +74,8 @@ def result_records(runs: Iterable[SuiteRun]) -> list[dict[str, Any]]:
                 "gates": _gate_records(run, uid, result.metrics),
                 "provenance": run.provenance[uid].to_dict() if uid in run.provenance else {},
                 "intervals": run.intervals_of(uid),
-                "notes": [n for n in run.notes if f"[{uid}]" in n],
+                "notes": [n.text for n in run.notes if n.sae_id == uid],
+                "inputs": run.inputs,
             }, nonfinite="null")
             assert isinstance(record, dict)
             records.append(record)
@@ -151,18 +152,29 @@ def _csv_text(records: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _inputs_suffix(inputs: Any) -> str:
+    """``""`` for the suite's own inputs, else ``~with-<digest of what replaced them>``."""
+    if not isinstance(inputs, dict) or not inputs.get("overridden"):
+        return ""
+    key = json.dumps([inputs.get("overridden"), inputs.get("model_xxh3"), inputs.get("tokens_xxh3")])
+    return "~with-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def per_sae_file_names(records: Sequence[dict[str, Any]]) -> list[str]:
     """File names of the per-SAE JSON files: ``<suite label>__<encoded sae id>.json``.
 
     Injective by construction: ids are encoded so that different ids give different names (``x/y``,
     ``x_y`` and ``x_y_`` stay three files), and suites that share a file name in different folders get
-    labels that differ (see :func:`_suite_labels`). A name longer than a file system allows (255 bytes)
+    labels that differ (see :func:`_suite_labels`). An evaluation on other inputs than the suite's own
+    (a conftest override) ends in ``~with-`` and a digest of those inputs, so it never takes the file of
+    the suite's own evaluation of that SAE. A name longer than a file system allows (255 bytes)
     keeps its first 200 bytes and ends in a SHA-256 digest of the whole name.
     """
     labels = _suite_labels([str(rec["eval_cfg"]["suite"]) for rec in records])
     names: list[str] = []
     for rec in records:
-        name = f"{labels[str(rec['eval_cfg']['suite'])]}__{_encode(str(rec['unique_id']), label=False)}.json"
+        name = f"{labels[str(rec['eval_cfg']['suite'])]}__{_encode(str(rec['unique_id']), label=False)}"
+        name += _inputs_suffix(rec.get("inputs")) + ".json"
         if len(name.encode()) > _NAME_MAX:
             name = f"{name[:200]}~{hashlib.sha256(name.encode()).hexdigest()[:32]}.json"
         names.append(name)

@@ -16,6 +16,7 @@ from pytest_saeval.fileio import os_reason
 from pytest_saeval.report.baselines import write_baselines
 from pytest_saeval.report.files import write_outputs
 from pytest_saeval.report.markdown import append_github_step_summary, markdown_summary
+from pytest_saeval.report.table import plural
 from pytest_saeval.run.outcome import SuiteRun
 
 __all__ = ["FinishOptions", "Finished", "finish"]
@@ -30,7 +31,11 @@ class FinishOptions:
     report: Path | None = None
     """The self-contained HTML report to write."""
     update_baseline: bool = False
-    """Rewrite each suite's baseline file from this run."""
+    """Rewrite each suite's baseline file from this run (from the suite's own inputs only)."""
+    force_baseline: bool = False
+    """With ``update_baseline``: record even when gates failed in this run."""
+    force_flag: str = "--update-baseline-force"
+    """The option that sets ``force_baseline`` on this surface (named when a baseline is refused)."""
     strict_baselines: bool = False
     """With ``update_baseline``: a suite without a ``baseline:`` key is a problem (the command was asked
     for that suite) rather than a note (pytest collects every suite of a repository)."""
@@ -96,13 +101,23 @@ def finish(runs: Sequence[SuiteRun], options: FinishOptions, errors: Sequence[st
 def _update_baselines(runs: Sequence[SuiteRun], options: FinishOptions, errors: Sequence[str], lines: list[str],
                       problems: list[tuple[str, SaevalError]]) -> None:
     if errors:
-        n = len(errors)
-        lines.append(f"baseline NOT updated: {n} evaluation error{'s' if n != 1 else ''} in this run "
+        lines.append(f"baseline NOT updated: {plural(len(errors), 'evaluation error')} in this run "
                      "(fix them and run again)")
         return
-    with_file = [r for r in runs if r.suite.baseline is not None]
+    own = [r for r in runs if r.inputs.own]
+    failed = sum(not c.passed for r in runs for c in r.checks)
+    if failed and not options.force_baseline:
+        elsewhere = sum(not c.passed for r in runs if not r.inputs.own for c in r.checks)
+        where = f" ({elsewhere} of them on a conftest's inputs)" if elsewhere else ""
+        lines.append(f"baseline NOT updated: {plural(failed, 'gate')} failed in this run{where} (fix the SAEs, or "
+                     f"record these values anyway with {options.force_flag})")
+        return
+    with_file = [r for r in own if r.suite.baseline is not None]
     for run in runs:
-        if run.suite.baseline is not None:
+        if not run.inputs.own and not any(r.suite.path == run.suite.path for r in own):
+            lines.append(f"baseline not updated for {run.title}: only other inputs than the suite's own were evaluated")
+            continue
+        if run.suite.baseline is not None or not run.inputs.own:
             continue
         if options.strict_baselines:
             problems.append(("updating the baseline", SuiteError(

@@ -27,7 +27,7 @@ import numpy as np
 
 from pytest_saeval.catalogue import METRICS
 from pytest_saeval.fileio import atomic_write_text
-from pytest_saeval.report.rows import format_headroom, format_interval, gate_rows, shown_value
+from pytest_saeval.report.rows import format_headroom, format_interval, gate_rows
 from pytest_saeval.run.intervals import INTERVAL_METRICS, Interval
 from pytest_saeval.run.outcome import SuiteRun
 from pytest_saeval.spec.numbers import format_number
@@ -207,9 +207,11 @@ def _gate_table(runs: Sequence[SuiteRun]) -> str:
     for r in rows:
         body.append(
             f'<tr class="{"pass" if r.passed else "fail"}"><td>{"PASS" if r.passed else "FAIL"}</td>'
-            f"<td><code>{_e(r.sae_id)}</code></td><td><code>{_e(r.metric)}</code></td>"
-            f'<td class="num">{_e(shown_value(r.value, r.thresholds))}</td><td class="num">{_e(format_interval(r.interval))}</td>'
-            f'<td>{_e(r.bound)}</td><td class="num">{_e(format_headroom(r.headroom))}</td><td><code>{_e(r.where)}</code></td></tr>'
+            f"<td><code>{_e(r.sae_id)}</code>{_e(r.inputs)}</td><td><code>{_e(r.metric)}</code></td>"
+            f'<td class="num">{_e(format_number(r.value, r.digits))}</td>'
+            f'<td class="num">{_e(format_interval(r.interval, r.digits, value=r.value))}</td>'
+            f'<td>{_e(r.bound)}</td><td class="num">{_e(format_headroom(r.headroom, r.digits))}</td>'
+            f'<td><code>{_e(r.where)}</code></td></tr>'
         )
     return f'<table class="gates"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -219,7 +221,7 @@ def _metrics_table(result: Any, found: Mapping[str, Interval]) -> str:
     for name, value in result.metrics.items():
         info = METRICS.get(name)
         better = "" if info is None or info.higher_is_better is None else ("higher" if info.higher_is_better else "lower")
-        iv = format_interval(found.get(name)) if name in INTERVAL_METRICS else ""
+        iv = format_interval(found.get(name), value=value) if name in INTERVAL_METRICS else ""
         desc = info.description if info is not None else ""
         body.append(f'<tr><td><code>{_e(name)}</code></td><td class="num">{_e(format_number(value))}</td>'
                     f'<td class="num">{_e(iv)}</td><td>{better}</td><td class="muted">{_e(desc)}</td></tr>')
@@ -232,6 +234,16 @@ def _eval_cfg_line(run: SuiteRun) -> str:
     return "; ".join(f"{k} = {cfg[k]}" for k in ("dataset", "context_size", "batch_size_prompts",
                                                  "n_eval_reconstruction_batches", "n_eval_sparsity_variance_batches",
                                                  "exclude_special_tokens"))
+
+
+def _notes(runs: Sequence[SuiteRun]) -> list[str]:
+    """The baselines' provenance notes, as a list (loud ones, about other inputs, first)."""
+    notes = sorted(((n.loud, run.suite.path, n.text) for run in runs for n in run.notes), key=lambda n: not n[0])
+    if not notes:
+        return []
+    items = "".join(f'<li class="{"loud" if loud else "note"}">{"<strong>different inputs:</strong> " if loud else ""}'
+                    f"<code>{_e(suite)}</code> {_e(text)}</li>" for loud, suite, text in notes)
+    return [f"<p>Baselines:</p><ul>{items}</ul>"]
 
 
 def html_report(runs: Sequence[SuiteRun], *, title: str = "saeval report", max_points: int = 5000) -> str:
@@ -248,15 +260,15 @@ def html_report(runs: Sequence[SuiteRun], *, title: str = "saeval report", max_p
     else:
         headline = f"All {len(rows)} gates passed."
     parts = [f"<h1>{_e(title)}</h1>", f'<p class="headline"><strong>{_e(headline)}</strong></p>',
-             _gate_table(runs)]
+             _gate_table(runs), *_notes(runs)]
     if any(r.interval is not None for r in rows):
         parts.append('<p class="muted">Intervals: 95% percentile bootstrap over sequences. Headroom: distance to the '
                      "nearest bound (negative: failing).</p>")
     n_plot = 0
-    for run in runs:
+    for k, run in enumerate(runs):
         for uid, result in run.results.items():
-            parts.append(f'<h2 id="sae-{_e(uid)}">SAE <code>{_e(uid)}</code></h2>')
-            parts.append(f'<p class="muted">{_e(run.suite.path)}. hook <code>{_e(getattr(result, "hook_name", ""))}</code>, '
+            parts.append(f'<h2 id="sae-{k}-{_e(uid)}">SAE <code>{_e(uid)}</code>{_e(run.inputs.describe())}</h2>')
+            parts.append(f'<p class="muted">{_e(run.title)}. hook <code>{_e(getattr(result, "hook_name", ""))}</code>, '
                          f'd_sae {_e(getattr(result, "d_sae", ""))}. {_e(_eval_cfg_line(run))}</p>')
             found = run.intervals_of(uid)
             parts.append(f"<details><summary>All metrics</summary>{_metrics_table(result, found)}</details>")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from pytest_saeval.catalogue import METRICS
 from pytest_saeval.fileio import atomic_write_text
-from pytest_saeval.report.rows import GateRow, format_headroom, format_interval, gate_rows, shown_value
+from pytest_saeval.report.rows import GateRow, format_headroom, format_interval, gate_rows
+from pytest_saeval.report.table import sae_count
 from pytest_saeval.run.intervals import INTERVAL_METRICS
 from pytest_saeval.run.outcome import SuiteRun
 from pytest_saeval.spec.numbers import format_number
@@ -38,12 +39,12 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
 def _row_cells(row: GateRow) -> list[str]:
     return [
         "❌ FAIL" if not row.passed else "✅ pass",
-        f"`{row.sae_id}`",
+        f"`{row.sae_id}`{row.inputs}",
         f"`{row.metric}`",
-        shown_value(row.value, row.thresholds),
-        format_interval(row.interval),
+        format_number(row.value, row.digits),
+        format_interval(row.interval, row.digits, value=row.value),
         row.bound,
-        format_headroom(row.headroom),
+        format_headroom(row.headroom, row.digits),
         f"`{row.where}`",
     ]
 
@@ -53,18 +54,19 @@ def markdown_summary(runs: Sequence[SuiteRun], *, title: str = "saeval", details
     with their 95% bootstrap intervals; ``details=False`` leaves out the per-SAE metric tables."""
     rows = gate_rows(runs)
     n_fail = sum(not r.passed for r in rows)
-    n_sae = sum(len(r.results) for r in runs)
+    n_sae = sae_count(runs)
     if not rows:
-        headline = f"no gates checked ({n_sae} SAE{'s' if n_sae != 1 else ''} evaluated)"
+        headline = f"no gates checked ({n_sae} evaluated)"
     elif n_fail:
-        headline = f"❌ {n_fail} of {len(rows)} gates failed ({n_sae} SAE{'s' if n_sae != 1 else ''})"
+        headline = f"❌ {n_fail} of {len(rows)} gates failed ({n_sae})"
     else:
-        headline = f"✅ all {len(rows)} gates passed ({n_sae} SAE{'s' if n_sae != 1 else ''})"
+        headline = f"✅ all {len(rows)} gates passed ({n_sae})"
     out = [f"## {title}: {headline}", ""]
     if rows:
         header = ["Result", "SAE", "Metric", "Value", "95% interval", "Bound", "Headroom", "Where"]
         out.extend(_table(header, (_row_cells(r) for r in rows)))
         out.append("")
+    out.extend(_notes(runs))
     has_intervals = any(r.interval is not None for r in rows)
     if has_intervals:
         out.append("Intervals: 95% percentile bootstrap over sequences. Headroom: distance to the nearest bound "
@@ -80,15 +82,26 @@ def markdown_summary(runs: Sequence[SuiteRun], *, title: str = "saeval", details
                     better = "" if info is None or info.higher_is_better is None else (
                         "↑" if info.higher_is_better else "↓")
                     iv = found.get(name) if name in INTERVAL_METRICS else None
-                    metric_rows.append([f"`{name}`", format_number(value), format_interval(iv), better])
+                    metric_rows.append([f"`{name}`", format_number(value), format_interval(iv, value=value), better])
                 out.append(f"<details><summary>All metrics of <code>{_html_escape(uid)}</code> "
-                           f"({_html_escape(str(run.suite.path))})</summary>")
+                           f"({_html_escape(run.title)})</summary>")
                 out.append("")
                 out.extend(_table(["Metric", "Value", "95% interval", "Better"], metric_rows))
                 out.append("")
                 out.append("</details>")
                 out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _notes(runs: Sequence[SuiteRun]) -> list[str]:
+    """What the baselines were recorded on, where that differs from this run (loud ones first)."""
+    notes = [(n.loud, run.suite.path, n.text) for run in runs for n in run.notes]
+    if not notes:
+        return []
+    lines = ["Baselines:", ""]
+    for loud, suite, text in sorted(notes, key=lambda n: not n[0]):
+        lines.append(f"- {'**different inputs**: ' if loud else ''}`{suite}` {_cell(text)}")
+    return [*lines, ""]
 
 
 def _html_escape(text: str) -> str:

@@ -11,8 +11,9 @@ from pathlib import Path
 from pytest_saeval.run.checks import GateCheck
 from pytest_saeval.run.intervals import Interval, gate_interval
 from pytest_saeval.run.outcome import SuiteRun
-from pytest_saeval.spec.gates import holds
-from pytest_saeval.spec.numbers import format_number
+from pytest_saeval.spec.gates import Bound, holds
+from pytest_saeval.spec.numbers import format_number, interval_text
+from pytest_saeval.spec.verdict import BoundCheck, digits_for
 
 __all__ = ["GateRow", "format_headroom", "format_interval", "gate_rows", "shown_value"]
 
@@ -27,6 +28,8 @@ class GateRow:
     """The gate's line in that file."""
     sae_id: str
     """The SAE's unique id."""
+    inputs: str
+    """``""`` for the suite's own inputs, else what replaced them (``" (with saeval_tokens from ...)"``)."""
     metric: str
     """The gated metric."""
     passed: bool
@@ -43,6 +46,8 @@ class GateRow:
     """The gate's one-line message."""
     thresholds: tuple[tuple[str, float], ...] = ()
     """Each bound as ``(op, resolved threshold)``."""
+    digits: int = 4
+    """Significant digits of the value, its interval and the headroom (those of the gate's message)."""
 
     @property
     def where(self) -> str:
@@ -70,36 +75,35 @@ def gate_rows(runs: Iterable[SuiteRun]) -> list[GateRow]:
             if interval is None:
                 interval = gate_interval(run.intervals_of(check.sae_id), check.gate.metric)
             rows.append(GateRow(
-                suite_path=check.suite_path, line=check.gate.line, sae_id=check.sae_id, metric=check.gate.metric,
+                suite_path=check.suite_path, line=check.gate.line, sae_id=check.sae_id, inputs=run.inputs.describe(), metric=check.gate.metric,
                 passed=check.passed, value=check.result.value, interval=interval,
                 bound=check.gate.describe(check.result.baseline_value), headroom=_headroom(check),
                 message=check.message,
                 thresholds=tuple((b.bound.op, b.threshold) for b in check.result.bounds),
+                digits=check.result.digits,
             ))
     return [r for r in rows if not r.passed] + [r for r in rows if r.passed]
 
 
 def shown_value(value: float, thresholds: Sequence[tuple[str, float]] = ()) -> str:
-    """``value`` with enough digits that it compares with each ``(op, threshold)`` as the exact number does."""
-    if not math.isfinite(value):
-        return format_number(value)
-    for digits in range(4, 18):
-        text = format_number(value, digits)
-        shown = float(text)
-        if all(holds(op, shown, t) == holds(op, value, t) for op, t in thresholds):
-            return text
-    return repr(value)  # pragma: no cover - 17 significant digits always round-trip
+    """``value`` with enough digits that it compares with each ``(op, threshold)`` as the exact number does
+    (the digits of a gate's message, :func:`~pytest_saeval.spec.verdict.digits_for`)."""
+    checks = [BoundCheck(Bound(op=op, constant=t), t, holds(op, value, t)) for op, t in thresholds]  # type: ignore[arg-type]
+    return format_number(value, digits_for(value, None, checks))
 
 
-def format_interval(interval: Interval | None) -> str:
-    """``[0.7770, 0.7853]``, or ``""`` when there is none (or it is not finite)."""
+def format_interval(interval: Interval | None, digits: int = 4, *, value: float | None = None) -> str:
+    """``[0.7770, 0.7853]`` (with the decimals ``value`` shows, when given), or ``""`` when there is none
+    (or it is not finite)."""
     if interval is None or not all(math.isfinite(v) for v in interval):
         return ""
-    return f"[{format_number(interval[0])}, {format_number(interval[1])}]"
+    if value is not None:
+        return interval_text(interval, value, digits)
+    return f"[{format_number(interval[0], digits)}, {format_number(interval[1], digits)}]"
 
 
-def format_headroom(x: float) -> str:
+def format_headroom(x: float, digits: int = 4) -> str:
     """Signed distance to the nearest bound: ``+0.0123`` passes, ``-0.0188`` fails."""
     if math.isnan(x):
         return ""
-    return ("+" if x >= 0 else "-") + format_number(abs(x))
+    return ("+" if x >= 0 else "-") + format_number(abs(x), digits)

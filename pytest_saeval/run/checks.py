@@ -3,6 +3,7 @@ in ``gate_mode: interval``, its bootstrap interval (pure Python)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class GateCheck:
     """The gate as written."""
     result: GateResult
     """The outcome, with the reviewer's one-line message."""
+    partial: bool = False
+    """Only the gate's fixed bounds were checked: its baseline value is being recorded in this run."""
 
     @property
     def passed(self) -> bool:
@@ -39,10 +42,15 @@ class GateCheck:
         return self.result.passed
 
     @property
+    def where(self) -> str:
+        """``file:line`` of the gate."""
+        return f"{self.suite_path}:{self.gate.line}" if self.gate.line else str(self.suite_path)
+
+    @property
     def message(self) -> str:
-        """``file:line: [sae] metric = value, needs ... (short by ...)``."""
-        where = f"{self.suite_path}:{self.gate.line}" if self.gate.line else str(self.suite_path)
-        return f"{where}: [{self.sae_id}] {self.result.message}"
+        """``[sae] metric = value [interval], needs ... (short by ...) — file:line``: the numbers first, so a
+        line cut short (pytest's short summary) still shows them."""
+        return f"[{self.sae_id}] {self.result.message} — {self.where}"
 
 
 def check_suite(suite: Suite, entries: Sequence[SAEEntry], results: Mapping[str, SAEResult],
@@ -51,9 +59,10 @@ def check_suite(suite: Suite, entries: Sequence[SAEEntry], results: Mapping[str,
     """Check every gate of every evaluated entry; baseline-relative gates read ``baseline``.
 
     Returns ``(checks, unchecked)``. While a baseline is being recorded (``recording``), a
-    baseline-relative gate without a baseline value goes to ``unchecked`` as ``(sae id, gate)``
-    instead of raising :class:`~pytest_saeval.errors.BaselineError`. ``intervals`` (per SAE id) are
-    shown next to the values in the gates' messages.
+    baseline-relative gate without a baseline value is not an error: its fixed bounds (a gate such as
+    ``[">= 0.97", ">= baseline - 0.002"]`` has one) are still checked, and when they hold (or there
+    are none) the gate goes to ``unchecked`` as ``(sae id, gate)``; when they fail, the failing check
+    is kept (``partial``). ``intervals`` (per SAE id) are shown next to the values in the messages.
     """
     checks: list[GateCheck] = []
     unchecked: list[tuple[str, Gate]] = []
@@ -65,11 +74,25 @@ def check_suite(suite: Suite, entries: Sequence[SAEEntry], results: Mapping[str,
             if recording and gate.uses_baseline and (
                 baseline is None or baseline.value(entry.unique_id, gate.metric) is None
             ):
-                unchecked.append((entry.unique_id, gate))
+                fixed = _fixed_part(gate)
+                check = (check_one(suite, entry.unique_id, fixed, result.metrics, None, intervals.get(entry.unique_id))
+                         if fixed is not None else None)
+                if check is not None and not check.passed:
+                    checks.append(dataclasses.replace(check, gate=gate, partial=True))
+                else:
+                    unchecked.append((entry.unique_id, gate))
                 continue
             checks.append(check_one(suite, entry.unique_id, gate, result.metrics, baseline,
                                     intervals.get(entry.unique_id)))
     return checks, unchecked
+
+
+def _fixed_part(gate: Gate) -> Gate | None:
+    """The gate with only its fixed bounds (None when every bound is relative to the baseline)."""
+    fixed = tuple(b for b in gate.bounds if not b.uses_baseline)
+    if not fixed:
+        return None
+    return dataclasses.replace(gate, bounds=fixed, text=", ".join(f"{b.op} {b.text}" for b in fixed))
 
 
 def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float], baseline: Baseline | None,
@@ -88,8 +111,12 @@ def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float
     return GateCheck(suite.path, sae_id, gate, check_gate(gate, value, base, interval=interval, mode=mode))
 
 
-def no_baseline_reason(suite: Suite | None, uid: str, gate: Gate) -> str:
-    """Why a baseline-relative gate was not checked (``suite`` given: with its file:line)."""
-    where = "" if suite is None else (f"{suite.path}:{gate.line}: " if gate.line else f"{suite.path}: ")
-    return (f"{where}[{uid}] {gate.metric} {gate.text}: the baseline has no value yet; "
-            "--saeval-update-baseline records it in this run")
+def no_baseline_reason(suite: Suite | None, uid: str, gate: Gate, *, own: bool = True) -> str:
+    """Why a baseline-relative gate was not checked (``suite`` given: ending with its file:line); ``own``:
+    whether the evaluation was on the suite's own inputs (only those are recorded)."""
+    fixed = "its fixed bounds hold, " if _fixed_part(gate) is not None else ""
+    records = "this run records it" if own else "it is recorded from the suite's own inputs, not from these"
+    text = f"[{uid}] {gate.metric} {gate.text}: {fixed}the baseline has no value yet; {records}"
+    if suite is None:
+        return text
+    return f"{text} — {suite.path}:{gate.line}" if gate.line else f"{text} — {suite.path}"

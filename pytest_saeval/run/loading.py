@@ -147,5 +147,5 @@ class Loader:
             loaded = load_saes(release=spec.release, sae_id=entry.release_sae_id if spec.release else None,
                                factory=spec.factory, device=device, base_dir=suite.path.parent)
         except SaevalError as e:
-            raise _located(e, suite, spec.line, f"saes[{entry.index}].{spec.kind}", entry.index) from e
+            raise _located(e, suite, spec.line_of(spec.kind), f"saes[{entry.index}].{spec.kind}", entry.index) from e
         return loaded[0][1]

@@ -11,11 +11,34 @@ from pytest_saeval.plain import JSON
 from pytest_saeval.run.checks import GateCheck
 from pytest_saeval.run.intervals import Interval
 from pytest_saeval.run.plan import SAEEntry
-from pytest_saeval.run.provenance import Provenance
+from pytest_saeval.run.provenance import Note, Provenance
 from pytest_saeval.spec.gates import Gate
 from pytest_saeval.spec.suite import Suite
 
-__all__ = ["EvalConfig", "SuiteRun", "merge_runs"]
+__all__ = ["EvalConfig", "Inputs", "SuiteRun", "merge_runs"]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What one evaluation of a suite ran on, beyond the suite file: results are identified by it
+    (with the suite and SAE entry), never by SAE id alone."""
+
+    overridden: tuple[str, ...] = ()
+    """The suite's sources that something else replaced, e.g. ``saeval_tokens from tests/conftest.py``;
+    empty: the suite's own model, SAEs and tokens."""
+    model_xxh3: str = ""
+    """Content hash of the model evaluated (see :class:`~pytest_saeval.run.provenance.Provenance`)."""
+    tokens_xxh3: str = ""
+    """Content hash of the token rows evaluated."""
+
+    @property
+    def own(self) -> bool:
+        """Whether the suite's own sources were evaluated (only such results may become its baseline)."""
+        return not self.overridden
+
+    def describe(self) -> str:
+        """``""`` for the suite's own inputs, else ``" (with saeval_tokens from tests/conftest.py)"``."""
+        return "" if self.own else " (with " + ", ".join(self.overridden) + ")"
 
 
 @dataclass(frozen=True)
@@ -69,8 +92,8 @@ class SuiteRun:
     """Per SAE id: versions, device, content hashes of SAE, tokens and model."""
     sae_cfgs: dict[str, dict[str, JSON]] = field(default_factory=dict)
     """Per SAE id: the SAE's config as plain data."""
-    notes: list[str] = field(default_factory=list)
-    """Human-readable notes, e.g. that the baseline was recorded on other weights or tokens
+    notes: list[Note] = field(default_factory=list)
+    """What the baseline was recorded on, where that differs from this run, per SAE
     (see :func:`pytest_saeval.run.provenance.provenance_notes`)."""
     unchecked: list[tuple[str, Gate]] = field(default_factory=list)
     """``(sae id, gate)`` pairs left unchecked because the baseline has no value for them yet
@@ -78,6 +101,13 @@ class SuiteRun:
     intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)
     """Per SAE id: 95% bootstrap intervals over sequences of the token-mean metrics and their ratios
     (see :mod:`pytest_saeval.run.intervals`); shown next to values in messages and reports."""
+    inputs: Inputs = field(default_factory=Inputs)
+    """What this evaluation ran on: runs of one suite on different inputs stay apart."""
+
+    @property
+    def title(self) -> str:
+        """The suite file, and what replaced its sources when something did."""
+        return f"{self.suite.path}{self.inputs.describe()}"
 
     @property
     def passed(self) -> bool:
@@ -100,22 +130,24 @@ class SuiteRun:
 
 
 def merge_runs(runs: Iterable[SuiteRun]) -> list[SuiteRun]:
-    """Merge partial runs of the same suite file (e.g. from several workers) into one per suite.
+    """Merge partial runs of one suite on the same inputs (e.g. from several workers) into one.
 
-    Suites are ordered by path; SAEs and gates follow the suite file's order, so the merged result
-    does not depend on which process evaluated what.
+    Runs of one suite on different inputs (a conftest override, other content) stay apart. Suites
+    are ordered by path, the suite's own inputs first; SAEs and gates follow the suite file's order,
+    so the merged result does not depend on which process evaluated what.
     """
-    by_path: dict[str, list[SuiteRun]] = {}
+    by_key: dict[tuple[str, bool, Inputs], list[SuiteRun]] = {}
     for run in runs:
-        by_path.setdefault(str(run.suite.path), []).append(run)
-    return [_merge(by_path[path]) for path in sorted(by_path)]
+        by_key.setdefault((str(run.suite.path), not run.inputs.own, run.inputs), []).append(run)
+    return [_merge(by_key[key]) for key in sorted(by_key, key=lambda k: (k[0], k[1], repr(k[2])))]
 
 
 def _merge(parts: list[SuiteRun]) -> SuiteRun:
     entries: dict[str, SAEEntry] = {}
     checks: dict[tuple[str, str], GateCheck] = {}
     unchecked: dict[tuple[str, str], tuple[str, Gate]] = {}
-    out = SuiteRun(suite=parts[0].suite, entries=[], results={}, checks=[], eval_cfg=parts[0].eval_cfg)
+    out = SuiteRun(suite=parts[0].suite, entries=[], results={}, checks=[], eval_cfg=parts[0].eval_cfg,
+                   inputs=parts[0].inputs)
     for part in parts:
         for entry in part.entries:
             entries.setdefault(entry.unique_id, entry)

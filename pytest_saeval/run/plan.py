@@ -75,6 +75,9 @@ class Overrides:
     """SAEs by unique id, used instead of the suites' ``saes:`` sources."""
     tokens: Any = None
     """A token array ``[n, context_size]``, used instead of every suite's ``data:`` source."""
+    sources: tuple[str, ...] = ()
+    """Where the overrides come from, e.g. ``saeval_tokens from tests/conftest.py`` (shown next to the
+    results evaluated on them); by default the names of the overridden parts."""
 
     def __post_init__(self) -> None:
         if self.saes is not None:
@@ -90,6 +93,14 @@ class Overrides:
     def empty(self) -> bool:
         """True when nothing is overridden."""
         return self.model is None and self.saes is None and self.tokens is None
+
+    @property
+    def described(self) -> tuple[str, ...]:
+        """:attr:`sources`, or the names of the overridden parts (``()`` when nothing is overridden)."""
+        if self.empty:
+            return ()
+        return self.sources or tuple(n for n, v in (("model", self.model), ("saes", self.saes), ("tokens", self.tokens))
+                                     if v is not None)
 
 
 @dataclass(frozen=True)

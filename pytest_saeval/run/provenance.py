@@ -4,8 +4,8 @@ recorded (pure Python).
 A baseline file may record, per SAE, the provenance of its values: content hashes of the SAE, the
 model and the token rows, and the library versions and device. When the current run's hashes
 differ, the baseline-relative gates compare numbers measured on different inputs; the functions here
-turn that into one human-readable note per SAE, shown by the ``saeval`` command and the pytest
-summary. A note is information, never a failure.
+turn that into one note per SAE, shown in every report (terminal, ``summary.md``, the GitHub step
+summary, the HTML page). A note is information, never a failure.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pytest_saeval.spec.baseline import Baseline
 
-__all__ = ["CONTENT_HASHES", "ENVIRONMENT", "Provenance", "provenance_changes", "provenance_notes"]
+__all__ = ["CONTENT_HASHES", "ENVIRONMENT", "Note", "Provenance", "provenance_changes", "provenance_notes"]
 
 
 @dataclass(frozen=True)
@@ -99,37 +99,55 @@ def provenance_changes(recorded: Mapping[str, object], current: Mapping[str, obj
     return content, environment
 
 
+@dataclass(frozen=True)
+class Note:
+    """What one SAE's baseline was recorded on, where that differs from this run."""
+
+    sae_id: str
+    """The SAE the note is about."""
+    text: str
+    """One line: ``[sae] ...``."""
+    loud: bool = False
+    """True when the baseline was measured on another model or other tokens (its comparisons are then
+    between different inputs); False for the normal case of a retrained SAE or another environment."""
+
+
 def provenance_notes(suite_path: str | os.PathLike[str], provenance: Mapping[str, Provenance],
-                     baseline: Baseline | None) -> list[str]:
+                     baseline: Baseline | None) -> list[Note]:
     """One note per SAE whose current ``provenance`` differs from what ``baseline`` recorded for it.
 
     ``provenance`` maps SAE ids to this run's provenance. SAEs the baseline has no provenance for get
-    no note. Notes are sorted by SAE id.
+    no note. A retrained SAE (new weights, the same model and tokens) is the normal case: its note is
+    information. Another model or other tokens make the comparison one of different inputs: that note
+    is loud and says how to record new values. Notes are sorted by SAE id.
     """
     if baseline is None:
         return []
-    notes: list[str] = []
+    notes: list[Note] = []
     for sae_id in sorted(provenance):
         recorded = baseline.provenance(sae_id)
-        if not recorded:
-            continue
-        content, environment = provenance_changes(recorded, provenance[sae_id].to_dict())
-        where = f"{os.fspath(suite_path)}: [{sae_id}]"
-        if content:
-            text = (
-                f"{where} the baseline {baseline.path} was recorded on different "
-                + _and(content)
-                + "; gates that use `baseline` compare against values measured on other inputs"
-            )
-            if environment:
-                text += f" (also changed: {', '.join(environment)})"
-            notes.append(f"{text}. Fix: {_UPDATE_HINT}")
-        elif environment:
-            notes.append(
-                f"{where} the baseline {baseline.path} was recorded with another environment "
-                f"({', '.join(environment)}); small numeric differences are possible"
-            )
+        if recorded:
+            note = _note(sae_id, recorded, provenance[sae_id].to_dict(), baseline)
+            if note is not None:
+                notes.append(note)
     return notes
+
+
+def _note(sae_id: str, recorded: Mapping[str, object], current: Mapping[str, object], baseline: Baseline) -> Note | None:
+    content, environment = provenance_changes(recorded, current)
+    inputs = [c for c in content if not c.startswith("SAE weights")]
+    also = f" (also changed: {', '.join(environment)})" if environment else ""
+    if inputs:
+        text = (f"[{sae_id}] the baseline {baseline.path} was recorded on other " + _and(content)
+                + f": gates that use `baseline` compare values measured on different inputs{also}. Fix: {_UPDATE_HINT}")
+        return Note(sae_id, text, loud=True)
+    if content:
+        return Note(sae_id, f"[{sae_id}] baseline recorded on earlier {content[0]}: comparing the new weights with it{also}",
+                    loud=False)
+    if environment:
+        return Note(sae_id, f"[{sae_id}] baseline recorded with another environment ({', '.join(environment)}); "
+                    "small numeric differences are possible", loud=False)
+    return None
 
 
 def _and(items: list[str]) -> str:

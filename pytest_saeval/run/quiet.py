@@ -38,7 +38,9 @@ def quiet_libraries() -> Iterator[None]:
     """Silence the loading libraries' progress bars, info logs and routine warnings; restore after.
 
     Only the libraries' own chatter is silenced: our errors are exceptions, and warnings other
-    than the known routine ones still show.
+    than the known routine ones still show. Libraries that are not imported yet are not imported here
+    (that would cost seconds before a cheap error could be reported): they read the quiet settings
+    from the environment when they are imported.
     """
     saved_env = {k: os.environ.get(k) for k in _QUIET_ENV}
     os.environ.update(_QUIET_ENV)
@@ -64,6 +66,8 @@ def quiet_libraries() -> Iterator[None]:
 
 
 def _quiet_transformers() -> list[Callable[[], None]]:
+    if "transformers" not in sys.modules:  # the environment variables cover a later import
+        return []
     try:
         from transformers.utils import logging as hf_logging
 

@@ -21,8 +21,9 @@ from pytest_saeval.errors import SaevalError, Subject
 from pytest_saeval.run.checks import check_suite
 from pytest_saeval.run.intervals import intervals
 from pytest_saeval.run.loading import Loader
-from pytest_saeval.run.outcome import EvalConfig, SuiteRun
+from pytest_saeval.run.outcome import EvalConfig, Inputs, SuiteRun
 from pytest_saeval.run.plan import GroupKey, Overrides, SAEEntry, entries_of, group_key
+from pytest_saeval.run.preflight import preflight
 from pytest_saeval.run.provenance import Provenance, provenance_notes
 from pytest_saeval.settings import EvalSettings
 from pytest_saeval.spec.baseline import Baseline, load_baseline
@@ -109,7 +110,9 @@ class Session:
             entries = entries_of(suite, functools.partial(selected, suite) if selected is not None else None)
             if entries:
                 plans.append((suite, entries))
-        # Baseline files are read before any evaluation: a bad one costs no pass.
+        # What can be checked without a model is checked first, then the baseline files are read:
+        # a wrong path or a bad baseline costs no model load and no pass.
+        preflight(plans, ov)
         baselines = {suite.path: self._baseline(suite) for suite, _ in plans}
         groups: dict[GroupKey, list[tuple[Suite, list[SAEEntry]]]] = {}
         for suite, entries in plans:
@@ -117,18 +120,22 @@ class Session:
         evaluated: dict[Path, _Evaluated] = {}
         for members in groups.values():
             evaluated.update(self._evaluate_group(members, ov))
-        return [self._suite_run(suite, entries, baselines[suite.path], evaluated[suite.path])
+        return [self._suite_run(suite, entries, baselines[suite.path], evaluated[suite.path], ov)
                 for suite, entries in plans]
 
     def _suite_run(self, suite: Suite, entries: list[SAEEntry], baseline: Baseline | None,
-                   done: _Evaluated) -> SuiteRun:
+                   done: _Evaluated, ov: Overrides) -> SuiteRun:
         found = {uid: intervals(res) for uid, res in done.results.items()}
         checks, unchecked = check_suite(suite, entries, done.results, baseline, found,
                                         recording=self.options.recording_baseline)
+        first = next(iter(done.provenance.values()), None)
+        inputs = Inputs(overridden=ov.described, model_xxh3=first.model_xxh3 if first else "",
+                        tokens_xxh3=first.tokens_xxh3 if first else "")
+        # Notes compare the suite's own inputs with its baseline's; other inputs say what they are in the title.
+        notes = provenance_notes(suite.path, done.provenance, baseline) if inputs.own else []
         return SuiteRun(suite=suite, entries=entries, results=done.results, checks=checks,
                         eval_cfg=eval_config(suite, done.context_size), provenance=done.provenance,
-                        sae_cfgs=done.sae_cfgs, notes=provenance_notes(suite.path, done.provenance, baseline),
-                        unchecked=unchecked, intervals=found)
+                        sae_cfgs=done.sae_cfgs, notes=notes, unchecked=unchecked, intervals=found, inputs=inputs)
 
     def _evaluate_group(self, members: list[tuple[Suite, list[SAEEntry]]], ov: Overrides) -> dict[Path, _Evaluated]:
         """One fused pass for suites that share model, tokens and settings."""
@@ -208,6 +215,10 @@ class Session:
                             subject=Subject(suite=str(suite.path))) from e
 
 
+_CFG_PARTS = frozenset({"hook_name", "hook_head_index", "d_in", "d_sae"})
+"""SAE attributes read from its folder's config file (an error about one names that file)."""
+
+
 def _relocate(e: SaevalError, owners: Mapping[str, _Owner], first: Suite) -> SaevalError:
     """Locate an engine error at the suite entry (or data key) it is about, from its subject."""
     owner = owners.get(e.subject.sae) if e.subject.sae is not None else None
@@ -215,7 +226,10 @@ def _relocate(e: SaevalError, owners: Mapping[str, _Owner], first: Suite) -> Sae
         suite, entry = owner.suite, owner.entry
         key = f"saes[{entry.index}]" + (f".{e.subject.part}" if e.subject.part else "")
         where = Subject(suite=str(suite.path), entry=entry.index, sae=entry.unique_id, part=e.subject.part)
-        return e.moved(file=str(suite.path), line=entry.spec.line, key=key, subject=where)
+        source = entry.spec.path / "cfg.json" if entry.spec.path is not None else None
+        from_cfg = source is not None and e.subject.part in _CFG_PARTS
+        detail = f"{e.subject.part} comes from the SAE's {source}" if from_cfg else ""
+        return e.moved(file=str(suite.path), line=entry.spec.line, key=key, subject=where, detail=detail)
     data_key = _DATA_KEYS.get(e.location.key or "")
     if data_key is not None:
         return e.moved(file=str(first.path), line=first.data.line_of(data_key.removeprefix("data.")), key=data_key,

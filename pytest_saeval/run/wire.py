@@ -15,9 +15,9 @@ from typing import Any
 from pytest_saeval.engine.results import SAEResult
 from pytest_saeval.plain import JSON, to_plain
 from pytest_saeval.run.checks import check_one
-from pytest_saeval.run.outcome import EvalConfig, SuiteRun
+from pytest_saeval.run.outcome import EvalConfig, Inputs, SuiteRun
 from pytest_saeval.run.plan import SAEEntry
-from pytest_saeval.run.provenance import Provenance
+from pytest_saeval.run.provenance import Note, Provenance
 from pytest_saeval.spec.baseline import load_baseline
 from pytest_saeval.spec.gates import Gate
 from pytest_saeval.spec.suite import Suite
@@ -40,8 +40,9 @@ def run_to_wire(run: SuiteRun) -> JSON:
         "eval_cfg": run.eval_cfg.to_dict(),
         "provenance": {k: v.to_dict() for k, v in run.provenance.items()},
         "sae_cfgs": run.sae_cfgs,
-        "notes": run.notes,
+        "notes": [[n.sae_id, n.text, n.loud] for n in run.notes],
         "intervals": run.intervals,
+        "inputs": run.inputs,
     })
 
 
@@ -72,5 +73,7 @@ def run_from_wire(data: Mapping[str, Any], load: Callable[[Path], Suite]) -> Sui
     return SuiteRun(suite=suite, entries=entries, results=results, checks=checks,
                     eval_cfg=EvalConfig.from_dict(data["eval_cfg"]),
                     provenance={k: Provenance.from_dict(v) for k, v in data["provenance"].items()},
-                    sae_cfgs={k: dict(v) for k, v in data["sae_cfgs"].items()}, notes=list(data["notes"]),
-                    unchecked=[(uid, gate(uid, metric)) for uid, metric in data["unchecked"]], intervals=intervals)
+                    sae_cfgs={k: dict(v) for k, v in data["sae_cfgs"].items()}, notes=[Note(sae, text, bool(loud)) for sae, text, loud in data["notes"]],
+                    unchecked=[(uid, gate(uid, metric)) for uid, metric in data["unchecked"]], intervals=intervals,
+                    inputs=Inputs(overridden=tuple(data["inputs"]["overridden"]), model_xxh3=data["inputs"]["model_xxh3"],
+                                  tokens_xxh3=data["inputs"]["tokens_xxh3"]))

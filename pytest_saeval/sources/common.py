@@ -9,7 +9,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["exception_chain", "exists", "hub_offline", "is_hub_unreachable", "resolve_path", "short"]
+__all__ = ["PROJECT_MARKERS", "exception_chain", "exists", "hub_offline", "is_hub_unreachable", "project_root",
+           "resolve_path", "safetensors_header", "short"]
+
+PROJECT_MARKERS = ("pyproject.toml", "pytest.ini", "setup.cfg", "tox.ini", "setup.py")
+"""Files that mark a project's root folder (as pytest looks for its rootdir)."""
+
+
+def project_root(start: str | os.PathLike[str]) -> Path | None:
+    """The nearest folder at or above ``start`` holding one of :data:`PROJECT_MARKERS`, else None."""
+    folder = Path(start).absolute()
+    for candidate in (folder, *folder.parents):
+        if any((candidate / marker).is_file() for marker in PROJECT_MARKERS):
+            return candidate
+    return None
 
 
 def resolve_path(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None) -> Path:
@@ -108,3 +121,24 @@ def short(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split())
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def safetensors_header(file: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (``{name: {"dtype", "shape", "data_offsets"}, "__metadata__": ...}``),
+    read without torch. ``OSError`` when unreadable; ``ValueError`` when it is no safetensors header or
+    the file is shorter than the tensors the header lists (a truncated copy)."""
+    import json
+
+    with open(file, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        if not 0 < size < (1 << 27):
+            raise ValueError("no safetensors header")
+        header = json.loads(fh.read(size))
+    if not isinstance(header, dict):
+        raise ValueError("no safetensors header")
+    ends = [entry["data_offsets"][1] for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets") or ()) == 2]
+    needed, actual = 8 + size + max(ends, default=0), file.stat().st_size
+    if actual < needed:
+        raise ValueError(f"the file has {actual} bytes, its header lists {needed}")
+    return header

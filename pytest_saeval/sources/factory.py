@@ -11,20 +11,48 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saeval.errors import SourceError, did_you_mean
-from pytest_saeval.sources.common import resolve_path, short
+from pytest_saeval.sources.common import project_root, resolve_path, short
 
-__all__ = ["call_factory"]
+__all__ = ["call_factory", "factory_function", "search_dirs"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def call_factory(spec: str, *, base_dir: str | os.PathLike[str] | None = None, what: str = "object") -> Any:
-    """Import ``module:function`` and return ``function()``.
+    """Import ``module:function`` (see :func:`factory_function`) and return ``function()``.
 
-    ``module`` is a dotted module path importable from ``sys.path`` or from ``base_dir`` (the suite
-    file's folder, added to ``sys.path`` while importing), or a ``.py`` file path (relative to
-    ``base_dir``). ``function`` may be dotted (``Class.method``). ``what`` names the expected result
-    in error messages (``"model"``, ``"SAE"``).
+    ``what`` names the expected result in error messages (``"model"``, ``"SAE"``).
+    """
+    function = factory_function(spec, base_dir=base_dir, what=what)
+    module_name, func_name = (part.strip() for part in spec.split(":"))
+    try:
+        return function()
+    except SourceError:
+        raise
+    except Exception as e:  # the user's code: report whatever it raised
+        raise SourceError(
+            f"factory {spec!r} raised {short(e)}",
+            fix=f"fix {func_name}() in {module_name} so that it returns the {what} when called with no arguments",
+        ) from e
+
+
+def search_dirs(base_dir: str | os.PathLike[str] | None) -> list[Path]:
+    """Where a factory's module is looked for besides ``sys.path``, as pytest with ``pythonpath = ["."]``
+    would find it: the suite's folder, the current folder and the project's root (see
+    :func:`~pytest_saeval.sources.common.project_root`)."""
+    found: list[Path] = []
+    for folder in (base_dir, Path.cwd(), project_root(base_dir) if base_dir is not None else project_root(Path.cwd())):
+        if folder is not None and Path(folder).resolve() not in found:
+            found.append(Path(folder).resolve())
+    return found
+
+
+def factory_function(spec: str, *, base_dir: str | os.PathLike[str] | None = None, what: str = "object") -> Any:
+    """Import ``module:function`` and return the function, without calling it.
+
+    ``module`` is a dotted module path importable from ``sys.path`` or from :func:`search_dirs` (added
+    to ``sys.path`` while importing), or a ``.py`` file path (relative to ``base_dir``). ``function``
+    may be dotted (``Class.method``).
     """
     if not isinstance(spec, str) or spec.count(":") != 1:
         raise SourceError(
@@ -61,15 +89,7 @@ def call_factory(spec: str, *, base_dir: str | os.PathLike[str] | None = None, w
             f"factory {spec!r}: {func_name!r} is a {type(target).__name__}, not a function",
             fix=f"point the factory at a function that takes no arguments and returns the {what}",
         )
-    try:
-        return target()
-    except SourceError:
-        raise
-    except Exception as e:  # the user's code: report whatever it raised
-        raise SourceError(
-            f"factory {spec!r} raised {short(e)}",
-            fix=f"fix {func_name}() in {module_name} so that it returns the {what} when called with no arguments",
-        ) from e
+    return target
 
 
 def _import_factory_module(module_name: str, *, spec: str, base_dir: Any, is_file: bool) -> Any:
@@ -90,6 +110,9 @@ def _import_factory_module(module_name: str, *, spec: str, base_dir: Any, is_fil
         try:
             sys.modules[unique] = module
             mod_spec.loader.exec_module(module)
+        except ModuleNotFoundError as e:
+            sys.modules.pop(unique, None)
+            raise _missing_dependency(spec, str(file), e) from e
         except Exception as e:
             sys.modules.pop(unique, None)
             raise SourceError(
@@ -100,28 +123,28 @@ def _import_factory_module(module_name: str, *, spec: str, base_dir: Any, is_fil
             _pop_sys_path(added)
         return module
 
-    added = _push_sys_path(Path(base_dir)) if base_dir is not None else None
+    folders = search_dirs(base_dir)
+    pushed = [_push_sys_path(folder) for folder in reversed(folders)]
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         missing = e.name or ""
         if module_name == missing or module_name.startswith(missing + "."):
-            where = f" (looked on sys.path and in '{base_dir}')" if base_dir is not None else " (looked on sys.path)"
+            where = " (looked on sys.path and in " + ", ".join(f"'{f}'" for f in folders) + ")"
             raise SourceError(
                 f"factory {spec!r}: module {module_name!r} not found{where}",
-                fix="install the package that provides it, put the module next to the suite file, or correct the name before ':'",
+                fix="install the package that provides it, put the module in the project (next to the suite file, "
+                "in the current folder or the project's root), or correct the name before ':'",
             ) from e
-        raise SourceError(
-            f"factory {spec!r}: importing {module_name!r} failed because module {missing!r} is missing",
-            fix=f"install {missing!r} in this environment",
-        ) from e
+        raise _missing_dependency(spec, module_name, e) from e
     except Exception as e:
         raise SourceError(
             f"factory {spec!r}: importing {module_name!r} raised {short(e)}",
             fix="fix the error in that module (or its imports)",
         ) from e
     finally:
-        _pop_sys_path(added)
+        for entry in pushed:
+            _pop_sys_path(entry)
 
 
 def _push_sys_path(folder: Path) -> str | None:
@@ -139,3 +162,13 @@ def _pop_sys_path(entry: str | None) -> None:
             sys.path.remove(entry)
         except ValueError:
             pass
+
+
+def _missing_dependency(spec: str, module: str, e: ModuleNotFoundError) -> SourceError:
+    """A factory module that imports a package that is not installed: the fix is to install it."""
+    missing = e.name or str(e)
+    package = missing.split(".")[0]
+    return SourceError(
+        f"factory {spec!r}: importing {module!r} failed because module {missing!r} is missing",
+        fix=f"install {package} (e.g. pip install {package}), the package that provides {missing!r}",
+    )

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saeval.errors import SaevalError, SourceError
-from pytest_saeval.sources.common import exists, short
+from pytest_saeval.sources.common import exists, safetensors_header, short
 
-__all__ = ["FOLDER_FIX", "FORMAT_FILES", "check_safetensors", "detect_format", "load_with_converter",
-           "read_json_object"]
+__all__ = ["FOLDER_FIX", "FORMAT_FILES", "check_safetensors", "check_weight_dtypes", "detect_format", "inspect_sae_folder",
+           "load_with_converter", "read_json_object"]
 
 FORMAT_FILES: dict[str, tuple[str, str]] = {
     "sae_lens": ("cfg.json", "sae_weights.safetensors"),
@@ -136,6 +136,73 @@ def check_safetensors(weights: Path, fix: str) -> dict[str, str]:
             return dtypes
     except Exception as e:
         raise SourceError(f"SAE weights file '{weights}' is corrupt or truncated ({short(e, 160)})", fix=fix) from e
+
+
+_FLOAT_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+"""safetensors dtype codes of the weights an SAE may hold, and their torch names."""
+_OTHER_DTYPES = {"I8": "int8", "U8": "uint8", "I16": "int16", "U16": "uint16", "I32": "int32", "U32": "uint32",
+                 "I64": "int64", "U64": "uint64", "BOOL": "bool"}
+
+
+def check_weight_dtypes(weights: Path, cfg: dict[str, Any], dtypes: dict[str, str]) -> None:
+    """Refuse weights that are not floating point, and weights whose dtype is not the one cfg.json names
+    (``dtypes``: each tensor's safetensors dtype code, from :func:`check_safetensors` or the header)."""
+    other = {k: v for k, v in dtypes.items() if v not in _FLOAT_DTYPES}
+    if other:
+        shown = ", ".join(f"{k} is {_OTHER_DTYPES.get(v, v.lower())}" for k, v in sorted(other.items())[:4])
+        raise SourceError(
+            f"SAE weights file '{weights}' holds weights that are not floating point ({shown}); integer or "
+            "quantized SAE weights cannot be evaluated as stored",
+            fix="re-save the SAE with float32, float16 or bfloat16 weights (sae.save_model(folder) after sae.to(torch.float32))",
+        )
+    stated = str(cfg.get("dtype") or "").removeprefix("torch.")
+    stored = sorted({_FLOAT_DTYPES[v] for v in dtypes.values()})
+    if stated and stored and stored != [stated]:
+        raise SourceError(
+            f"the SAE's cfg.json says dtype {stated}, but its weights in '{weights.name}' are {' and '.join(stored)}",
+            fix=f'set "dtype": "{stored[0]}" in cfg.json to evaluate the weights as stored, or re-save the SAE '
+            "with sae.save_model(folder)" if len(stored) == 1 else "re-save the SAE with sae.save_model(folder)",
+        )
+
+
+_SHAPES = {
+    # format: {tensor: (cfg key per dimension)}; what the config file says each weight's shape is
+    "sae_lens": {"W_enc": ("d_in", "d_sae"), "W_dec": ("d_sae", "d_in")},
+    "sparsify": {"encoder.weight": ("num_latents", "d_in"), "W_dec": ("num_latents", "d_in")},
+}
+
+
+def inspect_sae_folder(folder: Path, wanted: str | None = None) -> str:
+    """Check what can be checked of a checkpoint folder without torch and return its format: the format
+    (:func:`detect_format`), the config file is a JSON object, the weights file is not empty, and for
+    safetensors weights the header reads, the weight shapes agree with the config's sizes and (SAE Lens)
+    the weights are floating point of the config's dtype."""
+    found = detect_format(folder, wanted)
+    cfg_name, weights_name = FORMAT_FILES[found]
+    fix = f"copy the checkpoint folder again completely, or write it again with its trainer ({_WHAT[found]})"
+    cfg = read_json_object(folder / cfg_name, fix=fix)
+    weights = folder / weights_name
+    if weights.stat().st_size == 0:
+        raise SourceError(f"SAE weights file '{weights}' is empty", fix=fix)
+    if weights.suffix != ".safetensors":
+        return found  # ae.pt: a torch file, read when the SAE loads
+    try:
+        header = safetensors_header(weights)
+    except (OSError, ValueError) as e:
+        raise SourceError(f"SAE weights file '{weights}' is corrupt or truncated ({short(e, 160)})", fix=fix) from e
+    if found == "sae_lens":
+        check_weight_dtypes(weights, cfg, {k: str(v.get("dtype")) for k, v in header.items()
+                                           if k != "__metadata__" and isinstance(v, dict)})
+    for tensor, dims in _SHAPES[found].items():
+        shape, wanted_shape = header.get(tensor, {}).get("shape"), [cfg.get(d) for d in dims]
+        if shape is None or not all(isinstance(n, int) and n > 0 for n in wanted_shape):
+            continue  # a missing tensor or size: the loader names it (with the architecture's own rules)
+        if list(shape) != wanted_shape:
+            sizes = ", ".join(f"{d} {cfg.get(d)}" for d in dict.fromkeys(dims))
+            raise SourceError(f"'{weights}' holds {tensor} of shape {list(shape)}, but {folder / cfg_name} says "
+                              f"{sizes}, so {tensor} should be {wanted_shape}",
+                              fix=f"{cfg_name} and the weights come from different SAEs: " + fix)
+    return found
 
 
 Converter = Callable[..., tuple[dict[str, Any], dict[str, Any]]]

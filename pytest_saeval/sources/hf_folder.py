@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_saeval.errors import SourceError
-from pytest_saeval.sources.common import exists, hub_offline, short
+from pytest_saeval.sources.common import exists, hub_offline, safetensors_header, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["Backend", "boot_bridge", "custom_code", "load_folder"]
+__all__ = ["Backend", "boot_bridge", "check_folder", "custom_code", "load_folder"]
 
 Backend = Literal["auto", "hooked", "bridge"]
 """Which TransformerLens class loads a model: ``hooked`` (HookedTransformer), ``bridge`` (TransformerBridge)
@@ -44,7 +44,9 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "to
 _SAVE_FIX = "save the model with model.save_pretrained(folder) and its tokenizer with tokenizer.save_pretrained(folder)"
 
 
-def _check_folder(folder: Path) -> dict[str, Any]:
+def check_folder(folder: Path, *, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The folder's ``config.json``, after checking that the folder holds a config and a weights file
+    (not empty, a whole safetensors file) and, unless ``trust_remote_code``, no code of its own (no torch)."""
     if not exists(folder, "model folder"):
         raise SourceError(
             f"model folder '{folder}' does not exist",
@@ -61,12 +63,31 @@ def _check_folder(folder: Path) -> dict[str, Any]:
         raise SourceError(f"'{config_file}' is not valid JSON: {short(e)}", fix=_SAVE_FIX) from e
     if not isinstance(config, dict):
         raise SourceError(f"'{config_file}' does not hold a JSON object", fix=_SAVE_FIX)
-    if not any((folder / f).is_file() for f in _WEIGHT_FILES):
+    weights = [folder / f for f in _WEIGHT_FILES if (folder / f).is_file()]
+    if not weights:
         raise SourceError(
             f"model folder '{folder}' has no weights file (looked for {', '.join(_WEIGHT_FILES)})",
             fix=_SAVE_FIX,
         )
+    _check_weights(folder, weights[0])
+    if not trust_remote_code:
+        _refuse_custom_code(folder, config)
     return config
+
+
+def _check_weights(folder: Path, file: Path) -> None:
+    """An empty weights file, or a safetensors file shorter than its header says, is refused here (no torch)."""
+    def refused(problem: str) -> SourceError:
+        return SourceError(f"the model in '{folder}' could not be loaded: weights file '{file.name}': {problem}",
+                           fix="copy the file again completely, or re-save the model: " + _SAVE_FIX)
+
+    if file.stat().st_size == 0:
+        raise refused("it is empty")
+    if file.suffix == ".safetensors":
+        try:
+            safetensors_header(file)
+        except (OSError, ValueError) as e:
+            raise refused(f"it is corrupt or truncated ({short(e)})") from e
 
 
 def custom_code(folder: Path, config: dict[str, Any]) -> list[str]:
@@ -103,9 +124,8 @@ def _refuse_custom_code(folder: Path, config: dict[str, Any]) -> None:
 def load_folder(folder: Path, device: str, dtype: torch.dtype, backend: Backend, *,
                 trust_remote_code: bool = False) -> Any:
     """A TransformerLens model from a local Hugging Face folder (see the module docstring)."""
-    config = _check_folder(folder)
-    if not trust_remote_code:
-        _refuse_custom_code(folder, config)
+    config = check_folder(folder, trust_remote_code=trust_remote_code)
+
     folder = folder.resolve()
     with hub_offline(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore", DeprecationWarning)

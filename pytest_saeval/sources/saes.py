@@ -21,7 +21,13 @@ from pytest_saeval.errors import SourceError, did_you_mean
 from pytest_saeval.sources.common import is_hub_unreachable, resolve_path, short
 from pytest_saeval.sources.devices import parse_dtype, resolve_device
 from pytest_saeval.sources.factory import call_factory
-from pytest_saeval.sources.formats import FORMAT_FILES, check_safetensors, detect_format, read_json_object
+from pytest_saeval.sources.formats import (
+    FORMAT_FILES,
+    check_safetensors,
+    check_weight_dtypes,
+    detect_format,
+    read_json_object,
+)
 
 SAE_CFG_FILE, SAE_WEIGHTS_FILE = FORMAT_FILES["sae_lens"]
 
@@ -133,7 +139,7 @@ def _load_sae_lens_folder(folder: Path, device: str, dtype: str | None) -> Any:
     weights = folder / SAE_WEIGHTS_FILE
     cfg = read_json_object(cfg_file, fix="re-save the SAE with sae.save_model(folder)")
     dtypes = check_safetensors(weights, fix="re-save the SAE with sae.save_model(folder) or copy the file again completely")
-    _check_dtypes(weights, cfg, dtypes)
+    check_weight_dtypes(weights, cfg, dtypes)
 
     from sae_lens import SAE
 
@@ -144,32 +150,6 @@ def _load_sae_lens_folder(folder: Path, device: str, dtype: str | None) -> Any:
             f"SAE Lens could not load the SAE in '{folder}': {short(e)}",
             fix=f"check that {SAE_CFG_FILE} matches the weights (architecture, d_in, d_sae) and was written by SAE Lens",
         ) from e
-
-
-_FLOAT_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
-"""safetensors dtype codes of the weights an SAE may hold, and their torch names."""
-_OTHER_DTYPES = {"I8": "int8", "U8": "uint8", "I16": "int16", "U16": "uint16", "I32": "int32", "U32": "uint32",
-                 "I64": "int64", "U64": "uint64", "BOOL": "bool"}
-
-
-def _check_dtypes(weights: Path, cfg: dict[str, Any], dtypes: dict[str, str]) -> None:
-    """Refuse weights that are not floating point, and weights whose dtype is not the one cfg.json names."""
-    other = {k: v for k, v in dtypes.items() if v not in _FLOAT_DTYPES}
-    if other:
-        shown = ", ".join(f"{k} is {_OTHER_DTYPES.get(v, v.lower())}" for k, v in sorted(other.items())[:4])
-        raise SourceError(
-            f"SAE weights file '{weights}' holds weights that are not floating point ({shown}); integer or "
-            "quantized SAE weights cannot be evaluated as stored",
-            fix="re-save the SAE with float32, float16 or bfloat16 weights (sae.save_model(folder) after sae.to(torch.float32))",
-        )
-    stated = str(cfg.get("dtype") or "").removeprefix("torch.")
-    stored = sorted({_FLOAT_DTYPES[v] for v in dtypes.values()})
-    if stated and stored and stored != [stated]:
-        raise SourceError(
-            f"the SAE's cfg.json says dtype {stated}, but its weights in '{weights.name}' are {' and '.join(stored)}",
-            fix=f'set "dtype": "{stored[0]}" in cfg.json to evaluate the weights as stored, or re-save the SAE '
-            "with sae.save_model(folder)" if len(stored) == 1 else "re-save the SAE with sae.save_model(folder)",
-        )
 
 
 # ---------------------------------------------------------------------------------------------

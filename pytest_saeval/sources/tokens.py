@@ -4,16 +4,17 @@ read without running any code in them, and the check of token ids against a mode
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_saeval.errors import InputError, SourceError
-from pytest_saeval.sources.common import exists, resolve_path, short
+from pytest_saeval.sources.common import exists, resolve_path, safetensors_header, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["TOKEN_FILE_SUFFIXES", "TOKEN_KEYS", "check_tokens", "load_token_file"]
+__all__ = ["TOKEN_FILE_SUFFIXES", "TOKEN_KEYS", "TokenFile", "check_tokens", "inspect_token_file", "load_token_file"]
 
 TOKEN_FILE_SUFFIXES = (".npy", ".pt", ".safetensors")
 """Token file formats :func:`load_token_file` reads."""
@@ -36,24 +37,8 @@ def load_token_file(path: str | os.PathLike[str], *, context_size: int | None = 
     non-negative. When ``context_size`` is given and the rows are longer, each row is cut to its
     first ``context_size`` tokens (as SAE Lens cuts pretokenized rows); shorter rows are an error.
     """
-    file = resolve_path(path, base_dir)
-    if not exists(file, "token file"):
-        raise SourceError(
-            f"token file '{file}' does not exist",
-            fix="check data.tokens (relative paths are relative to the suite file)",
-        )
-    if not file.is_file():
-        raise SourceError(f"token path '{file}' is not a file", fix=_FILE_FIX)
-    suffix = file.suffix.lower()
-    if suffix not in TOKEN_FILE_SUFFIXES:
-        raise SourceError(
-            f"token file '{file}' has suffix {file.suffix!r}; supported are {', '.join(TOKEN_FILE_SUFFIXES)}",
-            fix=_FILE_FIX,
-        )
-    if file.stat().st_size == 0:
-        raise SourceError(f"token file '{file}' is empty", fix=_FILE_FIX)
-
-    reader = {".npy": _read_npy, ".pt": _read_pt, ".safetensors": _read_safetensors}[suffix]
+    file = _existing(path, base_dir)
+    reader = {".npy": _read_npy, ".pt": _read_pt, ".safetensors": _read_safetensors}[file.suffix.lower()]
     array = reader(file)
     tokens = _validated(array, file)
     if context_size is not None:
@@ -68,6 +53,91 @@ def load_token_file(path: str | os.PathLike[str], *, context_size: int | None = 
         if width > context_size:
             tokens = tokens[:, :context_size].contiguous()
     return tokens
+
+
+def _existing(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None) -> Path:
+    """The token file, after checking that it exists, is a file of a known format and is not empty."""
+    file = resolve_path(path, base_dir)
+    if not exists(file, "token file"):
+        raise SourceError(
+            f"token file '{file}' does not exist",
+            fix="check data.tokens (relative paths are relative to the suite file)",
+        )
+    if not file.is_file():
+        raise SourceError(f"token path '{file}' is not a file", fix=_FILE_FIX)
+    if file.suffix.lower() not in TOKEN_FILE_SUFFIXES:
+        raise SourceError(
+            f"token file '{file}' has suffix {file.suffix!r}; supported are {', '.join(TOKEN_FILE_SUFFIXES)}",
+            fix=_FILE_FIX,
+        )
+    if file.stat().st_size == 0:
+        raise SourceError(f"token file '{file}' is empty", fix=_FILE_FIX)
+    return file
+
+
+@dataclass(frozen=True)
+class TokenFile:
+    """What a token file holds, read from its header alone (no torch, no full read)."""
+
+    path: Path
+    """The file."""
+    shape: tuple[int, ...]
+    """The array's shape (``[n_sequences, context_size]`` when it is usable)."""
+    integer: bool
+    """Whether its dtype is an integer type."""
+    dtype: str
+    """The dtype's name, for messages."""
+
+
+_SAFETENSORS_INTS = {"I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64"}
+
+
+def inspect_token_file(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None = None) -> TokenFile | None:
+    """Shape and dtype of a ``.npy`` or ``.safetensors`` token file from its header, checked as far as the
+    header allows (integer, 2-D, not empty); None for a ``.pt`` file (only reading it tells)."""
+    file = _existing(path, base_dir)
+    suffix = file.suffix.lower()
+    if suffix == ".pt":
+        return None
+    if suffix == ".npy":
+        import numpy as np
+
+        try:
+            array = np.load(file, mmap_mode="r", allow_pickle=False)
+        except Exception as e:  # noqa: BLE001 - the full read reports it with the reason (pickle, corrupt)
+            return None if "allow_pickle" in str(e) else _raise(_corrupt(file, e))
+        info = TokenFile(file, tuple(array.shape), array.dtype.kind in "iu", str(array.dtype))
+    else:
+        info = _safetensors_header(file)
+    if not info.integer:
+        raise SourceError(f"token file '{file}' holds {info.dtype} values; token ids must be integers",
+                          fix="convert the array to an integer dtype (int64 or int32) before saving")
+    if len(info.shape) != 2:
+        raise SourceError(f"token file '{file}' holds an array of shape {list(info.shape)}; it must be 2-D "
+                          "[n_sequences, context_size]", fix="reshape the tokens to [n_sequences, context_size] before saving")
+    if 0 in info.shape:
+        raise SourceError(f"token file '{file}' holds no tokens (shape {list(info.shape)})", fix=_FILE_FIX)
+    return info
+
+
+def _raise(error: SourceError) -> NoReturn:
+    raise error
+
+
+def _safetensors_header(file: Path) -> TokenFile:
+    """The token tensor's entry of a safetensors header (``tokens``, ``input_ids`` or the only tensor)."""
+    try:
+        header = safetensors_header(file)
+    except (OSError, ValueError) as e:
+        raise _corrupt(file, e) from e
+    keys = [k for k in header if k != "__metadata__"]
+    found = [k for k in TOKEN_KEYS if k in keys] or (keys if len(keys) == 1 else [])
+    if not found:
+        raise SourceError(f"token file '{file}' holds tensors {keys}, and none is named {' or '.join(TOKEN_KEYS)}",
+                          fix="save the tokens under the key 'tokens'")
+    entry = header[found[0]]
+    return TokenFile(file, tuple(int(n) for n in entry.get("shape", ())), entry.get("dtype") in _SAFETENSORS_INTS,
+                     str(entry.get("dtype", "?")))
 
 
 def check_tokens(tokens: torch.Tensor, vocab_size: int, *, source: str | None = None) -> None:

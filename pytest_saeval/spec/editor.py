@@ -6,14 +6,17 @@ a ``# ...`` comment; every other key, comment and blank line stays byte for byte
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
 from pytest_saeval.errors import SuiteError
 
-__all__ = ["MEASURED", "GateText", "edit_suite_text"]
+__all__ = ["MEASURED", "GateText", "edit_suite_text", "new_suite_text"]
 
 MEASURED = "# measured"
 """How a comment this editor wrote starts (such a comment is replaced on the next edit)."""
@@ -161,3 +164,57 @@ def edit_suite_text(text: str, gates_by_id: Mapping[str, Sequence[GateText]], *,
         raise SuiteError(f"no SAE entry with id {missing[0]!r} in the suite file", key="saes",
                          fix="propose gates from a run of this same suite file", file=file)
     return ed.apply()
+
+
+def _relative(path: Path, base: Path) -> str:
+    """``path`` as a suite file in ``base`` writes it (relative, with forward slashes)."""
+    return Path(os.path.relpath(Path(path).absolute(), base)).as_posix()
+
+
+def _sae_ids(saes: Sequence[Path]) -> list[str]:
+    """One id per SAE folder: its name with characters an id cannot hold replaced, made unique."""
+    ids: list[str] = []
+    for folder in saes:
+        base = re.sub(r"[^A-Za-z0-9_.\-]+", "-", Path(folder).absolute().name).strip("-.") or "sae"
+        candidate, n = base, 2
+        while candidate in ids:
+            candidate, n = f"{base}-{n}", n + 1
+        ids.append(candidate)
+    return ids
+
+
+def _keyed(rows: Sequence[tuple[int, str, str]]) -> str:
+    """``key: value  # comment`` lines (indent, ``key: value``, comment), the comments in one column."""
+    width = max(indent + len(text) for indent, text, _ in rows) + 2
+    return "".join((f"{' ' * indent}{text}".ljust(width) + (f"# {note}" if note else "")).rstrip() + "\n"
+                   for indent, text, note in rows)
+
+
+def new_suite_text(base: Path, *, model: Path, saes: Sequence[Path], tokens: Path, rows: int | None,
+                   width: int | None) -> str:
+    """A complete suite file for a model folder, SAE folders and a token file, every key written out with
+    its default and a comment; batches fitted to the token file's ``rows`` x ``width`` when known. Paths are
+    relative to ``base``, the folder the file will be in."""
+    batch = min(16, rows) if rows else 16
+    n_batches = max(1, min(10, rows // batch)) if rows else 10
+    sae_lines = "".join(f"  - id: {sae_id}\n    path: {_relative(folder, base)}\n    gates: {{}}\n"
+                        for sae_id, folder in zip(_sae_ids(saes), saes))
+    head = _keyed([
+        (0, "model:", ""),
+        (2, f"path: {_relative(model, base)}", "a local Hugging Face model folder (or name: / factory:)"),
+        (2, "device: auto", "auto (cuda when available) | cpu | cuda | cuda:N"),
+        (2, "dtype: float32", "float32 | float16 | bfloat16 | float64"),
+        (0, "data:", ""),
+        (2, f"tokens: {_relative(tokens, base)}", "int array [n_sequences, context_size]: .npy, .pt or .safetensors"),
+        (2, f"context_size: {width or 128}", "tokens per row (longer rows are cut)"),
+        (2, f"batch_size_prompts: {batch}", "rows per batch"),
+        (2, f"n_reconstruction_batches: {n_batches}", "batches for the CE / KL metrics"),
+        (2, f"n_sparsity_batches: {n_batches}", "batches for the sparsity / variance / feature metrics"),
+        (2, "exclude_special_tokens: true", "true (the tokenizer's BOS, EOS, PAD...) | false | [token ids]"),
+        (0, "gate_mode: point", "point: the value decides | interval: the whole 95% interval must miss"),
+        (0, "# baseline: baselines/new.json", "the values `baseline` in a gate refers to (--update-baseline)"),
+    ])
+    return ("# A suite written by `saeval init`: review the proposed gates, then commit this file.\n"
+            "# Every key is written out with its default; the README's \"Suite files\" section describes them.\n"
+            + head + "saes:\n" + sae_lines
+            + "defaults:\n  gates: {}  # merged into every SAE's gates; an SAE's own entry wins per metric\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["difference", "format_number"]
+__all__ = ["decimals_of", "difference", "format_number", "interval_text"]
 
 
 def format_number(x: float, digits: int = 4) -> str:
@@ -32,6 +32,30 @@ def format_number(x: float, digits: int = 4) -> str:
     if magnitude >= -2:
         return f"{x:.{digits}f}"
     return f"{x:.{digits - 1 - magnitude}f}"
+
+
+def decimals_of(text: str) -> int | None:
+    """Decimals of a number as :func:`format_number` wrote it (None: scientific notation or not fixed-point)."""
+    if "e" in text or not text.lstrip("-").replace(".", "", 1).isdigit():
+        return None
+    return len(text.split(".", 1)[1]) if "." in text else 0
+
+
+def interval_text(interval: tuple[float, float], value: float, digits: int = 4) -> str:
+    """``[lo, hi]`` with the decimals the value shows (``0.0120 [-0.0080, 0.0324]``, ``32.83 [32.38, 33.15]``),
+    so the three numbers read in one format; ends are formatted on their own next to a whole or
+    scientific value, or where those decimals would hide an end (``0.0000``)."""
+    shown = format_number(value, digits)
+    places = decimals_of(shown) if math.isfinite(value) and not float(value).is_integer() else None
+    ends = []
+    for end in interval:
+        text = format_number(end, digits)
+        if places is not None and math.isfinite(end) and end != 0:
+            fixed = f"{end:.{places}f}"
+            if float(fixed) != 0:
+                text = fixed
+        ends.append(text)
+    return f"[{ends[0]}, {ends[1]}]"
 
 
 def difference(x: float) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pytest_saeval.errors import BaselineError
 from pytest_saeval.spec.gates import BASELINE_FIX, MODES, Bound, Gate, Mode, holds
-from pytest_saeval.spec.numbers import difference, format_number
+from pytest_saeval.spec.numbers import difference, format_number, interval_text
 
-__all__ = ["BoundCheck", "GateResult", "check_gate"]
+__all__ = ["BoundCheck", "GateResult", "check_gate", "digits_for"]
 
 @dataclass(frozen=True)
 class BoundCheck:
@@ -45,6 +46,9 @@ class GateResult:
     """A confidence interval ``(lo, hi)`` for the value, when one was given."""
     mode: Mode = "point"
     """``point`` or ``interval`` (see :data:`Mode`)."""
+    digits: int = 4
+    """Significant digits at which every shown number compares with every shown threshold as the exact
+    numbers do (reports show the value, its interval and the headroom with these)."""
 
     @property
     def metric(self) -> str:
@@ -115,7 +119,8 @@ def check_gate(
     )
     result = GateResult(gate=gate, passed=all(c.passed for c in checks), value=x, bounds=checks, message="",
                         baseline_value=baseline_value, interval=interval, mode=mode)
-    return dataclasses.replace(result, message=_message(result, _digits_for(x, interval, checks)))
+    digits = digits_for(x, interval, checks)
+    return dataclasses.replace(result, message=_message(result, digits), digits=digits)
 
 
 def _shown_threshold(check: BoundCheck, digits: int) -> float:
@@ -125,7 +130,7 @@ def _shown_threshold(check: BoundCheck, digits: int) -> float:
     return check.threshold
 
 
-def _digits_for(x: float, interval: tuple[float, float] | None, checks: tuple[BoundCheck, ...]) -> int:
+def digits_for(x: float, interval: tuple[float, float] | None, checks: Sequence[BoundCheck]) -> int:
     """Fewest digits (>= 4) at which every shown number compares with every shown threshold as the
     exact numbers do, so a failing value never reads as passing (or the other way round)."""
     shown = [v for v in (x, *(interval or ())) if math.isfinite(v)]
@@ -143,7 +148,7 @@ def _digits_for(x: float, interval: tuple[float, float] | None, checks: tuple[Bo
 def _value_text(x: float, interval: tuple[float, float] | None, digits: int) -> str:
     text = format_number(x, digits)
     if interval is not None:
-        text += f" [{format_number(interval[0], digits)}, {format_number(interval[1], digits)}]"
+        text += " " + interval_text(interval, x, digits)
     return text
 
 

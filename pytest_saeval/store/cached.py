@@ -29,25 +29,16 @@ from pytest_saeval.engine.weights import COSINE_METRICS
 from pytest_saeval.fileio import os_reason
 from pytest_saeval.settings import EvalSettings
 from pytest_saeval.store.entries import CacheWarning, Unavailable, digest
+from pytest_saeval.store.folder import default_cache_dir
 from pytest_saeval.store.hashing import Fingerprints
 from pytest_saeval.store.model import BoundModelStore, ModelCache
 from pytest_saeval.store.results import ResultsCache
 from pytest_saeval.versions import library_versions
 
-__all__ = ["CACHE_FORMAT", "DEFAULT_CACHE_DIR", "EvalCache", "default_cache_dir"]
+__all__ = ["CACHE_FORMAT", "EvalCache"]
 
 CACHE_FORMAT = 3
 """Bumped whenever the stored layout or the meaning of a stored number changes (old entries then miss)."""
-
-DEFAULT_CACHE_DIR = ".saeval-cache"
-"""Folder name used in the current directory when neither a folder nor ``SAEVAL_CACHE_DIR`` is given."""
-
-
-def default_cache_dir() -> Path:
-    """``$SAEVAL_CACHE_DIR`` when set, else ``.saeval-cache`` in the current directory."""
-    env = os.environ.get("SAEVAL_CACHE_DIR")
-    return Path(env) if env else Path.cwd() / DEFAULT_CACHE_DIR
-
 
 class _Disk:
     """Whether a cache folder is still used; its first problem turns it off (the model-side cache keeps
@@ -86,6 +77,7 @@ class _GuardedStore:
             self.store.save(records)
         except OSError as e:
             self.disk.fail(f"cannot write {e.filename or self.disk.folder}: {os_reason(e)}")
+
 
 
 class EvalCache:

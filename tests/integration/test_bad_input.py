@@ -46,6 +46,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     return shared_assets(tmp_path_factory)
 
 
+def _no_model_load(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the model was loaded for a problem that can be found without it")
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -82,7 +86,11 @@ def test_the_matrix_is_large_and_well_formed() -> None:
     names = [c.name for c in CASES]
     assert len(names) == len(set(names))
     assert len(ROUND_ONE) == 61 and len(ROUND_TWO) == 53 and len(CASES) == 114
-    assert sum(c.loads_model for c in CASES) >= 20  # source problems, not only YAML ones
+    assert sum(c.loads_model for c in CASES) >= 15  # source problems found only with the model loaded
+    # source problems (tokens, model and SAE folders, factories) found before any model loads
+    sources = [c for c in CASES if c.outcome == "error" and not c.loads_model and c.key is not None
+               and c.key.startswith(("data.tokens", "model.path", "model.factory", "saes[0].path"))]
+    assert len(sources) >= 15, [c.name for c in sources]
     assert sum(c.marker is not None for c in CASES) >= 5  # code that must never run
     assert {c.outcome for c in CASES} == {"error", "io", "warning", "ok"}
     assert sum(c.fault is not None for c in CASES) >= 6  # read-only and full places
@@ -128,10 +136,13 @@ def _run_case(case: BadInputCase, folder: Path, suite: Path, capsys: pytest.Capt
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_bad_input_exits_2_with_one_located_line(
-    case: BadInputCase, tiny: Assets, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: BadInputCase, tiny: Assets, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if case.needs_no_cuda and _cuda_available():
         pytest.skip("the case needs a machine without CUDA")
+    if case.outcome == "error" and not case.loads_model:  # found before any model loads, or this fails the test
+        monkeypatch.setattr("pytest_saeval.sources.models.load_model", _no_model_load)
     suite = materialise(case, tmp_path / "case", tiny)
     rc, out, err = _run_case(case, tmp_path / "case", suite, capsys)
     if case.outcome in ("ok", "warning"):
@@ -242,12 +253,13 @@ saes:
 """
     )
     out_dir = tmp_path / "out"
-    rc = main(["run", str(suite), "--output-dir", str(out_dir), "--update-baseline", *RUN_FLAGS])
+    # forced: the gates fail on purpose, and the baseline must still never hold NaN or inf as numbers
+    rc = main(["run", str(suite), "--output-dir", str(out_dir), "--update-baseline-force", *RUN_FLAGS])
     out, err = capsys.readouterr()
     assert rc == 1, out + err
-    assert f"FAILED {suite}:15: [nan-sae] explained_variance = NaN" in out
+    assert "FAILED [nan-sae] explained_variance = NaN" in out and f" — {suite}:15\n" in out
     assert "NaN never passes" in out
-    assert f"FAILED {suite}:20: [inf-sae] mse = inf" in out
+    assert "FAILED [inf-sae] mse = inf" in out and f" — {suite}:20\n" in out
     assert "inf never passes" in out
     assert "l0" in out and out.count("PASS") == 1  # the finite l0 still passes
 

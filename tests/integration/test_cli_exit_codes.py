@@ -40,8 +40,9 @@ def test_a_failing_gate_exits_1_and_names_file_line_and_shortfall(
     assert row.rstrip().endswith("FAIL") and "<= 0.5" in row
     failed = [line for line in out.splitlines() if line.startswith("FAILED")]
     assert len(failed) == 1
-    assert failed[0].startswith(f"FAILED {suite}:{line_of(suite, 'l0:')}: [sae0] l0 = ")
-    assert "needs <= 0.5" in failed[0]
+    # the number first, the place last: a cut line keeps the number
+    assert re.fullmatch(rf"FAILED \[sae0\] l0 = [0-9.]+ \[[0-9.]+, [0-9.]+\], needs <= 0.5 \(over by [0-9.]+\) — "
+                        rf"{re.escape(str(suite))}:{line_of(suite, 'l0:')}", failed[0]), failed[0]
     assert out.splitlines()[-1] == "saeval: 1 passed, 1 failed (2 SAEs in 1 suite)"
 
 

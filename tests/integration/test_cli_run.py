@@ -70,17 +70,30 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> type[_Recorder]:
 
 
 def test_options_reach_the_session(
-    tiny: Assets, tmp_path: Path, capsys: pytest.CaptureFixture[str], recorder: type[_Recorder]
+    tiny: Assets, tmp_path: Path, capsys: pytest.CaptureFixture[str], recorder: type[_Recorder],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv("SAEVAL_CACHE_DIR", raising=False)
     suite = str(write_suite(tmp_path / "s.yaml", tiny))
     cache = tmp_path / "cache"
     assert run(capsys, suite, "--device", "cpu", "--cache-dir", str(cache))[0] == 0
     assert run(capsys, suite, "--no-cache")[0] == 0
     assert run(capsys, suite)[0] == 0
-    first, second, third = recorder.calls
+    # a suite in a project: the cache defaults to the project's root, wherever saeval is run from
+    (tmp_path / "repo" / "tests").mkdir(parents=True)
+    (tmp_path / "repo" / "pyproject.toml").write_text("[project]\nname = 'repo'\n")
+    in_repo = str(write_suite(tmp_path / "repo" / "thresholds" / "s.yaml", tiny))
+    monkeypatch.chdir(tmp_path / "repo" / "tests")
+    assert run(capsys, in_repo)[0] == 0
+    monkeypatch.setenv("SAEVAL_CACHE_DIR", str(tmp_path / "env-cache"))
+    assert run(capsys, in_repo)[0] == 0
+    first, second, third, fourth, fifth = recorder.calls
     assert first["device"] == "cpu" and first["cache_dir"] == cache and first["use_cache"] is True
     assert second["use_cache"] is False and second["device"] is None
-    assert third["use_cache"] is True and third["cache_dir"] is None
+    # no project around the suite: next to it
+    assert third["use_cache"] is True and third["cache_dir"] == tmp_path / ".saeval-cache"
+    assert fourth["cache_dir"] == tmp_path / "repo" / ".saeval-cache"
+    assert fifth["cache_dir"] == tmp_path / "env-cache"
 
 
 class _Terminal(io.StringIO):
@@ -135,3 +148,16 @@ def test_each_model_is_loaded_once_when_suites_share_it(
     assert rc == 0, out + err
     assert len(loads) == 1, loads
     assert len(passes) == 1 and len(passes[0]) == 4  # one fused pass serves both suites' SAEs
+
+
+def test_a_suite_without_gates_shows_what_it_measured(tiny: Assets, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    suite = write_suite(tmp_path / "bare.yaml", tiny, second=False)
+    suite.write_text(suite.read_text().replace("    gates:\n      l0: \">= 0\"\n", ""))
+    rc, out, err = run(capsys, str(suite), "--no-cache", "--no-progress")
+    assert rc == 0 and err == "", out + err
+    lines = out.splitlines()
+    assert lines[1] == "  no gates; measured 1 SAE:"
+    assert lines[2].startswith("    sae0: explained_variance ") and " l0 " in lines[2]
+    assert lines[3] == f"  propose gates from these measurements with `saeval init {suite}`"
+    assert lines[-1] == "saeval: 0 passed, 0 failed (1 SAE in 1 suite)"  # one SAE: no plural

@@ -152,7 +152,7 @@ def test_an_unmappable_hookpoint_is_bad_input_until_hook_name(tmp_path, capsys, 
     suite = _suite(tmp_path / "hook.yaml", [f"- id: eai\n  path: {folder}\n"], 'l0: "<= 16"\n')
     code, out, err = _run(capsys, str(suite))
     assert code == 2
-    line = next(i for i, t in enumerate(suite.read_text().splitlines(), start=1) if "- id: eai" in t)
+    line = next(i for i, t in enumerate(suite.read_text().splitlines(), start=1) if "path:" in t and "h.1.ln_2" in t)
     assert f"saeval: error: {suite}:{line}: saes[0].path: the sparsify checkpoint" in err
     assert "hookpoint 'h.1.ln_2'" in err and "Fix: add hook_name:" in err and "Traceback" not in err
     # the same folder with the hook it reads named in the suite

@@ -54,7 +54,8 @@ def test_without_a_suite_the_fixtures_error_with_the_fix(pytester: pytest.Pytest
     _project(pytester, assets, "def test_needs(saeval_model):\n    pass\n")
     result = run_pytest(pytester, "plain", "tests")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*the saeval fixtures need a suite file. Fix: pass --saeval-suite "
+    result.stdout.fnmatch_lines(["*the saeval fixtures need a suite file. Fix: mark the test with "
+                                 "@pytest.mark.saeval('thresholds/<name>.yaml'), pass --saeval-suite "
                                  "thresholds/<name>.yaml or set saeval_suite in the ini file*"])
     assert "Traceback" not in result.stdout.str()
 

@@ -46,6 +46,14 @@ def test_baseline_update(
     baseline.write_text(json.dumps(recorded))
     result = pytester.runpytest("-p", "no:cacheprovider", "--saeval-update-baseline")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines([f"thresholds/demo.yaml:{line_of(text, 'cossim:')}: [[]good[]] cossim = *baseline*"])
-    # ... and still rewrites the file from this run (gate failures do not block recording).
+    result.stdout.fnmatch_lines([f"[[]good[]] cossim = *baseline* — thresholds/demo.yaml:{line_of(text, 'cossim:')}"])
+    # ... and the failing run is not recorded: the line says how many gates failed and how to record anyway
+    assert ("baseline NOT updated: 1 gate failed in this run (fix the SAEs, or record these values anyway with "
+            "--saeval-update-baseline-force)") in saeval_section(result.stdout.str())
+    assert json.loads(baseline.read_text())["saes"]["good"]["cossim"] == pytest.approx(expected_cossim + 0.5)
+
+    # Forced: recorded from this run although a gate failed.
+    result = pytester.runpytest("-p", "no:cacheprovider", "--saeval-update-baseline-force")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "updated baseline baselines/demo.json" in saeval_section(result.stdout.str())
     assert json.loads(baseline.read_text())["saes"]["good"]["cossim"] == pytest.approx(expected_cossim, abs=1e-6)

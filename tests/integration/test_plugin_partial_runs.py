@@ -10,7 +10,8 @@ import pytest
 
 from tests.integration.plugin_helpers import Assets, saeval_section
 
-BASE = ("-p", "no:cacheprovider", "--saeval-no-cache", "--saeval-output-dir", "out", "--saeval-update-baseline")
+# forced: a's l0 fails on purpose, and what is recorded must still cover only the gates that ran
+BASE = ("-p", "no:cacheprovider", "--saeval-no-cache", "--saeval-output-dir", "out", "--saeval-update-baseline-force")
 
 
 def _project(pytester: pytest.Pytester, assets: Assets) -> None:

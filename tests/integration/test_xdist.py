@@ -71,7 +71,8 @@ def test_two_models_three_saes_each_evaluated_exactly_once(
     pytester: pytest.Pytester, assets: Assets, reference: dict[tuple[str, str], dict[str, float]], mode: str
 ) -> None:
     log = _write_project(pytester.path, assets)
-    result = run_pytest(pytester, mode, "--junitxml=junit.xml", "--saeval-output-dir=out", "--saeval-update-baseline")
+    # forced: a.yaml has a failing gate on purpose, and the controller still records every baseline
+    result = run_pytest(pytester, mode, "--junitxml=junit.xml", "--saeval-output-dir=out", "--saeval-update-baseline-force")
     context = result.stdout.str()[-4000:]  # shown when an assertion below fails
     assert result.ret == pytest.ExitCode.TESTS_FAILED, context
 

@@ -121,7 +121,8 @@ class BadInputCase:
     at: str = "suite"
     """``"suite"`` (the suite file) or a file name inside the case folder the message points at."""
     loads_model: bool = False
-    """True when the error is only found after loading the model (slower)."""
+    """True when the error is only found after loading the model (slower); every other case is found
+    before any model is loaded (``saeval run``'s tests make loading the model fail for them)."""
     marker: str | None = None
     """A file name inside the folder that must not exist afterwards (code that must not have run)."""
     needs_no_cuda: bool = False

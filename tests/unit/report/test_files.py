@@ -13,7 +13,7 @@ import pytest
 
 from pytest_saeval.errors import OutputError
 from pytest_saeval.report.files import result_records, write_outputs
-from pytest_saeval.run.provenance import Provenance
+from pytest_saeval.run.provenance import Note, Provenance
 from tests.helpers import hand_run
 
 SUITE = """\
@@ -41,7 +41,7 @@ def run(tmp_path: Path):
     return hand_run(path, {"gpt2/res.8": {"l0": 70.0, "cossim": math.nan}, "b": {"mse": 0.5}}, recording=True,
                     intervals={"b": {"mse": (0.4, 0.6)}}, provenance={"b": Provenance.from_dict({"device": "cpu"})},
                     sae_cfgs={"b": {"d_sae": 4, "k": None}},
-                    notes=[f"{path}: [b] the baseline was recorded on other tokens", f"{path}: [other] x"])
+                    notes=[Note("b", "[b] the baseline was recorded on other tokens", loud=True), Note("other", "[other] x")])
 
 
 def test_one_record_per_sae_in_run_order(run) -> None:
@@ -57,7 +57,7 @@ def test_one_record_per_sae_in_run_order(run) -> None:
     assert first["provenance"] == {} and first["sae_cfg"] == {} and first["notes"] == [] and first["intervals"] == {}
     assert second["provenance"]["device"] == "cpu" and second["sae_cfg"] == {"d_sae": 4, "k": None}
     assert second["intervals"] == {"mse": [0.4, 0.6]}
-    assert second["notes"] == [f"{run.suite.path}: [b] the baseline was recorded on other tokens"]  # its own only
+    assert second["notes"] == ["[b] the baseline was recorded on other tokens"]  # its own only
     assert second["eval_cfg"] == run.eval_cfg.to_dict() and second["hook_name"] == "blocks.0.hook_resid_pre"
     assert json.loads(json.dumps([first, second], allow_nan=False)) == [first, second]
 
@@ -75,3 +75,19 @@ def test_write_outputs_and_the_flat_csv(run, tmp_path: Path) -> None:
     assert rows[1]["eval_cfg.context_size"] == str(run.eval_cfg.context_size) and "feature_metrics" not in rows[0]
     with pytest.raises(OutputError, match="a file is in the way where a folder is needed"):
         write_outputs([run], out / "demo__b.json")
+
+
+def test_an_evaluation_on_other_inputs_gets_its_own_file(run) -> None:
+    from dataclasses import replace
+
+    from pytest_saeval.report.files import per_sae_file_names
+    from pytest_saeval.run.outcome import Inputs
+
+    other = replace(run, inputs=Inputs(overridden=("saeval_tokens from tests/conftest.py",), tokens_xxh3="t"))
+    records = result_records([run, other])
+    names = per_sae_file_names(records)
+    assert names[:2] == ["demo__gpt2%2Fres.8.json", "demo__b.json"]
+    assert names[2].startswith("demo__gpt2%2Fres.8~with-") and names[3].startswith("demo__b~with-")
+    assert len(set(names)) == 4
+    again = replace(other, inputs=Inputs(overridden=("saeval_tokens from other/conftest.py",), tokens_xxh3="u"))
+    assert per_sae_file_names(result_records([again]))[0] != names[2]  # other inputs again: another file

@@ -147,3 +147,25 @@ def test_an_unwritable_baseline_is_a_problem(tmp_path: Path) -> None:
     (what, error), = done.problems
     assert what == "updating the baseline" and isinstance(error, SaevalError)
     assert done.lines == ()
+
+
+def test_baselines_come_from_the_suites_own_inputs_and_any_failure_blocks_them(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from pytest_saeval.run.outcome import Inputs
+
+    path = tmp_path / "with.yaml"
+    path.write_text(WITH_BASELINE)
+    own = hand_run(path, {"a": {"l0": 10.0}, "b": {"mse": 0.5}}, recording=True)
+    other_inputs = Inputs(overridden=("saeval_tokens from tests/conftest.py",), tokens_xxh3="t")
+    other = replace(hand_run(path, {"a": {"l0": 99.0}, "b": {"mse": 0.7}}, recording=True), inputs=other_inputs)
+    done = finish([own, other], FinishOptions(update_baseline=True))
+    assert done.lines == ("baseline NOT updated: 1 gate failed in this run (1 of them on a conftest's inputs) "
+                          "(fix the SAEs, or record these values anyway with --update-baseline-force)",)
+    assert not (tmp_path / "baselines" / "with.json").exists()
+    done = finish([own, other], FinishOptions(update_baseline=True, force_baseline=True))
+    recorded = json.loads((tmp_path / "baselines" / "with.json").read_text())["saes"]
+    assert recorded["a"]["l0"] == 10.0 and recorded["b"]["mse"] == 0.5  # never the override's values
+    only_other = finish([other], FinishOptions(update_baseline=True, force_baseline=True))
+    assert only_other.lines == (f"baseline not updated for {other.title}: only other inputs than the suite's own "
+                                "were evaluated",)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_saeval.report.table import command_lines, format_table, summary_lines
+from pytest_saeval.run.provenance import Note
 from tests.helpers import hand_run
 
 SUITE = """\
@@ -70,21 +71,25 @@ def test_a_baseline_gate_shows_the_value_it_compared_with(path: Path) -> None:
 def test_no_gates_and_nan_values(path: Path) -> None:
     bare = path.parent / "bare.yaml"
     bare.write_text("model: {path: m}\ndata: {tokens: t.npy}\nsaes:\n  - id: x\n    path: x\n")
-    assert format_table(hand_run(bare, {"x": {"l0": 1.0}})).splitlines()[-1] == "  no gates"
+    assert format_table(hand_run(bare, {"x": {"l0": 1.0, "explained_variance": 0.81234}})).splitlines()[1:] == [
+        "  no gates; measured 1 SAE:",
+        "    x: explained_variance 0.8123, l0 1",
+        f"  propose gates from these measurements with `saeval init {bare}`",
+    ]
     table = format_table(hand_run(path, {"first": {"l0": math.nan, "explained_variance": 0.9}}))
     assert "  first  l0                  NaN" in table and table.splitlines()[-1] == "  1 passed, 1 failed"
 
 
 def test_command_lines(path: Path) -> None:
-    run = _run(path, notes=["a note about first"])
+    run = _run(path, notes=[Note("first", "[first] a note about first")])
     lines = command_lines([run])
     table = format_table(run).splitlines()
     assert lines[:len(table)] == table
     assert lines[len(table):] == [
-        f"FAILED {path}:9: [first] explained_variance = 0.7812 [0.7770, 0.7853], needs >= 0.8 (short by 0.0188)",
-        f"UNCHECKED {path}:13: [second-sae] cossim >= baseline - 0.01: the baseline has no value yet; "
-        "this run records it",
-        "NOTE a note about first",
+        f"FAILED [first] explained_variance = 0.7812 [0.7770, 0.7853], needs >= 0.8 (short by 0.0188) — {path}:9",
+        "UNCHECKED [second-sae] cossim >= baseline - 0.01: the baseline has no value yet; "
+        f"this run records it — {path}:13",
+        f"NOTE {path}: [first] a note about first",
         "saeval: 2 passed, 1 failed, 1 unchecked (2 SAEs in 1 suite)",
     ]
     other = path.parent / "other.yaml"
@@ -96,14 +101,14 @@ def test_command_lines(path: Path) -> None:
 
 
 def test_summary_lines(path: Path) -> None:
-    run = _run(path, notes=["a note about first"])
+    run = _run(path, notes=[Note("first", "[first] a note about first")])
     table = format_table(run).splitlines()
     lines = summary_lines([run], {"gw0": 2, "gw1": 1, "main": 0}, ["s.yaml:3: saes[0].d_in: does not fit"])
     assert lines[:len(table)] == table
     assert lines[len(table):] == [
-        f"  not checked: {path}:13: [second-sae] cossim >= baseline - 0.01: the baseline has no value yet; "
-        "--saeval-update-baseline records it in this run",
-        "  note: a note about first",
+        "  not checked: [second-sae] cossim >= baseline - 0.01: the baseline has no value yet; "
+        f"this run records it — {path}:13",
+        "  note: [first] a note about first",
         "3 SAE evaluations (gw0: 2, gw1: 1)",
         "ERROR s.yaml:3: saes[0].d_in: does not fit",
     ]

@@ -107,9 +107,11 @@ def test_check_suite_checks_every_gate_in_file_order(tmp_path):
         ("a", "l0", False), ("a", "cossim", True), ("a", "frac_alive", True), ("b", "mse", True),
         ("b", "frac_alive", False)]
     assert unchecked == []
-    assert checks[0].message == f"{suite.path}:10: [a] l0 = 61, needs <= 60 (over by 1)"
-    assert checks[1].message == f"{suite.path}:11: [a] cossim = 0.9500 (>= baseline - 0.01 (= 0.9450))"
-    assert checks[4].message == f"{suite.path}:18: [b] frac_alive = 0.2500, needs >= 0.5 (short by 0.2500)"  # defaults: line
+    # numbers first (pytest's short summary cuts long lines at the end), where last
+    assert checks[0].message == f"[a] l0 = 61, needs <= 60 (over by 1) — {suite.path}:10"
+    assert checks[0].where == f"{suite.path}:10"
+    assert checks[1].message == f"[a] cossim = 0.9500 (>= baseline - 0.01 (= 0.9450)) — {suite.path}:11"
+    assert checks[4].message == f"[b] frac_alive = 0.2500, needs >= 0.5 (short by 0.2500) — {suite.path}:18"  # defaults: line
     # an entry without a result (deselected, or set aside after an error) has no checks
     only_b, _ = check_suite(suite, entries, {"b": results["b"]}, baseline, {})
     assert [c.sae_id for c in only_b] == ["b", "b"]
@@ -144,13 +146,12 @@ def test_intervals_are_shown_in_point_mode(tmp_path):
     suite = _suite(tmp_path, "")
     check = check_one(suite, "a", suite.sae("a").gate("l0"), {"l0": 30.0}, None, intervals={"l0": (28.0, 32.0)})
     assert check.passed and check.result.interval == (28.0, 32.0) and check.result.mode == "point"
-    assert check.message == f"{suite.path}:10: [a] l0 = 30 [28, 32] (<= 60)"
+    assert check.message == f"[a] l0 = 30 [28, 32] (<= 60) — {suite.path}:10"
 
 
 def test_no_baseline_reason(tmp_path):
     suite = _baseline_suite(tmp_path)
     gate = suite.sae("a").gate("cossim")
     assert no_baseline_reason(suite, "a", gate) == (
-        f"{suite.path}:11: [a] cossim >= baseline - 0.01: the baseline has no value yet; "
-        "--saeval-update-baseline records it in this run")
+        f"[a] cossim >= baseline - 0.01: the baseline has no value yet; this run records it — {suite.path}:11")
     assert no_baseline_reason(None, "a", gate).startswith("[a] cossim >= baseline - 0.01: the baseline has no value yet")

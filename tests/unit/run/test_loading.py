@@ -106,7 +106,8 @@ def test_source_errors_are_located_at_their_suite_key(tmp_path: Path, assets: Si
 
     missing_sae = _suite(tmp_path, "s.yaml", assets, sae=tmp_path / "no-sae")
     e = _error(lambda: loader.saes(missing_sae, entries_of(missing_sae), "cpu", Overrides()))
-    assert (e.location.file, e.location.line, e.location.key) == (str(missing_sae.path), 14, "saes[1].path")
+    # at the entry's path: line (the key that names the missing folder)
+    assert (e.location.file, e.location.line, e.location.key) == (str(missing_sae.path), 15, "saes[1].path")
     assert e.subject == Subject(suite=str(missing_sae.path), entry=1)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_saeval.run.outcome import EvalConfig, merge_runs
-from pytest_saeval.run.provenance import Provenance
+from pytest_saeval.run.provenance import Note, Provenance
 from tests.helpers import eval_config, hand_run
 
 SUITE = """\
@@ -73,10 +73,10 @@ def test_intervals_of_and_gate_rank(tmp_path: Path) -> None:
 
 def test_partial_runs_of_a_suite_merge_into_one_in_suite_file_order(tmp_path: Path) -> None:
     path = _write(tmp_path)
-    worker1 = hand_run(path, {"c": C, "b": B}, recording=True, notes=["note b", "note c"],
+    worker1 = hand_run(path, {"c": C, "b": B}, recording=True, notes=[Note("b", "note b"), Note("c", "note c")],
                        provenance={"c": _prov("cuda:1"), "b": _prov("cuda:1")}, sae_cfgs={"c": {"d_sae": 4}},
                        intervals={"c": {"mse": (0.4, 0.6)}})
-    worker0 = hand_run(path, {"a": A}, recording=True, notes=["note a"], provenance={"a": _prov("cuda:0")},
+    worker0 = hand_run(path, {"a": A}, recording=True, notes=[Note("a", "note a")], provenance={"a": _prov("cuda:0")},
                        intervals={"a": {"l0": (3.0, 5.0)}})
     for parts in itertools.permutations([worker1, worker0]):
         (merged,) = merge_runs(parts)
@@ -88,18 +88,18 @@ def test_partial_runs_of_a_suite_merge_into_one_in_suite_file_order(tmp_path: Pa
         assert merged.provenance == {"a": _prov("cuda:0"), "b": _prov("cuda:1"), "c": _prov("cuda:1")}
         assert merged.sae_cfgs == {"c": {"d_sae": 4}}
         assert merged.intervals == {"a": {"l0": (3.0, 5.0)}, "c": {"mse": (0.4, 0.6)}}
-        assert sorted(merged.notes) == ["note a", "note b", "note c"]
+        assert sorted(n.text for n in merged.notes) == ["note a", "note b", "note c"]
         assert not merged.passed
 
 
 def test_a_part_sent_twice_is_counted_once(tmp_path: Path) -> None:
     path = _write(tmp_path)
-    part = hand_run(path, {"b": B, "a": A}, recording=True, notes=["same note", "other note"])
-    (merged,) = merge_runs([part, part, hand_run(path, {"a": A}, recording=True, notes=["same note"])])
+    part = hand_run(path, {"b": B, "a": A}, recording=True, notes=[Note("a", "same note"), Note("b", "other note")])
+    (merged,) = merge_runs([part, part, hand_run(path, {"a": A}, recording=True, notes=[Note("a", "same note")])])
     assert [e.unique_id for e in merged.entries] == ["a", "b"]
     assert _where(merged) == [("a", "l0"), ("a", "mse"), ("b", "l0")]
     assert [(uid, g.metric) for uid, g in merged.unchecked] == [("b", "cossim")]
-    assert merged.notes == ["same note", "other note"]  # first seen first, each once
+    assert [n.text for n in merged.notes] == ["same note", "other note"]  # first seen first, each once
 
 
 def test_suites_come_out_ordered_by_path(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def test_provenance_notes_from_hand_set_values(tmp_path: Path) -> None:
-    from pytest_saeval.run.provenance import Provenance, provenance_notes
+    from pytest_saeval.run.provenance import Note, Provenance, provenance_notes
     from pytest_saeval.spec.baseline import Baseline
 
     recorded = Provenance.from_dict({"sae_xxh3": "a" * 32, "model_xxh3": "b" * 32, "tokens_xxh3": "c" * 32,
@@ -20,19 +20,22 @@ def test_provenance_notes_from_hand_set_values(tmp_path: Path) -> None:
     assert provenance_notes("x.yaml", {"s": current()}, None) == []
     assert provenance_notes("x.yaml", {"other": current()}, baseline) == []  # nothing recorded for it
     only_sae = Baseline(path=tmp_path / "b.json", values={"s": {"l0": 1.0}}, provenances={"s": {"sae_xxh3": "a" * 32}})
-    assert provenance_notes("x.yaml", {"s": current(sae_xxh3="d" * 32)}, only_sae) == [
-        f"x.yaml: [s] the baseline {tmp_path / 'b.json'} was recorded on different SAE weights "
-        "(xxh3 aaaaaaaaaaaa -> dddddddddddd); gates that use `baseline` compare against values measured on "
-        "other inputs. Fix: if the change is intended, record new values with `saeval run --update-baseline` "
-        "(or `pytest --saeval-update-baseline`)"
-    ]
+    (retrained,) = provenance_notes("x.yaml", {"s": current(sae_xxh3="d" * 32)}, only_sae)
+    # the normal case after a retrain: information, not an alarm
+    assert retrained == Note("s", "[s] baseline recorded on earlier SAE weights (xxh3 aaaaaaaaaaaa -> dddddddddddd): "
+                                  "comparing the new weights with it", loud=False)
     (note,) = provenance_notes("x.yaml", {"s": current(model_xxh3="e" * 32, tokens_xxh3="f" * 32, device="cuda:0")},
                                baseline)
-    assert "different model weights (xxh3 bbbbbbbbbbbb -> eeeeeeeeeeee) and tokens (xxh3" in note
-    assert "(also changed: device cpu -> cuda:0)" in note
+    assert note.loud and note.sae_id == "s"
+    assert note.text.startswith(f"[s] the baseline {tmp_path / 'b.json'} was recorded on other model weights "
+                                "(xxh3 bbbbbbbbbbbb -> eeeeeeeeeeee) and tokens (xxh3")
+    assert "compare values measured on different inputs (also changed: device cpu -> cuda:0). Fix: " in note.text
+    assert "--update-baseline" in note.text
+    (tokens_only,) = provenance_notes("x.yaml", {"s": current(tokens_xxh3="f" * 32)}, baseline)
+    assert tokens_only.loud
     (env_only,) = provenance_notes("x.yaml", {"s": current(torch_version="2.13.0")}, baseline)
-    assert env_only == (f"x.yaml: [s] the baseline {tmp_path / 'b.json'} was recorded with another "
-                        "environment (torch 2.12.0 -> 2.13.0); small numeric differences are possible")
+    assert env_only == Note("s", "[s] baseline recorded with another environment (torch 2.12.0 -> 2.13.0); "
+                                 "small numeric differences are possible", loud=False)
 
 
 def test_provenance_round_trip_and_unknown_keys() -> None:
@@ -73,8 +76,8 @@ def test_notes_are_sorted_by_sae_and_name_every_changed_input(tmp_path: Path) ->
     changed = Provenance.from_dict({**old, "sae_xxh3": "d" * 32, "model_xxh3": "e" * 32, "tokens_xxh3": "f" * 32})
     notes = provenance_notes(tmp_path / "s.yaml", {"z": changed, "a": Provenance.from_dict(old)}, baseline)
     (note,) = notes  # "a" is unchanged: no note
-    assert note.startswith(f"{tmp_path / 's.yaml'}: [z] the baseline {tmp_path / 'b.json'} was recorded on different "
-                           "SAE weights (xxh3 aaaaaaaaaaaa -> dddddddddddd), model weights (xxh3 bbbbbbbbbbbb -> "
-                           "eeeeeeeeeeee) and tokens (xxh3 cccccccccccc -> ffffffffffff)")
+    assert note.loud and note.text.startswith(
+        f"[z] the baseline {tmp_path / 'b.json'} was recorded on other SAE weights (xxh3 aaaaaaaaaaaa -> dddddddddddd), "
+        "model weights (xxh3 bbbbbbbbbbbb -> eeeeeeeeeeee) and tokens (xxh3 cccccccccccc -> ffffffffffff)")
     two = provenance_notes("s.yaml", {"z": changed, "a": changed}, baseline)
-    assert [n.split("]")[0] for n in two] == ["s.yaml: [a", "s.yaml: [z"]
+    assert [n.sae_id for n in two] == ["a", "z"]

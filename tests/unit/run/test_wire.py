@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from pytest_saeval.run.provenance import Provenance
+from pytest_saeval.run.provenance import Note, Provenance
 from pytest_saeval.run.wire import run_from_wire, run_to_wire
 from pytest_saeval.spec.baseline import load_baseline, write_baseline
 from pytest_saeval.spec.loader import load_suite
@@ -66,7 +66,7 @@ def _run(tmp_path: Path):
     path.write_text(SUITE)
     write_baseline(path.parent / "b.json", {"a": {"cossim": 0.955}})
     run = hand_run(path, {"a": A, "b": B}, baseline=load_baseline(path.parent / "b.json"), recording=True,
-                   intervals=INTERVALS, notes=["a note"],
+                   intervals=INTERVALS, notes=[Note("a", "a note", loud=True)],
                    provenance={"a": Provenance.from_dict({"device": "cpu", "sae_xxh3": "f" * 32})},
                    sae_cfgs={"a": {"d_in": 8, "architecture": "topk", "k": None}})
     run.results["a"].feature_metrics.update({"feature_density": [0.0, 0.5, NAN, 1.0]})

@@ -82,6 +82,15 @@ def test_factory_module_with_missing_dependency(tmp_path):
     with pytest.raises(SourceError) as excinfo:
         load_model(factory=f"{name}:f", base_dir=tmp_path, device="cpu")
     assert "module 'not_installed_dependency_xyz' is missing" in _message(excinfo)
+    assert (excinfo.value.fix or "").startswith("install not_installed_dependency_xyz (e.g. pip install")
+
+
+def test_factory_file_with_missing_dependency_gets_install_fix(tmp_path):
+    (tmp_path / "build.py").write_text("import not_installed_dependency_xyz\n")
+    with pytest.raises(SourceError) as excinfo:
+        load_model(factory="build.py:f", base_dir=tmp_path, device="cpu")
+    assert "module 'not_installed_dependency_xyz' is missing" in _message(excinfo)
+    assert (excinfo.value.fix or "").startswith("install not_installed_dependency_xyz")
 
 
 def test_factory_module_raising_on_import(tmp_path):
@@ -120,3 +129,65 @@ def test_factory_wrong_return_type(factory_module, tmp_path):
         load_model(factory=f"{factory_module}:wrong_type", base_dir=tmp_path, device="cpu")
     msg = _message(excinfo)
     assert "builtins.dict" in msg and "run_with_hooks" in msg and "not a TransformerLens model" in msg
+
+
+# -- where factory modules are found: as pytest with pythonpath = ["."] ----------------------------
+
+
+def _repo(tmp_path: Path) -> tuple[Path, str]:
+    """A training repo: pyproject.toml at the root, a package ``mysae_<id>`` there, suites in thresholds/."""
+    package = f"mysae_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'repo'\n")
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "custom.py").write_text("def load():\n    return 'loaded'\n")
+    (tmp_path / "thresholds").mkdir()
+    (tmp_path / "tests").mkdir()
+    return tmp_path, package
+
+
+def test_search_dirs_are_the_suite_folder_cwd_and_project_root(tmp_path, monkeypatch):
+    from pytest_saeval.sources.factory import search_dirs
+
+    root, _ = _repo(tmp_path)
+    monkeypatch.chdir(root / "tests")
+    assert search_dirs(root / "thresholds") == [root / "thresholds", root / "tests", root]
+    monkeypatch.chdir(root)
+    assert search_dirs(root / "thresholds") == [root / "thresholds", root]
+
+
+@pytest.mark.parametrize("cwd", [".", "tests", "thresholds"])
+def test_a_package_at_the_project_root_is_found_from_any_folder(tmp_path, monkeypatch, cwd):
+    import sys
+
+    from pytest_saeval.sources.factory import factory_function
+
+    root, package = _repo(tmp_path)
+    monkeypatch.chdir(root / cwd)
+    before = list(sys.path)
+    function = factory_function(f"{package}.custom:load", base_dir=root / "thresholds")
+    assert function() == "loaded"
+    assert sys.path == before  # the search folders are added only while importing
+
+
+def test_a_missing_module_lists_where_it_was_looked_for(tmp_path, monkeypatch):
+    from pytest_saeval.sources.factory import factory_function
+
+    root, _ = _repo(tmp_path)
+    monkeypatch.chdir(root / "tests")
+    with pytest.raises(SourceError) as excinfo:
+        factory_function("elsewhere_xyz.custom:load", base_dir=root / "thresholds")
+    message = str(excinfo.value)
+    assert "module 'elsewhere_xyz.custom' not found" in message
+    for folder in (root / "thresholds", root / "tests", root):
+        assert str(folder) in message
+
+
+def test_project_root_is_the_nearest_folder_with_a_marker(tmp_path):
+    from pytest_saeval.sources.common import project_root
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "pytest.ini").write_text("[pytest]\n")
+    assert project_root(tmp_path / "a" / "b") == tmp_path / "a"
+    (tmp_path / "a" / "b" / "setup.cfg").write_text("")
+    assert project_root(tmp_path / "a" / "b") == tmp_path / "a" / "b"

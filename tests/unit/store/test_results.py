@@ -20,8 +20,9 @@ from pytest_saeval.engine.inputs import as_token_tensor
 from pytest_saeval.engine.results import SAEResult, SequenceStats, SequenceSums
 from pytest_saeval.errors import InputError
 from pytest_saeval.run.evaluation import fused_pass
-from pytest_saeval.store.cached import EvalCache, default_cache_dir
+from pytest_saeval.store.cached import EvalCache
 from pytest_saeval.store.entries import CacheWarning
+from pytest_saeval.store.folder import default_cache_dir
 from pytest_saeval.store.hashing import module_hash
 from pytest_saeval.store.results import ResultsCache, results_equal
 

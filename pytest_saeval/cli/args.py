@@ -1,0 +1,108 @@
+"""The ``saeval`` command line: ``run``, ``init`` and ``schema`` and their options (argparse, with usage
+errors returned to :func:`pytest_saeval.cli.main` instead of exiting)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MARGIN_FLAGS", "CommandLineError", "parser"]
+
+MARGIN_FLAGS = {"k": "--margin-k", "abs_floor": "--margin-abs", "rel_floor": "--margin-rel",
+                "range_rel_floor": "--margin-range-rel"}
+"""``MarginPolicy`` field -> the ``saeval init`` option that sets it."""
+
+
+class CommandLineError(Exception):
+    """A usage error argparse found (exit 2 through ``main``)."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit with code 2 through ``main`` instead of ``sys.exit``."""
+
+    def error(self, message: str) -> Any:
+        raise CommandLineError(message, self.format_usage())
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``saeval`` parser."""
+    top = _Parser(prog="saeval", description="Gate trained sparse autoencoders (SAEs) with threshold files.")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_run(sub)
+    _add_init(sub)
+    sub.add_parser(
+        "schema",
+        help="print the suite file format as a JSON Schema",
+        description="Print the JSON Schema of suite files (for editors: save it, then start a suite with "
+        "`# yaml-language-server: $schema=<path to the saved file>`).",
+    )
+    return top
+
+
+def _add_common(command: argparse.ArgumentParser) -> None:
+    """Options of every command that evaluates."""
+    command.add_argument("--device", default=None, metavar="D",
+                         help="override every suite's model.device: auto, cpu, cuda or cuda:N")
+    command.add_argument("--no-cache", action="store_true", help="do not read or write the results and model-side caches")
+    command.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                         help="folder of the caches (default: .saeval-cache in the project's root, the nearest folder "
+                         "above the suite with a pyproject.toml, pytest.ini, setup.cfg, tox.ini or setup.py; else "
+                         "next to the suite; $SAEVAL_CACHE_DIR overrides both)")
+    command.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    command.add_argument("-v", "--verbose", action="store_true", help="show long error messages whole")
+
+
+def _add_run(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="evaluate suite files and check their gates",
+        description="Evaluate the SAEs of each suite file and check their gates. "
+        "Exit 0: every gate passed; 1: a gate failed; 2: bad input.",
+    )
+    run.add_argument("suites", nargs="+", metavar="SUITE.yaml", help="suite (threshold) files")
+    run.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
+                     help="write one JSON per SAE, all_eval_results.json and all_eval_results.csv here")
+    run.add_argument("--update-baseline", action="store_true",
+                     help="rewrite each suite's baseline file from this run (gates are checked against the old "
+                     "values first; nothing is written when a gate failed)")
+    run.add_argument("--update-baseline-force", action="store_true",
+                     help="as --update-baseline, and record the values even when gates failed")
+    run.add_argument("--report", type=Path, default=None, metavar="PAGE.html",
+                     help="write a self-contained HTML report (gate table and the SAE Lens evals plots)")
+    _add_common(run)
+
+
+def _add_init(sub: Any) -> None:
+    init = sub.add_parser(
+        "init",
+        help="propose noise-aware gates for a suite from one evaluation (or write a new suite)",
+        description="Evaluate a suite and propose gates for each SAE from the measured values, with margins from "
+        "their bootstrap intervals: m = max(k * half-width, abs, rel * |value|) (range metrics such as l0 use "
+        "range-rel), bounds rounded outward. Gates the suite already has stay as written unless --update-gates. "
+        "Only the gates: entries of the file change (or use --output). Without a SUITE.yaml, --model, --sae and "
+        "--tokens write a new suite to --output first.",
+    )
+    init.add_argument("suite", nargs="?", default=None, metavar="SUITE.yaml", help="the suite file to propose gates for")
+    init.add_argument("--output", "-o", type=Path, default=None, metavar="NEW.yaml",
+                      help="write the proposed suite here instead of editing SUITE.yaml in place")
+    init.add_argument("--update-gates", action="store_true",
+                      help="also replace gates the suite already has (each change is printed as old -> new)")
+    init.add_argument("--model", type=Path, default=None, metavar="PATH", help="new suite: the model folder")
+    init.add_argument("--sae", type=Path, action="append", default=None, metavar="PATH",
+                      help="new suite: an SAE folder (repeat for several)")
+    init.add_argument("--tokens", type=Path, default=None, metavar="PATH", help="new suite: the token file")
+    for (name, flag), (default, what) in zip(MARGIN_FLAGS.items(), (
+        (2.0, "interval half-widths between the interval's end and the bound"),
+        (0.005, "smallest margin, in the metric's units"),
+        (0.02, "smallest margin relative to |value| (one-sided gates)"),
+        (0.1, "smallest margin relative to |value| (ranges such as l0)"),
+    )):
+        init.add_argument(flag, dest=f"margin_{name}", type=float, default=default, metavar="X",
+                          help=f"{what} (default {default})")
+    _add_common(init)

@@ -1,0 +1,60 @@
+"""SIGINT and SIGTERM for the ``saeval`` command: they end a run with one line and exit 130 / 143, and
+wait while the end-of-run writes are under way (so those are either the old files or complete new ones)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+__all__ = ["Interrupted", "Signals"]
+
+_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived during a command (``signum`` says which)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Signals:
+    """SIGINT and SIGTERM raise :class:`Interrupted`; inside :meth:`deferred` they wait for the block to end."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: int | None = None
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.depth:
+            self.pending = self.pending or signum
+            return
+        raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Finish the block before a signal takes effect (what it writes is then complete)."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle the signals while the block runs (the previous handlers come back after)."""
+        try:
+            previous = {s: signal.signal(s, self.handle) for s in _SIGNALS}
+        except ValueError:  # not the main thread: leave signals alone
+            previous = {}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
