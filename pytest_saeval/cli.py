@@ -1,7 +1,10 @@
 """The ``saeval`` command: run suite files outside pytest.
 
 ``saeval run SUITE.yaml... [--output-dir DIR] [--device D] [--update-baseline] [--no-cache]
-[--cache-dir DIR] [--no-progress]``
+[--cache-dir DIR] [--no-progress] [--shard K/N]``
+
+``saeval merge DIR... --output-dir OUT [--report PAGE.html] [--update-baseline]``: the shards of one
+partition into one verdict (exit 2 also when a shard is missing, doubled or inconsistent).
 
 Prints one table per suite (SAE x gated metric: value, bound, PASS/FAIL), the failed gates and
 any provenance notes on stdout. A progress bar goes to stderr when stderr is a terminal.
@@ -24,11 +27,19 @@ from typing import Any
 from pytest_saeval.errors import InputError, SaevalError
 from pytest_saeval.propose import format_proposals, init_suite
 from pytest_saeval.report.finish import FinishOptions, finish
+from pytest_saeval.report.merge import merge_shards
+from pytest_saeval.report.shardfile import clear_shard_record
 from pytest_saeval.report.table import command_lines
+from pytest_saeval.run.outcome import SuiteRun
+from pytest_saeval.run.plan import entries_of
 from pytest_saeval.run.quiet import quiet_libraries
 from pytest_saeval.run.session import RunOptions, Session
+from pytest_saeval.run.shards import ShardPlan, plan_shards, shard_from, suite_name
 from pytest_saeval.settings import is_device
 from pytest_saeval.spec.loader import load_suites
+from pytest_saeval.spec.suite import Suite
+from pytest_saeval.store.folder import default_cache_dir
+from pytest_saeval.store.timings import load_timings
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_OK", "main"]
 
@@ -70,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report", type=Path, default=None, metavar="PAGE.html",
                      help="write a self-contained HTML report (gate table and the SAE Lens evals plots)")
     run.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    run.add_argument("--shard", default=None, metavar="K/N",
+                     help="evaluate only shard K of N (numbered from 1) of the suites' evaluation groups, and record "
+                     "it in --output-dir for `saeval merge`; `auto` reads the CI system's index variables "
+                     "(default: $SAEVAL_SHARD)")
+    _merge_parser(sub)
     init = sub.add_parser(
         "init",
         help="propose noise-aware gates for a suite from one evaluation",
@@ -85,8 +101,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _merge_parser(sub: Any) -> None:
+    merge = sub.add_parser(
+        "merge",
+        help="merge the output folders of the N shards of one partition into one verdict",
+        description="Check that the folders hold all N shards of one partition, each once, then write the merged "
+        "outputs and report, and check every gate again from the recorded values (no model, no torch GPU). "
+        "Exit 0: every gate passed; 1: a gate failed; 2: a shard is missing, doubled or inconsistent.",
+    )
+    merge.add_argument("folders", nargs="+", metavar="DIR", help="the --output-dir folders of the shards")
+    merge.add_argument("--output-dir", type=Path, required=True, metavar="OUT",
+                       help="write the merged per-SAE JSON, all_eval_results.json/.csv and summary.md here")
+    merge.add_argument("--report", type=Path, default=None, metavar="PAGE.html",
+                       help="write the self-contained HTML report of the merged run")
+    merge.add_argument("--update-baseline", action="store_true",
+                       help="rewrite each suite's baseline file from the merged results (instead of in the shards)")
+    merge.add_argument("--no-cache", action="store_true",
+                       help="do not keep the shards' timings in the cache folder for the next partition")
+    merge.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                       help="cache folder that keeps the timings (default .saeval-cache or $SAEVAL_CACHE_DIR)")
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    if args.device is not None:
+    if getattr(args, "device", None) is not None:
         if not is_device(args.device.strip().lower()):
             raise InputError(
                 f"unknown device {args.device!r}",
@@ -121,21 +158,60 @@ def _check_args(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     _check_args(args)
     suites = load_suites(args.suites)  # pure Python: a bad suite file fails fast, before torch loads
+    plan = _shard_plan(args, suites)
+    if plan is not None:
+        if args.output_dir is not None:
+            clear_shard_record(args.output_dir)  # until this shard has finished, its folder is not a shard
+        print(f"saeval: {plan.describe()}")
+        suites = [s for s in suites if plan.owns_suite(suite_name(s.path))]
     options = RunOptions(device=args.device, progress=not args.no_progress and _is_terminal(sys.stderr),
                          use_cache=not args.no_cache, cache_dir=args.cache_dir,
                          # a missing baseline (value) leaves its gates unchecked: this run records it
                          recording_baseline=args.update_baseline)
     with quiet_libraries():
-        runs = Session(options).run(suites)
+        runs = Session(options).run(suites) if suites else []
     for line in command_lines(runs):
         print(line)
-    done = finish(runs, FinishOptions(output_dir=args.output_dir, report=args.report,
-                                      update_baseline=args.update_baseline, strict_baselines=True))
+    return _finish(runs, FinishOptions(
+        output_dir=args.output_dir, report=args.report, update_baseline=args.update_baseline, strict_baselines=True,
+        shard=plan, timings_dir=_cache_dir(args)))
+
+
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    return None if args.no_cache else (args.cache_dir or default_cache_dir())
+
+
+def _shard_plan(args: argparse.Namespace, suites: list[Suite]) -> ShardPlan | None:
+    shard = shard_from(args.shard, key="--shard")
+    if shard is None:
+        return None
+    selection = [(s, {e.unique_id: e.spec.metrics for e in entries_of(s)}) for s in suites]
+    return plan_shards(shard, selection, device=args.device, timings=load_timings(_cache_dir(args)))
+
+
+def _finish(runs: list[SuiteRun], options: FinishOptions) -> int:
+    done = finish(runs, options)
     for line in done.lines:
         print(f"saeval: {line}")
     if done.problems:
         raise done.problems[0][1]
     return EXIT_OK if all(r.passed for r in runs) else EXIT_FAILED
+
+
+def _merge(args: argparse.Namespace) -> int:
+    out = Path(os.path.abspath(args.output_dir))
+    if any(Path(os.path.abspath(f)) == out for f in args.folders):
+        raise InputError("the merged outputs would overwrite a shard's folder", fix="give --output-dir a new folder",
+                         file=str(args.output_dir), key="--output-dir")
+    _check_args(args)
+    merged = merge_shards(args.folders)
+    for line in command_lines(merged.runs):
+        print(line)
+    for note in merged.notes:
+        print(f"saeval: {note}")
+    return _finish(merged.runs, FinishOptions(output_dir=args.output_dir, report=args.report,
+                                              update_baseline=args.update_baseline, strict_baselines=True,
+                                              timings_dir=_cache_dir(args)))
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -181,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _guarded(_COMMANDS[args.command], args)
 
 
-_COMMANDS = {"run": _run, "init": _init}
+_COMMANDS = {"run": _run, "init": _init, "merge": _merge}
 
 
 def _guarded(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -32,10 +32,12 @@ from pytest_saeval.run.outcome import SuiteRun, merge_runs
 from pytest_saeval.run.plan import Overrides, SAEEntry, group_key
 from pytest_saeval.run.quiet import quiet_libraries
 from pytest_saeval.run.session import RunOptions, Session
+from pytest_saeval.run.shards import ShardPlan
 from pytest_saeval.run.wire import run_from_wire, run_to_wire
 from pytest_saeval.spec.gates import Gate
 from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.suite import Suite
+from pytest_saeval.store.folder import default_cache_dir
 
 __all__ = ["OVERRIDABLE", "RUNNER_KEY", "GateNode", "GateOutcome", "Runner", "get_runner", "overridden"]
 
@@ -134,6 +136,8 @@ class Runner:
         """SAEs evaluated, per process (``main`` or the xdist worker id)."""
         self.finish_lines: list[str] = []
         """Lines for the summary: files written, baselines updated, problems doing so."""
+        self.shard_plan: ShardPlan | None = None
+        """With ``--saeval-shard``: the partition, from this process's collection or a worker's."""
 
     # -- suites and collection ------------------------------------------------------------------
     @property
@@ -333,7 +337,8 @@ class Runner:
     def to_wire(self) -> JSON:
         """What a worker sends to the controller: plain data only."""
         return to_plain({"worker": self.worker_id, "evaluations": self.evaluations, "errors": self.errors,
-                         "runs": [run_to_wire(r) for r in self.runs]})
+                         "runs": [run_to_wire(r) for r in self.runs],
+                         "shard": self.shard_plan.to_dict() if self.shard_plan is not None else None})
 
     def add_remote(self, payload: Mapping[str, Any] | None) -> None:
         """Take in a worker's results (on the controller)."""
@@ -346,6 +351,8 @@ class Runner:
                 self.errors.append(text)
         for data in payload.get("runs", []):
             self.runs.append(run_from_wire(data, self.load_suite))
+        if payload.get("shard") and self.shard_plan is None:
+            self.shard_plan = ShardPlan.from_dict(payload["shard"])
 
     def merged(self) -> list[SuiteRun]:
         """Every run of this process and its workers, one per suite file."""
@@ -353,16 +360,19 @@ class Runner:
 
     def finish(self) -> bool:
         """Write the outputs, the report and the baselines (controller or single process); False when that failed."""
-        done = finish(self.merged(), FinishOptions(output_dir=self.options.output_dir, report=self.options.report,
-                                                   update_baseline=self.options.update_baseline,
-                                                   display=self.display_path), self.errors)
+        opts = self.options
+        done = finish(self.merged(), FinishOptions(
+            output_dir=opts.output_dir, report=opts.report, update_baseline=opts.update_baseline,
+            display=self.display_path, shard=self.shard_plan, surface="pytest",
+            timings_dir=(opts.cache_dir or default_cache_dir()) if opts.use_cache else None), self.errors)
         self.finish_lines.extend(done.lines)
         self.finish_lines.extend(f"ERROR {what}: {e}" for what, e in done.problems)
         return done.ok
 
     def summary(self) -> list[str]:
         """The lines of the terminal summary section."""
-        return [*summary_lines(self.merged(), self.evaluations, self.errors), *self.finish_lines]
+        shard = [self.shard_plan.describe()] if self.shard_plan is not None else []
+        return [*shard, *summary_lines(self.merged(), self.evaluations, self.errors), *self.finish_lines]
 
 
 RUNNER_KEY = pytest.StashKey[Runner]()

@@ -17,7 +17,7 @@ from pytest_saeval.spec.gates import Gate, Mode
 from pytest_saeval.spec.suite import Suite
 from pytest_saeval.spec.verdict import GateResult, check_gate
 
-__all__ = ["GateCheck", "check_one", "check_suite", "no_baseline_reason"]
+__all__ = ["GateCheck", "check_one", "check_suite", "check_with", "no_baseline_reason"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,6 @@ def check_suite(suite: Suite, entries: Sequence[SAEEntry], results: Mapping[str,
 def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float], baseline: Baseline | None,
               intervals: Mapping[str, Interval] | None = None) -> GateCheck:
     """Check one gate; a metric the engine did not produce is NaN (and so fails, never passes)."""
-    value = metrics.get(gate.metric, math.nan)
     base = baseline.value(sae_id, gate.metric) if (baseline is not None and gate.uses_baseline) else None
     if gate.uses_baseline and base is None:
         raise BaselineError(
@@ -83,6 +82,14 @@ def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float
             fix="record it with `pytest --saeval-update-baseline` or `saeval run --update-baseline`",
             file=str(suite.path), line=gate.line, key=gate.key, subject=Subject(suite=str(suite.path), sae=sae_id),
         )
+    return check_with(suite, sae_id, gate, metrics, base, intervals)
+
+
+def check_with(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float], base: float | None,
+               intervals: Mapping[str, Interval] | None = None) -> GateCheck:
+    """Check one gate against a known baseline value (``None`` for a gate without ``baseline``): how
+    :func:`check_one` ends, and how merged shards re-check their recorded values."""
+    value = metrics.get(gate.metric, math.nan)
     interval = gate_interval(intervals, gate.metric)
     mode: Mode = "interval" if (suite.gate_mode == "interval" and interval is not None) else "point"
     return GateCheck(suite.path, sae_id, gate, check_gate(gate, value, base, interval=interval, mode=mode))

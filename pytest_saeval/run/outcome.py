@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pytest_saeval.engine.results import SAEResult
@@ -15,7 +15,7 @@ from pytest_saeval.run.provenance import Provenance
 from pytest_saeval.spec.gates import Gate
 from pytest_saeval.spec.suite import Suite
 
-__all__ = ["EvalConfig", "SuiteRun", "merge_runs"]
+__all__ = ["EvalConfig", "SuiteRun", "merge_runs", "only"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,9 @@ class SuiteRun:
     intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)
     """Per SAE id: 95% bootstrap intervals over sequences of the token-mean metrics and their ratios
     (see :mod:`pytest_saeval.run.intervals`); shown next to values in messages and reports."""
+    seconds: float | None = None
+    """Wall-clock seconds of the suite's evaluation: its share (by SAE count) of its group's loading and
+    pass; ``None`` when not measured. Kept for balancing later shards, never written to the outputs."""
 
     @property
     def passed(self) -> bool:
@@ -97,6 +100,22 @@ class SuiteRun:
                 pos = metrics.index(metric) if metric in metrics else len(metrics)
                 return order.get(entry.spec.id, len(order)), sae_id, pos
         return len(order), sae_id, 0
+
+
+def only(run: SuiteRun, keep: Callable[[str], bool]) -> SuiteRun:
+    """``run`` with only the SAEs whose unique id ``keep`` accepts (their results, checks and notes)."""
+    return dataclasses.replace(
+        run,
+        entries=[e for e in run.entries if keep(e.unique_id)],
+        results={u: r for u, r in run.results.items() if keep(u)},
+        checks=[c for c in run.checks if keep(c.sae_id)],
+        provenance={u: p for u, p in run.provenance.items() if keep(u)},
+        sae_cfgs={u: c for u, c in run.sae_cfgs.items() if keep(u)},
+        notes=[n for n in run.notes if any(f"[{u}]" in n for u in run.results if keep(u))
+               or not any(f"[{u}]" in n for u in run.results)],
+        unchecked=[(u, g) for u, g in run.unchecked if keep(u)],
+        intervals={u: i for u, i in run.intervals.items() if keep(u)},
+    )
 
 
 def merge_runs(runs: Iterable[SuiteRun]) -> list[SuiteRun]:
@@ -128,7 +147,8 @@ def _merge(parts: list[SuiteRun]) -> SuiteRun:
         for uid, gate in part.unchecked:
             unchecked.setdefault((uid, gate.metric), (uid, gate))
         out.notes.extend(n for n in part.notes if n not in out.notes)
-    ranked = dataclasses.replace(out, entries=list(entries.values()))
+    timed = [p.seconds for p in parts if p.seconds is not None]
+    ranked = dataclasses.replace(out, entries=list(entries.values()), seconds=sum(timed) if timed else None)
     return dataclasses.replace(
         ranked,
         entries=sorted(entries.values(), key=lambda e: ranked.gate_rank(e.unique_id, "")[:2]),

@@ -42,6 +42,7 @@ def run_to_wire(run: SuiteRun) -> JSON:
         "sae_cfgs": run.sae_cfgs,
         "notes": run.notes,
         "intervals": run.intervals,
+        "seconds": run.seconds,
     })
 
 
@@ -73,4 +74,5 @@ def run_from_wire(data: Mapping[str, Any], load: Callable[[Path], Suite]) -> Sui
                     eval_cfg=EvalConfig.from_dict(data["eval_cfg"]),
                     provenance={k: Provenance.from_dict(v) for k, v in data["provenance"].items()},
                     sae_cfgs={k: dict(v) for k, v in data["sae_cfgs"].items()}, notes=list(data["notes"]),
-                    unchecked=[(uid, gate(uid, metric)) for uid, metric in data["unchecked"]], intervals=intervals)
+                    unchecked=[(uid, gate(uid, metric)) for uid, metric in data["unchecked"]], intervals=intervals,
+                    seconds=data.get("seconds"))

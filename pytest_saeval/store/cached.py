@@ -22,6 +22,7 @@ from pytest_saeval.engine.results import SAEResult
 from pytest_saeval.engine.weights import COSINE_METRICS
 from pytest_saeval.settings import EvalSettings
 from pytest_saeval.store.entries import digest
+from pytest_saeval.store.folder import DEFAULT_CACHE_DIR, default_cache_dir
 from pytest_saeval.store.hashing import Fingerprints
 from pytest_saeval.store.model import ModelCache
 from pytest_saeval.store.results import ResultsCache
@@ -31,16 +32,6 @@ __all__ = ["CACHE_FORMAT", "DEFAULT_CACHE_DIR", "EvalCache", "default_cache_dir"
 
 CACHE_FORMAT = 3
 """Bumped whenever the stored layout or the meaning of a stored number changes (old entries then miss)."""
-
-DEFAULT_CACHE_DIR = ".saeval-cache"
-"""Folder name used in the current directory when neither a folder nor ``SAEVAL_CACHE_DIR`` is given."""
-
-
-def default_cache_dir() -> Path:
-    """``$SAEVAL_CACHE_DIR`` when set, else ``.saeval-cache`` in the current directory."""
-    env = os.environ.get("SAEVAL_CACHE_DIR")
-    return Path(env) if env else Path.cwd() / DEFAULT_CACHE_DIR
-
 
 class EvalCache:
     """The results cache and the model-side cache of one folder, and ``evaluate`` through them.

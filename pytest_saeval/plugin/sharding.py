@@ -1,0 +1,59 @@
+"""``pytest --saeval-shard K/N``: one shard of a session's gate tests, for CI matrices and job arrays.
+
+After collection and deselection (``-k``, ``-m``, ``--deselect``), the selected gate tests are
+partitioned by evaluation group (:func:`~pytest_saeval.run.shards.plan_shards`, the same partition as
+``saeval run --shard``); the gate tests of the other shards' groups are deselected. Tests that are not
+gate tests run in shard 1 only (``--saeval-shard-others first``), in every shard (``all``) or in none
+(``none``). Under pytest-xdist every worker computes the same partition from the same collection, and
+sends it to the controller, which records it next to the outputs (:func:`~pytest_saeval.report.finish.finish`).
+
+A shard with nothing to do is a pass: pytest's exit code 5 (no tests collected) becomes 0, with a note,
+as long as the partition itself has work (an empty selection stays 5).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_saeval.plugin.items import GateItem
+from pytest_saeval.plugin.runner import get_runner
+from pytest_saeval.run.shards import plan_shards, suite_name
+from pytest_saeval.spec.suite import Suite
+from pytest_saeval.store.folder import default_cache_dir
+from pytest_saeval.store.timings import load_timings
+
+__all__ = ["exit_status", "select_shard"]
+
+
+def select_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the items of this shard (``--saeval-shard``), deselecting the rest; nothing without a shard."""
+    runner = get_runner(config)
+    options = runner.options
+    if options.shard is None:
+        return
+    selection: dict[str, tuple[Suite, dict[str, set[str]]]] = {}
+    for item in items:
+        if isinstance(item, GateItem):
+            _, saes = selection.setdefault(suite_name(item.suite.path), (item.suite, {}))
+            saes.setdefault(item.sae_id, set()).add(item.gate.metric)
+    timings = load_timings(options.cache_dir or default_cache_dir()) if options.use_cache else {}
+    plan = plan_shards(options.shard, [selection[name] for name in sorted(selection)], device=options.device,
+                       timings=timings)
+    runner.shard_plan = plan
+    others = {"first": options.shard.index == 1, "all": True, "none": False}[options.shard_others]
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        mine = plan.owns_suite(suite_name(item.suite.path)) if isinstance(item, GateItem) else others
+        (keep if mine else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def exit_status(session: pytest.Session) -> None:
+    """An empty shard of a partition with work exits 0, not 5 (no tests collected)."""
+    plan = get_runner(session.config).shard_plan
+    if plan is not None and plan.groups and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK
+
