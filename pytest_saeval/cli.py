@@ -117,7 +117,8 @@ def _merge_parser(sub: Any) -> None:
     merge.add_argument("--update-baseline", action="store_true",
                        help="rewrite each suite's baseline file from the merged results (instead of in the shards)")
     merge.add_argument("--no-cache", action="store_true",
-                       help="do not keep the shards' timings in the cache folder for the next partition")
+                       help="do not keep the shards' timings in the cache folder for the next partition (a merge "
+                       "keeps them only when every gate passed)")
     merge.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
                        help="cache folder that keeps the timings (default .saeval-cache or $SAEVAL_CACHE_DIR)")
 
@@ -209,9 +210,10 @@ def _merge(args: argparse.Namespace) -> int:
         print(line)
     for note in merged.notes:
         print(f"saeval: {note}")
+    # Only a passing merge keeps the timings: a shard re-run after a failing one gets its siblings' partition.
     return _finish(merged.runs, FinishOptions(output_dir=args.output_dir, report=args.report,
                                               update_baseline=args.update_baseline, strict_baselines=True,
-                                              timings_dir=_cache_dir(args)))
+                                              timings_dir=_cache_dir(args) if merged.passed else None))
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -37,7 +37,8 @@ __all__ = ["MergedShards", "merge_shards"]
 _FIX = ("run the missing or failed shards again with the same command, suite files and options, then give "
         "saeval merge the N output folders, each once")
 
-_SPLIT = "the shards split the work differently: give every shard the same timings in its cache folder"
+_SPLIT = ("the shards split the work differently, balanced by different timings: run every shard with the same "
+          "timings in its cache folder, or with --no-cache (--saeval-no-cache) to split by the estimate alone")
 
 Problem = tuple[Path | None, str | None, str]
 """The file a problem is about (if one), the key at fault and what is wrong."""

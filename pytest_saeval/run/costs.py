@@ -1,6 +1,6 @@
 """What a fused-pass group costs, for balancing shards (pure Python: file sizes and arithmetic).
 
-Without timings a group's cost is an estimate in *weight-byte tokens*::
+Without timings a group's cost is an estimate in *weight-byte tokens*, summed over its suites::
 
     tokens x (model bytes x (1 + SAEs) + sum of SAE bytes)
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,7 @@ from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.suite import Suite
 from pytest_saeval.store.timings import load_timings
 
+ROOT = Path(__file__).resolve().parents[3]
 GROUPS = ["thresholds/a1.yaml + thresholds/a2.yaml", "thresholds/b.yaml", "thresholds/c.yaml"]
 
 
@@ -237,3 +241,16 @@ def test_timings_go_to_the_cache_folder_only_from_unsharded_runs_and_merges(proj
     merged = merge_shards(folders)
     assert finish(merged.runs, FinishOptions(output_dir=Path("m"), timings_dir=cache)).ok
     assert {k: v.seconds for k, v in load_timings(cache).items()} == recorded
+
+
+def test_saeval_merge_needs_no_torch(project: list[SuiteRun]) -> None:
+    folders = _shards(project)
+    code = ("import sys; from pytest_saeval.cli import main; "
+            "rc = main(['merge', *sys.argv[1:], '--output-dir', 'out', '--report', 'out/report.html']); "
+            "heavy = [m for m in ('torch', 'transformer_lens', 'sae_lens') if m in sys.modules]; "
+            "print(rc, heavy)")
+    done = subprocess.run([sys.executable, "-c", code, *map(str, folders)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout
+    assert Path("out/report.html").stat().st_size > 10_000 and Path(".saeval-cache/timings.json").is_file()
