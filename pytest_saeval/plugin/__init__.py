@@ -79,7 +79,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if runner.is_worker:
         session.config.workeroutput["saeval"] = runner.to_wire()  # type: ignore[attr-defined]
         return
-    finished = runner.finish()
+    finished = runner.finish(complete=sharding.complete(session))
     sharding.exit_status(session)
     if not finished and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

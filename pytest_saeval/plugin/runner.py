@@ -138,6 +138,8 @@ class Runner:
         """Lines for the summary: files written, baselines updated, problems doing so."""
         self.shard_plan: ShardPlan | None = None
         """With ``--saeval-shard``: the partition, from this process's collection or a worker's."""
+        self.shard_deselected = 0
+        """Items the shard deselected (in this process, or the most any worker did)."""
 
     # -- suites and collection ------------------------------------------------------------------
     @property
@@ -338,7 +340,8 @@ class Runner:
         """What a worker sends to the controller: plain data only."""
         return to_plain({"worker": self.worker_id, "evaluations": self.evaluations, "errors": self.errors,
                          "runs": [run_to_wire(r) for r in self.runs],
-                         "shard": self.shard_plan.to_dict() if self.shard_plan is not None else None})
+                         "shard": self.shard_plan.to_dict() if self.shard_plan is not None else None,
+                         "shard_deselected": self.shard_deselected})
 
     def add_remote(self, payload: Mapping[str, Any] | None) -> None:
         """Take in a worker's results (on the controller)."""
@@ -353,17 +356,21 @@ class Runner:
             self.runs.append(run_from_wire(data, self.load_suite))
         if payload.get("shard") and self.shard_plan is None:
             self.shard_plan = ShardPlan.from_dict(payload["shard"])
+        self.shard_deselected = max(self.shard_deselected, int(payload.get("shard_deselected", 0)))
 
     def merged(self) -> list[SuiteRun]:
         """Every run of this process and its workers, one per suite file."""
         return merge_runs(self.runs)
 
-    def finish(self) -> bool:
-        """Write the outputs, the report and the baselines (controller or single process); False when that failed."""
+    def finish(self, complete: bool = True) -> bool:
+        """Write the outputs, the report and the baselines (controller or single process); False when that failed.
+
+        ``complete``: the session ran everything it selected (a shard records itself only then).
+        """
         opts = self.options
         done = finish(self.merged(), FinishOptions(
             output_dir=opts.output_dir, report=opts.report, update_baseline=opts.update_baseline,
-            display=self.display_path, shard=self.shard_plan, surface="pytest",
+            display=self.display_path, shard=self.shard_plan, shard_complete=complete, surface="pytest",
             timings_dir=(opts.cache_dir or default_cache_dir()) if opts.use_cache else None), self.errors)
         self.finish_lines.extend(done.lines)
         self.finish_lines.extend(f"ERROR {what}: {e}" for what, e in done.problems)

@@ -7,8 +7,10 @@ gate tests run in shard 1 only (``--saeval-shard-others first``), in every shard
 (``none``). Under pytest-xdist every worker computes the same partition from the same collection, and
 sends it to the controller, which records it next to the outputs (:func:`~pytest_saeval.report.finish.finish`).
 
+A shard records itself only when it ran everything it selected (:func:`complete`): after a collection
+error or an early stop its outputs are written, but ``saeval merge`` does not take the folder for a shard.
 A shard with nothing to do is a pass: pytest's exit code 5 (no tests collected) becomes 0, with a note,
-as long as the partition itself has work (an empty selection stays 5).
+as long as the session collected something (a session that collected nothing at all stays 5).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import pytest
 
 from pytest_saeval.plugin.items import GateItem
 from pytest_saeval.plugin.runner import get_runner
+from pytest_saeval.report.shardfile import clear_shard_record
 from pytest_saeval.run.shards import plan_shards, suite_name
 from pytest_saeval.spec.suite import Suite
 from pytest_saeval.store.folder import default_cache_dir
 from pytest_saeval.store.timings import load_timings
 
-__all__ = ["exit_status", "select_shard"]
+__all__ = ["complete", "exit_status", "select_shard"]
 
 
 def select_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -31,6 +34,8 @@ def select_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
     options = runner.options
     if options.shard is None:
         return
+    if options.output_dir is not None:  # until this shard has finished, its folder is not a shard
+        clear_shard_record(options.output_dir)
     selection: dict[str, tuple[Suite, dict[str, set[str]]]] = {}
     for item in items:
         if isinstance(item, GateItem):
@@ -49,11 +54,25 @@ def select_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+        runner.shard_deselected += len(drop)
 
 
 def exit_status(session: pytest.Session) -> None:
-    """An empty shard of a partition with work exits 0, not 5 (no tests collected)."""
-    plan = get_runner(session.config).shard_plan
-    if plan is not None and plan.groups and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+    """A shard left empty by the partition exits 0, not 5 (no tests collected); a session that collected
+    nothing at all stays 5."""
+    runner = get_runner(session.config)
+    if runner.shard_plan is not None and (runner.shard_plan.groups or runner.shard_deselected) \
+            and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.OK
 
+
+
+def complete(session: pytest.Session) -> bool:
+    """Whether the session ran everything it selected: no collection error, not stopped early (``-x``,
+    ``--maxfail``, an interruption). Only a complete shard records itself for ``saeval merge``."""
+    if session.shouldstop or session.shouldfail or session.exitstatus in (
+            pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
+        return False
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    errors = getattr(reporter, "stats", {}).get("error", [])
+    return not any(isinstance(report, pytest.CollectReport) for report in errors)

@@ -40,6 +40,9 @@ class FinishOptions:
     """This run is one shard of a partition: the outputs and baselines hold only the SAEs it owns (and
     results outside the partition, from the marker or the fixtures), and ``saeval-shard.json`` records
     which shard of which partition the folder holds, written last."""
+    shard_complete: bool = True
+    """The shard ran everything it selected; when not (a collection error, an early stop) its outputs are
+    written but no shard record, so ``saeval merge`` does not take the folder for a finished shard."""
     surface: str = "saeval run"
     """What ran: ``saeval run`` or ``pytest`` (recorded in the shard record)."""
     timings_dir: Path | None = None
@@ -139,6 +142,10 @@ def _record_shard(runs: Sequence[SuiteRun], plan: ShardPlan, options: FinishOpti
     if options.output_dir is None:
         lines.append(f"shard {plan.shard}: no output folder, so nothing for saeval merge "
                      "(give --output-dir or --saeval-output-dir)")
+        return
+    if not options.shard_complete:
+        lines.append(f"shard {plan.shard} NOT recorded for saeval merge: the run did not run everything it "
+                     "selected (collection errors or an early stop); fix that and run the shard again")
         return
     extra = sorted({(suite_name(r.suite.path), uid) for r in runs for uid in r.results
                     if not plan.selects(suite_name(r.suite.path), uid)})

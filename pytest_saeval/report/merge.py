@@ -209,6 +209,9 @@ def merge_shards(folders: Sequence[str | os.PathLike[str]],
         for name, timing in s.timings.items():
             seconds[name] = seconds.get(name, 0.0) + timing.seconds
     runs = merge_runs(runs_from_records(records, load, seconds))
+    versions = sorted({s.saeval_version for s in shards})
+    if len(versions) > 1:
+        notes.append(f"the shards ran different pytest-saeval versions ({', '.join(versions)})")
     first = shards[0].plan
     notes.insert(0, f"merged {first.shard.count} shard{'s' if first.shard.count != 1 else ''} of partition "
                     f"{first.partition[:8]} (selection {first.selection[:8]}, costs from {first.cost_basis})")

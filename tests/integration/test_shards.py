@@ -260,3 +260,30 @@ def test_the_ci_examples_run_the_documented_commands() -> None:
         where = help_of["pytest"] if words[0] == "pytest" else help_of[words[1]]
         for option in (w for w in words if w.startswith("--")):
             assert option in where, f"{option} of {command!r} is not an option"
+
+
+def test_other_tests_follow_the_option_and_an_incomplete_shard_is_not_recorded(
+        assets: Assets, pytester: pytest.Pytester) -> None:
+    project = write_shard_project(pytester.path, assets)
+    base = ("-p", "no:cacheprovider")
+
+    def other_runs() -> int:
+        return len(project.other_log.read_text().split()) if project.other_log.exists() else 0
+
+    assert pytester.runpytest_inprocess(*base, "tests", "--saeval-shard", "2/2").ret == 0  # deselected: still 0
+    assert other_runs() == 0
+    assert pytester.runpytest_inprocess(*base, "tests", "--saeval-shard", "1/2", "--saeval-shard-others", "none").ret == 0
+    assert other_runs() == 0
+    assert pytester.runpytest_inprocess(*base, "tests", "--saeval-shard", "2/2", "--saeval-shard-others", "all").ret == 0
+    assert other_runs() == 1
+    (pytester.path / "nothing").mkdir()
+    assert pytester.runpytest_inprocess(*base, "nothing", "--saeval-shard", "1/2").ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+    (project.root / "thresholds" / "broken.yaml").write_text("model: {path: m}\nsaes: []\nunknown: 1\n")
+    for extra in ((), ("--continue-on-collection-errors",)):
+        result = pytester.runpytest_inprocess(*base, "thresholds", "--saeval-shard", "4/4", "--saeval-output-dir",
+                                              "out", *extra)
+        assert result.ret in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.TESTS_FAILED), result.stdout.str()
+        assert not (project.root / "out" / "saeval-shard.json").exists()
+        if extra:
+            result.stdout.fnmatch_lines(["*shard 4/4 NOT recorded for saeval merge: the run did not run everything*"])
