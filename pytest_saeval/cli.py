@@ -106,7 +106,7 @@ def _merge_parser(sub: Any) -> None:
         "merge",
         help="merge the output folders of the N shards of one partition into one verdict",
         description="Check that the folders hold all N shards of one partition, each once, then write the merged "
-        "outputs and report, and check every gate again from the recorded values (no model, no torch GPU). "
+        "outputs and report, and check every gate again from the recorded values (no model is loaded). "
         "Exit 0: every gate passed; 1: a gate failed; 2: a shard is missing, doubled or inconsistent.",
     )
     merge.add_argument("folders", nargs="+", metavar="DIR", help="the --output-dir folders of the shards")
