@@ -1,4 +1,5 @@
-"""Where the caches live (pure Python, so the plugin and the command can say so without importing torch)."""
+"""Where the caches live (pure Python, so the plugin and the command can say so without importing torch):
+the results cache, the model-side cache and the timings file of sharded runs all live in one folder."""
 
 from __future__ import annotations
 
