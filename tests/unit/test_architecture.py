@@ -1,5 +1,6 @@
 """The package's shape: no import cycle between modules, no private name taken from another module,
-modules and functions of a readable size, and the plugin and ``saeval`` importable without torch.
+modules and functions of a readable size, the plugin and ``saeval`` importable without torch, and a unit
+test file mirroring every module.
 
 The layer rules themselves are import-linter contracts in pyproject.toml (``lint-imports`` in CI).
 """
@@ -122,3 +123,33 @@ def test_importing_needs_no_torch(module: str) -> None:
             "assert not heavy, heavy")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+TESTS = Path(__file__).resolve().parents[1] / "unit"
+NOT_MIRRORED = {"__init__.py", "__main__.py"}
+"""Package and entry files: re-exports and hooks, tested through the surfaces they expose."""
+UNMIRRORED: dict[str, str] = {
+    # "pytest_saeval/<layer>/<module>.py": "why it has no logic of its own to test",
+}
+"""Modules exempt from having a mirror unit file, each with its reason (none today)."""
+
+
+def mirror_of(module: Path) -> Path:
+    """``pytest_saeval/<layer>/<m>.py`` -> ``tests/unit/<layer>/test_<m>.py`` (top level: ``tests/unit/test_<m>.py``)."""
+    rel = module.relative_to(PACKAGE)
+    return TESTS.joinpath(*rel.parts[:-1], f"test_{rel.name}")
+
+
+def test_mirror_of() -> None:
+    assert mirror_of(PACKAGE / "run" / "costs.py") == TESTS / "run" / "test_costs.py"
+    assert mirror_of(PACKAGE / "versions.py") == TESTS / "test_versions.py"
+
+
+def test_every_module_has_its_mirror_unit_file() -> None:
+    missing = [str(path.relative_to(PACKAGE.parent)) for path in sorted(PACKAGE.rglob("*.py"))
+               if path.name not in NOT_MIRRORED and str(path.relative_to(PACKAGE.parent)) not in UNMIRRORED
+               and not mirror_of(path).is_file()]
+    assert not missing, ("modules without a unit test file mirroring them (tests/unit/<layer>/test_<module>.py; "
+                         "or add them to UNMIRRORED with a reason):\n" + "\n".join(missing))
+    stale = [name for name in UNMIRRORED if not (PACKAGE.parent / name).is_file() or mirror_of(PACKAGE.parent / name).is_file()]
+    assert not stale, f"UNMIRRORED entries that no longer need an exemption: {stale}"

@@ -1,5 +1,6 @@
 """Errors: one line naming where, what and the fix; the subject as data; located and moved copies;
-pickling (pytest-xdist ships errors between processes)."""
+pickling (pytest-xdist ships errors between processes); long messages cut in the middle, the whole
+text kept in ``detail``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pickle
 import pytest
 
 from pytest_saeval.errors import (
+    MESSAGE_LIMIT,
     BaselineError,
     InputError,
     Location,
@@ -15,6 +17,8 @@ from pytest_saeval.errors import (
     SourceError,
     Subject,
     SuiteError,
+    brief,
+    clip,
     did_you_mean,
 )
 
@@ -131,3 +135,28 @@ def test_did_you_mean() -> None:
     assert did_you_mean("accuracy", ["l0", "l1"]) == ""
     assert did_you_mean("l", ["l0", "l1", "mse"]) == " (did you mean 'l1' or 'l0'?)"
     assert did_you_mean("l", ["l0", "l1", "l2", "l3"], n=3).count("'") == 6  # at most n suggestions
+
+
+def test_short_messages_are_untouched() -> None:
+    e = SuiteError("x must be 1", fix="set x: 1", file="s.yaml", line=3, key="x")
+    assert str(e) == e.detail == "s.yaml:3: x: x must be 1. Fix: set x: 1"
+
+
+def test_long_messages_are_cut_and_detail_keeps_them() -> None:
+    message = "bad value " + "y" * 100_000
+    e = SuiteError(message, fix="do " + "z" * 5000, file="s.yaml", line=3, key="x")
+    line = str(e)
+    assert len(line) < 2 * MESSAGE_LIMIT + 200
+    assert line.startswith("s.yaml:3: x: bad value y") and "characters left out" in line and ". Fix: do z" in line
+    assert e.detail == f"s.yaml:3: x: {message}. Fix: do " + "z" * 5000
+    again = pickle.loads(pickle.dumps(e))  # xdist ships errors between processes
+    assert again.detail == e.detail and str(again) == line
+
+
+def test_clip_and_brief() -> None:
+    assert clip("abc", 10) == "abc"
+    cut = clip("a" * 1000 + "END", 100)
+    assert len(cut) < 140 and cut.endswith("END") and "left out" in cut
+    assert brief([0] * 10) == repr([0] * 10)
+    long = brief(list(range(100_000)))
+    assert len(long) < 100 and long.endswith("characters)")

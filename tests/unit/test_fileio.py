@@ -1,15 +1,27 @@
-"""Atomic writes and file hashes."""
+"""Atomic writes and file hashes: all or none, leftovers of killed writes removed by the next write, problems
+found before writing."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from pytest_saeval import fileio
-from pytest_saeval.fileio import atomic_write_bytes, atomic_write_text
+from pytest_saeval.fileio import (
+    atomic_write_bytes,
+    atomic_write_many,
+    atomic_write_text,
+    os_reason,
+    remove_stale_temps,
+    write_problem,
+)
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -129,3 +141,95 @@ def test_wrong_types_are_refused(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         atomic_write_bytes(tmp_path / "f.bin", "text")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_several_files_are_replaced_all_or_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in "abc":
+        (tmp_path / name).write_text("old\n")
+    real_write, calls = os.write, []
+
+    def third_write_fails(fd: int, data: bytes) -> int:
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(fileio.os, "write", third_write_fails)
+    with pytest.raises(OSError, match="No space left on device") as info:
+        atomic_write_many([(tmp_path / n, b"new\n") for n in "abc"])
+    assert info.value.filename == str(tmp_path / "c")  # the file that was to be written, not a temporary one
+    assert [(tmp_path / n).read_text() for n in "abc"] == ["old\n"] * 3
+    assert _leftovers(tmp_path) == []
+    monkeypatch.undo()
+    atomic_write_many([(tmp_path / n, b"new\n") for n in "abc"])
+    assert [(tmp_path / n).read_text() for n in "abc"] == ["new\n"] * 3
+
+
+def test_a_folder_in_the_way_stops_the_write_before_anything_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("old\n")
+    (tmp_path / "b").mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        atomic_write_many([(tmp_path / "a", b"new\n"), (tmp_path / "b", b"new\n")])
+    assert info.value.filename == str(tmp_path / "b") and os_reason(info.value) == "a folder is in the way"
+    assert (tmp_path / "a").read_text() == "old\n" and _leftovers(tmp_path) == []
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from pytest_saeval import fileio
+real_fsync = os.fsync
+def killed(fd):
+    real_fsync(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+fileio.os.fsync = killed
+fileio.atomic_write_text(sys.argv[1], "new\\n" * 1000)
+"""
+
+
+def test_a_write_killed_outright_leaves_a_temp_file_that_the_next_write_removes(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_text("old\n")
+    for _ in range(3):  # repeated CI cancellations
+        proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target)], capture_output=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        assert proc.returncode == -9
+        assert len(_leftovers(tmp_path)) == 1  # each killed run removed the one before it: leftovers never pile up
+    assert target.read_text() == "old\n"
+    (tmp_path / ".other.json.abcdef-1-12345678.tmp").write_text("another file's")
+    atomic_write_text(target, "new\n")
+    assert target.read_text() == "new\n"
+    assert _leftovers(tmp_path) == [".other.json.abcdef-1-12345678.tmp"]  # only the same target's leftovers go
+
+
+def test_temp_files_of_live_writers_and_recent_foreign_ones_stay(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    host = fileio._host()  # the naming scheme is what is tested
+    live = tmp_path / f".t.{host}-{os.getppid()}-0000abcd.tmp"  # our parent: alive
+    mine = tmp_path / f".t.{host}-{os.getpid()}-0000abce.tmp"  # a write of this process still going on
+    foreign = tmp_path / ".t.000000-1-0000abcf.tmp"  # another host: only old ones go
+    legacy = tmp_path / ".t.0123456789ab.tmp"  # the earlier naming
+    for p in (live, mine, foreign, legacy):
+        p.write_text("x")
+    assert remove_stale_temps(target) == []
+    old = time.time() - 3600
+    os.utime(foreign, (old, old))
+    os.utime(legacy, (old, old))
+    assert sorted(p.name for p in remove_stale_temps(target)) == sorted([foreign.name, legacy.name])
+    assert live.exists() and mine.exists()
+
+
+def test_write_problem_finds_what_stands_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    assert write_problem(tmp_path / "new" / "deeper", folder=True) is None
+    assert write_problem(tmp_path / "dir" / "r.html", folder=False) is None
+    assert "file, not a folder" in write_problem(tmp_path / "file", folder=True)
+    assert write_problem(tmp_path / "dir", folder=False) == "it is a folder"
+    assert "a file is in the way" in write_problem(tmp_path / "file" / "out", folder=True)
+    assert "too long" in write_problem(tmp_path / ("x" * 300), folder=True)
+    assert "too long" in write_problem("/" + "/".join(["d" * 200] * 25), folder=True)
+
+
+def test_write_problem_sees_a_read_only_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fileio.os, "access", lambda path, mode: False)
+    assert "not writable" in write_problem(tmp_path / "out", folder=True)

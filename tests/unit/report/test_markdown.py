@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
-
 from pytest_saeval.report.markdown import (
     GITHUB_SUMMARY_LIMIT,
     append_github_step_summary,
@@ -170,11 +168,6 @@ def test_github_step_summary_is_cut_at_the_limit(tmp_path):
     assert len(data) <= GITHUB_SUMMARY_LIMIT
     assert data.decode("utf-8").endswith("_(summary cut at GitHub's 1 MiB limit; see the written report)_\n")
     assert b"| row 0 |" in data
-
-
-@pytest.mark.parametrize("value", [0.0, 1.0])
-def test_headroom_is_signed(value):
-    assert format_headroom(value) == ("+0" if value == 0 else "+1")
 
 
 def test_intervals_carried_by_the_run_are_used(tmp_path):

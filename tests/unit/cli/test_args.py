@@ -1,0 +1,54 @@
+"""The ``saeval`` parser: each command's options and defaults, and usage errors raised (for exit 2) instead of
+argparse exiting the process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_saeval.cli.args import MARGIN_FLAGS, CommandLineError, parser
+
+
+def test_run_options_and_defaults() -> None:
+    args = parser().parse_args(["run", "a.yaml", "b.yaml", "--output-dir", "out", "--shard", "2/3", "--no-cache"])
+    assert (args.command, args.suites, args.output_dir, args.shard) == ("run", ["a.yaml", "b.yaml"], Path("out"), "2/3")
+    assert args.no_cache and not args.update_baseline and args.report is None and args.device is None
+    assert args.cache_dir is None and not args.verbose and not args.no_progress
+
+
+def test_merge_needs_an_output_folder() -> None:
+    args = parser().parse_args(["merge", "s1", "s2", "--output-dir", "o", "--update-baseline-force"])
+    assert args.folders == ["s1", "s2"] and args.output_dir == Path("o") and args.update_baseline_force
+    with pytest.raises(CommandLineError, match="--output-dir") as info:
+        parser().parse_args(["merge", "s1"])
+    assert info.value.usage.startswith("usage: saeval merge")
+
+
+def test_init_margins_default_and_take_their_flags() -> None:
+    args = parser().parse_args(["init", "s.yaml"])
+    assert {name: getattr(args, f"margin_{name}") for name in MARGIN_FLAGS} == {
+        "k": 2.0, "abs_floor": 0.005, "rel_floor": 0.02, "range_rel_floor": 0.1}
+    flags = [arg for name, flag in MARGIN_FLAGS.items() for arg in (flag, "0.5")]
+    changed = parser().parse_args(["init", *flags, "--sae", "a", "--sae", "b"])
+    assert all(getattr(changed, f"margin_{name}") == 0.5 for name in MARGIN_FLAGS)
+    assert changed.suite is None and changed.sae == [Path("a"), Path("b")]
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    ([], "the following arguments are required: command"),
+    (["run"], "the following arguments are required: SUITE.yaml"),
+    (["run", "a.yaml", "--bogus"], "unrecognized arguments: --bogus"),
+    (["init", "--margin-k", "x"], "argument --margin-k: invalid float value: 'x'"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+], ids=["no-command", "no-suite", "unknown-flag", "bad-number", "unknown-command"])
+def test_usage_errors_are_raised_not_exited(argv: list[str], words: str) -> None:
+    with pytest.raises(CommandLineError) as info:
+        parser().parse_args(argv)
+    assert words in info.value.message and info.value.usage.startswith("usage: saeval")
+
+
+def test_schema_takes_no_options() -> None:
+    assert parser().parse_args(["schema"]).command == "schema"
+    with pytest.raises(CommandLineError):
+        parser().parse_args(["schema", "extra"])

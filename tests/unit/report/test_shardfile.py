@@ -1,0 +1,86 @@
+"""``saeval-shard.json``: a record written and read back equal, and every way it cannot be read is one
+ShardError naming the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_saeval.errors import ShardError
+from pytest_saeval.report.shardfile import (
+    SHARD_FILE,
+    ShardRecord,
+    clear_shard_record,
+    read_shard_record,
+    suite_digest,
+    write_shard_record,
+)
+from pytest_saeval.run.shards import Shard, ShardPlan, WorkGroup
+from pytest_saeval.store.timings import SuiteTiming
+
+PLAN = ShardPlan(Shard(2, 3), (WorkGroup("a.yaml", ("a.yaml",), (("a.yaml", "x", ("l0",)),), 5.0),
+                               WorkGroup("b.yaml", ("b.yaml",), (("b.yaml", "y", ("l0", "mse")),), 2.0)), (1, 2))
+RECORD = ShardRecord(plan=PLAN, suites={"b.yaml": "00ff", "a.yaml": "abcd"}, extra=(("c.yaml", "z"),),
+                     errors=("c.yaml: boom",), timings={"b.yaml": SuiteTiming(1.5, 1)}, surface="pytest")
+
+
+def test_a_record_reads_back_equal(tmp_path: Path) -> None:
+    path = write_shard_record(tmp_path, RECORD)
+    assert path == tmp_path / SHARD_FILE
+    back = read_shard_record(tmp_path)
+    assert back == RECORD
+    assert back.folder == tmp_path and back.where == f"{tmp_path} (shard 2/3)"
+    assert RECORD.where == "shard 2/3"
+    data = json.loads(path.read_text())
+    assert data["format"] == 1 and list(data["suites"]) == ["a.yaml", "b.yaml"]  # sorted, for stable files
+
+
+def test_clear_removes_a_record_and_tolerates_none(tmp_path: Path) -> None:
+    write_shard_record(tmp_path, RECORD)
+    clear_shard_record(tmp_path)
+    assert not (tmp_path / SHARD_FILE).exists()
+    clear_shard_record(tmp_path)  # nothing to remove: no error
+
+
+def test_suite_digest_is_the_files_sha256_or_missing(tmp_path: Path) -> None:
+    import hashlib
+
+    (tmp_path / "s.yaml").write_bytes(b"model: {}\n")
+    assert suite_digest(tmp_path / "s.yaml") == hashlib.sha256(b"model: {}\n").hexdigest()
+    assert suite_digest(tmp_path / "gone.yaml") == "missing"
+
+
+def test_a_missing_folder_or_record_names_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ShardError, match="no such folder") as info:
+        read_shard_record(tmp_path / "nowhere")
+    assert info.value.location.file == str(tmp_path / "nowhere")
+    with pytest.raises(ShardError, match="not the output of a finished shard") as info:
+        read_shard_record(tmp_path)
+    assert info.value.location.file == str(tmp_path / SHARD_FILE)
+    assert "run it again" in (info.value.fix or "")
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("{not json", "the shard record is damaged"),
+    ("[1, 2]", "it is not a JSON object"),
+    ('{"format": 7, "saeval_version": "9.9"}', "format 7 is not 1 (written by pytest-saeval 9.9)"),
+    ('{"format": 1}', "the shard record is damaged"),
+    ('{"format": 1, "shard": {"index": 1}}', "the shard record is damaged"),
+], ids=["not-json", "not-object", "other-format", "no-shard", "bad-shard"])
+def test_a_damaged_record_is_one_located_error(tmp_path: Path, text: str, why: str) -> None:
+    (tmp_path / SHARD_FILE).write_text(text)
+    with pytest.raises(ShardError, match="damaged") as info:
+        read_shard_record(tmp_path)
+    assert why in info.value.message
+    assert info.value.location.file == str(tmp_path / SHARD_FILE) and info.value.location.key == "shard"
+
+
+def test_a_tampered_plan_is_refused(tmp_path: Path) -> None:
+    write_shard_record(tmp_path, RECORD)
+    data = json.loads((tmp_path / SHARD_FILE).read_text())
+    data["shard"]["groups"][0]["saes"][0][1] = "other"  # the hashes no longer match the groups
+    (tmp_path / SHARD_FILE).write_text(json.dumps(data))
+    with pytest.raises(ShardError, match="damaged"):
+        read_shard_record(tmp_path)
