@@ -1,14 +1,22 @@
-"""Where the caches live (pure Python, so the plugin and the command can say so without importing torch)."""
+"""Where the caches live, and whether their folder is still usable in a run (pure Python, so the plugin
+and the command can say so without importing torch)."""
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["DEFAULT_CACHE_DIR", "default_cache_dir"]
+from pytest_saeval.store.entries import CacheWarning
+
+__all__ = ["CACHE_FORMAT", "DEFAULT_CACHE_DIR", "CacheDisk", "default_cache_dir"]
 
 DEFAULT_CACHE_DIR = ".saeval-cache"
 """Folder name of the caches inside the project's root (or the current folder)."""
+
+CACHE_FORMAT = 3
+"""Bumped whenever the stored layout or the meaning of a stored number changes (old entries then miss)."""
 
 
 def default_cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
@@ -18,3 +26,28 @@ def default_cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env)
     return Path(root if root is not None else Path.cwd()) / DEFAULT_CACHE_DIR
+
+
+class CacheDisk:
+    """Whether a cache folder is still used in this run. Its first problem (read-only, full, a file in its
+    place, a folder where an entry should be) gives one :class:`CacheWarning` and turns the folder off for
+    every cache that shares this object; the run goes on without it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.usable = True
+        """False after the first problem."""
+        self._on_fail: list[Callable[[], None]] = []
+
+    def on_fail(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the folder is turned off (e.g. to keep a memory tier going without it)."""
+        self._on_fail.append(callback)
+
+    def fail(self, why: str) -> None:
+        """Turn the folder off; say why once."""
+        for callback in self._on_fail:
+            callback()
+        if self.usable:
+            self.usable = False
+            warnings.warn(f"saeval cache: {why}; the run goes on without the cache in {self.folder}",
+                          CacheWarning, stacklevel=4)
