@@ -35,7 +35,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,12 +97,15 @@ class _Entry:
 
 
 class FileDigests:
-    """Digests of files and folders, memoized by stat in ``memo_file`` (``None``: no memo on disk; within
-    this object every file is still read at most once while its stat stays the same)."""
+    """Digests of files and folders, memoized by stat in ``memo_file`` (``None``: the memo lives in this
+    object only). ``use_memo=False`` reads every file every time (the default on Windows); ``clock`` is
+    the wall clock in nanoseconds (tests set it)."""
 
-    def __init__(self, memo_file: Path | None = None, *, use_memo: bool = os.name != "nt") -> None:
+    def __init__(self, memo_file: Path | None = None, *, use_memo: bool = os.name != "nt",
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self.memo_file = memo_file
         self.use_memo = use_memo
+        self.clock = clock
         self.reads = 0
         """Files read (tests use it to prove the memo skips unchanged files)."""
         self._entries: dict[str, _Entry] | None = None
@@ -120,7 +123,7 @@ class FileDigests:
         known = entries.get(key)
         if self.use_memo and known is not None and known.stat == before and before.settled_before(known.moment_ns):
             return known.digest
-        moment = time.time_ns()
+        moment = self.clock()
         digest = _read_digest(key)
         self.reads += 1
         if FileStat.of(os.stat(key)) != before:
