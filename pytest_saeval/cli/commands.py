@@ -84,12 +84,12 @@ def _run_options(args: argparse.Namespace, suite: Path, *, recording_baseline: b
     """The run's options from the command line; the caches default to the project's root (see ``--cache-dir``)."""
     from pytest_saeval.run.session import RunOptions
     from pytest_saeval.sources.common import project_root
-    from pytest_saeval.store.folder import default_cache_dir
+    from pytest_saeval.store.folder import default_cache_dir, file_keyed_from_env
 
     root = project_root(suite.absolute().parent) or suite.absolute().parent
     return RunOptions(device=args.device, progress=not args.no_progress and is_terminal(sys.stderr),
                       use_cache=not args.no_cache, cache_dir=args.cache_dir or default_cache_dir(root),
-                      recording_baseline=recording_baseline)
+                      recording_baseline=recording_baseline, file_keyed=file_keyed_from_env())
 
 
 def run(args: argparse.Namespace, signals: Signals) -> int:

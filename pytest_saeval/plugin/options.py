@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pytest_saeval.errors import SaevalError
 from pytest_saeval.fileio import write_problem
 from pytest_saeval.settings import is_device
+from pytest_saeval.store.folder import file_keyed_from_env
 
 __all__ = ["PluginOptions", "add_options"]
 
@@ -31,6 +33,8 @@ class PluginOptions:
     """``saeval_cache`` (``--saeval-no-cache`` turns it off): read and write the results and model-side caches."""
     cache_dir: Path | None = None
     """``--saeval-cache-dir`` / ``saeval_cache_dir``: folder of the caches."""
+    file_keyed: bool = True
+    """``$SAEVAL_FILE_KEYED`` (``0`` turns it off): answer unchanged file-based suites from the file-keyed cache."""
     report: Path | None = None
     """``--saeval-report`` / ``saeval_report``: the self-contained HTML report to write."""
     thresholds: tuple[str, ...] = ("thresholds/*.yaml",)
@@ -62,6 +66,10 @@ class PluginOptions:
             return base / value if value else None
 
         device = config.getoption("saeval_device") or config.getini("saeval_device") or None
+        try:
+            file_keyed = file_keyed_from_env()
+        except SaevalError as e:
+            raise pytest.UsageError(str(e)) from e
         return cls(
             device=device,
             output_dir=path_option("saeval_output_dir", "saeval_output_dir"),
@@ -70,6 +78,7 @@ class PluginOptions:
             suite=path_option("saeval_suite", "saeval_suite"),
             use_cache=not config.getoption("saeval_no_cache") and bool(config.getini("saeval_cache")),
             cache_dir=path_option("saeval_cache_dir", "saeval_cache_dir"),
+            file_keyed=file_keyed,
             report=path_option("saeval_report", "saeval_report"),
             thresholds=tuple(config.getini("saeval_thresholds")),
         )

@@ -163,7 +163,7 @@ class Runner:
         if self._session is None:
             auto = worker_device(self.worker_id) if self.options.device is None else None
             self._session = Session(RunOptions(device=self.options.device, auto_device=auto,
-                                               use_cache=self.options.use_cache,
+                                               use_cache=self.options.use_cache, file_keyed=self.options.file_keyed,
                                                cache_dir=self.options.cache_dir or default_cache_dir(self.config.rootpath),
                                                recording_baseline=self.options.update_baseline,
                                                threads=worker_threads(self.worker_count) if self.is_worker else None))

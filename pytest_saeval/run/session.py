@@ -66,6 +66,9 @@ class RunOptions:
     threads: int | None = None
     """At most this many CPU threads for torch, set before the first model, SAE or token file loads
     (pytest-xdist workers share the CPU); None: torch's default."""
+    file_keyed: bool = True
+    """With ``use_cache``: answer a group whose model, tokens and SAEs are files from the file-keyed cache
+    when none of their bytes changed (nothing imported or loaded); ``$SAEVAL_FILE_KEYED=0`` turns it off."""
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,7 @@ class Session:
         return self._disk
 
     def _answers(self) -> FileKeyed | None:
-        if not self.options.use_cache:
+        if not (self.options.use_cache and self.options.file_keyed):
             return None
         if self._file_keyed is None:
             disk = self._cache_disk()

@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from pytest_saeval.errors import InputError
 from pytest_saeval.store.entries import CacheWarning
 
-__all__ = ["CACHE_FORMAT", "DEFAULT_CACHE_DIR", "CacheDisk", "default_cache_dir"]
+__all__ = ["CACHE_FORMAT", "DEFAULT_CACHE_DIR", "FILE_KEYED_ENV", "CacheDisk", "default_cache_dir", "file_keyed_from_env"]
 
 DEFAULT_CACHE_DIR = ".saeval-cache"
 """Folder name of the caches inside the project's root (or the current folder)."""
+
+FILE_KEYED_ENV = "SAEVAL_FILE_KEYED"
+"""Environment variable: ``0`` (or ``false``, ``no``, ``off``) turns the file-keyed answers off, so that a run
+with warm caches loads the model and SAEs as it did before them (the other caches still work)."""
+
+_SWITCH = {"": True, "1": True, "true": True, "yes": True, "on": True,
+           "0": False, "false": False, "no": False, "off": False}
 
 CACHE_FORMAT = 3
 """Bumped whenever the stored layout or the meaning of a stored number changes (old entries then miss)."""
@@ -26,6 +34,17 @@ def default_cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env)
     return Path(root if root is not None else Path.cwd()) / DEFAULT_CACHE_DIR
+
+
+def file_keyed_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether :data:`FILE_KEYED_ENV` leaves the file-keyed answers on (unset: on). Raises
+    :class:`~pytest_saeval.errors.InputError` for a value that is no switch."""
+    raw = (os.environ if environ is None else environ).get(FILE_KEYED_ENV, "")
+    found = _SWITCH.get(raw.strip().lower())
+    if found is None:
+        raise InputError(f"the environment variable is {raw!r}, neither on (1) nor off (0)", key=FILE_KEYED_ENV,
+                         fix=f"set {FILE_KEYED_ENV}=0 to turn the file-keyed answers off, or unset it")
+    return found
 
 
 class CacheDisk:
