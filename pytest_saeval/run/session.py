@@ -189,7 +189,8 @@ class Session:
         for suite, _ in members:
             mine = {key: o.entry.unique_id for key, o in owners.items() if o.suite is suite}
             out[suite.path] = SuitePart(
-                results={uid: results[key] for key, uid in mine.items()},
+                # Named by unique id, as answered and wired results are (the fused id is the pass's own).
+                results={uid: dataclasses.replace(results[key], sae_id=uid) for key, uid in mine.items()},
                 provenance={uid: provenance_of(model, fused[key], tokens, settings, self.fingerprints)
                             for key, uid in mine.items()},
                 sae_cfgs={uid: sae_config(fused[key]) for key, uid in mine.items()},
