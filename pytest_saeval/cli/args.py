@@ -49,7 +49,7 @@ def _add_common(command: argparse.ArgumentParser) -> None:
     """Options of every command that evaluates."""
     command.add_argument("--device", default=None, metavar="D",
                          help="override every suite's model.device: auto, cpu, cuda or cuda:N")
-    command.add_argument("--no-cache", action="store_true", help="do not read or write the results and model-side caches")
+    command.add_argument("--no-cache", action="store_true", help="do not read or write the caches (file-keyed answers, results, model-side)")
     command.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
                          help="folder of the caches (default: .saeval-cache in the project's root, the nearest folder "
                          "above the suite with a pyproject.toml, pytest.ini, setup.cfg, tox.ini or setup.py; else "

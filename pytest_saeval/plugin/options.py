@@ -104,7 +104,7 @@ def add_options(parser: pytest.Parser) -> None:
                     help="write a self-contained HTML report (gate table and the SAE Lens evals plots) to PAGE "
                          "(ini: saeval_report)")
     group.addoption("--saeval-no-cache", dest="saeval_no_cache", action="store_true", default=False,
-                    help="do not read or write the results and model-side caches (ini: saeval_cache = false)")
+                    help="do not read or write the caches: file-keyed answers, results, model-side (ini: saeval_cache = false)")
     group.addoption("--saeval-cache-dir", dest="saeval_cache_dir", default=None, metavar="DIR",
                     help="folder of the caches (ini: saeval_cache_dir)")
     parser.addini("saeval_thresholds", type="args", default=["thresholds/*.yaml"],
