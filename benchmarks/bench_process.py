@@ -129,11 +129,13 @@ def measure(label: str, suite: Path, work: Path, repeats: int) -> dict[str, dict
     for command in ("saeval run", "pytest"):
         found: dict[str, list[Timing]] = {state: [] for state in STATES}
         for r in range(repeats):
-            for state, env in (("cold, today", today), ("cold", base)):
+            colds = [("cold, today", today), ("cold", base)]
+            for state, env in colds if r % 2 == 0 else colds[::-1]:  # each goes first in every other repeat
                 cache = work / f"cache-{label}-{command}-{state}-{r}".replace(" ", "_").replace(",", "")
                 argv, cwd = commands(suite, cache)[command]
                 found[state].append(timed_process(argv, cwd, env))
-            argv, cwd = commands(suite, cache)[command]  # the cache the last cold run filled
+            cache = work / f"cache-{label}-{command}-cold-{r}".replace(" ", "_")  # filled by the cold run
+            argv, cwd = commands(suite, cache)[command]
             found["warm, today"].append(timed_process(argv, cwd, today))
             found["file-keyed warm"].append(timed_process(argv, cwd, base))
             (cache / "filehashes.json").unlink()
