@@ -172,6 +172,11 @@ class OutputError(SaevalError):
     ``cannot write X: reason``. What was there before stays as it was."""
 
 
+class ShardError(SaevalError):
+    """Shard outputs that do not make one verdict: a shard missing or given twice, shards of different
+    partitions or selections, a result recorded twice or differently, a suite file changed since."""
+
+
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest candidates, or ``""`` when nothing is close."""
     close = difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)

@@ -25,7 +25,8 @@ stops a self-referencing object)."""
 def to_plain(obj: object, *, nonfinite: Literal["keep", "null"] = "keep", _depth: int = 0) -> JSON:
     """``obj`` as builtins: ``None``, ``bool``, ``int``, ``float``, ``str``, lists and string-keyed dicts.
 
-    Integers (numpy's too) become ``int``, reals ``float`` (``nonfinite="null"``: NaN and infinities
+    Integers (numpy's too) become ``int``, numpy's ``bool_`` and other zero-dimensional arrays or tensors
+    their ``item()``, reals ``float`` (``nonfinite="null"``: NaN and infinities
     become ``None``, as JSON outputs need), ``str`` subclasses (``torch.__version__``) ``str``;
     mappings become dicts with string keys, lists, tuples and sets become lists, objects with
     ``to_dict()`` that dict, other dataclasses the dict of their fields. Anything else is ``str(obj)``,
@@ -45,6 +46,9 @@ def to_plain(obj: object, *, nonfinite: Literal["keep", "null"] = "keep", _depth
     if isinstance(obj, (list, tuple, set, frozenset)):
         items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
         return [walk(v) for v in items]
+    item = getattr(obj, "item", None)
+    if getattr(obj, "shape", None) == () and callable(item):
+        return walk(item())  # numpy's bool_ and other zero-dimensional scalars (a 0-d tensor too)
     to_dict = getattr(obj, "to_dict", None)
     if callable(to_dict) and not isinstance(obj, type):
         try:

@@ -1,15 +1,17 @@
 """The ``saeval`` command: run suite files outside pytest.
 
 ``saeval run SUITE.yaml... [--output-dir DIR] [--device D] [--update-baseline[-force]] [--no-cache]
-[--cache-dir DIR] [--report PAGE.html] [--no-progress] [-v]``, ``saeval init [SUITE.yaml] ...``,
-``saeval schema`` (see ``--help``; the options in :mod:`.args`, the commands in :mod:`.commands`,
-SIGINT / SIGTERM in :mod:`.signals`).
+[--cache-dir DIR] [--report PAGE.html] [--shard K/N] [--no-progress] [-v]``, ``saeval merge DIR...
+--output-dir OUT [--report PAGE.html] [--update-baseline[-force]]`` (the shards of one partition into one
+verdict), ``saeval init [SUITE.yaml] ...``, ``saeval schema`` (see ``--help``; the options in :mod:`.args`,
+the commands in :mod:`.commands`, SIGINT / SIGTERM in :mod:`.signals`).
 
 Prints one table per suite (SAE x gated metric: value, bound, PASS/FAIL), the failed gates and
 any provenance notes on stdout. A progress bar goes to stderr when it is a terminal; warnings (a
 cache that cannot be used) are one ``saeval: warning: ...`` line each.
 
-Exit codes: 0 every gate passed, 1 a gate failed, 2 bad input or something that cannot be written
+Exit codes: 0 every gate passed, 1 a gate failed, 2 bad input or something that cannot be written (for
+``merge`` also a shard missing, doubled or inconsistent)
 (one line on stderr, ``saeval: error: file:line: key: message. Fix: ...``, no traceback; ``-v`` shows
 a long message whole), 3 an internal error (a bug: the traceback is printed so it can be reported),
 130 / 143 stopped by SIGINT / SIGTERM (one line). A signal that arrives while the outputs, report,
@@ -78,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Signals], int]] = {
-    "run": commands.run, "init": commands.init, "schema": commands.schema}
+    "run": commands.run, "merge": commands.merge, "init": commands.init, "schema": commands.schema}
 
 
 def _interrupted(e: KeyboardInterrupt) -> int:

@@ -1,5 +1,5 @@
-"""The ``saeval`` command line: ``run``, ``init`` and ``schema`` and their options (argparse, with usage
-errors returned to :func:`pytest_saeval.cli.main` instead of exiting)."""
+"""The ``saeval`` command line: ``run``, ``init``, ``merge`` and ``schema`` and their options (argparse, with
+usage errors returned to :func:`pytest_saeval.cli.main` instead of exiting)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="saeval", description="Gate trained sparse autoencoders (SAEs) with threshold files.")
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run(sub)
+    _add_merge(sub)
     _add_init(sub)
     sub.add_parser(
         "schema",
@@ -45,15 +46,18 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+_CACHE_DIR_HELP = ("folder of the caches (default: .saeval-cache in the project's root, the nearest folder above the "
+                   "suite with a pyproject.toml, pytest.ini, setup.cfg, tox.ini or setup.py; else next to the suite; "
+                   "$SAEVAL_CACHE_DIR overrides both)")
+
+
 def _add_common(command: argparse.ArgumentParser) -> None:
     """Options of every command that evaluates."""
     command.add_argument("--device", default=None, metavar="D",
                          help="override every suite's model.device: auto, cpu, cuda or cuda:N")
-    command.add_argument("--no-cache", action="store_true", help="do not read or write the caches (file-keyed answers, results, model-side)")
-    command.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
-                         help="folder of the caches (default: .saeval-cache in the project's root, the nearest folder "
-                         "above the suite with a pyproject.toml, pytest.ini, setup.cfg, tox.ini or setup.py; else "
-                         "next to the suite; $SAEVAL_CACHE_DIR overrides both)")
+    command.add_argument("--no-cache", action="store_true",
+                         help="do not read or write the caches (file-keyed answers, results, model-side)")
+    command.add_argument("--cache-dir", type=Path, default=None, metavar="DIR", help=_CACHE_DIR_HELP)
     command.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     command.add_argument("-v", "--verbose", action="store_true", help="show long error messages whole")
 
@@ -75,7 +79,38 @@ def _add_run(sub: Any) -> None:
                      help="as --update-baseline, and record the values even when gates failed")
     run.add_argument("--report", type=Path, default=None, metavar="PAGE.html",
                      help="write a self-contained HTML report (gate table and the SAE Lens evals plots)")
+    run.add_argument("--shard", default=None, metavar="K/N",
+                     help="evaluate only shard K of N (numbered from 1) of the suites' evaluation groups, and record "
+                     "it in --output-dir for `saeval merge`; `auto` reads the CI system's index variables "
+                     "(default: $SAEVAL_SHARD)")
     _add_common(run)
+
+
+def _add_merge(sub: Any) -> None:
+    merge = sub.add_parser(
+        "merge",
+        help="merge the output folders of the N shards of one partition into one verdict (no model is loaded)",
+        description="Check that the folders hold all N shards of one partition, each once, then write the merged "
+        "outputs and report, and check every gate again from the recorded values (no model is loaded). "
+        "Exit 0: every gate passed; 1: a gate failed; 2: a shard is missing, doubled or inconsistent.",
+    )
+    merge.add_argument("folders", nargs="+", metavar="DIR", help="the --output-dir folders of the shards")
+    merge.add_argument("--output-dir", type=Path, required=True, metavar="OUT",
+                       help="write the merged per-SAE JSON, all_eval_results.json/.csv and summary.md here")
+    merge.add_argument("--report", type=Path, default=None, metavar="PAGE.html",
+                       help="write the self-contained HTML report of the merged run")
+    merge.add_argument("--update-baseline", action="store_true",
+                       help="rewrite each suite's baseline file from the merged results (instead of in the shards; "
+                       "from the suites' own inputs only; nothing is written when a gate failed)")
+    merge.add_argument("--update-baseline-force", action="store_true",
+                       help="as --update-baseline, and record the values even when gates failed")
+    merge.add_argument("--no-cache", action="store_true",
+                       help="do not keep the shards' timings in the cache folder for the next partition (a merge "
+                       "keeps them only when every gate passed)")
+    merge.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                       help="cache folder that keeps the timings (default: as for saeval run, from the first "
+                       "merged suite)")
+    merge.add_argument("-v", "--verbose", action="store_true", help="show long error messages whole")
 
 
 def _add_init(sub: Any) -> None:

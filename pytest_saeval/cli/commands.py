@@ -1,10 +1,13 @@
-"""What ``saeval run``, ``saeval init`` and ``saeval schema`` do. The run's modules (and torch) are
-imported inside the commands, so the signal handlers are in place within milliseconds of start."""
+"""What ``saeval run``, ``saeval merge``, ``saeval init`` and ``saeval schema`` do. The run's modules (and
+torch) are imported inside the commands, so the signal handlers are in place within milliseconds of start;
+``merge`` never imports torch."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +19,13 @@ from pytest_saeval.settings import is_device
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_saeval.propose import MarginPolicy
+    from pytest_saeval.report.finish import FinishOptions
+    from pytest_saeval.run.outcome import SuiteRun
     from pytest_saeval.run.session import RunOptions
+    from pytest_saeval.run.shards import ShardPlan
+    from pytest_saeval.spec.suite import Suite
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_OK", "init", "run", "schema"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_OK", "init", "merge", "run", "schema"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -57,7 +64,7 @@ def _is_file(path: Path | None) -> bool:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    _check_device(args.device)
+    _check_device(getattr(args, "device", None))
     output_dir, cache_dir = getattr(args, "output_dir", None), getattr(args, "cache_dir", None)
     if _is_file(output_dir):
         raise InputError("the output folder is a file", fix="give --output-dir a folder (it is created when missing)",
@@ -80,24 +87,61 @@ def is_terminal(stream: Any) -> bool:
         return False
 
 
+def _cache_folder(args: argparse.Namespace, folder: Path) -> Path:
+    """``--cache-dir``, else ``.saeval-cache`` in the project's root above ``folder`` (a suite's), else in
+    ``folder`` (see ``--cache-dir``)."""
+    from pytest_saeval.sources.common import project_root
+    from pytest_saeval.store.folder import default_cache_dir
+
+    return args.cache_dir or default_cache_dir(project_root(folder.absolute()) or folder.absolute())
+
+
 def _run_options(args: argparse.Namespace, suite: Path, *, recording_baseline: bool = False) -> RunOptions:
     """The run's options from the command line; the caches default to the project's root (see ``--cache-dir``)."""
     from pytest_saeval.run.session import RunOptions
-    from pytest_saeval.sources.common import project_root
-    from pytest_saeval.store.folder import default_cache_dir, file_keyed_from_env
+    from pytest_saeval.store.folder import file_keyed_from_env
 
-    root = project_root(suite.absolute().parent) or suite.absolute().parent
     return RunOptions(device=args.device, progress=not args.no_progress and is_terminal(sys.stderr),
-                      use_cache=not args.no_cache, cache_dir=args.cache_dir or default_cache_dir(root),
+                      use_cache=not args.no_cache, cache_dir=_cache_folder(args, suite.parent),
                       recording_baseline=recording_baseline, file_keyed=file_keyed_from_env())
 
 
+def _shard_plan(args: argparse.Namespace, suites: Sequence[Suite], options: RunOptions) -> ShardPlan | None:
+    """``--shard K/N`` (else ``$SAEVAL_SHARD``): the partition of the suites' work, seen from shard K."""
+    from pytest_saeval.run.plan import entries_of
+    from pytest_saeval.run.shards import plan_shards, shard_from
+    from pytest_saeval.store.timings import load_timings
+
+    shard = shard_from(args.shard, key="--shard")
+    if shard is None:
+        return None
+    selection = [(s, {e.unique_id: e.spec.metrics for e in entries_of(s)}) for s in suites]
+    return plan_shards(shard, selection, device=args.device,
+                       timings=load_timings(options.cache_dir if options.use_cache else None))
+
+
+def _finished(runs: Sequence[SuiteRun], options: FinishOptions, signals: Signals, errors: Sequence[str] = ()) -> int:
+    """Write what ``options`` asks for, say what was written; 0 / 1 by the gates (a write problem: exit 2)."""
+    from pytest_saeval.report.finish import finish
+
+    with signals.deferred():
+        done = finish(runs, options, errors)
+    for line in done.lines:
+        print(f"saeval: {line}")
+    if done.problems:
+        raise done.problems[0][1]
+    return EXIT_OK if all(r.passed for r in runs) else EXIT_FAILED
+
+
 def run(args: argparse.Namespace, signals: Signals) -> int:
-    """``saeval run``: evaluate, print the tables, write what was asked; 0 / 1 by the gates."""
-    from pytest_saeval.report.finish import FinishOptions, finish
+    """``saeval run``: evaluate (one shard's suites with ``--shard``), print the tables, write what was asked;
+    0 / 1 by the gates."""
+    from pytest_saeval.report.finish import FinishOptions
+    from pytest_saeval.report.shardfile import clear_shard_record
     from pytest_saeval.report.table import command_lines
     from pytest_saeval.run import session
     from pytest_saeval.run.quiet import quiet_libraries
+    from pytest_saeval.run.shards import suite_name
     from pytest_saeval.spec.loader import load_suites
 
     _check_args(args)
@@ -105,18 +149,47 @@ def run(args: argparse.Namespace, signals: Signals) -> int:
     recording = args.update_baseline or args.update_baseline_force
     # a missing baseline (value) leaves its gates unchecked: this run records it
     options = _run_options(args, suites[0].path, recording_baseline=recording)
+    plan = _shard_plan(args, suites, options)
+    if plan is not None:
+        if args.output_dir is not None:
+            clear_shard_record(args.output_dir)  # until this shard has finished, its folder is not a shard
+        print(f"saeval: {plan.describe()}")
+        suites = [s for s in suites if plan.owns_suite(suite_name(s.path))]
     with quiet_libraries():
-        runs = session.Session(options).run(suites)
+        runs = session.Session(options).run(suites) if suites else []
     for line in command_lines(runs):
         print(line)
-    with signals.deferred():
-        done = finish(runs, FinishOptions(output_dir=args.output_dir, report=args.report, update_baseline=recording,
-                                          force_baseline=args.update_baseline_force, strict_baselines=True))
-    for line in done.lines:
-        print(f"saeval: {line}")
-    if done.problems:
-        raise done.problems[0][1]
-    return EXIT_OK if all(r.passed for r in runs) else EXIT_FAILED
+    return _finished(runs, FinishOptions(
+        output_dir=args.output_dir, report=args.report, update_baseline=recording,
+        force_baseline=args.update_baseline_force, strict_baselines=True, shard=plan,
+        timings_dir=options.cache_dir if options.use_cache else None), signals)
+
+
+def merge(args: argparse.Namespace, signals: Signals) -> int:
+    """``saeval merge``: the shards' output folders into one verdict (no model, no torch); 0 / 1 by the gates,
+    2 when a shard is missing, doubled or inconsistent."""
+    from pytest_saeval.report.finish import FinishOptions
+    from pytest_saeval.report.merge import merge_shards
+    from pytest_saeval.report.table import command_lines
+
+    out = Path(os.path.abspath(args.output_dir))
+    if any(Path(os.path.abspath(f)) == out for f in args.folders):
+        raise InputError("the merged outputs would overwrite a shard's folder", fix="give --output-dir a new folder",
+                         file=str(args.output_dir), key="--output-dir")
+    _check_args(args)
+    merged = merge_shards(args.folders)
+    for line in command_lines(merged.runs):
+        print(line)
+    for note in merged.notes:
+        print(f"saeval: {note}")
+    # Only a passing merge keeps the timings: a shard re-run after a failing one gets its siblings' partition.
+    keep = not args.no_cache and merged.passed
+    first = merged.runs[0].suite.path.parent if merged.runs else Path.cwd()
+    timings = _cache_folder(args, first) if keep else None
+    return _finished(merged.runs, FinishOptions(
+        output_dir=args.output_dir, report=args.report, update_baseline=args.update_baseline or args.update_baseline_force,
+        force_baseline=args.update_baseline_force, strict_baselines=True, timings_dir=timings), signals,
+        [e for s in merged.shards for e in s.errors])
 
 
 def init(args: argparse.Namespace, signals: Signals) -> int:

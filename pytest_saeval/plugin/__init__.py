@@ -3,8 +3,8 @@
 Each hook is a few lines that hand off to a plain module: :mod:`.options` (the ``--saeval-*``
 options), :mod:`.items` (suite files as tests), :mod:`.runner` (per-run state in ``config.stash``:
 what is selected, evaluated and reported), :mod:`.marker` (the ``saeval`` marker), :mod:`.xdist`
-(scheduling under pytest-xdist). Imports nothing heavy at import time: torch, TransformerLens and
-SAE Lens load when something is evaluated.
+(scheduling under pytest-xdist), :mod:`.sharding` (``--saeval-shard``). Imports nothing heavy at import
+time: torch, TransformerLens and SAE Lens load when something is evaluated.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_saeval.plugin import fixtures, marker, xdist
+from pytest_saeval.plugin import fixtures, marker, sharding, xdist
 from pytest_saeval.plugin.items import GateItem, SuiteFile, is_suite_file, tidy_report
 from pytest_saeval.plugin.options import PluginOptions, add_options
 from pytest_saeval.plugin.runner import RUNNER_KEY, Runner, get_runner
@@ -46,9 +46,10 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, p
     return report
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(trylast=True)  # after -k, -m and --deselect: a shard partitions what they selected
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    xdist.colocate_marked(config, items)
+    sharding.select_shard(config, items)
+    xdist.colocate_marked(config, items)  # of the shard's items
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -81,7 +82,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     runner = get_runner(session.config)
     if runner.is_worker:
         session.config.workeroutput["saeval"] = runner.to_wire()  # type: ignore[attr-defined]
-    elif not runner.finish() and session.exitstatus == pytest.ExitCode.OK:
+        return
+    finished = runner.finish(complete=sharding.complete(session))
+    sharding.exit_status(session)
+    if not finished and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

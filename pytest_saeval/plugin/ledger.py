@@ -30,6 +30,8 @@ class GateLedger:
     """Gate items collected (before deselection)."""
     selected: int = 0
     """Gate items selected to run (after deselection)."""
+    sharded: int = 0
+    """Gate items deselected because another shard runs them (``--saeval-shard``)."""
     reported: int = 0
     """Gate items that ran to a result: passed, failed, skipped, or an error in setup."""
     ran: set[tuple[Path, str, str]] = field(default_factory=set)
@@ -62,21 +64,25 @@ class GateLedger:
 
     def to_wire(self) -> dict[str, int]:
         """The counts as plain data (what a worker sends)."""
-        return {"collected": self.collected, "selected": self.selected, "reported": self.reported}
+        return {"collected": self.collected, "selected": self.selected, "sharded": self.sharded,
+                "reported": self.reported}
 
     def add_remote(self, counts: Mapping[str, Any]) -> None:
         """Take in a worker's counts: every worker collects and selects every item; each item runs on one."""
         self.collected = max(self.collected, int(counts.get("collected", 0)))
         self.selected = max(self.selected, int(counts.get("selected", 0)))
+        self.sharded = max(self.sharded, int(counts.get("sharded", 0)))
         self.reported += int(counts.get("reported", 0))
 
     def lines(self) -> list[str]:
         """What the summary says about gates that were collected but not run (nothing when all ran)."""
-        deselected = max(self.collected - self.selected, 0)
+        deselected = max(self.collected - self.selected - self.sharded, 0)
         not_run = max(self.selected - self.reported, 0)
-        if not deselected and not not_run:
+        if not deselected and not not_run and not self.sharded:
             return []
-        parts = [f"{deselected} deselected (-k, -m or deselection)"] if deselected else []
+        parts = [f"{self.sharded} in other shards"] if self.sharded else []
+        if deselected:
+            parts.append(f"{deselected} deselected (-k, -m or deselection)")
         if not_run:
             parts.append(f"{not_run} not run (pytest stopped early: -x, --maxfail or an interruption)")
         return [f"{self.collected} gates collected: {', '.join(parts)}; the summary, outputs and baselines "

@@ -9,10 +9,14 @@ import pytest
 
 from pytest_saeval.errors import SaevalError
 from pytest_saeval.fileio import write_problem
+from pytest_saeval.run.shards import Shard, shard_from
 from pytest_saeval.settings import is_device
 from pytest_saeval.store.folder import file_keyed_from_env
 
-__all__ = ["PluginOptions", "add_options"]
+__all__ = ["SHARD_OTHERS", "PluginOptions", "add_options"]
+
+SHARD_OTHERS: tuple[str, ...] = ("first", "all", "none")
+"""Where the tests that are not gate tests run in a sharded session: shard 1, every shard, no shard."""
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,22 @@ class PluginOptions:
     """``--saeval-report`` / ``saeval_report``: the self-contained HTML report to write."""
     thresholds: tuple[str, ...] = ("thresholds/*.yaml",)
     """``saeval_thresholds``: globs, relative to the rootdir, of the suite files to collect."""
+    shard: Shard | None = None
+    """``--saeval-shard K/N`` (else ``$SAEVAL_SHARD``): run only shard K of N of the gate tests' evaluation groups."""
+    shard_others: str = "first"
+    """``--saeval-shard-others`` / ``saeval_shard_others``: which shards run the tests that are not gate tests
+    (one of :data:`SHARD_OTHERS`)."""
 
     def __post_init__(self) -> None:
         if self.device is not None and not is_device(self.device):
             raise pytest.UsageError(
                 f"--saeval-device must be auto, cpu, cuda or cuda:N, got {self.device!r}. "
                 "Fix: pass e.g. --saeval-device cpu or --saeval-device cuda:0"
+            )
+        if self.shard_others not in SHARD_OTHERS:
+            raise pytest.UsageError(
+                f"--saeval-shard-others must be one of {', '.join(SHARD_OTHERS)}, got {self.shard_others!r}. "
+                "Fix: first (shard 1 runs the other tests), all (every shard) or none (no shard)"
             )
         object.__setattr__(self, "thresholds", tuple(self.thresholds))
         for flag, path, folder in (("--saeval-output-dir", self.output_dir, True), ("--saeval-report", self.report, False)):
@@ -67,10 +81,13 @@ class PluginOptions:
 
         device = config.getoption("saeval_device") or config.getini("saeval_device") or None
         try:
+            shard = shard_from(config.getoption("saeval_shard"), key="--saeval-shard")
             file_keyed = file_keyed_from_env()
         except SaevalError as e:
-            raise pytest.UsageError(str(e)) from e
+            raise pytest.UsageError(str(e)) from None
         return cls(
+            shard=shard,
+            shard_others=config.getoption("saeval_shard_others") or config.getini("saeval_shard_others") or "first",
             device=device,
             output_dir=path_option("saeval_output_dir", "saeval_output_dir"),
             update_baseline=bool(config.getoption("saeval_update_baseline") or config.getoption("saeval_update_baseline_force")),
@@ -107,6 +124,13 @@ def add_options(parser: pytest.Parser) -> None:
                     help="do not read or write the caches: file-keyed answers, results, model-side (ini: saeval_cache = false)")
     group.addoption("--saeval-cache-dir", dest="saeval_cache_dir", default=None, metavar="DIR",
                     help="folder of the caches (ini: saeval_cache_dir)")
+    group.addoption("--saeval-shard", dest="saeval_shard", default=None, metavar="K/N",
+                    help="run only shard K of N (numbered from 1) of the gate tests' evaluation groups and record it "
+                         "in --saeval-output-dir for `saeval merge`; auto reads the CI system's index variables "
+                         "(default: $SAEVAL_SHARD)")
+    group.addoption("--saeval-shard-others", dest="saeval_shard_others", default=None, choices=SHARD_OTHERS,
+                    help="with --saeval-shard: which shards run the tests that are not gate tests: first (shard 1, "
+                         "the default), all or none (ini: saeval_shard_others)")
     parser.addini("saeval_thresholds", type="args", default=["thresholds/*.yaml"],
                   help="globs (relative to the rootdir) of suite files collected as tests")
     parser.addini("saeval_device", default="", help="default for --saeval-device")
@@ -114,4 +138,5 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("saeval_report", default="", help="default for --saeval-report (relative to the ini file)")
     parser.addini("saeval_suite", default="", help="default for --saeval-suite (relative to the ini file)")
     parser.addini("saeval_cache", type="bool", default=True, help="read and write the results and model-side caches (default true)")
+    parser.addini("saeval_shard_others", default="", help="default for --saeval-shard-others (first, all or none)")
     parser.addini("saeval_cache_dir", default="", help="default for --saeval-cache-dir (relative to the ini file)")

@@ -38,6 +38,7 @@ from pytest_saeval.run.outcome import SuiteRun, merge_runs
 from pytest_saeval.run.plan import Overrides, SAEEntry, entries_of, group_key
 from pytest_saeval.run.quiet import quiet_libraries
 from pytest_saeval.run.session import RunOptions, Session
+from pytest_saeval.run.shards import ShardPlan
 from pytest_saeval.run.wire import run_from_wire, run_to_wire
 from pytest_saeval.spec.gates import Gate
 from pytest_saeval.spec.loader import load_suite
@@ -125,6 +126,10 @@ class Runner:
         self._unit_runs: list[SuiteRun] = []
         self.ledger = GateLedger()
         """Gate items collected, selected and run (here and, on the controller, in the workers)."""
+        self.shard_plan: ShardPlan | None = None
+        """With ``--saeval-shard``: the partition, from this process's collection or a worker's."""
+        self.shard_deselected = 0
+        """Items the shard deselected (in this process, or the most any worker did)."""
 
     # -- suites and collection ------------------------------------------------------------------
     @property
@@ -156,6 +161,11 @@ class Runner:
         if key not in self._suites:
             self._suites[key] = load_suite(self.display_path(key))
         return self._suites[key]
+
+    @property
+    def cache_folder(self) -> Path | None:
+        """The caches' folder (``--saeval-cache-dir``, else ``.saeval-cache`` in the rootdir); ``None`` when off."""
+        return (self.options.cache_dir or default_cache_dir(self.config.rootpath)) if self.options.use_cache else None
 
     @property
     def session(self) -> Session:
@@ -330,7 +340,9 @@ class Runner:
         """What a worker sends to the controller: plain data only."""
         return to_plain({"worker": self.worker_id, "evaluations": self.evaluations, "errors": self.errors,
                          "runs": [run_to_wire(r) for r in [*self.runs, *self.ledger.only_ran(self._unit_runs)]],
-                         "gates": self.ledger.to_wire()})
+                         "gates": self.ledger.to_wire(),
+                         "shard": self.shard_plan.to_dict() if self.shard_plan is not None else None,
+                         "shard_deselected": self.shard_deselected})
 
     def add_remote(self, payload: Mapping[str, Any] | None) -> None:
         """Take in a worker's results (on the controller)."""
@@ -344,25 +356,33 @@ class Runner:
         for data in payload.get("runs", []):
             self.runs.append(run_from_wire(data, self.load_suite))
         self.ledger.add_remote(payload.get("gates") or {})
+        if payload.get("shard") and self.shard_plan is None:
+            self.shard_plan = ShardPlan.from_dict(payload["shard"])
+        self.shard_deselected = max(self.shard_deselected, int(payload.get("shard_deselected", 0)))
 
     def merged(self) -> list[SuiteRun]:
         """Every run of this process and its workers (of gate items, the gates that ran), one per suite file."""
         return merge_runs([*self.runs, *self.ledger.only_ran(self._unit_runs)])
 
-    def finish(self) -> bool:
-        """Write the outputs, the report and the baselines (controller or single process); False when that failed."""
-        done = finish(self.merged(), FinishOptions(output_dir=self.options.output_dir, report=self.options.report,
-                                                   update_baseline=self.options.update_baseline,
-                                                   force_baseline=self.options.force_baseline,
-                                                   force_flag="--saeval-update-baseline-force",
-                                                   display=self.display_path), self.errors)
+    def finish(self, complete: bool = True) -> bool:
+        """Write the outputs, the report and the baselines (controller or single process); False when that failed.
+
+        ``complete``: the session ran everything it selected (a shard records itself only then).
+        """
+        opts = self.options
+        done = finish(self.merged(), FinishOptions(
+            output_dir=opts.output_dir, report=opts.report, update_baseline=opts.update_baseline,
+            force_baseline=opts.force_baseline, force_flag="--saeval-update-baseline-force", display=self.display_path,
+            shard=self.shard_plan, shard_complete=complete, surface="pytest", timings_dir=self.cache_folder), self.errors)
         self.finish_lines.extend(done.lines)
         self.finish_lines.extend(f"ERROR {what}: {e}" for what, e in done.problems)
         return done.ok
 
     def summary(self) -> list[str]:
         """The lines of the terminal summary section."""
-        return [*summary_lines(self.merged(), self.evaluations, self.errors), *self.ledger.lines(), *self.finish_lines]
+        shard = [self.shard_plan.describe()] if self.shard_plan is not None else []
+        return [*shard, *summary_lines(self.merged(), self.evaluations, self.errors), *self.ledger.lines(),
+                *self.finish_lines]
 
 
 RUNNER_KEY = pytest.StashKey[Runner]()

@@ -1,7 +1,11 @@
 """Writers for run outputs: per-SAE JSON, ``all_eval_results.json`` / ``.csv``.
 
 The per-SAE JSON has SAE Lens's eval-output keys (``unique_id sae_set sae_id eval_cfg metrics
-feature_metrics sae_cfg``) with ``metrics`` flat, plus ``gates`` and ``provenance``. Non-finite
+feature_metrics sae_cfg``) with ``metrics`` flat, plus ``hook_name``, ``hook_head_index``, ``d_in``,
+``d_sae``, ``gates`` (each with the baseline value it was checked against), ``provenance``,
+``intervals``, ``notes`` (with ``notes_loud``: whether each is about other inputs than the baseline's) and
+``inputs`` (what replaced the suite's own sources, see :class:`~pytest_saeval.run.outcome.Inputs`) --
+everything :mod:`.readback` needs to rebuild the run. Non-finite
 numbers are written as ``null`` (never as a number such as SAE Lens's ``-1``, which a later gate
 could read as a value). The files of one run are written all or none (:func:`~pytest_saeval.fileio.atomic_write_many`):
 a full disk leaves the previous outputs as they were.
@@ -42,12 +46,12 @@ def _gate_records(run: SuiteRun, uid: str, metrics: dict[str, float]) -> list[di
     """The record's ``gates``: every checked gate, then the ones left unchecked (no baseline value yet)."""
     checked: list[dict[str, object]] = [
         {"metric": c.gate.metric, "bound": c.gate.text, "value": c.result.value, "passed": c.passed,
-         "message": c.result.message, "line": c.gate.line}
+         "message": c.result.message, "line": c.gate.line, "baseline": c.result.baseline_value}
         for c in run.checks if c.sae_id == uid
     ]
     return checked + [
         {"metric": gate.metric, "bound": gate.text, "value": metrics.get(gate.metric, math.nan), "passed": None,
-         "message": "not checked: the baseline has no value yet", "line": gate.line}
+         "message": "not checked: the baseline has no value yet", "line": gate.line, "baseline": None}
         for sae_id, gate in run.unchecked if sae_id == uid
     ]
 
@@ -71,10 +75,13 @@ def result_records(runs: Iterable[SuiteRun]) -> list[dict[str, Any]]:
                 "sae_cfg": run.sae_cfgs.get(uid, {}),
                 "hook_name": result.hook_name,
                 "hook_head_index": result.hook_head_index,
+                "d_in": result.d_in,
+                "d_sae": result.d_sae,
                 "gates": _gate_records(run, uid, result.metrics),
                 "provenance": run.provenance[uid].to_dict() if uid in run.provenance else {},
                 "intervals": run.intervals_of(uid),
                 "notes": [n.text for n in run.notes if n.sae_id == uid],
+                "notes_loud": [n.loud for n in run.notes if n.sae_id == uid],
                 "inputs": run.inputs,
             }, nonfinite="null")
             assert isinstance(record, dict)
@@ -133,7 +140,7 @@ def _csv_text(records: Sequence[dict[str, Any]]) -> str:
     rows = []
     for rec in records:
         flat: dict[str, Any] = {}
-        for key in ("unique_id", "sae_set", "sae_id", "hook_name", "hook_head_index"):
+        for key in ("unique_id", "sae_set", "sae_id", "hook_name", "hook_head_index", "d_in", "d_sae"):
             flat[key] = rec.get(key)
         for key in ("eval_cfg", "metrics", "provenance", "sae_cfg"):
             _flatten(key, rec.get(key, {}), flat)

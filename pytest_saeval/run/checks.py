@@ -18,7 +18,7 @@ from pytest_saeval.spec.gates import Gate, Mode
 from pytest_saeval.spec.suite import Suite
 from pytest_saeval.spec.verdict import GateResult, check_gate
 
-__all__ = ["GateCheck", "check_one", "check_suite", "no_baseline_reason"]
+__all__ = ["GateCheck", "check_fixed", "check_one", "check_suite", "check_with", "no_baseline_reason"]
 
 
 @dataclass(frozen=True)
@@ -74,17 +74,25 @@ def check_suite(suite: Suite, entries: Sequence[SAEEntry], results: Mapping[str,
             if recording and gate.uses_baseline and (
                 baseline is None or baseline.value(entry.unique_id, gate.metric) is None
             ):
-                fixed = _fixed_part(gate)
-                check = (check_one(suite, entry.unique_id, fixed, result.metrics, None, intervals.get(entry.unique_id))
-                         if fixed is not None else None)
+                check = check_fixed(suite, entry.unique_id, gate, result.metrics, intervals.get(entry.unique_id))
                 if check is not None and not check.passed:
-                    checks.append(dataclasses.replace(check, gate=gate, partial=True))
+                    checks.append(check)
                 else:
                     unchecked.append((entry.unique_id, gate))
                 continue
             checks.append(check_one(suite, entry.unique_id, gate, result.metrics, baseline,
                                     intervals.get(entry.unique_id)))
     return checks, unchecked
+
+
+def check_fixed(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float],
+                intervals: Mapping[str, Interval] | None = None) -> GateCheck | None:
+    """Check only the fixed bounds of a baseline-relative gate (its baseline value is being recorded): a
+    ``partial`` check of ``gate``, or ``None`` when every bound is relative to the baseline."""
+    fixed = _fixed_part(gate)
+    if fixed is None:
+        return None
+    return dataclasses.replace(check_with(suite, sae_id, fixed, metrics, None, intervals), gate=gate, partial=True)
 
 
 def _fixed_part(gate: Gate) -> Gate | None:
@@ -98,7 +106,6 @@ def _fixed_part(gate: Gate) -> Gate | None:
 def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float], baseline: Baseline | None,
               intervals: Mapping[str, Interval] | None = None) -> GateCheck:
     """Check one gate; a metric the engine did not produce is NaN (and so fails, never passes)."""
-    value = metrics.get(gate.metric, math.nan)
     base = baseline.value(sae_id, gate.metric) if (baseline is not None and gate.uses_baseline) else None
     if gate.uses_baseline and base is None:
         raise BaselineError(
@@ -106,6 +113,14 @@ def check_one(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float
             fix="record it with `pytest --saeval-update-baseline` or `saeval run --update-baseline`",
             file=str(suite.path), line=gate.line, key=gate.key, subject=Subject(suite=str(suite.path), sae=sae_id),
         )
+    return check_with(suite, sae_id, gate, metrics, base, intervals)
+
+
+def check_with(suite: Suite, sae_id: str, gate: Gate, metrics: Mapping[str, float], base: float | None,
+               intervals: Mapping[str, Interval] | None = None) -> GateCheck:
+    """Check one gate against a known baseline value (``None`` for a gate without ``baseline``): how
+    :func:`check_one` ends, and how merged shards re-check their recorded values."""
+    value = metrics.get(gate.metric, math.nan)
     interval = gate_interval(intervals, gate.metric)
     mode: Mode = "interval" if (suite.gate_mode == "interval" and interval is not None) else "point"
     return GateCheck(suite.path, sae_id, gate, check_gate(gate, value, base, interval=interval, mode=mode))

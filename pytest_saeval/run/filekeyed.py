@@ -67,6 +67,9 @@ class SuitePart:
     """Each SAE's bootstrap intervals."""
     context_size: int
     """Tokens per row of the evaluated token array."""
+    seconds: float | None = None
+    """The suite's share of its group's loading and pass (None when answered: nothing was timed, and the
+    timings kept for balancing shards stay those of the last evaluation)."""
 
 
 @dataclass(frozen=True)

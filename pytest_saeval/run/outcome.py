@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pytest_saeval.engine.results import SAEResult
 from pytest_saeval.plain import JSON
@@ -15,7 +16,9 @@ from pytest_saeval.run.provenance import Note, Provenance
 from pytest_saeval.spec.gates import Gate
 from pytest_saeval.spec.suite import Suite
 
-__all__ = ["EvalConfig", "Inputs", "SuiteRun", "merge_runs"]
+__all__ = ["EvalConfig", "Inputs", "SuiteRun", "merge_runs", "only"]
+
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,15 @@ class Inputs:
     def describe(self) -> str:
         """``""`` for the suite's own inputs, else ``" (with saeval_tokens from tests/conftest.py)"``."""
         return "" if self.own else " (with " + ", ".join(self.overridden) + ")"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object] | None) -> Inputs:
+        """Rebuild from its plain data (``{"overridden": [...], "model_xxh3": ..., "tokens_xxh3": ...}``);
+        ``None`` or ``{}``: the suite's own inputs, hashes unknown."""
+        data = data or {}
+        overridden = data.get("overridden") or ()
+        return cls(overridden=tuple(str(x) for x in overridden),  # type: ignore[attr-defined]
+                   model_xxh3=str(data.get("model_xxh3") or ""), tokens_xxh3=str(data.get("tokens_xxh3") or ""))
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,9 @@ class SuiteRun:
     (see :mod:`pytest_saeval.run.intervals`); shown next to values in messages and reports."""
     inputs: Inputs = field(default_factory=Inputs)
     """What this evaluation ran on: runs of one suite on different inputs stay apart."""
+    seconds: float | None = None
+    """Wall-clock seconds of the suite's evaluation: its share (by SAE count) of its group's loading and
+    pass; ``None`` when not measured. Kept for balancing later shards, never written to the outputs."""
 
     @property
     def title(self) -> str:
@@ -129,12 +144,28 @@ class SuiteRun:
         return len(order), sae_id, 0
 
 
+def only(run: SuiteRun, keep: Callable[[str], bool]) -> SuiteRun:
+    """``run`` with only the SAEs whose unique id ``keep`` accepts (their results, checks and notes)."""
+    return dataclasses.replace(
+        run,
+        entries=[e for e in run.entries if keep(e.unique_id)],
+        results={u: r for u, r in run.results.items() if keep(u)},
+        checks=[c for c in run.checks if keep(c.sae_id)],
+        provenance={u: p for u, p in run.provenance.items() if keep(u)},
+        sae_cfgs={u: c for u, c in run.sae_cfgs.items() if keep(u)},
+        notes=[n for n in run.notes if keep(n.sae_id)],
+        unchecked=[(u, g) for u, g in run.unchecked if keep(u)],
+        intervals={u: i for u, i in run.intervals.items() if keep(u)},
+    )
+
+
 def merge_runs(runs: Iterable[SuiteRun]) -> list[SuiteRun]:
     """Merge partial runs of one suite on the same inputs (e.g. from several workers) into one.
 
     Runs of one suite on different inputs (a conftest override, other content) stay apart. Suites
-    are ordered by path, the suite's own inputs first; SAEs and gates follow the suite file's order,
-    so the merged result does not depend on which process evaluated what.
+    are ordered by path, the suite's own inputs first; SAEs (their results too) and gates follow the
+    suite file's order, notes their SAE ids' order, so the merged result does not depend on which
+    process evaluated what.
     """
     by_key: dict[tuple[str, bool, Inputs], list[SuiteRun]] = {}
     for run in runs:
@@ -160,10 +191,18 @@ def _merge(parts: list[SuiteRun]) -> SuiteRun:
         for uid, gate in part.unchecked:
             unchecked.setdefault((uid, gate.metric), (uid, gate))
         out.notes.extend(n for n in part.notes if n not in out.notes)
-    ranked = dataclasses.replace(out, entries=list(entries.values()))
+    timed = [p.seconds for p in parts if p.seconds is not None]
+    ranked = dataclasses.replace(out, entries=list(entries.values()), seconds=sum(timed) if timed else None)
+
+    def by_sae(found: dict[str, _V]) -> dict[str, _V]:
+        return {uid: found[uid] for uid in sorted(found, key=lambda uid: ranked.gate_rank(uid, "")[:2])}
+
     return dataclasses.replace(
         ranked,
         entries=sorted(entries.values(), key=lambda e: ranked.gate_rank(e.unique_id, "")[:2]),
+        results=by_sae(out.results), provenance=by_sae(out.provenance), sae_cfgs=by_sae(out.sae_cfgs),
+        intervals=by_sae(out.intervals),
         checks=[checks[k] for k in sorted(checks, key=lambda k: ranked.gate_rank(*k))],
         unchecked=[unchecked[k] for k in sorted(unchecked, key=lambda k: ranked.gate_rank(*k))],
+        notes=sorted(out.notes, key=lambda n: n.sae_id),  # as provenance_notes orders them, whoever evaluated
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,8 @@ class Session:
         notes = provenance_notes(suite.path, done.provenance, baseline) if inputs.own else []
         return SuiteRun(suite=suite, entries=entries, results=done.results, checks=checks,
                         eval_cfg=eval_config(suite, done.context_size), provenance=done.provenance,
-                        sae_cfgs=done.sae_cfgs, notes=notes, unchecked=unchecked, intervals=found, inputs=inputs)
+                        sae_cfgs=done.sae_cfgs, notes=notes, unchecked=unchecked, intervals=found, inputs=inputs,
+                        seconds=done.seconds)
 
     def _answer_group(self, members: list[tuple[Suite, list[SAEEntry]]], ov: Overrides) -> dict[Path, SuitePart]:
         """A group's parts from the file-keyed cache when every SAE has an answer there, else evaluated (and
@@ -172,6 +174,7 @@ class Session:
         """One fused pass for suites that share model, tokens and settings."""
         from pytest_saeval.run.evaluation import device_of, provenance_of, sae_config
 
+        started = time.perf_counter()
         first = members[0][0]
         model = self.loader.model(first, ov)
         device = device_of(model)
@@ -185,6 +188,7 @@ class Session:
                 fused[f"{suite.path}::{entry.unique_id}"] = loaded[entry.unique_id]
                 owners[f"{suite.path}::{entry.unique_id}"] = _Owner(suite, entry)
         results = self._evaluate_once(model, fused, tokens, settings, owners, first)
+        seconds = time.perf_counter() - started
         out: dict[Path, SuitePart] = {}
         for suite, _ in members:
             mine = {key: o.entry.unique_id for key, o in owners.items() if o.suite is suite}
@@ -196,6 +200,7 @@ class Session:
                 sae_cfgs={uid: sae_config(fused[key]) for key, uid in mine.items()},
                 intervals={uid: intervals(results[key]) for key, uid in mine.items()},
                 context_size=int(tokens.shape[1]),
+                seconds=seconds * len(mine) / max(len(fused), 1),  # the suite's share, by SAE count
             )
         return out
 

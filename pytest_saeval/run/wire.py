@@ -27,7 +27,7 @@ __all__ = ["run_from_wire", "run_to_wire"]
 
 def run_to_wire(run: SuiteRun) -> JSON:
     """Plain data for ``run`` (results without their per-sequence statistics)."""
-    return to_plain({
+    data: dict[str, Any] = {
         "suite": str(run.suite.path),
         "entries": [[e.unique_id, e.spec.id, e.release_sae_id] for e in run.entries],
         "results": {
@@ -43,7 +43,9 @@ def run_to_wire(run: SuiteRun) -> JSON:
         "notes": [[n.sae_id, n.text, n.loud] for n in run.notes],
         "intervals": run.intervals,
         "inputs": run.inputs,
-    })
+        "seconds": run.seconds,
+    }
+    return to_plain(data)
 
 
 def run_from_wire(data: Mapping[str, Any], load: Callable[[Path], Suite]) -> SuiteRun:
@@ -75,5 +77,5 @@ def run_from_wire(data: Mapping[str, Any], load: Callable[[Path], Suite]) -> Sui
                     provenance={k: Provenance.from_dict(v) for k, v in data["provenance"].items()},
                     sae_cfgs={k: dict(v) for k, v in data["sae_cfgs"].items()}, notes=[Note(sae, text, bool(loud)) for sae, text, loud in data["notes"]],
                     unchecked=[(uid, gate(uid, metric)) for uid, metric in data["unchecked"]], intervals=intervals,
-                    inputs=Inputs(overridden=tuple(data["inputs"]["overridden"]), model_xxh3=data["inputs"]["model_xxh3"],
-                                  tokens_xxh3=data["inputs"]["tokens_xxh3"]))
+                    inputs=Inputs.from_dict(data["inputs"]),
+                    seconds=data.get("seconds"))

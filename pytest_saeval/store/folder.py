@@ -1,5 +1,6 @@
 """Where the caches live, and whether their folder is still usable in a run (pure Python, so the plugin
-and the command can say so without importing torch)."""
+and the command can say so without importing torch): the file-keyed answers, the results cache, the
+model-side cache and the timings file of sharded runs all live in one folder."""
 
 from __future__ import annotations
 

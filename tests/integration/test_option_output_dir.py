@@ -37,7 +37,8 @@ def test_outputs_go_to_the_ini_folder_unless_the_option_says_otherwise(
     records = all_results(out)
     assert records["a"]["metrics"] == pytest.approx(reference[("model", "sae0")], rel=1e-12, abs=1e-12)
     assert records["b"]["gates"] == [{"metric": "l0", "bound": "<= 1000", "value": 4.0, "passed": True,
-                                      "message": "l0 = 4 [4, 4] (<= 1000)", "line": line_of(text, "l0:", after="id: b")}]
+                                      "message": "l0 = 4 [4, 4] (<= 1000)", "line": line_of(text, "l0:", after="id: b"),
+                                      "baseline": None}]
     assert json.loads((out / "demo__a.json").read_text()) == records["a"]
 
     result = run_pytest(pytester, "plain", "--saeval-output-dir", "elsewhere")

@@ -116,3 +116,12 @@ def test_self_referencing_objects_stop_at_the_depth_cap(kind: str) -> None:
             out = out["self"]
     assert out == kind
     assert to_plain([[[1.5]]]) == [[[1.5]]]  # shallow data is untouched by the cap
+
+
+def test_numpy_and_torch_zero_dimensional_scalars_become_builtins() -> None:
+    import numpy as np
+    import torch
+
+    out = to_plain({"flag": np.bool_(True), "off": np.bool_(False), "t": torch.tensor(2.5), "n": np.array(7)})
+    assert out == {"flag": True, "off": False, "t": 2.5, "n": 7}
+    assert type(out["flag"]) is bool and type(out["n"]) is int  # type: ignore[index]

@@ -50,14 +50,15 @@ def test_one_record_per_sae_in_run_order(run) -> None:
     assert first["metrics"] == {"l0": 70.0, "cossim": None}  # NaN is null in the outputs
     assert first["gates"] == [
         {"metric": "l0", "bound": "<= 60", "value": 70.0, "passed": False, "message": "l0 = 70, needs <= 60 (over by 10)",
-         "line": 8},
+         "line": 8, "baseline": None},
         {"metric": "cossim", "bound": ">= baseline - 0.1", "value": None, "passed": None,
-         "message": "not checked: the baseline has no value yet", "line": 9},
+         "message": "not checked: the baseline has no value yet", "line": 9, "baseline": None},
     ]
     assert first["provenance"] == {} and first["sae_cfg"] == {} and first["notes"] == [] and first["intervals"] == {}
     assert second["provenance"]["device"] == "cpu" and second["sae_cfg"] == {"d_sae": 4, "k": None}
     assert second["intervals"] == {"mse": [0.4, 0.6]}
     assert second["notes"] == ["[b] the baseline was recorded on other tokens"]  # its own only
+    assert second["notes_loud"] == [True] and first["notes_loud"] == []
     assert second["eval_cfg"] == run.eval_cfg.to_dict() and second["hook_name"] == "blocks.0.hook_resid_pre"
     assert json.loads(json.dumps([first, second], allow_nan=False)) == [first, second]
 
