@@ -11,6 +11,9 @@ Scenarios:
   c  4 SAEs on one hook (layer 8)
   d  (b) again through the caches (``EvalCache``) with nothing changed: results-cache hit vs the cold call
   e  a new SAE on (a)'s model and tokens with the model-side cache warm (memory tier, then disk only)
+  p  whole processes: ``saeval run`` and ``pytest`` on the demo suite and on a GPT-2-small-shaped suite built
+     from files, cold / warm (today's path: ``SAEVAL_FILE_KEYED=0``) / file-keyed warm (``bench_process.py``;
+     not in the default set: ``--scenarios p``)
 
 Per scenario: median wall time of each side over ``--repeats`` runs (the sides interleaved), their
 ratio, the bare forward passes the engine's schedule needs (timed directly: clean forward, one
@@ -23,7 +26,7 @@ counter (``/proc/self/clear_refs`` = 5), runs one evaluation and reads ``VmHWM``
 are invisible to tracemalloc). On CUDA it would be ``torch.cuda.max_memory_allocated``; this harness
 runs on the CPU.
 
-Usage: ``python benchmarks/bench_vs_saelens.py [--quick] [--repeats 3] [--scenarios abcde]``
+Usage: ``python benchmarks/bench_vs_saelens.py [--quick] [--repeats 3] [--scenarios abcdep]``
 """
 
 from __future__ import annotations
@@ -389,6 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_memory:
         child_memory(args.child_memory)
         return 0
+    if "p" in args.scenarios:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_process import run_process_scenario
+
+        run_process_scenario(args.repeats, args.json.with_suffix(".process.json") if args.json else None)
+        if not any(s in args.scenarios for s in "abcde"):
+            return 0
 
     import warnings
 

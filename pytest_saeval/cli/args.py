@@ -55,7 +55,8 @@ def _add_common(command: argparse.ArgumentParser) -> None:
     """Options of every command that evaluates."""
     command.add_argument("--device", default=None, metavar="D",
                          help="override every suite's model.device: auto, cpu, cuda or cuda:N")
-    command.add_argument("--no-cache", action="store_true", help="do not read or write the results and model-side caches")
+    command.add_argument("--no-cache", action="store_true",
+                         help="do not read or write the caches (file-keyed answers, results, model-side)")
     command.add_argument("--cache-dir", type=Path, default=None, metavar="DIR", help=_CACHE_DIR_HELP)
     command.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     command.add_argument("-v", "--verbose", action="store_true", help="show long error messages whole")

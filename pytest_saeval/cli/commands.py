@@ -99,10 +99,11 @@ def _cache_folder(args: argparse.Namespace, folder: Path) -> Path:
 def _run_options(args: argparse.Namespace, suite: Path, *, recording_baseline: bool = False) -> RunOptions:
     """The run's options from the command line; the caches default to the project's root (see ``--cache-dir``)."""
     from pytest_saeval.run.session import RunOptions
+    from pytest_saeval.store.folder import file_keyed_from_env
 
     return RunOptions(device=args.device, progress=not args.no_progress and is_terminal(sys.stderr),
                       use_cache=not args.no_cache, cache_dir=_cache_folder(args, suite.parent),
-                      recording_baseline=recording_baseline)
+                      recording_baseline=recording_baseline, file_keyed=file_keyed_from_env())
 
 
 def _shard_plan(args: argparse.Namespace, suites: Sequence[Suite], options: RunOptions) -> ShardPlan | None:

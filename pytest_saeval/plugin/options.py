@@ -11,6 +11,7 @@ from pytest_saeval.errors import SaevalError
 from pytest_saeval.fileio import write_problem
 from pytest_saeval.run.shards import Shard, shard_from
 from pytest_saeval.settings import is_device
+from pytest_saeval.store.folder import file_keyed_from_env
 
 __all__ = ["SHARD_OTHERS", "PluginOptions", "add_options"]
 
@@ -36,6 +37,8 @@ class PluginOptions:
     """``saeval_cache`` (``--saeval-no-cache`` turns it off): read and write the results and model-side caches."""
     cache_dir: Path | None = None
     """``--saeval-cache-dir`` / ``saeval_cache_dir``: folder of the caches."""
+    file_keyed: bool = True
+    """``$SAEVAL_FILE_KEYED`` (``0`` turns it off): answer unchanged file-based suites from the file-keyed cache."""
     report: Path | None = None
     """``--saeval-report`` / ``saeval_report``: the self-contained HTML report to write."""
     thresholds: tuple[str, ...] = ("thresholds/*.yaml",)
@@ -79,6 +82,7 @@ class PluginOptions:
         device = config.getoption("saeval_device") or config.getini("saeval_device") or None
         try:
             shard = shard_from(config.getoption("saeval_shard"), key="--saeval-shard")
+            file_keyed = file_keyed_from_env()
         except SaevalError as e:
             raise pytest.UsageError(str(e)) from None
         return cls(
@@ -91,6 +95,7 @@ class PluginOptions:
             suite=path_option("saeval_suite", "saeval_suite"),
             use_cache=not config.getoption("saeval_no_cache") and bool(config.getini("saeval_cache")),
             cache_dir=path_option("saeval_cache_dir", "saeval_cache_dir"),
+            file_keyed=file_keyed,
             report=path_option("saeval_report", "saeval_report"),
             thresholds=tuple(config.getini("saeval_thresholds")),
         )
@@ -116,7 +121,7 @@ def add_options(parser: pytest.Parser) -> None:
                     help="write a self-contained HTML report (gate table and the SAE Lens evals plots) to PAGE "
                          "(ini: saeval_report)")
     group.addoption("--saeval-no-cache", dest="saeval_no_cache", action="store_true", default=False,
-                    help="do not read or write the results and model-side caches (ini: saeval_cache = false)")
+                    help="do not read or write the caches: file-keyed answers, results, model-side (ini: saeval_cache = false)")
     group.addoption("--saeval-cache-dir", dest="saeval_cache_dir", default=None, metavar="DIR",
                     help="folder of the caches (ini: saeval_cache_dir)")
     group.addoption("--saeval-shard", dest="saeval_shard", default=None, metavar="K/N",

@@ -30,7 +30,7 @@ from pytest_saeval.plugin.ledger import GateLedger
 from pytest_saeval.plugin.options import PluginOptions
 from pytest_saeval.plugin.outcomes import EvaluationError
 from pytest_saeval.plugin.overrides import overridden, override_values
-from pytest_saeval.plugin.workers import limit_worker_threads, worker_device
+from pytest_saeval.plugin.workers import worker_device, worker_threads
 from pytest_saeval.report.finish import FinishOptions, finish
 from pytest_saeval.report.table import summary_lines
 from pytest_saeval.run.checks import GateCheck, no_baseline_reason
@@ -171,13 +171,12 @@ class Runner:
     def session(self) -> Session:
         """The one :class:`Session` of this process (created on first use)."""
         if self._session is None:
-            if self.is_worker:
-                limit_worker_threads(self.worker_count)
             auto = worker_device(self.worker_id) if self.options.device is None else None
             self._session = Session(RunOptions(device=self.options.device, auto_device=auto,
-                                               use_cache=self.options.use_cache,
+                                               use_cache=self.options.use_cache, file_keyed=self.options.file_keyed,
                                                cache_dir=self.options.cache_dir or default_cache_dir(self.config.rootpath),
-                                               recording_baseline=self.options.update_baseline))
+                                               recording_baseline=self.options.update_baseline,
+                                               threads=worker_threads(self.worker_count) if self.is_worker else None))
         return self._session
 
     def plan(self, items: Iterable[GateNode]) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import re
 
-from pytest_saeval.sources.devices import cuda_device_count, limit_threads
+from pytest_saeval.sources.devices import cuda_device_count, gpu_possible
 
-__all__ = ["gpu_for_worker", "limit_worker_threads", "threads_per_worker", "worker_device"]
+__all__ = ["gpu_for_worker", "threads_per_worker", "worker_device", "worker_threads"]
 
 
 def gpu_for_worker(worker_id: str | None, n_gpus: int) -> str | None:
@@ -21,8 +21,8 @@ def gpu_for_worker(worker_id: str | None, n_gpus: int) -> str | None:
 
 
 def worker_device(worker_id: str | None) -> str | None:
-    """The device ``auto`` means on this xdist worker (imports torch; call when evaluating)."""
-    if worker_id is None:
+    """The device ``auto`` means on this xdist worker (imports torch only where a GPU may be there)."""
+    if worker_id is None or not gpu_possible():
         return None
     return gpu_for_worker(worker_id, cuda_device_count())
 
@@ -32,11 +32,10 @@ def threads_per_worker(n_workers: int, n_cpus: int) -> int:
     return max(1, n_cpus // max(1, n_workers))
 
 
-def limit_worker_threads(n_workers: int) -> None:
-    """Share the CPU among xdist workers: torch would otherwise give every worker all cores.
-
-    Left alone when ``OMP_NUM_THREADS`` is set (the user decided) or there is one worker.
-    """
+def worker_threads(n_workers: int) -> int | None:
+    """The CPU threads each of ``n_workers`` xdist workers may give torch (torch would otherwise give every
+    worker all cores); None when ``OMP_NUM_THREADS`` is set (the user decided) or there is one worker."""
     if n_workers < 2 or "OMP_NUM_THREADS" in os.environ:
-        return
-    limit_threads(threads_per_worker(n_workers, os.cpu_count() or 1))
+        return None
+    return threads_per_worker(n_workers, os.cpu_count() or 1)
+

@@ -25,12 +25,14 @@ class Loader:
     """Loads and keeps models, token rows and SAEs for a run.
 
     ``device`` overrides every suite's ``model.device``; ``auto_device`` is what ``auto`` (and a
-    plain ``cuda``, when it names a GPU itself) means, e.g. one GPU per pytest-xdist worker.
+    plain ``cuda``, when it names a GPU itself) means, e.g. one GPU per pytest-xdist worker; ``threads``
+    caps torch's CPU threads, set before the first thing loads.
     """
 
-    def __init__(self, device: str | None = None, auto_device: str | None = None) -> None:
+    def __init__(self, device: str | None = None, auto_device: str | None = None, *, threads: int | None = None) -> None:
         self.device = device
         self.auto_device = auto_device
+        self.threads = threads
         self._models: dict[ModelKey, Any] = {}
         self._tokens: dict[tuple[Any, ...], torch.Tensor] = {}
         self._saes: dict[tuple[Any, ...], Any] = {}
@@ -51,6 +53,7 @@ class Loader:
             return overrides.model
         key = group_key(suite, self.device_for(suite)).model
         if key not in self._models:
+            self._before_loading()
             from pytest_saeval.sources.devices import resolve_device
             from pytest_saeval.sources.models import load_model
 
@@ -76,12 +79,21 @@ class Loader:
         key = ("tokens", str(d.tokens) if d.tokens else None, d.dataset, d.context_size, d.rows_needed,
                id(model) if d.dataset else None)
         if key not in self._tokens:
+            self._before_loading()
             where = f"data.{d.kind}"
             try:
                 self._tokens[key] = self._load_tokens(suite, model)
             except SaevalError as e:
                 raise _located(e, suite, d.line_of(d.kind), where) from e
         return self._tokens[key]
+
+    def _before_loading(self) -> None:
+        """Cap torch's threads once, before the first load (importing torch only then)."""
+        if self.threads is not None:
+            from pytest_saeval.sources.devices import limit_threads
+
+            limit_threads(self.threads)
+            self.threads = None
 
     def _override_tokens(self, tokens: Any) -> torch.Tensor:
         for loaded in self._tokens.values():
@@ -131,6 +143,7 @@ class Loader:
                 continue
             key = ("sae", str(suite.path.absolute()), entry.spec.id, device, entry.release_sae_id)
             if key not in self._saes:
+                self._before_loading()
                 self._saes[key] = self._load_sae(suite, entry, device)
             out[entry.unique_id] = self._saes[key]
         return out

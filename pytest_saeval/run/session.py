@@ -20,16 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_saeval.errors import SaevalError, Subject
 from pytest_saeval.run.checks import check_suite
+from pytest_saeval.run.filekeyed import FileKeyed, Lookup, SuitePart
 from pytest_saeval.run.intervals import intervals
 from pytest_saeval.run.loading import Loader
 from pytest_saeval.run.outcome import EvalConfig, Inputs, SuiteRun
 from pytest_saeval.run.plan import GroupKey, Overrides, SAEEntry, entries_of, group_key
 from pytest_saeval.run.preflight import preflight
-from pytest_saeval.run.provenance import Provenance, provenance_notes
+from pytest_saeval.run.provenance import provenance_notes
 from pytest_saeval.settings import EvalSettings
 from pytest_saeval.spec.baseline import Baseline, load_baseline
 from pytest_saeval.spec.loader import load_suites
 from pytest_saeval.spec.suite import Suite
+from pytest_saeval.store.folder import CacheDisk, default_cache_dir
 from pytest_saeval.store.hashing import Fingerprints
 from pytest_saeval.versions import __version__, dist_version
 
@@ -56,12 +58,18 @@ class RunOptions:
     progress: bool = False
     """Show a progress bar on stderr."""
     use_cache: bool = False
-    """Read and write the results and model-side caches."""
+    """Read and write the caches: file-keyed answers, results and model-side records."""
     cache_dir: Path | None = None
     """Folder of the caches (default ``.saeval-cache`` in the current directory, or ``$SAEVAL_CACHE_DIR``)."""
     recording_baseline: bool = False
     """This run records a baseline: a missing baseline file or value leaves its gates unchecked
     (:attr:`SuiteRun.unchecked`) instead of being an error."""
+    threads: int | None = None
+    """At most this many CPU threads for torch, set before the first model, SAE or token file loads
+    (pytest-xdist workers share the CPU); None: torch's default."""
+    file_keyed: bool = True
+    """With ``use_cache``: answer a group whose model, tokens and SAEs are files from the file-keyed cache
+    when none of their bytes changed (nothing imported or loaded); ``$SAEVAL_FILE_KEYED=0`` turns it off."""
 
 
 @dataclass(frozen=True)
@@ -70,17 +78,6 @@ class _Owner:
 
     suite: Suite
     entry: SAEEntry
-
-
-@dataclass(frozen=True)
-class _Evaluated:
-    """One suite's part of a fused pass."""
-
-    results: dict[str, SAEResult]
-    provenance: dict[str, Provenance]
-    sae_cfgs: dict[str, dict[str, Any]]
-    context_size: int
-    seconds: float
 
 
 class Session:
@@ -92,12 +89,17 @@ class Session:
 
     def __init__(self, options: RunOptions | None = None) -> None:
         self.options = options or RunOptions()
-        self.loader = Loader(self.options.device, self.options.auto_device)
+        self.loader = Loader(self.options.device, self.options.auto_device, threads=self.options.threads)
         self.fingerprints = Fingerprints()
         self._cache: EvalCache | None = None
+        self._disk: CacheDisk | None = None
+        self._file_keyed: FileKeyed | None = None
         self._done: dict[tuple[int, int, EvalSettings, int], tuple[Any, Any, Any, SAEResult]] = {}
         self.evaluations = 0
-        """How many SAEs this session has evaluated (tests use it to prove exactly-once)."""
+        """How many SAEs this session has evaluated or answered from the file-keyed cache (tests use it to
+        prove exactly-once)."""
+        self.answered = 0
+        """How many of them were answered from the file-keyed cache (nothing loaded)."""
 
     def run(self, suites: Iterable[Suite], selected: Callable[[Suite, str], bool] | None = None,
             overrides: Overrides | None = None) -> list[SuiteRun]:
@@ -119,15 +121,15 @@ class Session:
         groups: dict[GroupKey, list[tuple[Suite, list[SAEEntry]]]] = {}
         for suite, entries in plans:
             groups.setdefault(group_key(suite, self.loader.device_for(suite), ov), []).append((suite, entries))
-        evaluated: dict[Path, _Evaluated] = {}
+        evaluated: dict[Path, SuitePart] = {}
         for members in groups.values():
-            evaluated.update(self._evaluate_group(members, ov))
+            evaluated.update(self._answer_group(members, ov))
         return [self._suite_run(suite, entries, baselines[suite.path], evaluated[suite.path], ov)
                 for suite, entries in plans]
 
     def _suite_run(self, suite: Suite, entries: list[SAEEntry], baseline: Baseline | None,
-                   done: _Evaluated, ov: Overrides) -> SuiteRun:
-        found = {uid: intervals(res) for uid, res in done.results.items()}
+                   done: SuitePart, ov: Overrides) -> SuiteRun:
+        found = done.intervals
         checks, unchecked = check_suite(suite, entries, done.results, baseline, found,
                                         recording=self.options.recording_baseline)
         first = next(iter(done.provenance.values()), None)
@@ -140,7 +142,35 @@ class Session:
                         sae_cfgs=done.sae_cfgs, notes=notes, unchecked=unchecked, intervals=found, inputs=inputs,
                         seconds=done.seconds)
 
-    def _evaluate_group(self, members: list[tuple[Suite, list[SAEEntry]]], ov: Overrides) -> dict[Path, _Evaluated]:
+    def _answer_group(self, members: list[tuple[Suite, list[SAEEntry]]], ov: Overrides) -> dict[Path, SuitePart]:
+        """A group's parts from the file-keyed cache when every SAE has an answer there, else evaluated (and
+        then stored there, when the group is file-based)."""
+        keyed = self._answers() if ov.empty else None
+        found = keyed.lookup(members, self._known_device(members[0][0])) if keyed is not None else Lookup()
+        if found.parts is not None:
+            self.evaluations += found.fresh
+            self.answered += found.fresh
+            return found.parts
+        parts = self._evaluate_group(members, ov)
+        if keyed is not None and found.keys is not None:
+            keyed.save(found.keys, members, parts)
+        return parts
+
+    def _known_device(self, suite: Suite) -> str | None:
+        """The device the suite's model runs on, as the file keys name it (torch is imported only when
+        no cheaper sign tells whether a GPU is there); None when it cannot be resolved."""
+        from pytest_saeval.sources.devices import known_device, resolve_device
+
+        wanted = self.loader.device_for(suite)
+        found = known_device(wanted)
+        if found is not None:
+            return found
+        try:
+            return resolve_device(wanted)
+        except SaevalError:  # the evaluating path reports it, located at model.device
+            return None
+
+    def _evaluate_group(self, members: list[tuple[Suite, list[SAEEntry]]], ov: Overrides) -> dict[Path, SuitePart]:
         """One fused pass for suites that share model, tokens and settings."""
         from pytest_saeval.run.evaluation import device_of, provenance_of, sae_config
 
@@ -159,14 +189,16 @@ class Session:
                 owners[f"{suite.path}::{entry.unique_id}"] = _Owner(suite, entry)
         results = self._evaluate_once(model, fused, tokens, settings, owners, first)
         seconds = time.perf_counter() - started
-        out: dict[Path, _Evaluated] = {}
+        out: dict[Path, SuitePart] = {}
         for suite, _ in members:
             mine = {key: o.entry.unique_id for key, o in owners.items() if o.suite is suite}
-            out[suite.path] = _Evaluated(
-                results={uid: results[key] for key, uid in mine.items()},
+            out[suite.path] = SuitePart(
+                # Named by unique id, as answered and wired results are (the fused id is the pass's own).
+                results={uid: dataclasses.replace(results[key], sae_id=uid) for key, uid in mine.items()},
                 provenance={uid: provenance_of(model, fused[key], tokens, settings, self.fingerprints)
                             for key, uid in mine.items()},
                 sae_cfgs={uid: sae_config(fused[key]) for key, uid in mine.items()},
+                intervals={uid: intervals(results[key]) for key, uid in mine.items()},
                 context_size=int(tokens.shape[1]),
                 seconds=seconds * len(mine) / max(len(fused), 1),  # the suite's share, by SAE count
             )
@@ -202,13 +234,27 @@ class Session:
                 out[fused_id] = res
         return {f: out[f] for f in fused}
 
+    def _cache_disk(self) -> CacheDisk:
+        if self._disk is None:
+            self._disk = CacheDisk(self.options.cache_dir or default_cache_dir())
+        return self._disk
+
+    def _answers(self) -> FileKeyed | None:
+        if not (self.options.use_cache and self.options.file_keyed):
+            return None
+        if self._file_keyed is None:
+            disk = self._cache_disk()
+            self._file_keyed = FileKeyed(disk.folder, disk)
+        return self._file_keyed
+
     def _eval_cache(self) -> EvalCache | None:
         if not self.options.use_cache:
             return None
         if self._cache is None:
             from pytest_saeval.store.cached import EvalCache
 
-            self._cache = EvalCache(self.options.cache_dir, fingerprints=self.fingerprints)
+            disk = self._cache_disk()
+            self._cache = EvalCache(disk.folder, fingerprints=self.fingerprints, disk=disk)
         return self._cache
 
     def _baseline(self, suite: Suite) -> Baseline | None:

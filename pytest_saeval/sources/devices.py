@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import glob
+import importlib.util
+import os
+import sys
 from typing import TYPE_CHECKING
 
 from pytest_saeval.errors import InputError, did_you_mean
@@ -10,7 +14,7 @@ from pytest_saeval.settings import DEVICE_CHOICES, DTYPES, is_device
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["cuda_device_count", "limit_threads", "parse_dtype", "resolve_device"]
+__all__ = ["cuda_device_count", "gpu_possible", "known_device", "limit_threads", "parse_dtype", "resolve_device"]
 
 
 def resolve_device(spec: str) -> str:
@@ -75,3 +79,39 @@ def limit_threads(n: int) -> None:
 
     if torch.get_num_threads() > n:
         torch.set_num_threads(n)
+
+
+_GPU_RUNTIMES = ("libtorch_cuda", "torch_cuda", "libtorch_hip", "torch_hip")
+"""Library name starts of torch's CUDA and ROCm runtimes (``torch/lib``): a build without them has no GPU."""
+_GPU_SIGNS = ("/proc/driver/nvidia", "/dev/nvidia*", "/dev/dxg", "/dev/kfd")
+"""Linux paths present wherever a GPU driver is loaded (NVIDIA, WSL2, ROCm)."""
+
+
+def gpu_possible() -> bool:
+    """Whether torch could find a GPU here, told without importing it: False when the installed torch has
+    no CUDA or ROCm runtime (a CPU build), when ``CUDA_VISIBLE_DEVICES`` hides every device, or on Linux
+    when no GPU driver shows (:data:`_GPU_SIGNS`); True otherwise (then only torch can say)."""
+    if "torch" in sys.modules:  # already imported: ask it (cheap now)
+        return cuda_device_count() > 0
+    spec = importlib.util.find_spec("torch")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    libs = [name for folder in folders if os.path.isdir(os.path.join(folder, "lib"))
+            for name in os.listdir(os.path.join(folder, "lib"))]
+    if folders and not any(name.startswith(_GPU_RUNTIMES) for name in libs):
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    if sys.platform.startswith("linux"):
+        return any(glob.glob(sign) for sign in _GPU_SIGNS)
+    return True
+
+
+def known_device(spec: str) -> str | None:
+    """What :func:`resolve_device` gives for ``spec`` when that is known without importing torch (``cpu``,
+    or ``auto`` where :func:`gpu_possible` is False); None when only torch can say (or ``spec`` is no device)."""
+    text = spec.strip().lower() if isinstance(spec, str) else ""
+    if text == "cpu":
+        return "cpu"
+    if text == "auto" and not gpu_possible():
+        return "cpu"
+    return None

@@ -16,7 +16,6 @@ and the rest of the run goes on without the disk (the model-side memory tier sti
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,8 @@ from pytest_saeval.engine.results import SAEResult
 from pytest_saeval.engine.weights import COSINE_METRICS
 from pytest_saeval.fileio import os_reason
 from pytest_saeval.settings import EvalSettings
-from pytest_saeval.store.entries import CacheWarning, Unavailable, digest
-from pytest_saeval.store.folder import default_cache_dir
+from pytest_saeval.store.entries import Unavailable, digest
+from pytest_saeval.store.folder import CACHE_FORMAT, CacheDisk, default_cache_dir
 from pytest_saeval.store.hashing import Fingerprints
 from pytest_saeval.store.model import BoundModelStore, ModelCache
 from pytest_saeval.store.results import ResultsCache
@@ -37,31 +36,10 @@ from pytest_saeval.versions import library_versions
 
 __all__ = ["CACHE_FORMAT", "EvalCache"]
 
-CACHE_FORMAT = 3
-"""Bumped whenever the stored layout or the meaning of a stored number changes (old entries then miss)."""
-
-class _Disk:
-    """Whether a cache folder is still used; its first problem turns it off (the model-side cache keeps
-    only its memory tier) with one :class:`CacheWarning`."""
-
-    def __init__(self, folder: Path, model_cache: ModelCache | None) -> None:
-        self.folder = folder
-        self.model_cache = model_cache
-        self.usable = True
-
-    def fail(self, why: str) -> None:
-        if self.model_cache is not None:
-            self.model_cache.disk = False
-        if self.usable:
-            self.usable = False
-            warnings.warn(f"saeval cache: {why}; the run goes on without the cache in {self.folder}",
-                          CacheWarning, stacklevel=4)
-
-
 class _GuardedStore:
     """A model-side store whose disk problems turn the cache off instead of failing the pass."""
 
-    def __init__(self, store: BoundModelStore, disk: _Disk) -> None:
+    def __init__(self, store: BoundModelStore, disk: CacheDisk) -> None:
         self.store = store
         self.disk = disk
 
@@ -85,17 +63,25 @@ class EvalCache:
 
     ``model_cache``: ``True`` keeps the SAE-independent part of passes in a :class:`ModelCache` of the
     folder (its memory tier lives as long as this object), ``False`` turns that off, or pass one.
-    ``fingerprints`` memoizes the content hashes (share one with whatever else needs them).
+    ``fingerprints`` memoizes the content hashes (share one with whatever else needs them); ``disk`` says
+    whether the folder is still usable (share one with the folder's other caches, so that a broken folder
+    is reported once).
     """
 
     def __init__(self, folder: str | os.PathLike[str] | None = None, *, model_cache: bool | ModelCache = True,
-                 fingerprints: Fingerprints | None = None) -> None:
+                 fingerprints: Fingerprints | None = None, disk: CacheDisk | None = None) -> None:
         self.folder = Path(folder) if folder is not None else default_cache_dir()
         self.results = ResultsCache(self.folder)
         self.model_cache = (ModelCache(self.folder) if model_cache is True
                             else model_cache if isinstance(model_cache, ModelCache) else None)
         self.fingerprints = fingerprints or Fingerprints()
-        self._disk = _Disk(self.folder, self.model_cache)
+        self._disk = disk or CacheDisk(self.folder)
+        if self.model_cache is not None:
+            self._disk.on_fail(self._memory_only)
+
+    def _memory_only(self) -> None:
+        if self.model_cache is not None:
+            self.model_cache.disk = False
 
     def evaluate(self, model: Any, saes: Mapping[str, Any], tokens: Any, settings: EvalSettings | None = None,
                  options: EngineOptions | None = None, *, model_key: str | None = None) -> dict[str, SAEResult]:

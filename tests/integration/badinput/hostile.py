@@ -238,6 +238,7 @@ def _warmed_cache(damage: Callable[[Path], None]) -> Callable[[Path, Assets], Pa
         suite = write_suite(folder, base_suite(a))
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["run", str(suite), "--cache-dir", str(folder / "cache"), "--no-progress"]) == 0
+        shutil.rmtree(folder / "cache" / "answers")  # so that the run reads the damaged results cache
         damage(folder / "cache")
         return suite
 

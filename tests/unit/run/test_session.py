@@ -82,7 +82,7 @@ def test_suites_sharing_model_tokens_and_settings_share_one_fused_pass(
     assert passes[0].cache is None  # caches off unless asked
     assert session.evaluations == 4
     assert [sorted(r.results) for r in runs] == [["x", "y"], ["z"], ["w"]]
-    assert runs[0].results["x"].sae_id == f"{a.path}::x"
+    assert runs[0].results["x"].sae_id == "x"  # named by unique id, as answered and wired results are
     assert runs[0].results["x"].metrics == runs[1].results["z"].metrics  # the same SAE on the same rows
     assert all(r.passed and len(r.checks) == 2 * len(r.results) for r in runs)
     assert runs[0].eval_cfg.context_size == CONTEXT and runs[2].eval_cfg.context_size == 8
