@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_many", "atomic_write_text", "file_sha256", "folder_lock",
+__all__ = ["atomic_write_bytes", "atomic_write_many", "atomic_write_text", "folder_lock",
            "os_reason", "remove_stale_temps", "write_problem"]
 
 _CHUNK = 1 << 20
@@ -113,14 +113,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
         raise TypeError(f"atomic_write_text needs str, got {type(text).__name__}")
     atomic_write_bytes(path, text.encode(encoding))
 
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _host() -> str:

@@ -7,7 +7,7 @@ looks like a finished shard. ``saeval merge`` reads it back (:func:`read_shard_r
     {"format": 1, "surface": "saeval run", "saeval_version": "...",
      "shard": {"index": 2, "count": 3, "selection": "...", "partition": "...", "cost_basis": "estimate",
                "groups": [{"id": "...", "suites": [...], "saes": [[suite, sae, [metrics]]], "cost": ..., "shard": 1}]},
-     "suites": {"thresholds/a.yaml": "<sha256 of the file>"},
+     "suites": {"thresholds/a.yaml": "<xxh3-128 of the file>"},
      "extra": [[suite, sae]], "errors": ["..."], "timings": {"thresholds/a.yaml": {"seconds": 1.5, "saes": 2}}}
 """
 
@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_saeval.errors import ShardError
-from pytest_saeval.fileio import atomic_write_text, file_sha256
+from pytest_saeval.fileio import atomic_write_text
 from pytest_saeval.run.shards import ShardPlan
+from pytest_saeval.store.hashing import file_hash
 from pytest_saeval.store.timings import SuiteTiming
 from pytest_saeval.versions import __version__
 
@@ -36,9 +37,10 @@ _MERGE_FIX = "give saeval merge the --output-dir folders of `saeval run --shard 
 
 
 def suite_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a suite file's bytes, or ``"missing"`` when it cannot be read."""
+    """The content hash (xxh3-128, the one hasher of :mod:`~pytest_saeval.store.hashing`) of a suite file's
+    bytes, or ``"missing"`` when it cannot be read."""
     try:
-        return file_sha256(path)
+        return file_hash(path)
     except OSError:
         return "missing"
 
@@ -50,7 +52,7 @@ class ShardRecord:
     plan: ShardPlan
     """The partition, seen from this shard (K, N, the selection and which shard owns which group)."""
     suites: dict[str, str] = field(default_factory=dict)
-    """SHA-256 of each selected suite file as the shard read it, by suite name."""
+    """Content hash (xxh3-128) of each selected suite file as the shard read it, by suite name."""
     extra: tuple[tuple[str, str], ...] = ()
     """``(suite, SAE id)`` of results recorded outside the partition (the saeval marker, the fixtures)."""
     errors: tuple[str, ...] = ()

@@ -3,7 +3,7 @@
 Format (JSON, keys sorted, indent 2)::
 
     {
-      "provenance": {"layer1-topk": {"sae_sha256": "...", "tokens_sha256": "..."}},
+      "provenance": {"layer1-topk": {"sae_xxh3": "...", "tokens_xxh3": "..."}},
       "saes": {"layer1-topk": {"ce_loss_score": 0.941234, "l0": 35.1234}}
     }
 

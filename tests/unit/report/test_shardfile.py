@@ -44,11 +44,14 @@ def test_clear_removes_a_record_and_tolerates_none(tmp_path: Path) -> None:
     clear_shard_record(tmp_path)  # nothing to remove: no error
 
 
-def test_suite_digest_is_the_files_sha256_or_missing(tmp_path: Path) -> None:
-    import hashlib
+def test_suite_digest_is_the_files_xxh3_or_missing(tmp_path: Path) -> None:
+    import xxhash
 
     (tmp_path / "s.yaml").write_bytes(b"model: {}\n")
-    assert suite_digest(tmp_path / "s.yaml") == hashlib.sha256(b"model: {}\n").hexdigest()
+    digest = suite_digest(tmp_path / "s.yaml")
+    (tmp_path / "s.yaml").write_bytes(b"model: {}\n\n")
+    assert suite_digest(tmp_path / "s.yaml") != digest
+    assert len(digest) == len(xxhash.xxh3_128().hexdigest())
     assert suite_digest(tmp_path / "gone.yaml") == "missing"
 
 

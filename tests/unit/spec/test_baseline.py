@@ -22,7 +22,7 @@ def test_round_trip(tmp_path: Path) -> None:
         "layer1-topk": {"explained_variance": 0.8312345678, "l0": 35.12345678, "total_tokens_eval_reconstruction": 20480},
         "gpt2/res.8": {"ce_loss_score": 0.99},
     }
-    provenance = {"layer1-topk": {"sae_sha256": "ab" * 32, "tokens_sha256": "cd" * 32, "n_rows": 160}}
+    provenance = {"layer1-topk": {"sae_xxh3": "ab" * 16, "tokens_xxh3": "cd" * 16, "n_rows": 160}}
     write_baseline(path, values, provenance)
     baseline = load_baseline(path)
     assert baseline.path == path
