@@ -33,10 +33,10 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 def _check_device(device: str | None) -> None:
     if device is None:
         return
-    if not is_device(device.strip().lower()):
+    if not is_device(device):  # the one vocabulary, lower case, as in suite files and --saeval-device
         raise InputError(f"unknown device {device!r}", fix="use --device auto, cpu, cuda or cuda:N (e.g. cuda:0)",
                          key="--device")
-    if device.strip().lower().startswith("cuda"):
+    if device.strip().startswith("cuda"):
         from pytest_saeval.sources.devices import resolve_device
 
         try:

@@ -26,7 +26,7 @@ def test_schema_prints_the_json_schema(capsys: pytest.CaptureFixture[str]) -> No
     assert out == schema_text() and json.loads(out)["type"] == "object"
 
 
-@pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu"])
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu", "CUDA"])  # one lower-case vocabulary, as --saeval-device
 def test_run_refuses_an_unknown_device_before_reading_any_suite(tmp_path: Path, device: str) -> None:
     with pytest.raises(InputError, match=f"unknown device '{device}'") as info:
         commands.run(_args("run", str(tmp_path / "missing.yaml"), "--device", device), Signals())
