@@ -24,7 +24,7 @@ from typing import Any
 from pytest_saeval.errors import BaselineError, did_you_mean
 from pytest_saeval.fileio import atomic_write_text, os_reason
 
-__all__ = ["Baseline", "load_baseline", "write_baseline"]
+__all__ = ["Baseline", "baseline_text", "load_baseline", "write_baseline"]
 
 _TOP_KEYS = ("saes", "provenance")
 _CREATE_FIX = (
@@ -229,12 +229,30 @@ def write_baseline(
     values: Mapping[str, Mapping[str, float]],
     provenance: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """Write a baseline file atomically: keys sorted, floats rounded to 6 significant digits,
-    indent 2, trailing newline.
+    """Write a baseline file atomically (the text of :func:`baseline_text`).
 
     Non-finite values are refused with :class:`BaselineError` (the file is left as it was), so NaN
-    is never recorded as a number. Integers are kept as they are.
+    is never recorded as a number; so is a write that fails (the previous file stays).
     """
+    file = os.fspath(path)
+    text = baseline_text(file, values, provenance)
+    try:
+        atomic_write_text(file, text)
+    except OSError as e:
+        raise BaselineError(
+            f"cannot write {file}: {os_reason(e)}",
+            fix="check that the folder is writable and has free space; the previous baseline was left as it was",
+        ) from e
+
+
+def baseline_text(
+    path: str | os.PathLike[str],
+    values: Mapping[str, Mapping[str, float]],
+    provenance: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """The text of a baseline file for ``path``: keys sorted, floats rounded to 6 significant digits,
+    integers as they are, indent 2, trailing newline; :class:`BaselineError` (naming ``path`` and the
+    key) for a value that cannot be recorded."""
     file = os.fspath(path)
     saes: dict[str, dict[str, float | int]] = {}
     for sae_id, metrics in values.items():
@@ -262,18 +280,11 @@ def write_baseline(
     if provenance:
         document["provenance"] = {str(k): dict(v) for k, v in provenance.items()}
     try:
-        text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        return json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
     except (TypeError, ValueError) as e:
         raise BaselineError(
             f"provenance cannot be written as JSON: {e}",
             fix="use only strings, finite numbers, booleans, lists and objects in provenance",
             file=file,
             key="provenance",
-        ) from e
-    try:
-        atomic_write_text(file, text)
-    except OSError as e:
-        raise BaselineError(
-            f"cannot write {file}: {os_reason(e)}",
-            fix="check that the folder is writable and has free space; the previous baseline was left as it was",
         ) from e

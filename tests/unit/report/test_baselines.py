@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saeval.errors import SuiteError
+from pytest_saeval.errors import BaselineError, SuiteError
 from pytest_saeval.report.baselines import write_baselines
 from pytest_saeval.run.provenance import Provenance
 from pytest_saeval.spec.baseline import load_baseline, write_baseline
@@ -76,3 +76,35 @@ def test_a_suite_without_a_baseline_key_cannot_be_recorded(tmp_path: Path) -> No
         write_baselines([hand_run(bare, {"a": {"l0": 1.0}})])
     assert (info.value.location.file, info.value.location.key) == (str(bare), "baseline")
     assert "updating the baseline needs a baseline file" in str(info.value)
+
+
+def test_baselines_of_several_suites_are_written_all_or_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A baseline that cannot be written (the disk full as its bytes go out) leaves the others as they
+    were too, and the error names that file."""
+    import errno
+
+    from pytest_saeval import fileio
+
+    first, second = tmp_path / "one" / "a.json", tmp_path / "two" / "b.json"
+    write_baseline(first, {"a": {"l0": 1.0}})
+    write_baseline(second, {"b": {"l0": 2.0}})
+    before = first.read_bytes(), second.read_bytes()
+    run_a = hand_run(_suite(tmp_path, "a.yaml", "one/a.json"), {"a": {"l0": 5.0}})
+    run_b = hand_run(_suite(tmp_path, "b.yaml", "two/b.json"), {"b": {"l0": 6.0}})
+    real = fileio._write_temp
+
+    def full_disk(target: Path, data: bytes) -> Path:
+        if target.name == "b.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(target, data)
+
+    monkeypatch.setattr(fileio, "_write_temp", full_disk)
+    with pytest.raises(BaselineError, match=r"cannot write .*two/b\.json: .*[Nn]o space left") as info:
+        write_baselines([run_a, run_b])
+    assert "no baseline file was changed" in (info.value.fix or "")
+    assert (first.read_bytes(), second.read_bytes()) == before
+    assert sorted(p.name for p in first.parent.iterdir()) == ["a.json"], "no temporary file is left"
+
+    monkeypatch.setattr(fileio, "_write_temp", real)
+    assert write_baselines([run_a, run_b]) == [first, second]
+    assert load_baseline(first).values["a"] == {"l0": 5.0} and load_baseline(second).values["b"] == {"l0": 6.0}
