@@ -38,7 +38,7 @@ from pytest_saeval.cli.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNA
 from pytest_saeval.cli.signals import Interrupted, Signals
 from pytest_saeval.errors import SaevalError
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_OK", "Interrupted", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_OK", "Interrupted", "console", "main"]
 
 
 def _silence_stdout() -> None:
@@ -62,9 +62,21 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``saeval`` console script; returns the exit code."""
+    """Run the ``saeval`` command in this process and return its exit code (the previous signal
+    handlers come back after)."""
+    return _main(argv, restore=True)
+
+
+def console(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``saeval`` console script and ``python -m pytest_saeval.cli``: :func:`main`,
+    except that SIGINT / SIGTERM stay ignored once the command is done, until the process exits with
+    its code (a late signal could otherwise end it with a traceback after complete outputs)."""
+    return _main(argv, restore=False)
+
+
+def _main(argv: Sequence[str] | None, *, restore: bool) -> int:
     signals = Signals()
-    with signals.installed():
+    with signals.installed(restore=restore):
         try:
             try:
                 args = parser().parse_args(argv)

@@ -2,6 +2,6 @@
 
 import sys
 
-from pytest_saeval.cli import main
+from pytest_saeval.cli import console
 
-sys.exit(main())
+sys.exit(console())

@@ -47,8 +47,10 @@ class Signals:
             raise Interrupted(signum)
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        """Handle the signals while the block runs (the previous handlers come back after)."""
+    def installed(self, *, restore: bool = True) -> Iterator[None]:
+        """Handle the signals while the block runs; after it the previous handlers come back, or, with
+        ``restore=False`` (a process that exits right after), the signals are ignored: a signal that
+        arrives once the command's work is done cannot turn its result into a traceback."""
         try:
             previous = {s: signal.signal(s, self.handle) for s in _SIGNALS}
         except ValueError:  # not the main thread: leave signals alone
@@ -57,4 +59,4 @@ class Signals:
             yield
         finally:
             for s, handler in previous.items():
-                signal.signal(s, handler)
+                signal.signal(s, handler if restore else signal.SIG_IGN)

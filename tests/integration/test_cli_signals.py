@@ -37,8 +37,8 @@ def signalled(*args, **kwargs):
         os.kill(os.getpid(), getattr(signal, name))
     return real(*args, **kwargs)
 setattr(mod, attr, signalled)
-from pytest_saeval.cli import main
-sys.exit(main(sys.argv[4:]))
+from pytest_saeval.cli import console
+sys.exit(console(sys.argv[4:]))
 """
 
 POINTS = {
@@ -47,7 +47,7 @@ POINTS = {
     "evaluating": ("pytest_saeval.run.evaluation:fused_pass", 1),
     "writing-the-cache": ("pytest_saeval.store.entries:write_entry", 1),
     "writing-the-outputs": ("pytest_saeval.report.files:write_outputs", 1),
-    "writing-the-baseline": ("pytest_saeval.spec.baseline:write_baseline", 1),
+    "writing-the-baseline": ("pytest_saeval.report.baselines:write_baselines", 1),
 }
 """Where the signal arrives: ``(module:function, on its n-th call)``."""
 FINISHING = {"writing-the-outputs", "writing-the-baseline"}
@@ -134,7 +134,7 @@ def _wait_for_handlers(pid: int, timeout: float = 120.0) -> None:
 @pytest.mark.parametrize("delay", [0.0, 2.0, 6.0])
 def test_a_signal_from_outside_at_any_time(tiny: Assets, tmp_path: Path, delay: float) -> None:
     suite, args = _setup(tiny, tmp_path)
-    command = [sys.executable, "-c", "import sys; from pytest_saeval.cli import main; sys.exit(main(sys.argv[1:]))",
+    command = [sys.executable, "-c", "import sys; from pytest_saeval.cli import console; sys.exit(console(sys.argv[1:]))",
                *args]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     _wait_for_handlers(proc.pid)
@@ -147,3 +147,15 @@ def test_a_signal_from_outside_at_any_time(tiny: Assets, tmp_path: Path, delay: 
                                             "and baselines are the old ones or complete new ones)"], err
     assert "Traceback" not in err
     assert _check_state(tmp_path) in ({">= 0"}, {">= 1"})
+
+
+def test_a_signal_after_the_command_is_done_keeps_its_result(tiny: Assets, tmp_path: Path) -> None:
+    """SIGINT between the end of the command and the end of the process (here: sent by the wrapper right
+    after the command returned) is ignored: exit code 0, complete outputs, no traceback."""
+    _, args = _setup(tiny, tmp_path)
+    code = ("import os, signal, sys; from pytest_saeval.cli import console\n"
+            "code = console(sys.argv[1:]); os.kill(os.getpid(), signal.SIGINT); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=_env(), timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "interrupted" not in done.stderr
+    assert _check_state(tmp_path) == {">= 1"}

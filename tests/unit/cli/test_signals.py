@@ -60,3 +60,17 @@ def test_outside_the_main_thread_signals_are_left_alone() -> None:
     thread.start()
     thread.join()
     assert seen == [before]
+
+
+def test_without_restore_a_signal_after_the_block_is_ignored() -> None:
+    """The console script's way: once the command is done, a late SIGTERM neither raises nor ends the
+    process (it exits with the command's code); the handlers it replaced are put back by this test."""
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        with Signals().installed(restore=False):
+            pass
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        signal.raise_signal(signal.SIGTERM)  # ignored: no exception, the process goes on
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
