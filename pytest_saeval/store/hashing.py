@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from pytest_saeval.plain import to_plain
+from pytest_saeval.plain import JSON, to_plain
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["ALGORITHM", "Fingerprints", "Hasher", "file_hash", "module_hash", "state_dict_hash", "tensor_hash"]
+__all__ = ["ALGORITHM", "LOCAL_PATH", "Fingerprints", "Hasher", "file_hash", "module_hash", "placeless", "state_dict_hash",
+           "tensor_hash"]
 
 ALGORITHM = "xxh3_128"
 """The hash function (xxHash's XXH3, 128 bits: several GB/s, not cryptographic)."""
@@ -118,14 +119,33 @@ def _config_of(obj: Any) -> object:
         return repr(cfg)
 
 
+LOCAL_PATH = "<local path>"
+"""What an absolute path of this machine in a config is hashed as (see :func:`placeless`)."""
+
+
+def placeless(value: JSON) -> JSON:
+    """``value`` with every string that is an absolute path existing on this machine replaced by
+    :data:`LOCAL_PATH`: where a model or SAE was loaded from (``tokenizer_name`` of a model read from a
+    folder, an SAE's training ``dataset_path``) says nothing about what it computes, whose weights are
+    hashed themselves, and must not make a checkout in another folder, or a CI runner's workspace, a
+    different model."""
+    if isinstance(value, dict):
+        return {k: placeless(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [placeless(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value) and os.path.exists(value):
+        return LOCAL_PATH
+    return value
+
+
 def module_hash(kind: str, obj: Any) -> str:
-    """Hash of a model or SAE: ``kind``, its class, its config (``cfg``), its tokenizer's padding side
-    (when it has a tokenizer) and every weight and buffer (an SAE without ``state_dict``: its
-    ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec``)."""
+    """Hash of a model or SAE: ``kind``, its class, its config (``cfg``, its local paths left out: see
+    :func:`placeless`), its tokenizer's padding side (when it has a tokenizer) and every weight and
+    buffer (an SAE without ``state_dict``: its ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec``)."""
     h = Hasher()
     h.text(kind)
     h.text(f"{type(obj).__module__}.{type(obj).__qualname__}")
-    h.data(_config_of(obj))
+    h.data(placeless(to_plain(_config_of(obj))))
     tokenizer = getattr(obj, "tokenizer", None)
     if tokenizer is not None:
         h.text(f"padding_side={getattr(tokenizer, 'padding_side', None)}")

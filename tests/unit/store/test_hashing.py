@@ -70,3 +70,25 @@ def test_tensor_hash_layout_free() -> None:
     assert tensor_hash(t) != tensor_hash(changed)
     assert len(tensor_hash(torch.tensor(1.5, dtype=torch.bfloat16))) == 32
     assert tensor_hash(torch.zeros(0)) != tensor_hash(torch.zeros(0, 2))
+
+
+def test_a_model_folder_in_another_place_is_the_same_model(tmp_path: Path) -> None:
+    """A checkout in another folder (a CI runner's workspace) loads the same model: its hash leaves out
+    the folder's own path (``tokenizer_name``), while a changed weight still changes it."""
+    import shutil
+
+    from pytest_saeval.sources.models import load_model
+    from pytest_saeval.store.hashing import LOCAL_PATH, module_hash, placeless
+
+    source = Path(__file__).resolve().parents[3] / "examples" / "tiny" / "model"
+    a, b = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    shutil.copytree(source, a)
+    shutil.copytree(source, b)
+    model_a, model_b = load_model(path=a, device="cpu"), load_model(path=b, device="cpu")
+    assert str(a) in repr(vars(model_a.cfg)), "the model's config names its folder"
+    assert module_hash("model", model_a) == module_hash("model", model_b)
+    with torch.no_grad():
+        model_b.W_U[0, 0] += 1.0
+    assert module_hash("model", model_a) != module_hash("model", model_b)
+    assert placeless({"p": str(a), "q": ["/no/such/place", "gpt2"], "n": 3}) == \
+        {"p": LOCAL_PATH, "q": ["/no/such/place", "gpt2"], "n": 3}
