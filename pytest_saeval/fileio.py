@@ -1,4 +1,4 @@
-"""Small file helpers: atomic writes, temp-file cleanup, write checks and content hashes (pure Python).
+"""Small file helpers: atomic writes, temp-file cleanup, write checks and folder locks (pure Python).
 
 Every file the package writes (outputs, baselines, caches) goes through :func:`atomic_write_bytes`,
 :func:`atomic_write_text` or :func:`atomic_write_many`, so a reader never sees a half-written file and
