@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_saeval.fileio import atomic_write_bytes, os_reason
-from pytest_saeval.store.entries import Unavailable, Unusable
+from pytest_saeval.fileio import atomic_write_bytes
+from pytest_saeval.store.entries import Unusable, read_bytes
 from pytest_saeval.store.hashing import Hasher
 
 __all__ = ["ANSWER_FORMAT", "AnswerStore"]
@@ -45,14 +45,10 @@ class AnswerStore:
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The body stored under ``key``, or None when there is none. Raises :class:`Unusable` for a bad
-        file and :class:`Unavailable` when the folder cannot be read there."""
-        path = self.path(key)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        file and :class:`~.entries.Unavailable` when the folder cannot be read there."""
+        data = read_bytes(self.path(key))
+        if data is None:
             return None
-        except OSError as e:
-            raise Unavailable(f"cannot read {path}: {os_reason(e)}") from e
         head, sep, body = data.partition(b"\n")
         try:
             header = json.loads(head)

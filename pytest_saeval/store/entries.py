@@ -23,7 +23,7 @@ from pytest_saeval.store.hashing import Hasher
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["CacheWarning", "Unavailable", "Unusable", "digest", "read_entry", "warn_unusable", "write_entry"]
+__all__ = ["CacheWarning", "Unavailable", "Unusable", "digest", "read_bytes", "read_entry", "warn_unusable", "write_entry"]
 
 
 class CacheWarning(UserWarning):
@@ -64,14 +64,22 @@ def write_entry(path: Path, key: str, header: dict[str, Any], tensors: Mapping[s
     atomic_write_bytes(path, save(own, metadata=metadata))
 
 
-def read_entry(path: Path, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
-    """``(header, tensors)``, or None when there is no file. Raises :class:`Unusable` for a bad file."""
+def read_bytes(path: Path) -> bytes | None:
+    """The whole file of a cache entry in one read, or None when there is none. Raises
+    :class:`Unavailable` when the folder cannot be read there."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as e:
         raise Unavailable(f"cannot read {path}: {os_reason(e)}") from e
+
+
+def read_entry(path: Path, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """``(header, tensors)``, or None when there is no file. Raises :class:`Unusable` for a bad file."""
+    data = read_bytes(path)
+    if data is None:
+        return None
     from safetensors.torch import load
 
     # one read of the whole file: the header and the tensors come from the same version of it even
