@@ -248,6 +248,14 @@ def sae_result(sae_id: str, metrics: dict[str, float], *, d_sae: int = 4,
                      metrics=dict(metrics), feature_metrics=dict(feature_metrics or {}))
 
 
+def demo_suite_file(root: Path, text: str) -> Path:
+    """``text`` written as ``root/thresholds/demo.yaml`` (the folder made when missing); its path."""
+    path = root / "thresholds" / "demo.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
 def hand_run(path: str | Path, metrics_by_id: dict[str, dict[str, float]], *, baseline: Any = None,
              intervals: dict[str, dict[str, tuple[float, float]]] | None = None, recording: bool = False,
              **fields: Any) -> Any:

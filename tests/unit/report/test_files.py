@@ -14,7 +14,7 @@ import pytest
 from pytest_saeval.errors import OutputError
 from pytest_saeval.report.files import result_records, write_outputs
 from pytest_saeval.run.provenance import Note, Provenance
-from tests.helpers import hand_run
+from tests.helpers import demo_suite_file, hand_run
 
 SUITE = """\
 model: {path: m}
@@ -35,10 +35,7 @@ saes:
 
 @pytest.fixture
 def run(tmp_path: Path):
-    path = tmp_path / "thresholds" / "demo.yaml"
-    path.parent.mkdir()
-    path.write_text(SUITE)
-    return hand_run(path, {"gpt2/res.8": {"l0": 70.0, "cossim": math.nan}, "b": {"mse": 0.5}}, recording=True,
+    return hand_run(demo_suite_file(tmp_path, SUITE), {"gpt2/res.8": {"l0": 70.0, "cossim": math.nan}, "b": {"mse": 0.5}}, recording=True,
                     intervals={"b": {"mse": (0.4, 0.6)}}, provenance={"b": Provenance.from_dict({"device": "cpu"})},
                     sae_cfgs={"b": {"d_sae": 4, "k": None}},
                     notes=[Note("b", "[b] the baseline was recorded on other tokens", loud=True), Note("other", "[other] x")])

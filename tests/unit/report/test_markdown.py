@@ -17,6 +17,7 @@ from pytest_saeval.run.outcome import EvalConfig, SuiteRun
 from pytest_saeval.run.plan import entries_of
 from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.verdict import check_gate
+from tests.helpers import demo_suite_file
 
 SUITE = """\
 model:
@@ -51,10 +52,7 @@ class _Result:
 
 
 def _runs(tmp_path: Path, a: dict, b: dict, intervals: dict | None = None) -> list[SuiteRun]:
-    path = tmp_path / "thresholds" / "demo.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(SUITE)
-    suite = load_suite(path)
+    suite = load_suite(demo_suite_file(tmp_path, SUITE))
     entries = entries_of(suite)
     results = {"layer1-topk": _Result(a), "layer2-relu": _Result(b)}
     checks, _ = check_suite(suite, entries, results, None, intervals or {})

@@ -24,7 +24,7 @@ from pytest_saeval.report.readback import (
 from pytest_saeval.run.outcome import Inputs
 from pytest_saeval.run.provenance import Note, Provenance
 from pytest_saeval.spec.loader import load_suite
-from tests.helpers import hand_run
+from tests.helpers import demo_suite_file, hand_run
 
 SUITE = """\
 model: {path: m}
@@ -45,10 +45,7 @@ saes:
 
 @pytest.fixture
 def suite_path(tmp_path: Path) -> Path:
-    path = tmp_path / "thresholds" / "demo.yaml"
-    path.parent.mkdir()
-    path.write_text(SUITE)
-    return path
+    return demo_suite_file(tmp_path, SUITE)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from pytest_saeval.report.rows import format_headroom, format_interval, gate_rows, shown_value
 from pytest_saeval.run.outcome import Inputs
-from tests.helpers import hand_run
+from tests.helpers import demo_suite_file, hand_run
 
 SUITE = """\
 model: {path: m}
@@ -31,10 +31,7 @@ saes:
 
 @pytest.fixture
 def suite_path(tmp_path: Path) -> Path:
-    path = tmp_path / "thresholds" / "demo.yaml"
-    path.parent.mkdir()
-    path.write_text(SUITE)
-    return path
+    return demo_suite_file(tmp_path, SUITE)
 
 
 def test_failures_come_first_and_keep_their_order(suite_path: Path) -> None:

@@ -11,7 +11,7 @@ from pytest_saeval.run.provenance import Note, Provenance
 from pytest_saeval.run.wire import run_from_wire, run_to_wire
 from pytest_saeval.spec.baseline import load_baseline, write_baseline
 from pytest_saeval.spec.loader import load_suite
-from tests.helpers import hand_run
+from tests.helpers import demo_suite_file, hand_run
 
 NAN = float("nan")
 
@@ -61,9 +61,7 @@ def _plain(value: object) -> bool:
 
 
 def _run(tmp_path: Path):
-    path = tmp_path / "thresholds" / "demo.yaml"
-    path.parent.mkdir()
-    path.write_text(SUITE)
+    path = demo_suite_file(tmp_path, SUITE)
     write_baseline(path.parent / "b.json", {"a": {"cossim": 0.955}})
     run = hand_run(path, {"a": A, "b": B}, baseline=load_baseline(path.parent / "b.json"), recording=True,
                    intervals=INTERVALS, notes=[Note("a", "a note", loud=True)],
