@@ -17,7 +17,6 @@ worker (one unit per file); ``loadscope``, ``worksteal`` and ``each`` evaluate S
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -34,6 +33,7 @@ from pytest_saeval.plugin.runner import get_runner
 from pytest_saeval.run.plan import group_key
 from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.suite import Suite
+from pytest_saeval.store.hashing import name_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     from xdist.remote import Producer
@@ -46,7 +46,7 @@ __all__ = ["colocate_marked", "configure_node", "group_name", "make_scheduler", 
 
 def group_name(suite: Suite) -> str:
     """The xdist scope of a suite's fused-pass group: ``saeval-`` and a short digest of its group key."""
-    return "saeval-" + hashlib.sha256(group_key(suite).text().encode()).hexdigest()[:10]
+    return "saeval-" + name_digest(group_key(suite).text(), 10)
 
 
 _MARKS_DIR = pytest.StashKey[Path]()

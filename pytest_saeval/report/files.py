@@ -17,7 +17,6 @@ two SAEs never share a file, whatever their ids.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -31,6 +30,7 @@ from pytest_saeval.errors import OutputError
 from pytest_saeval.fileio import atomic_write_many, os_reason
 from pytest_saeval.plain import to_plain
 from pytest_saeval.run.outcome import SuiteRun
+from pytest_saeval.store.hashing import name_digest
 
 __all__ = ["per_sae_file_names", "result_records", "write_outputs"]
 
@@ -164,7 +164,7 @@ def _inputs_suffix(inputs: Any) -> str:
     if not isinstance(inputs, dict) or not inputs.get("overridden"):
         return ""
     key = json.dumps([inputs.get("overridden"), inputs.get("model_xxh3"), inputs.get("tokens_xxh3")])
-    return "~with-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    return "~with-" + name_digest(key, 12)
 
 
 def per_sae_file_names(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -175,7 +175,7 @@ def per_sae_file_names(records: Sequence[dict[str, Any]]) -> list[str]:
     labels that differ (see :func:`_suite_labels`). An evaluation on other inputs than the suite's own
     (a conftest override) ends in ``~with-`` and a digest of those inputs, so it never takes the file of
     the suite's own evaluation of that SAE. A name longer than a file system allows (255 bytes)
-    keeps its first 200 bytes and ends in a SHA-256 digest of the whole name.
+    keeps its first 200 bytes and ends in a digest of the whole name.
     """
     labels = _suite_labels([str(rec["eval_cfg"]["suite"]) for rec in records])
     names: list[str] = []
@@ -183,7 +183,7 @@ def per_sae_file_names(records: Sequence[dict[str, Any]]) -> list[str]:
         name = f"{labels[str(rec['eval_cfg']['suite'])]}__{_encode(str(rec['unique_id']), label=False)}"
         name += _inputs_suffix(rec.get("inputs")) + ".json"
         if len(name.encode()) > _NAME_MAX:
-            name = f"{name[:200]}~{hashlib.sha256(name.encode()).hexdigest()[:32]}.json"
+            name = f"{name[:200]}~{name_digest(name, 32)}.json"
         names.append(name)
     return names
 

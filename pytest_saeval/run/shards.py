@@ -16,7 +16,6 @@ K/N``, else by ``SAEVAL_SHARD=K/N``; ``auto`` reads the index and count a CI sys
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from pytest_saeval.errors import InputError
 from pytest_saeval.run.costs import group_costs
 from pytest_saeval.run.plan import GroupKey, group_key
 from pytest_saeval.spec.suite import Suite
+from pytest_saeval.store.hashing import name_digest
 from pytest_saeval.store.timings import SuiteTiming
 
 __all__ = ["CI_VARIABLES", "SHARD_ENV", "Selection", "Shard", "ShardPlan", "WorkGroup", "balance", "plan_shards",
@@ -159,7 +159,7 @@ class WorkGroup:
 
 
 def _digest(value: object) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+    return name_digest(json.dumps(value, sort_keys=True))
 
 
 @dataclass(frozen=True)

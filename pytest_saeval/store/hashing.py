@@ -23,8 +23,8 @@ from pytest_saeval.plain import JSON, to_plain
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["ALGORITHM", "LOCAL_PATH", "Fingerprints", "Hasher", "file_hash", "module_hash", "placeless", "state_dict_hash",
-           "tensor_hash"]
+__all__ = ["ALGORITHM", "LOCAL_PATH", "Fingerprints", "Hasher", "file_hash", "module_hash", "name_digest", "placeless",
+           "state_dict_hash", "tensor_hash"]
 
 ALGORITHM = "xxh3_128"
 """The hash function (xxHash's XXH3, 128 bits: several GB/s, not cryptographic)."""
@@ -71,6 +71,12 @@ class Hasher:
     def hexdigest(self) -> str:
         """The digest so far, 32 hex digits."""
         return str(self._h.hexdigest())
+
+
+def name_digest(text: str, length: int = 16) -> str:
+    """A short digest of a name, for identifiers made from it (file names, xdist group names, partition
+    ids): the first ``length`` hex characters (at most 32) of the xxh3-128 of ``text``."""
+    return xxhash.xxh3_128_hexdigest(text.encode())[:length]
 
 
 def tensor_hash(t: torch.Tensor) -> str:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import xxhash
 
-from pytest_saeval.store.hashing import ALGORITHM, Fingerprints, file_hash, state_dict_hash, tensor_hash
+from pytest_saeval.store.hashing import ALGORITHM, Fingerprints, file_hash, name_digest, state_dict_hash, tensor_hash
 
 
 def test_file_hash_streams_the_bytes(tmp_path: Path) -> None:
@@ -21,6 +21,12 @@ def test_file_hash_streams_the_bytes(tmp_path: Path) -> None:
     assert file_hash(tmp_path / "g") != file_hash(tmp_path / "f")
     with pytest.raises(FileNotFoundError):
         file_hash(tmp_path / "missing")
+
+
+def test_name_digest_is_a_stable_prefix_of_the_names_xxh3() -> None:
+    assert name_digest("suite::sae") == xxhash.xxh3_128_hexdigest(b"suite::sae")[:16]
+    assert name_digest("suite::sae", 32) == xxhash.xxh3_128_hexdigest(b"suite::sae")
+    assert len(name_digest("x", 10)) == 10 and name_digest("x/y") != name_digest("x_y")
 
 
 def test_tensor_hash_covers_dtype_shape_and_values() -> None:
