@@ -17,6 +17,7 @@ from pytest_saeval.errors import SuiteError
 from pytest_saeval.fileio import atomic_write_text
 from pytest_saeval.propose import DEFAULT_METRICS, MarginPolicy, SAEProposal, propose_gates, to_write
 from pytest_saeval.run.session import Session
+from pytest_saeval.sources.common import project_root
 from pytest_saeval.spec.editor import GateText, edit_suite_text, new_suite_text
 from pytest_saeval.spec.loader import load_suite
 
@@ -81,7 +82,9 @@ def init_suite(suite_path: str | os.PathLike[str], *, output: str | os.PathLike[
 
 def new_suite(output: str | os.PathLike[str], *, model: Path, saes: Sequence[Path], tokens: Path) -> Path:
     """Write a new suite file for a model folder, SAE folders and a token file (every key written out,
-    with its default and a comment; no gates yet) and return its path. An existing file is kept."""
+    with its default and a comment; no gates yet) and return its path. An existing file is kept. Paths inside
+    the project (the nearest folder above the file with pyproject.toml, pytest.ini, ...; else the current
+    folder) are written relative to the file, others absolute."""
     from pytest_saeval.sources.tokens import inspect_token_file
 
     target = Path(output)
@@ -90,7 +93,8 @@ def new_suite(output: str | os.PathLike[str], *, model: Path, saes: Sequence[Pat
                          fix="give --output a new file, or run `saeval init` on that suite to propose its gates")
     info = inspect_token_file(tokens)
     rows, width = info.shape if info is not None else (None, None)
-    text = new_suite_text(target.absolute().parent, model=model, saes=saes, tokens=tokens, rows=rows, width=width)
+    base = target.absolute().parent
+    text = new_suite_text(base, root=project_root(base) or Path.cwd(), model=model, saes=saes, tokens=tokens, rows=rows, width=width)
     atomic_write_text(target, text)
     load_suite(target)  # what was written is a valid suite
     return target

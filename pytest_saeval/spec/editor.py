@@ -166,9 +166,14 @@ def edit_suite_text(text: str, gates_by_id: Mapping[str, Sequence[GateText]], *,
     return ed.apply()
 
 
-def _relative(path: Path, base: Path) -> str:
-    """``path`` as a suite file in ``base`` writes it (relative, with forward slashes)."""
-    return Path(os.path.relpath(Path(path).absolute(), base)).as_posix()
+def _written(path: Path, base: Path, root: Path) -> str:
+    """``path`` as a suite file in ``base`` writes it, with forward slashes: relative to ``base`` when it lies
+    in the project ``root`` (it travels with the repository), else absolute (a ``../../..`` climbing out of
+    the project would only hold on this machine's layout anyway)."""
+    absolute = Path(os.path.abspath(path))
+    if absolute.is_relative_to(Path(os.path.abspath(root))):
+        return Path(os.path.relpath(absolute, base)).as_posix()
+    return absolute.as_posix()
 
 
 def _sae_ids(saes: Sequence[Path]) -> list[str]:
@@ -190,22 +195,22 @@ def _keyed(rows: Sequence[tuple[int, str, str]]) -> str:
                    for indent, text, note in rows)
 
 
-def new_suite_text(base: Path, *, model: Path, saes: Sequence[Path], tokens: Path, rows: int | None,
+def new_suite_text(base: Path, *, root: Path, model: Path, saes: Sequence[Path], tokens: Path, rows: int | None,
                    width: int | None) -> str:
     """A complete suite file for a model folder, SAE folders and a token file, every key written out with
-    its default and a comment; batches fitted to the token file's ``rows`` x ``width`` when known. Paths are
-    relative to ``base``, the folder the file will be in."""
+    its default and a comment; batches fitted to the token file's ``rows`` x ``width`` when known. Paths in the
+    project ``root`` are written relative to ``base``, the folder the file will be in; others absolute."""
     batch = min(16, rows) if rows else 16
     n_batches = max(1, min(10, rows // batch)) if rows else 10
-    sae_lines = "".join(f"  - id: {sae_id}\n    path: {_relative(folder, base)}\n    gates: {{}}\n"
+    sae_lines = "".join(f"  - id: {sae_id}\n    path: {_written(folder, base, root)}\n    gates: {{}}\n"
                         for sae_id, folder in zip(_sae_ids(saes), saes))
     head = _keyed([
         (0, "model:", ""),
-        (2, f"path: {_relative(model, base)}", "a local Hugging Face model folder (or name: / factory:)"),
+        (2, f"path: {_written(model, base, root)}", "a local Hugging Face model folder (or name: / factory:)"),
         (2, "device: auto", "auto (cuda when available) | cpu | cuda | cuda:N"),
         (2, "dtype: float32", "float32 | float16 | bfloat16 | float64"),
         (0, "data:", ""),
-        (2, f"tokens: {_relative(tokens, base)}", "int array [n_sequences, context_size]: .npy, .pt or .safetensors"),
+        (2, f"tokens: {_written(tokens, base, root)}", "int array [n_sequences, context_size]: .npy, .pt or .safetensors"),
         (2, f"context_size: {width or 128}", "tokens per row (longer rows are cut)"),
         (2, f"batch_size_prompts: {batch}", "rows per batch"),
         (2, f"n_reconstruction_batches: {n_batches}", "batches for the CE / KL metrics"),

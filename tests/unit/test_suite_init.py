@@ -4,7 +4,9 @@ a model, SAEs and a token file, and init end to end on a tiny model."""
 from __future__ import annotations
 
 import difflib
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -219,6 +221,7 @@ def test_new_suite_writes_every_key_with_its_default_and_fits_the_token_file(tmp
     (root / "saes" / "layer0").mkdir(parents=True)
     (root / "saes" / "layer1").mkdir(parents=True)
     np.save(root / "tokens.npy", np.ones((40, 24), dtype=np.int32))
+    (root / "pyproject.toml").write_text("")
     out = new_suite(root / "thresholds" / "new.yaml", model=root / "models" / "tiny",
                     saes=[root / "saes" / "layer0", root / "saes" / "layer1"], tokens=root / "tokens.npy")
     text = out.read_text()
@@ -239,6 +242,32 @@ def test_new_suite_writes_every_key_with_its_default_and_fits_the_token_file(tmp
         new_suite(out, model=root / "models" / "tiny", saes=[root / "saes" / "layer0"], tokens=root / "tokens.npy")
     assert "saeval init" in info.value.fix
     assert out.read_text() == text
+
+
+def test_new_suite_writes_paths_outside_the_project_absolute(tmp_path, monkeypatch):
+    import numpy as np
+
+    root, elsewhere = tmp_path / "repo", tmp_path / "shared"
+    (root / "saes" / "layer0").mkdir(parents=True)
+    (elsewhere / "models" / "tiny").mkdir(parents=True)
+    np.save(elsewhere / "tokens.npy", np.ones((40, 24), dtype=np.int32))
+    (root / "pytest.ini").write_text("[pytest]\n")
+    monkeypatch.chdir(root)  # given as the user typed them: relative to the current folder
+    out = new_suite(Path("thresholds/new.yaml"), model=elsewhere / "models" / "tiny",
+                    saes=[Path("saes/layer0")], tokens=Path("../shared/tokens.npy"))
+    text = out.read_text()
+    assert f"  path: {(elsewhere / 'models' / 'tiny').as_posix()}" in text
+    assert f"  tokens: {(elsewhere / 'tokens.npy').as_posix()}" in text
+    assert "    path: ../saes/layer0" in text
+    suite = load_suite(out)
+    assert suite.model.path == elsewhere / "models" / "tiny" and suite.saes[0].path == root / "saes" / "layer0"
+
+    # without a project marker, the current folder is the project
+    (root / "pytest.ini").unlink()
+    text = new_suite(Path("thresholds/other.yaml"), model=root / "saes", saes=[root / "saes" / "layer0"],
+                     tokens=elsewhere / "tokens.npy").read_text()
+    assert re.search(r"^  path: \.\./saes +#", text, re.M), text
+    assert f"  tokens: {(elsewhere / 'tokens.npy').as_posix()}" in text
 
 
 def test_new_suite_gives_two_saes_with_one_folder_name_two_ids(tmp_path):
