@@ -268,6 +268,11 @@ def test_new_suite_writes_paths_outside_the_project_absolute(tmp_path, monkeypat
                      tokens=elsewhere / "tokens.npy").read_text()
     assert re.search(r"^  path: \.\./saes +#", text, re.M), text
     assert f"  tokens: {(elsewhere / 'tokens.npy').as_posix()}" in text
+    # ... unless the new file is outside it: then its own folder is
+    text = new_suite(elsewhere / "new.yaml", model=elsewhere / "models" / "tiny", saes=[root / "saes" / "layer0"],
+                     tokens=Path("../shared/tokens.npy")).read_text()
+    assert re.search(r"^  path: models/tiny +#", text, re.M) and "  tokens: tokens.npy " in text, text
+    assert f"    path: {(root / 'saes' / 'layer0').as_posix()}\n" in text
 
 
 def test_new_suite_gives_two_saes_with_one_folder_name_two_ids(tmp_path):
