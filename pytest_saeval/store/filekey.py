@@ -41,7 +41,7 @@ from pathlib import Path
 
 from pytest_saeval.fileio import atomic_write_bytes
 from pytest_saeval.store.entries import warn_unusable
-from pytest_saeval.store.hashing import Hasher
+from pytest_saeval.store.hashing import Hasher, file_hash
 
 __all__ = ["MEMO_FILE", "RACY_WINDOW_NS", "SKIPPED_FOLDERS", "FileDigests", "FileStat", "Unsettled"]
 
@@ -57,7 +57,6 @@ MEMO_FILE = "filehashes.json"
 _MEMO_FORMAT = 1
 _MEMO_LIMIT = 4096
 """Entries kept (the most recently recorded)."""
-_CHUNK = 1 << 20
 
 
 class Unsettled(Exception):
@@ -124,7 +123,7 @@ class FileDigests:
         if self.use_memo and known is not None and known.stat == before and before.settled_before(known.moment_ns):
             return known.digest
         moment = self.clock()
-        digest = _read_digest(key)
+        digest = file_hash(key)
         self.reads += 1
         if FileStat.of(os.stat(key)) != before:
             raise Unsettled(f"{key} changed while it was read")
@@ -166,16 +165,6 @@ class FileDigests:
         if self._entries is None:
             self._entries = _read_memo(self.memo_file) if (self.memo_file is not None and self.use_memo) else {}
         return self._entries
-
-
-def _read_digest(path: str) -> str:
-    h = Hasher()
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.raw(view[:n])
-    return h.hexdigest()
 
 
 def _walk(root: Path) -> Iterator[tuple[str, str]]:

@@ -163,11 +163,13 @@ def module_hash(kind: str, obj: Any) -> str:
 
 
 def file_hash(path: str | os.PathLike[str]) -> str:
-    """Hash of a file's bytes, read in 1 MiB chunks."""
+    """Hash of a file's bytes, read in 1 MiB chunks into one reused buffer."""
     h = Hasher()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.raw(chunk)
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.raw(view[:n])
     return h.hexdigest()
 
 

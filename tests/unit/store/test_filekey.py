@@ -132,7 +132,7 @@ def test_without_the_memo_every_file_is_read_every_time(tmp_path: Path) -> None:
 def test_a_file_that_changes_while_it_is_read_is_unsettled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = tmp_path / "w.bin"
     f.write_bytes(b"a" * 100)
-    real = filekey._read_digest
+    real = filekey.file_hash
 
     def read_then_append(path: str) -> str:
         found = real(path)
@@ -140,7 +140,7 @@ def test_a_file_that_changes_while_it_is_read_is_unsettled(tmp_path: Path, monke
             fh.write(b"more")
         return found
 
-    monkeypatch.setattr(filekey, "_read_digest", read_then_append)
+    monkeypatch.setattr(filekey, "file_hash", read_then_append)
     with pytest.raises(Unsettled, match="changed while it was read"):
         FileDigests(clock=ahead).file(f)
 
