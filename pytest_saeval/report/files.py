@@ -29,7 +29,7 @@ from typing import Any
 from pytest_saeval.errors import OutputError
 from pytest_saeval.fileio import atomic_write_many, os_reason
 from pytest_saeval.plain import to_plain
-from pytest_saeval.run.outcome import SuiteRun
+from pytest_saeval.run.outcome import Inputs, SuiteRun
 from pytest_saeval.store.hashing import name_digest
 
 __all__ = ["per_sae_file_names", "result_records", "write_outputs"]
@@ -163,8 +163,7 @@ def _inputs_suffix(inputs: Any) -> str:
     """``""`` for the suite's own inputs, else ``~with-<digest of what replaced them>``."""
     if not isinstance(inputs, dict) or not inputs.get("overridden"):
         return ""
-    key = json.dumps([inputs.get("overridden"), inputs.get("model_xxh3"), inputs.get("tokens_xxh3")])
-    return "~with-" + name_digest(key, 12)
+    return "~with-" + name_digest(Inputs.from_dict(inputs).key(), 12)
 
 
 def per_sae_file_names(records: Sequence[dict[str, Any]]) -> list[str]:

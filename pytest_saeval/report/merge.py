@@ -29,13 +29,13 @@ from typing import Any
 from pytest_saeval.errors import ShardError
 from pytest_saeval.report.readback import (
     RESULTS_FILE,
-    inputs_key,
     read_records,
     record_inputs,
     record_key,
     runs_from_records,
 )
 from pytest_saeval.report.shardfile import SHARD_FILE, ShardRecord, read_shard_record, suite_digest
+from pytest_saeval.report.table import plural
 from pytest_saeval.run.outcome import SuiteRun, merge_runs
 from pytest_saeval.run.shards import suite_name
 from pytest_saeval.spec.loader import load_suite
@@ -135,7 +135,7 @@ def _suite_problems(shards: Sequence[ShardRecord]) -> list[Problem]:
 
 
 _Key = tuple[str, str, str]
-"""A result's identity: ``(suite name, SAE unique id, inputs)`` (see :func:`~.readback.inputs_key`)."""
+"""A result's identity: ``(suite name, SAE unique id, inputs)`` (see :meth:`~pytest_saeval.run.outcome.Inputs.key`)."""
 
 
 def _gather(shards: Sequence[ShardRecord]) -> tuple[list[dict[str, Any]], list[Problem], list[str]]:
@@ -150,7 +150,7 @@ def _gather(shards: Sequence[ShardRecord]) -> tuple[list[dict[str, Any]], list[P
         for rec in read_records(s.folder):
             suite, uid = record_key(rec)
             inputs = record_inputs(rec)
-            key = (suite_name(suite), uid, inputs_key(inputs))
+            key = (suite_name(suite), uid, inputs.key())
             what = f"{key[0]}::{uid}{inputs.describe()}"
             mine.setdefault(key[:2], set()).update(str(g.get("metric")) for g in rec["gates"] if isinstance(g, dict))
             selected = s.plan.selects(key[0], uid)
@@ -194,12 +194,12 @@ def _plain(rec: dict[str, Any]) -> str:
 
 
 def _verdict_notes(runs: Sequence[SuiteRun], records: Sequence[dict[str, Any]]) -> list[str]:
-    recorded = {(suite_name(record_key(r)[0]), inputs_key(record_inputs(r)), r["unique_id"], g.get("metric")):
+    recorded = {(suite_name(record_key(r)[0]), record_inputs(r).key(), r["unique_id"], g.get("metric")):
                 g.get("passed") for r in records for g in r["gates"] if isinstance(g, dict)}
     return [f"{c.message}: the shard judged it {'PASS' if not c.passed else 'FAIL'}, checked again it is "
             f"{'PASS' if c.passed else 'FAIL'} (another pytest-saeval version?)"
             for run in runs for c in run.checks
-            if recorded.get((suite_name(run.suite.path), inputs_key(run.inputs), c.sae_id, c.gate.metric),
+            if recorded.get((suite_name(run.suite.path), run.inputs.key(), c.sae_id, c.gate.metric),
                             c.passed) != c.passed]
 
 
@@ -235,7 +235,7 @@ def merge_shards(folders: Sequence[str | os.PathLike[str]],
     if len(versions) > 1:
         notes.append(f"the shards ran different pytest-saeval versions ({', '.join(versions)})")
     first = shards[0].plan
-    notes.insert(0, f"merged {first.shard.count} shard{'s' if first.shard.count != 1 else ''} of partition "
+    notes.insert(0, f"merged {plural(first.shard.count, 'shard')} of partition "
                     f"{first.partition[:8]} (selection {first.selection[:8]}, costs from {first.cost_basis})")
     return MergedShards(runs, tuple(sorted(shards, key=lambda s: s.plan.shard.index)),
                         tuple(notes + _verdict_notes(runs, records)))

@@ -26,7 +26,7 @@ from pytest_saeval.run.provenance import Note, Provenance
 from pytest_saeval.spec.gates import Gate
 from pytest_saeval.spec.suite import SAESpec, Suite
 
-__all__ = ["RESULTS_FILE", "inputs_key", "read_records", "record_inputs", "record_key", "runs_from_records"]
+__all__ = ["RESULTS_FILE", "read_records", "record_inputs", "record_key", "runs_from_records"]
 
 RESULTS_FILE = "all_eval_results.json"
 """The combined records file of an output folder."""
@@ -81,11 +81,6 @@ def record_key(rec: Mapping[str, Any]) -> tuple[str, str]:
 def record_inputs(rec: Mapping[str, Any]) -> Inputs:
     """What a record's evaluation ran on (the suite's own inputs, or what a conftest replaced)."""
     return Inputs.from_dict(rec.get("inputs"))
-
-
-def inputs_key(inputs: Inputs) -> str:
-    """``inputs`` as one comparable string (records of one SAE on different inputs are different results)."""
-    return json.dumps([list(inputs.overridden), inputs.model_xxh3, inputs.tokens_xxh3])
 
 
 def _num(value: object) -> float:
@@ -189,7 +184,7 @@ def runs_from_records(records: Sequence[Mapping[str, Any]], load: Callable[[Path
     for rec in records:
         name, uid = record_key(rec)
         inputs = record_inputs(rec)
-        key = (name, inputs_key(inputs))
+        key = (name, inputs.key())
         if key not in by_run:
             try:
                 cfg = EvalConfig.from_dict(rec["eval_cfg"])

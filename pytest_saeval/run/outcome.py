@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -42,6 +43,10 @@ class Inputs:
     def describe(self) -> str:
         """``""`` for the suite's own inputs, else ``" (with saeval_tokens from tests/conftest.py)"``."""
         return "" if self.own else " (with " + ", ".join(self.overridden) + ")"
+
+    def key(self) -> str:
+        """These inputs as one comparable string (results of one SAE on different inputs are different results)."""
+        return json.dumps([list(self.overridden), self.model_xxh3, self.tokens_xxh3])
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object] | None) -> Inputs:

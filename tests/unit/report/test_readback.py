@@ -15,7 +15,6 @@ from pytest_saeval.errors import ShardError
 from pytest_saeval.report.files import result_records, write_outputs
 from pytest_saeval.report.readback import (
     RESULTS_FILE,
-    inputs_key,
     read_records,
     record_inputs,
     record_key,
@@ -81,7 +80,7 @@ def test_other_inputs_are_another_run(run) -> None:
     back = runs_from_records(records, load_suite)
     assert [r.inputs for r in back] == [Inputs(), other.inputs]
     assert record_inputs(records[2]) == other.inputs and record_key(records[2]) == (str(run.suite.path), "a")
-    assert inputs_key(Inputs()) != inputs_key(other.inputs)
+    assert Inputs().key() != other.inputs.key()
 
 
 def test_each_suite_file_is_loaded_once(run) -> None:

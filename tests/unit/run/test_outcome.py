@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saeval.run.outcome import EvalConfig, merge_runs
+from pytest_saeval.plain import to_plain
+from pytest_saeval.run.outcome import EvalConfig, Inputs, merge_runs
 from pytest_saeval.run.provenance import Note, Provenance
 from tests.helpers import eval_config, hand_run
 
@@ -129,3 +130,11 @@ def test_eval_config_round_trip() -> None:
     assert EvalConfig.from_dict({**data, "unknown": 1}) == cfg  # extra keys are ignored
     with pytest.raises(KeyError):
         EvalConfig.from_dict({k: v for k, v in data.items() if k != "context_size"})
+
+
+def test_inputs_key_tells_evaluations_apart_and_survives_plain_data() -> None:
+    own, other = Inputs(), Inputs(("saeval_tokens from tests/conftest.py",), "m" * 32, "t" * 32)
+    assert own.key() != other.key()
+    assert Inputs(other.overridden, other.model_xxh3, "u" * 32).key() != other.key()
+    assert Inputs.from_dict(to_plain(other)).key() == other.key()  # as outputs and shards record it
+    assert Inputs.from_dict(None).key() == own.key()
