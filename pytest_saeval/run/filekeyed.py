@@ -26,6 +26,7 @@ which stores the answers afterwards when the files did not change meanwhile.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import platform
 import sys
 from array import array
@@ -177,7 +178,7 @@ class FileKeyed:
         for suite, entries in members:
             mine = {e.unique_id: self._known[keys.keys[(str(suite.path), e.unique_id)]] for e in entries}
             parts[suite.path] = SuitePart(
-                results={uid: _with_id(a.result, uid) for uid, a in mine.items()},
+                results={uid: dataclasses.replace(a.result, sae_id=uid) for uid, a in mine.items()},
                 provenance={uid: a.provenance for uid, a in mine.items()},
                 sae_cfgs={uid: a.sae_cfg for uid, a in mine.items()},
                 intervals={uid: a.intervals for uid, a in mine.items()},
@@ -225,12 +226,6 @@ class FileKeyed:
             self.digests.save()
         except OSError:  # a speed-up only: files are read again next time; the caches report a broken folder
             pass
-
-
-def _with_id(result: SAEResult, uid: str) -> SAEResult:
-    return result if result.sae_id == uid else SAEResult(
-        sae_id=uid, hook_name=result.hook_name, hook_head_index=result.hook_head_index, d_in=result.d_in,
-        d_sae=result.d_sae, metrics=result.metrics, feature_metrics=result.feature_metrics)
 
 
 def _floats(values: list[float]) -> JSON:
