@@ -25,7 +25,6 @@ from pathlib import Path
 __all__ = ["atomic_write_bytes", "atomic_write_many", "atomic_write_text", "folder_lock",
            "os_reason", "remove_stale_temps", "write_problem"]
 
-_CHUNK = 1 << 20
 _NAME_MAX = 255
 _PATH_MAX = 4095
 _OLD_TEMP_SECONDS = 600
@@ -112,7 +111,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     if not isinstance(text, str):
         raise TypeError(f"atomic_write_text needs str, got {type(text).__name__}")
     atomic_write_bytes(path, text.encode(encoding))
-
 
 
 def _host() -> str:

@@ -5,9 +5,9 @@ evaluation its gate tests use. A conftest may override ``saeval_model``, ``saeva
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -20,6 +20,8 @@ from pytest_saeval.run.quiet import quiet_libraries
 from pytest_saeval.spec.suite import Suite
 
 __all__ = ["fixture_model", "fixture_results", "fixture_saes", "fixture_suite", "fixture_tokens"]
+
+_T = TypeVar("_T")
 
 
 def fixture_suite(runner: Runner, request: pytest.FixtureRequest) -> tuple[Suite, str | None]:
@@ -39,25 +41,25 @@ def fixture_suite(runner: Runner, request: pytest.FixtureRequest) -> tuple[Suite
         pytest.fail(str(e), pytrace=False)
 
 
+def _loaded(load: Callable[[], _T]) -> _T:
+    """What ``load`` loads, with the loading libraries quiet; a load error fails the test in one line."""
+    try:
+        with quiet_libraries():
+            return load()
+    except SaevalError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
 def fixture_model(runner: Runner, request: pytest.FixtureRequest) -> Any:
     """The suite's model (the same object its gates are evaluated on)."""
     suite, _ = fixture_suite(runner, request)
-    try:
-        with quiet_libraries():
-            return runner.session.loader.model(suite, Overrides())
-    except SaevalError as e:
-        pytest.fail(str(e), pytrace=False)
+    return _loaded(lambda: runner.session.loader.model(suite, Overrides()))
 
 
 def fixture_tokens(runner: Runner, request: pytest.FixtureRequest, model: Any) -> Any:
     """The suite's token rows, checked against ``model``'s vocabulary."""
     suite, _ = fixture_suite(runner, request)
-    try:
-        with quiet_libraries():
-            return runner.session.loader.tokens(suite, model, Overrides())
-    except SaevalError as e:
-        pytest.fail(str(e), pytrace=False)
-
+    return _loaded(lambda: runner.session.loader.tokens(suite, model, Overrides()))
 
 def fixture_saes(runner: Runner, request: pytest.FixtureRequest, model: Any) -> dict[str, Any]:
     """The suite's SAEs by unique id (only the marker's entry when it names one), on ``model``'s device."""
@@ -65,11 +67,7 @@ def fixture_saes(runner: Runner, request: pytest.FixtureRequest, model: Any) -> 
 
     suite, sae = fixture_suite(runner, request)
     entries = [e for e in entries_of(suite) if sae is None or e.spec.id == sae]
-    try:
-        with quiet_libraries():
-            return runner.session.loader.saes(suite, entries, device_of(model), Overrides())
-    except SaevalError as e:
-        pytest.fail(str(e), pytrace=False)
+    return _loaded(lambda: runner.session.loader.saes(suite, entries, device_of(model), Overrides()))
 
 
 def fixture_results(runner: Runner, request: pytest.FixtureRequest, model: Any, saes: Mapping[str, Any],

@@ -165,7 +165,11 @@ class Runner:
     @property
     def cache_folder(self) -> Path | None:
         """The caches' folder (``--saeval-cache-dir``, else ``.saeval-cache`` in the rootdir); ``None`` when off."""
-        return (self.options.cache_dir or default_cache_dir(self.config.rootpath)) if self.options.use_cache else None
+        return self._cache_dir if self.options.use_cache else None
+
+    @property
+    def _cache_dir(self) -> Path:
+        return self.options.cache_dir or default_cache_dir(self.config.rootpath)
 
     @property
     def session(self) -> Session:
@@ -174,7 +178,7 @@ class Runner:
             auto = worker_device(self.worker_id) if self.options.device is None else None
             self._session = Session(RunOptions(device=self.options.device, auto_device=auto,
                                                use_cache=self.options.use_cache, file_keyed=self.options.file_keyed,
-                                               cache_dir=self.options.cache_dir or default_cache_dir(self.config.rootpath),
+                                               cache_dir=self._cache_dir,
                                                recording_baseline=self.options.update_baseline,
                                                threads=worker_threads(self.worker_count) if self.is_worker else None))
         return self._session

@@ -38,4 +38,3 @@ def worker_threads(n_workers: int) -> int | None:
     if n_workers < 2 or "OMP_NUM_THREADS" in os.environ:
         return None
     return threads_per_worker(n_workers, os.cpu_count() or 1)
-
