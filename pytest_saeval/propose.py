@@ -29,12 +29,12 @@ from pytest_saeval.catalogue import LIMITS, METRICS, SCALAR_METRICS
 from pytest_saeval.errors import SuiteError, did_you_mean
 from pytest_saeval.run.intervals import Interval, intervals
 from pytest_saeval.run.outcome import SuiteRun
+from pytest_saeval.settings import MarginPolicy
 from pytest_saeval.spec.numbers import format_number
 from pytest_saeval.spec.suite import SAESpec
 
 __all__ = [
     "DEFAULT_METRICS",
-    "MarginPolicy",
     "ProposedGate",
     "SAEProposal",
     "format_proposals",
@@ -53,30 +53,6 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "freq_over_10_percent",
 )
 """Metrics proposed for every SAE (plus every metric the suite already gates with a fixed bound)."""
-
-@dataclass(frozen=True)
-class MarginPolicy:
-    """How far below (above) the measurement a proposed bound sits."""
-
-    k: float = 2.0
-    """Multiples of the interval half-width between the interval's end and the bound."""
-    abs_floor: float = 0.005
-    """Smallest margin, in the metric's units (metrics without an interval get at least this)."""
-    rel_floor: float = 0.02
-    """Smallest margin relative to ``|value|`` for one-sided gates."""
-    range_rel_floor: float = 0.1
-    """Smallest margin relative to ``|value|`` for metrics with no better direction (ranges, e.g. ``l0``)."""
-
-    def __post_init__(self) -> None:
-        for name in ("k", "abs_floor", "rel_floor", "range_rel_floor"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise SuiteError(f"margin {name} must be a finite number >= 0, got {value!r}", key=name,
-                                 fix=f"set {name} to e.g. {getattr(MarginPolicy, name)}")
-        if self.abs_floor <= 0:
-            raise SuiteError(f"margin abs_floor must be > 0, got {self.abs_floor!r}", key="abs_floor",
-                             fix="set abs_floor to a small positive number such as 0.005")
-
 
 @dataclass(frozen=True)
 class ProposedGate:

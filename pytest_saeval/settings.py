@@ -1,11 +1,14 @@
 """Evaluation settings shared by the engine, suite files and the command line (pure Python).
 
 Also the one vocabulary of devices and dtypes that suite files, command-line options and loaders
-accept (:data:`DTYPES`, :func:`is_device`).
+accept (:data:`DTYPES`, :func:`is_device`), and the margins ``saeval init`` leaves between a measurement
+and the bound it proposes (:class:`MarginPolicy`, with the ``--margin-*`` defaults).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from dataclasses import dataclass
 
@@ -70,3 +73,37 @@ class EvalSettings:
     def rows_needed(self) -> int:
         """Rows of the token array the pass reads (both families start at row 0)."""
         return self.batch_size_prompts * max(self.n_reconstruction_batches, self.n_sparsity_batches)
+
+
+@dataclass(frozen=True)
+class MarginPolicy:
+    """How far below (above) the measurement a proposed bound sits: the margin is
+    ``max(k * half-width, abs_floor, rel_floor * |value|)`` (``range_rel_floor`` instead of ``rel_floor``
+    for metrics with no better direction)."""
+
+    k: float = 2.0
+    """Multiples of the interval half-width between the interval's end and the bound."""
+    abs_floor: float = 0.005
+    """Smallest margin, in the metric's units (metrics without an interval get at least this)."""
+    rel_floor: float = 0.02
+    """Smallest margin relative to ``|value|`` for one-sided gates."""
+    range_rel_floor: float = 0.1
+    """Smallest margin relative to ``|value|`` for metrics with no better direction (ranges, e.g. ``l0``)."""
+
+    @staticmethod
+    def rule(name: str, value: object) -> str | None:
+        """What field ``name`` must be when ``value`` is not acceptable for it (e.g. ``"a number > 0"``);
+        None when it is."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            return "a finite number > 0" if name == "abs_floor" else "a finite number >= 0"
+        if name == "abs_floor" and value == 0:
+            return "a finite number > 0"
+        return None
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            rule = self.rule(field.name, value)
+            if rule is not None:
+                raise InputError(f"margin {field.name} must be {rule}, got {value!r}", key=field.name,
+                                 fix=f"set {field.name} to {rule}, e.g. {field.default}")

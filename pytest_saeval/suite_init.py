@@ -15,8 +15,9 @@ from pathlib import Path
 
 from pytest_saeval.errors import SuiteError
 from pytest_saeval.fileio import atomic_write_text
-from pytest_saeval.propose import DEFAULT_METRICS, MarginPolicy, SAEProposal, propose_gates, to_write
+from pytest_saeval.propose import DEFAULT_METRICS, SAEProposal, propose_gates, to_write
 from pytest_saeval.run.session import Session
+from pytest_saeval.settings import MarginPolicy
 from pytest_saeval.sources.common import project_root
 from pytest_saeval.spec.editor import GateText, edit_suite_text, new_suite_text
 from pytest_saeval.spec.loader import load_suite

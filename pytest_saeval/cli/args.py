@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pytest_saeval.settings import MarginPolicy
+
 __all__ = ["MARGIN_FLAGS", "CommandLineError", "parser"]
 
 MARGIN_FLAGS = {"k": "--margin-k", "abs_floor": "--margin-abs", "rel_floor": "--margin-rel",
@@ -132,12 +134,14 @@ def _add_init(sub: Any) -> None:
     init.add_argument("--sae", type=Path, action="append", default=None, metavar="PATH",
                       help="new suite: an SAE folder (repeat for several)")
     init.add_argument("--tokens", type=Path, default=None, metavar="PATH", help="new suite: the token file")
-    for (name, flag), (default, what) in zip(MARGIN_FLAGS.items(), (
-        (2.0, "interval half-widths between the interval's end and the bound"),
-        (0.005, "smallest margin, in the metric's units"),
-        (0.02, "smallest margin relative to |value| (one-sided gates)"),
-        (0.1, "smallest margin relative to |value| (ranges such as l0)"),
+    defaults = MarginPolicy()
+    for (name, flag), what in zip(MARGIN_FLAGS.items(), (
+        "interval half-widths between the interval's end and the bound",
+        "smallest margin, in the metric's units",
+        "smallest margin relative to |value| (one-sided gates)",
+        "smallest margin relative to |value| (ranges such as l0)",
     )):
+        default = getattr(defaults, name)
         init.add_argument(flag, dest=f"margin_{name}", type=float, default=default, metavar="X",
                           help=f"{what} (default {default})")
     _add_common(init)

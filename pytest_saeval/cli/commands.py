@@ -15,10 +15,9 @@ from pytest_saeval.cli.args import MARGIN_FLAGS
 from pytest_saeval.cli.signals import Signals
 from pytest_saeval.errors import InputError, OutputError, SaevalError
 from pytest_saeval.fileio import write_problem
-from pytest_saeval.settings import is_device
+from pytest_saeval.settings import MarginPolicy, is_device
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pytest_saeval.propose import MarginPolicy
     from pytest_saeval.report.finish import FinishOptions
     from pytest_saeval.run.outcome import SuiteRun
     from pytest_saeval.run.session import RunOptions
@@ -40,10 +39,9 @@ def _check_device(device: str | None) -> None:
         from pytest_saeval.sources.devices import resolve_device
 
         try:
-            resolve_device(device)
+            resolve_device(device, option="--device")
         except SaevalError as e:
-            raise InputError(e.message, fix=(e.fix or "").replace("device: auto", "--device auto"),
-                             key="--device") from e
+            raise InputError(e.message, fix=e.fix, key="--device") from e
 
 
 def _check_writable(path: Path | None, flag: str, *, folder: bool, fix: str) -> None:
@@ -218,14 +216,14 @@ def init(args: argparse.Namespace, signals: Signals) -> int:
 
 def _margin_policy(args: argparse.Namespace) -> MarginPolicy:
     """The margins from ``--margin-*``; a bad value names its flag."""
-    from pytest_saeval.propose import MarginPolicy
-
-    try:
-        return MarginPolicy(**{name: getattr(args, f"margin_{name}") for name in MARGIN_FLAGS})
-    except SaevalError as e:
-        flag = MARGIN_FLAGS.get(e.location.key or "", "--margin-k")
-        raise InputError(e.message.replace(f"margin {e.location.key}", flag), key=flag,
-                         fix=f"give {flag} a number >= 0 (see saeval init --help)") from e
+    values = {name: getattr(args, f"margin_{name}") for name in MARGIN_FLAGS}
+    for name, value in values.items():
+        rule = MarginPolicy.rule(name, value)
+        if rule is not None:
+            flag = MARGIN_FLAGS[name]
+            raise InputError(f"{flag} must be {rule}, got {value!r}", key=flag,
+                             fix=f"give {flag} {rule} (see saeval init --help)")
+    return MarginPolicy(**values)
 
 
 def _new_suite(args: argparse.Namespace) -> Path:

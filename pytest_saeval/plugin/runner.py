@@ -191,7 +191,7 @@ class Runner:
             if path not in sigs:
                 sigs[path] = overridden(item)
             if self.unit_kind == "group":
-                key: tuple[Any, ...] = ("group", group_key(item.suite), sigs[path])
+                key: tuple[Any, ...] = ("group", group_key(item.suite, self.options.device), sigs[path])
             elif self.unit_kind == "file":
                 key = ("file", str(path), sigs[path])
             else:

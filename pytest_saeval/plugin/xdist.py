@@ -44,9 +44,10 @@ __all__ = ["colocate_marked", "configure_node", "group_name", "make_scheduler", 
            "unit_for"]
 
 
-def group_name(suite: Suite) -> str:
-    """The xdist scope of a suite's fused-pass group: ``saeval-`` and a short digest of its group key."""
-    return "saeval-" + name_digest(group_key(suite).text(), 10)
+def group_name(suite: Suite, device: str | None) -> str:
+    """The xdist scope of a suite's fused-pass group: ``saeval-`` and a short digest of its group key
+    (with ``device``, the run's ``--saeval-device``, as the session groups suites)."""
+    return "saeval-" + name_digest(group_key(suite, device).text(), 10)
 
 
 _MARKS_DIR = pytest.StashKey[Path]()
@@ -66,7 +67,7 @@ def colocate_marked(config: pytest.Config, items: list[pytest.Item]) -> None:
         try:
             calls = marker_calls(item)
             if calls:
-                marked[item.nodeid] = group_name(runner.load_suite(calls[0].path))
+                marked[item.nodeid] = group_name(runner.load_suite(calls[0].path), runner.options.device)
         except (SaevalError, MarkerUsageError):
             continue  # a bad marker or suite is reported by the test itself
     folder = Path(workerinput["saeval_marks"])
@@ -148,7 +149,8 @@ def make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
             if path not in self._groups:
                 try:
                     file = Path(self.config.rootpath, path)
-                    self._groups[path] = group_name(load_suite(file)) if file.is_file() else None
+                    self._groups[path] = (group_name(load_suite(file), get_runner(self.config).options.device)
+                                          if file.is_file() else None)
                 except SaevalError:
                     self._groups[path] = None
             found = self._groups[path]

@@ -145,7 +145,7 @@ class GroupKey:
     def text(self) -> str:
         """A plain string for the key (pytest-xdist's scheduler groups work by strings)."""
         m = self.model
-        parts = ("model", m.name, m.path, m.factory, m.device, m.dtype, m.factory_dir, m.override,
+        parts = ("model", m.name, m.path, m.factory, m.device, m.dtype, m.factory_dir, m.override, m.trust_remote_code,
                  "data", self.tokens, repr(self.dataset), self.tokens_override, self.context_size, repr(self.settings))
         return "|".join("" if p is None else str(p) for p in parts)
 

@@ -17,19 +17,21 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["cuda_device_count", "gpu_possible", "known_device", "limit_threads", "parse_dtype", "resolve_device"]
 
 
-def resolve_device(spec: str) -> str:
+def resolve_device(spec: str, option: str = "device:") -> str:
     """Turn ``auto | cpu | cuda | cuda:N`` into a device string that exists on this machine.
 
     ``auto`` is ``cuda`` when CUDA is available, else ``cpu``. ``cuda`` / ``cuda:N`` on a machine
-    without CUDA, or ``N`` out of range, is an :class:`InputError`.
+    without CUDA, or ``N`` out of range, is an :class:`InputError` whose fix names ``option`` (how the
+    caller's user spells the setting: the suite key ``device:``, or ``--device``). Names are lower case,
+    as :func:`~pytest_saeval.settings.is_device` accepts them.
     """
     if not isinstance(spec, str):
-        raise InputError(f"device must be a string, got {spec!r}", fix=f"use {DEVICE_CHOICES}")
-    text = spec.strip().lower()
+        raise InputError(f"device must be a string, got {spec!r}", fix=f"use {option} {DEVICE_CHOICES}")
+    text = spec.strip()
     if not is_device(text):
         raise InputError(
             f"unknown device {spec!r}",
-            fix="use auto (cuda when available, else cpu), cpu, cuda or cuda:N",
+            fix=f"use {option} auto (cuda when available, else cpu), cpu, cuda or cuda:N",
         )
     if text == "cpu":
         return "cpu"
@@ -40,7 +42,7 @@ def resolve_device(spec: str) -> str:
     if not torch.cuda.is_available():
         raise InputError(
             f"device {spec!r} asked for, but CUDA is not available on this machine",
-            fix="use device: auto or cpu, or run on a machine with a CUDA GPU and a CUDA build of torch",
+            fix=f"use {option} auto or {option} cpu, or run on a machine with a CUDA GPU and a CUDA build of torch",
         )
     if ":" in text:
         index = int(text.partition(":")[2])
@@ -48,7 +50,7 @@ def resolve_device(spec: str) -> str:
         if index >= count:
             raise InputError(
                 f"device {spec!r} asked for, but this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})",
-                fix=f"use cuda:0..cuda:{count - 1} or auto",
+                fix=f"use {option} cuda:0..cuda:{count - 1} or {option} auto",
             )
         return f"cuda:{index}"
     return "cuda"
@@ -109,7 +111,7 @@ def gpu_possible() -> bool:
 def known_device(spec: str) -> str | None:
     """What :func:`resolve_device` gives for ``spec`` when that is known without importing torch (``cpu``,
     or ``auto`` where :func:`gpu_possible` is False); None when only torch can say (or ``spec`` is no device)."""
-    text = spec.strip().lower() if isinstance(spec, str) else ""
+    text = spec.strip() if isinstance(spec, str) else ""
     if text == "cpu":
         return "cpu"
     if text == "auto" and not gpu_possible():

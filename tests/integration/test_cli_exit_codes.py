@@ -80,7 +80,7 @@ def test_device_cuda_without_cuda_is_bad_input(tiny: Assets, tmp_path: Path, cap
     assert rc == 2
     assert err.strip() == (
         "saeval: error: --device: device 'cuda' asked for, but CUDA is not available on this machine. "
-        "Fix: use --device auto or cpu, or run on a machine with a CUDA GPU and a CUDA build of torch"
+        "Fix: use --device auto or --device cpu, or run on a machine with a CUDA GPU and a CUDA build of torch"
     )
 
 

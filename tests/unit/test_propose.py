@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from pytest_saeval.catalogue import LIMITS
-from pytest_saeval.errors import SuiteError
+from pytest_saeval.errors import InputError, SuiteError
 from pytest_saeval.propose import (
-    MarginPolicy,
     SAEProposal,
     format_proposals,
     propose_bounds,
@@ -20,6 +19,7 @@ from pytest_saeval.propose import (
 )
 from pytest_saeval.run.outcome import EvalConfig, SuiteRun
 from pytest_saeval.run.plan import SAEEntry, entries_of
+from pytest_saeval.settings import MarginPolicy
 from pytest_saeval.spec.gates import parse_gate
 from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.verdict import check_gate
@@ -118,10 +118,13 @@ def test_margin_policy_is_used(tmp_path):
     loose = propose_gates([run], metrics=("explained_variance",), policy=MarginPolicy(k=10, rel_floor=0))
     # 0.7950 - 10 * 0.00605 = 0.7345 -> step 0.01
     assert _gates(loose[0])["explained_variance"] == (">= 0.73",)
-    with pytest.raises(SuiteError, match="abs_floor"):
+    with pytest.raises(InputError, match="abs_floor must be a finite number > 0") as info:
         MarginPolicy(abs_floor=0)
-    with pytest.raises(SuiteError, match="k must be"):
+    assert info.value.location.key == "abs_floor" and "e.g. 0.005" in (info.value.fix or "")
+    with pytest.raises(InputError, match="k must be a finite number >= 0"):
         MarginPolicy(k=-1)
+    with pytest.raises(InputError, match="rel_floor must be"):
+        MarginPolicy(rel_floor=float("nan"))
 
 
 def test_already_gated_metrics_are_proposed_and_baseline_gates_kept(tmp_path):

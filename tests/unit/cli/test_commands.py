@@ -65,7 +65,8 @@ def test_a_bad_margin_names_its_flag(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         commands.init(_args("init", str(tmp_path / "s.yaml"), "--margin-rel", "-1"), Signals())
     assert info.value.location.key == "--margin-rel" and "--margin-rel" in info.value.message
-    assert "give --margin-rel a number >= 0" in (info.value.fix or "")
+    assert info.value.message == "--margin-rel must be a finite number >= 0, got -1.0"
+    assert "give --margin-rel a finite number >= 0" in (info.value.fix or "")
 
 
 def test_is_terminal() -> None:

@@ -14,9 +14,18 @@ from tests.unit.plugin.conftest import collected
 
 def test_suites_of_one_fused_pass_share_a_group_name(project: Path) -> None:
     a, b, c = (load_suite(project / "thresholds" / f"{n}.yaml") for n in "abc")
-    assert group_name(a) == group_name(b) != group_name(c)
-    assert group_name(a).startswith("saeval-") and len(group_name(a)) == len("saeval-") + 10
-    assert group_name(a) == group_name(load_suite(project / "thresholds" / "a.yaml"))  # stable across loads
+    assert group_name(a, None) == group_name(b, None) != group_name(c, None)
+    assert group_name(a, None).startswith("saeval-") and len(group_name(a, None)) == len("saeval-") + 10
+    assert group_name(a, None) == group_name(load_suite(project / "thresholds" / "a.yaml"), None)  # stable
+
+
+def test_a_device_override_groups_as_the_session_does(project: Path) -> None:
+    a = load_suite(project / "thresholds" / "a.yaml")
+    on_cuda = a.path.with_name("d.yaml")
+    on_cuda.write_text(a.path.read_text().replace("device: cpu", "device: cuda"))
+    d = load_suite(on_cuda)
+    assert group_name(a, None) != group_name(d, None)  # each suite's own device: two model loads
+    assert group_name(a, "cpu") == group_name(d, "cpu")  # --saeval-device cpu: one model, one pass
 
 
 @pytest.mark.parametrize(("dist", "unit"), [("load", "group"), ("loadgroup", "group"), ("loadfile", "file"),

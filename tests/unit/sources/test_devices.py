@@ -20,7 +20,9 @@ def test_resolve_device_cuda_without_cuda(monkeypatch):
     for spec in ("cuda", "cuda:0"):
         with pytest.raises(InputError) as excinfo:
             resolve_device(spec)
-        assert "CUDA is not available" in str(excinfo.value) and "auto or cpu" in str(excinfo.value)
+        assert "CUDA is not available" in str(excinfo.value) and "device: auto or device: cpu" in str(excinfo.value)
+    with pytest.raises(InputError, match="use --device auto or --device cpu"):
+        resolve_device("cuda", option="--device")
 
 
 def test_resolve_device_cuda_index_out_of_range(monkeypatch):
@@ -28,12 +30,12 @@ def test_resolve_device_cuda_index_out_of_range(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("auto") == "cuda"
     assert resolve_device("cuda") == "cuda"
-    assert resolve_device("CUDA:1") == "cuda:1"
+    assert resolve_device(" cuda:1 ") == "cuda:1"
     with pytest.raises(InputError, match=r"has 2 CUDA device\(s\) \(cuda:0..cuda:1\)"):
         resolve_device("cuda:2")
 
 
-@pytest.mark.parametrize("spec", ["gpu", "cuda:x", "cuda:-1", "", "mps0"])
+@pytest.mark.parametrize("spec", ["gpu", "cuda:x", "cuda:-1", "", "mps0", "CUDA", "Cpu"])  # one vocabulary: is_device
 def test_resolve_device_unknown(spec):
     with pytest.raises(InputError, match="unknown device"):
         resolve_device(spec)
