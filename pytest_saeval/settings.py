@@ -36,7 +36,7 @@ class EvalSettings:
     """How much data the metric pass uses and which token positions it ignores.
 
     Batch ``i`` of either metric family is rows ``[i*B, (i+1)*B)`` of the token array; both
-    families start at row 0 (DESIGN §2).
+    families start at row 0, so a result depends only on the first rows of the token array.
     """
 
     batch_size_prompts: int = 16

@@ -2,7 +2,7 @@
 
 ``saeval run SUITE.yaml... [--output-dir DIR] [--device D] [--update-baseline[-force]] [--no-cache]
 [--cache-dir DIR] [--report PAGE.html] [--shard K/N] [--no-progress] [-v]``, ``saeval merge DIR...
---output-dir OUT [--report PAGE.html] [--update-baseline[-force]]`` (the shards of one partition into one
+--output-dir OUT [--report PAGE.html] [--update-baseline[-force]] [--no-cache] [--cache-dir DIR] [-v]`` (the shards of one partition into one
 verdict), ``saeval init [SUITE.yaml] ...``, ``saeval schema`` (see ``--help``; the options in :mod:`.args`,
 the commands in :mod:`.commands`, SIGINT / SIGTERM in :mod:`.signals`).
 

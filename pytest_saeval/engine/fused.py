@@ -1,4 +1,4 @@
-"""The fused schedule: every SAE of one model over one token array, batch by batch (DESIGN §4).
+"""The fused schedule: every SAE of one model over one token array, batch by batch.
 
 Per reconstruction batch: one clean forward that captures every needed hook activation and the
 residual stream entering each needed block; per hook group (hook name + head index) one

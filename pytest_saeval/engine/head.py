@@ -72,7 +72,7 @@ class Head:
 
         The positions go in chunks; per chunk one unembedding call covers the clean run and every
         variant (their rows stacked), so no ``[B, T, V]`` tensor is ever made. ``summarize``: also
-        return the clean :func:`~pytest_saeval.metrics.distribution_summary` (for a model store).
+        return the clean :func:`~pytest_saeval.engine.losses.distribution_summary` (for a model store).
         """
         n_pos = clean.shape[0]
         full = [k for k, v in enumerate(variants) if v.shape[0] == n_pos]

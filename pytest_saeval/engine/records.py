@@ -4,7 +4,7 @@ A :class:`ModelStore` (e.g. :mod:`pytest_saeval.cache`) keeps records per (model
 settings); with them, :func:`~pytest_saeval.engine.evaluate` runs only a new SAE's encode/decode and
 its own tail forward: no clean forward through the blocks, no ablation forward and, on a model
 without a logit soft-cap, no clean unembedding either (the clean distribution enters the KL through
-its moment, see :func:`~pytest_saeval.metrics.distribution_summary`).
+its moment, see :func:`~pytest_saeval.engine.losses.distribution_summary`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class HookRecord:
 @dataclass(frozen=True)
 class CleanSummary(DistributionSummary):
     """What the KL and CE of any variant need from the clean next-token distribution ``p``: the
-    :class:`~pytest_saeval.metrics.DistributionSummary` of every position, its tensors shaped
+    :class:`~pytest_saeval.engine.losses.DistributionSummary` of every position, its tensors shaped
     ``[recon_rows, T, ...]``, and the clean per-token CE. With it the clean logits need not be made
     again."""
 

@@ -90,7 +90,7 @@ def _reconstruction_replicates(stats: Mapping[str, Any], w: np.ndarray) -> dict[
 
 
 def _explained_variance(sum_x: np.ndarray, sum_sq: np.ndarray, sum_rss: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Vectorised :func:`pytest_saeval.metrics.explained_variance` (same edge cases) over replicates."""
+    """Vectorised :func:`pytest_saeval.engine.sparsity.explained_variance` (same edge cases) over replicates."""
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_x = sum_x / n[:, None]
         variance = sum_sq / n - (mean_x**2).sum(axis=1)

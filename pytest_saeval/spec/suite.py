@@ -1,6 +1,6 @@
 """Suite files (threshold YAML) as frozen dataclasses, keeping YAML line numbers for messages.
 
-One file = one suite = one model, one token set, one or more SAEs and their gates (DESIGN §1).
+One file = one suite = one model, one token set, one or more SAEs and their gates; see the README's "Suite files".
 Every value check lives in the dataclasses' ``__post_init__`` (the YAML loader in :mod:`.loader`
 only maps YAML onto them): a bad value is a :class:`~pytest_saeval.errors.SuiteError` at the line of
 its key (``line_of``) with the key path, e.g. ``saes[1].gates.l0``, and the fix. Pure Python: no torch.

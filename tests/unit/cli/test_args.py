@@ -3,6 +3,8 @@ argparse exiting the process."""
 
 from __future__ import annotations
 
+import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,23 @@ def test_schema_takes_no_options() -> None:
     assert parser().parse_args(["schema"]).command == "schema"
     with pytest.raises(CommandLineError):
         parser().parse_args(["schema", "extra"])
+
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    actions = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]  # argparse has no public way
+    return dict(actions[0].choices)
+
+
+@pytest.mark.parametrize("command", ["run", "merge", "init", "schema"])
+def test_the_readme_usage_block_lists_every_option(command: str) -> None:
+    block = README.read_text(encoding="utf-8").split("## The `saeval` command", 1)[1].split("```")[1]
+    lines = re.split(r"\n(?=saeval )", block)
+    written = {flag for line in lines if line.startswith(f"saeval {command}") for flag in re.findall(r"--?[\w-]+", line)}
+    options = [set(action.option_strings) for action in _subparsers()[command]._actions
+               if action.option_strings and "--help" not in action.option_strings]
+    missing = [sorted(names) for names in options if not names & written]
+    assert not missing, f"saeval {command} options missing from the README's usage block"
+    assert written <= set().union(*options), f"the README names options saeval {command} does not have"
