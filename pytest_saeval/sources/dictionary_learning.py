@@ -145,7 +145,7 @@ def _read_state_dict(file: Path) -> dict[str, Any]:
     try:
         state = torch.load(str(file), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))  # routed by type; the text only names it
         what = f" (it names {found.group(1)})" if found else ""
         raise SourceError(f"'{file}' holds more than tensors{what}, so torch.load(weights_only=True) refused it",
                           fix="save the state dict alone, as dictionary_learning does: "

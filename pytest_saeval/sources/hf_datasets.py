@@ -106,7 +106,7 @@ def _open_dataset(path: str, *, split: str, streaming: bool, name: str | None, d
                 fix="download it once where the hub is reachable (datasets.load_dataset) so it lands in the cache, "
                 "or save it to a local file / folder and give that path",
             ) from e
-        if "unknown split" in str(e).lower():
+        if "unknown split" in str(e).lower():  # datasets raises a plain ValueError here: its text is all there is
             raise SourceError(f"dataset {path!r} has no split {split!r}: {short(e)}", fix="set split to one the dataset has (usually train)") from e
         raise SourceError(f"dataset {path!r} could not be loaded: {_why(e)}",
                           fix="check the dataset path, name, data_files and split, and that every row of the data is valid") from e

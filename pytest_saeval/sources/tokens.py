@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from pytest_saeval.errors import InputError, SourceError
 from pytest_saeval.sources.common import exists, resolve_path, safetensors_header, short
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     import torch
 
 __all__ = ["TOKEN_FILE_SUFFIXES", "TOKEN_KEYS", "TokenFile", "check_tokens", "inspect_token_file", "load_token_file"]
@@ -100,13 +101,10 @@ def inspect_token_file(path: str | os.PathLike[str], base_dir: str | os.PathLike
     if suffix == ".pt":
         return None
     if suffix == ".npy":
-        import numpy as np
-
-        try:
-            array = np.load(file, mmap_mode="r", allow_pickle=False)
-        except Exception as e:  # noqa: BLE001 - the full read reports it with the reason (pickle, corrupt)
-            return None if "allow_pickle" in str(e) else _raise(_corrupt(file, e))
-        info = TokenFile(file, tuple(array.shape), array.dtype.kind in "iu", str(array.dtype))
+        shape, dtype = _npy_header(file)
+        if dtype.hasobject:
+            return None  # the full read refuses it, saying why
+        info = TokenFile(file, shape, dtype.kind in "iu", str(dtype))
     else:
         info = _safetensors_header(file)
     if not info.integer:
@@ -118,10 +116,6 @@ def inspect_token_file(path: str | os.PathLike[str], base_dir: str | os.PathLike
     if 0 in info.shape:
         raise SourceError(f"token file '{file}' holds no tokens (shape {list(info.shape)})", fix=_FILE_FIX)
     return info
-
-
-def _raise(error: SourceError) -> NoReturn:
-    raise error
 
 
 def _safetensors_header(file: Path) -> TokenFile:
@@ -164,27 +158,40 @@ def _corrupt(file: Path, e: BaseException) -> SourceError:
     return SourceError(f"token file '{file}' could not be read (corrupt or truncated?): {short(e, 200)}", fix=_FILE_FIX)
 
 
-def _read_npy(file: Path) -> Any:
+def _npy_header(file: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """Shape and dtype from a ``.npy`` file's header (numpy's own header reader; nothing else is read).
+    A file that is not ``.npy`` (a text file linked as the token file, say) is named as such."""
     import numpy as np
 
     with open(file, "rb") as fh:
         head = fh.read(6)
-    if head != b"\x93NUMPY":
-        link = f" (a link to '{os.path.realpath(file)}')" if file.is_symlink() else ""
+        if head != b"\x93NUMPY":
+            link = f" (a link to '{os.path.realpath(file)}')" if file.is_symlink() else ""
+            raise SourceError(
+                f"token file '{file}'{link} is not a .npy file: it starts with {head!r}, not numpy's header",
+                fix="point data.tokens at the token array itself, saved with numpy.save(path, tokens.astype('int64'))",
+            )
+        fh.seek(0)
+        try:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(fh)
+        except Exception as e:  # any header numpy cannot read is a corrupt file
+            raise _corrupt(file, e) from e
+    return tuple(shape), dtype
+
+
+def _read_npy(file: Path) -> Any:
+    import numpy as np
+
+    if _npy_header(file)[1].hasobject:
         raise SourceError(
-            f"token file '{file}'{link} is not a .npy file: it starts with {head!r}, not numpy's header",
-            fix="point data.tokens at the token array itself, saved with numpy.save(path, tokens.astype('int64'))",
+            f"token file '{file}' holds a numpy object array (pickled Python objects) and was refused "
+            "(read with allow_pickle=False: nothing in it was run)",
+            fix="save an integer array: numpy.save(path, tokens.astype('int64'))",
         )
     try:
         return np.load(file, allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise SourceError(
-                f"token file '{file}' holds a numpy object array (pickled Python objects) and was refused "
-                "(read with allow_pickle=False: nothing in it was run)",
-                fix="save an integer array: numpy.save(path, tokens.astype('int64'))",
-            ) from e
-        raise _corrupt(file, e) from e
     except Exception as e:
         raise _corrupt(file, e) from e
 
@@ -199,14 +206,12 @@ def _read_pt(file: Path) -> Any:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
             warnings.simplefilter("ignore", UserWarning)
             obj = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only load failed" in str(e).lower():
-            raise SourceError(
-                f"token file '{file}' holds pickled Python objects other than tensors and was refused "
-                "(read with torch.load(weights_only=True): nothing in it was run)",
-                fix="save only the token tensor, torch.save(tokens, path) with a LongTensor, or use .npy / .safetensors",
-            ) from e
-        raise _corrupt(file, e) from e
+    except pickle.UnpicklingError as e:  # weights_only's refusal (or a pickle stream too damaged to say)
+        raise SourceError(
+            f"token file '{file}' holds pickled Python objects other than tensors, or a damaged pickle, and was "
+            "refused (read with torch.load(weights_only=True): nothing in it was run)",
+            fix="save only the token tensor, torch.save(tokens, path) with a LongTensor, or use .npy / .safetensors",
+        ) from e
     except Exception as e:
         raise _corrupt(file, e) from e
     if isinstance(obj, dict):

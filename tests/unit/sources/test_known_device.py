@@ -27,7 +27,8 @@ def fake_torch(monkeypatch: pytest.MonkeyPatch, folder: Path, libs: list[str], s
 
 
 def test_cpu_is_cpu_everywhere() -> None:
-    assert known_device("cpu") == known_device(" CPU ") == "cpu"
+    assert known_device("cpu") == known_device(" cpu ") == "cpu"
+    assert known_device("CPU") is None  # not in the vocabulary (is_device): resolve_device refuses it
 
 
 def test_a_cpu_build_of_torch_has_no_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pytest_saeval.errors import InputError, SourceError
-from pytest_saeval.sources.tokens import check_tokens, load_token_file
+from pytest_saeval.sources.tokens import check_tokens, inspect_token_file, load_token_file
 
 TOKENS = np.arange(4 * 6, dtype=np.int64).reshape(4, 6) * 3 % 150
 
@@ -153,6 +153,16 @@ def test_npy_with_pickled_objects_is_refused(tmp_path):
     np.save(tmp_path / "t.npy", np.array([[1, "a"]], dtype=object), allow_pickle=True)
     with pytest.raises(SourceError, match=r"object array .* refused"):
         load_token_file(tmp_path / "t.npy")
+    assert inspect_token_file(tmp_path / "t.npy") is None  # the header says object: left to the full read
+
+
+def test_npy_header_is_read_without_the_array(tmp_path):
+    np.save(tmp_path / "t.npy", np.zeros((3, 5), dtype=np.int32))
+    info = inspect_token_file(tmp_path / "t.npy")
+    assert info is not None and info.shape == (3, 5) and info.integer and info.dtype == "int32"
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "t.npy").read_bytes()[:20])  # the header itself is cut
+    with pytest.raises(SourceError, match=r"cut.npy' could not be read \(corrupt or truncated\?\)"):
+        inspect_token_file(tmp_path / "cut.npy")
 
 
 @pytest.mark.parametrize("shape", [(12,), (2, 3, 2)])
