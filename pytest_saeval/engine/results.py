@@ -7,8 +7,9 @@ typed, stored and rebuilt by layers that do not evaluate.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -65,3 +66,40 @@ class SAEResult:
     """Per-feature lists by catalogue name (length ``d_sae``)."""
     sequence_stats: SequenceStats = field(default_factory=SequenceStats, repr=False)
     """Per-sequence sums behind the token-mean metrics."""
+
+    def to_plain(self) -> dict[str, Any]:
+        """What was measured, as plain data: ``hook_name``, ``hook_head_index``, ``d_in``, ``d_sae``,
+        ``metrics`` and ``feature_metrics`` (numbers as they are, NaN included). Not the id (its holder keys
+        it) and not the per-sequence sums, which stay in the evaluating process."""
+        return {"hook_name": self.hook_name, "hook_head_index": self.hook_head_index, "d_in": self.d_in,
+                "d_sae": self.d_sae, "metrics": dict(self.metrics),
+                "feature_metrics": {name: list(values) for name, values in self.feature_metrics.items()}}
+
+    @classmethod
+    def from_plain(cls, sae_id: str, data: Mapping[str, Any],
+                   features: Callable[[Any], list[float]] | None = None) -> SAEResult:
+        """The result :meth:`to_plain` (or a JSON record with those keys) describes, as ``sae_id``.
+
+        A ``null`` number is a non-finite value (JSON outputs write NaN so); ``features`` decodes one stored
+        per-feature list (default: a list of numbers). Data of another shape raises ``KeyError``,
+        ``TypeError`` or ``ValueError`` for the caller to name.
+        """
+        def number(value: Any) -> float:
+            return math.nan if value is None else float(value)
+
+        def numbers(values: Any) -> list[float]:
+            if not isinstance(values, list):
+                raise TypeError(f"per-feature values must be a list, got {type(values).__name__}")
+            return [number(v) for v in values]
+
+        def mapping(key: str) -> Mapping[Any, Any]:
+            value = data[key]
+            if not isinstance(value, Mapping):
+                raise TypeError(f"{key} must be an object, got {type(value).__name__}")
+            return value
+
+        head = data["hook_head_index"]
+        return cls(sae_id=sae_id, hook_name=str(data["hook_name"]), hook_head_index=None if head is None else int(head),
+                   d_in=int(data["d_in"]), d_sae=int(data["d_sae"]),
+                   metrics={str(k): number(v) for k, v in mapping("metrics").items()},
+                   feature_metrics={str(k): (features or numbers)(v) for k, v in mapping("feature_metrics").items()})

@@ -109,13 +109,6 @@ def _gate(suite: Suite, spec: SAESpec, recorded: Mapping[str, Any]) -> Gate:
     return gate
 
 
-def _result(rec: Mapping[str, Any]) -> SAEResult:
-    return SAEResult(
-        sae_id=str(rec["unique_id"]), hook_name=str(rec["hook_name"]), hook_head_index=rec.get("hook_head_index"),
-        d_in=int(rec["d_in"]), d_sae=int(rec["d_sae"]),
-        metrics={str(k): _num(v) for k, v in rec["metrics"].items()},
-        feature_metrics={str(k): [_num(x) for x in v] for k, v in rec["feature_metrics"].items()},
-    )
 
 
 class _SuiteRecords:
@@ -139,7 +132,7 @@ class _SuiteRecords:
         spec = _spec_of(self.suite, uid)
         self.entries.append(SAEEntry(self.suite.path, spec, uid, str(rec["sae_id"]) if spec.release else None,
                                      index=self.suite.saes.index(spec)))
-        self.results[uid] = result = _result(rec)
+        self.results[uid] = result = SAEResult.from_plain(uid, rec)
         self.intervals[uid] = {str(m): (_num(lo), _num(hi)) for m, (lo, hi) in rec["intervals"].items()}
         if rec["provenance"]:
             self.provenance[uid] = Provenance.from_dict(rec["provenance"])

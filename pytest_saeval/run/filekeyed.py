@@ -253,8 +253,7 @@ def _unfloats(value: Any) -> list[float]:
 def _body(a: _Answer) -> dict[str, Any]:
     r = a.result
     return {
-        "result": {"hook_name": r.hook_name, "hook_head_index": r.hook_head_index, "d_in": r.d_in, "d_sae": r.d_sae,
-                   "metrics": to_plain(r.metrics),
+        "result": {**r.to_plain(), "metrics": to_plain(r.metrics),
                    "feature_metrics": {name: _floats(values) for name, values in r.feature_metrics.items()}},
         "provenance": a.provenance.to_dict(), "sae_cfg": a.sae_cfg,
         "intervals": {name: [float(lo), float(hi)] for name, (lo, hi) in a.intervals.items()},
@@ -265,11 +264,7 @@ def _body(a: _Answer) -> dict[str, Any]:
 def _answer(body: Mapping[str, Any]) -> _Answer:
     """An answer from its body; a body of another shape is :class:`Unusable`."""
     try:
-        r = body["result"]
-        result = SAEResult(sae_id="", hook_name=str(r["hook_name"]),
-                           hook_head_index=None if r["hook_head_index"] is None else int(r["hook_head_index"]),
-                           d_in=int(r["d_in"]), d_sae=int(r["d_sae"]), metrics=dict(r["metrics"]),
-                           feature_metrics={str(k): _unfloats(v) for k, v in r["feature_metrics"].items()})
+        result = SAEResult.from_plain("", body["result"], features=_unfloats)
         intervals = {str(k): (float(lo), float(hi)) for k, (lo, hi) in body["intervals"].items()}
         sae_cfg = body["sae_cfg"]
         if not isinstance(sae_cfg, dict) or not isinstance(body["provenance"], dict):

@@ -30,11 +30,7 @@ def run_to_wire(run: SuiteRun) -> JSON:
     data: dict[str, Any] = {
         "suite": str(run.suite.path),
         "entries": [[e.unique_id, e.spec.id, e.release_sae_id] for e in run.entries],
-        "results": {
-            uid: {"hook_name": r.hook_name, "hook_head_index": r.hook_head_index, "d_in": r.d_in, "d_sae": r.d_sae,
-                  "metrics": r.metrics, "feature_metrics": r.feature_metrics}
-            for uid, r in run.results.items()
-        },
+        "results": {uid: r.to_plain() for uid, r in run.results.items()},
         "checks": [[c.sae_id, c.gate.metric] for c in run.checks],
         "unchecked": [[uid, g.metric] for uid, g in run.unchecked],
         "eval_cfg": run.eval_cfg.to_dict(),
@@ -54,12 +50,7 @@ def run_from_wire(data: Mapping[str, Any], load: Callable[[Path], Suite]) -> Sui
     entries = [SAEEntry(suite.path, spec, uid, rid, index=suite.saes.index(spec))
                for uid, spec_id, rid in data["entries"] for spec in (suite.sae(spec_id),)]
     by_uid = {e.unique_id: e for e in entries}
-    results = {
-        uid: SAEResult(sae_id=uid, hook_name=r["hook_name"], hook_head_index=r["hook_head_index"],
-                       d_in=int(r["d_in"]), d_sae=int(r["d_sae"]), metrics=dict(r["metrics"]),
-                       feature_metrics={k: list(v) for k, v in r["feature_metrics"].items()})
-        for uid, r in data["results"].items()
-    }
+    results = {uid: SAEResult.from_plain(uid, r) for uid, r in data["results"].items()}
 
     def gate(uid: str, metric: str) -> Gate:
         found = by_uid[uid].spec.gate(metric)

@@ -145,6 +145,14 @@ def test_suites_with_the_same_model_tokens_and_settings_share_a_group(tmp_path: 
     assert hash(group_key(one)) == hash(group_key(two))
 
 
+def test_a_model_run_with_its_folder_code_is_its_own_group(tmp_path: Path) -> None:
+    plain = _suite(tmp_path, "one.yaml", saes="saes:\n  - id: a\n    path: a\n")
+    trusted = _suite(tmp_path, "two.yaml", head=HEAD.replace("  device: cpu\n", "  device: cpu\n  trust_remote_code: true\n"),
+                     saes="saes:\n  - id: a\n    path: a\n")
+    assert trusted.model.trust_remote_code and group_key(plain) != group_key(trusted)
+    assert group_key(plain).text() != group_key(trusted).text()  # xdist groups and shards by the text
+
+
 def test_the_key_as_text(tmp_path: Path) -> None:
     suite = _suite(tmp_path, saes="saes:\n  - id: a\n    path: a\n")
     key = group_key(suite)
@@ -153,7 +161,7 @@ def test_the_key_as_text(tmp_path: Path) -> None:
     settings = EvalSettings(batch_size_prompts=4, n_reconstruction_batches=2, n_sparsity_batches=3)
     assert key.settings == settings and key.context_size == 16
     assert key.tokens == str(tmp_path / "tokens.npy") and key.dataset is None and key.tokens_override is None
-    assert key.text() == "|".join(["model", "", str(tmp_path / "models" / "tiny"), "", "cpu", "float32", "", "",
+    assert key.text() == "|".join(["model", "", str(tmp_path / "models" / "tiny"), "", "cpu", "float32", "", "", "False",
                                    "data", str(tmp_path / "tokens.npy"), "None", "", "16", repr(settings)])
 
 
