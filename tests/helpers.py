@@ -6,9 +6,13 @@ can build it in well under a second. Heavy libraries are imported inside the fun
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_saeval.engine.results import SAEResult
 
 BOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<pad>"
@@ -273,3 +277,37 @@ def hand_run(path: str | Path, metrics_by_id: dict[str, dict[str, float]], *, ba
     checks, unchecked = check_suite(suite, entries, results, baseline, intervals or {}, recording=recording)
     return SuiteRun(suite=suite, entries=entries, results=results, checks=checks, unchecked=unchecked,
                     eval_cfg=eval_config(suite=str(suite.path)), intervals=dict(intervals or {}), **fields)
+
+
+def results_equal(a: SAEResult, b: SAEResult) -> bool:
+    """True when two results hold the same numbers (NaN equals NaN), ids and per-sequence sums."""
+    import torch
+
+    def same(x: float, y: float) -> bool:
+        return x == y or (math.isnan(x) and math.isnan(y))
+
+    def tensors_same(x: Any, y: Any) -> bool:
+        if x is None or y is None:
+            return x is None and y is None
+        return bool(x.dtype == y.dtype and x.shape == y.shape and torch.equal(torch.nan_to_num(x), torch.nan_to_num(y))
+                    and torch.equal(x.isnan(), y.isnan()))
+
+    if (a.sae_id, a.hook_name, a.hook_head_index, a.d_in, a.d_sae) != (b.sae_id, b.hook_name, b.hook_head_index,
+                                                                       b.d_in, b.d_sae):
+        return False
+    if list(a.metrics) != list(b.metrics) or not all(same(a.metrics[k], b.metrics[k]) for k in a.metrics):
+        return False
+    if list(a.feature_metrics) != list(b.feature_metrics):
+        return False
+    for k, values in a.feature_metrics.items():
+        other = b.feature_metrics[k]
+        if len(values) != len(other) or not all(same(x, y) for x, y in zip(values, other)):
+            return False
+    sa, sb = a.sequence_stats, b.sequence_stats
+    for fam_a, fam_b in ((sa.reconstruction, sb.reconstruction), (sa.sparsity, sb.sparsity)):
+        if list(fam_a) != list(fam_b):
+            return False
+        for k in fam_a:
+            if not (tensors_same(fam_a[k].sums, fam_b[k].sums) and tensors_same(fam_a[k].counts, fam_b[k].counts)):
+                return False
+    return tensors_same(sa.sum_x, sb.sum_x) and tensors_same(sa.sum_sq_norm, sb.sum_sq_norm)

@@ -13,14 +13,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pytest_saeval.catalogue import METRICS
-from pytest_saeval.fileio import atomic_write_text
 from pytest_saeval.report.rows import GateRow, format_headroom, format_interval, gate_rows
 from pytest_saeval.report.table import sae_count
 from pytest_saeval.run.intervals import INTERVAL_METRICS
 from pytest_saeval.run.outcome import SuiteRun
 from pytest_saeval.spec.numbers import format_number
 
-__all__ = ["GITHUB_SUMMARY_LIMIT", "append_github_step_summary", "markdown_summary", "write_markdown"]
+__all__ = ["GITHUB_SUMMARY_LIMIT", "append_github_step_summary", "markdown_summary"]
 
 GITHUB_SUMMARY_LIMIT = 1024 * 1024
 """GitHub's limit on one step's summary, in bytes."""
@@ -106,13 +105,6 @@ def _notes(runs: Sequence[SuiteRun]) -> list[str]:
 
 def _html_escape(text: str) -> str:
     return html.escape(text, quote=True)
-
-
-def write_markdown(runs: Sequence[SuiteRun], path: str | os.PathLike[str]) -> Path:
-    """Write :func:`markdown_summary` to ``path`` (atomically) and return the path."""
-    target = Path(path)
-    atomic_write_text(target, markdown_summary(runs))
-    return target
 
 
 def append_github_step_summary(text: str, *, environ: Mapping[str, str] | None = None) -> Path | None:

@@ -4,18 +4,16 @@ the Markdown summary and the HTML report (pure Python)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_saeval.run.checks import GateCheck
 from pytest_saeval.run.intervals import Interval, gate_interval
 from pytest_saeval.run.outcome import SuiteRun
-from pytest_saeval.spec.gates import Bound, holds
 from pytest_saeval.spec.numbers import format_number, interval_text
-from pytest_saeval.spec.verdict import BoundCheck, digits_for
 
-__all__ = ["GateRow", "format_headroom", "format_interval", "gate_rows", "shown_value"]
+__all__ = ["GateRow", "format_headroom", "format_interval", "gate_rows"]
 
 
 @dataclass(frozen=True)
@@ -83,13 +81,6 @@ def gate_rows(runs: Iterable[SuiteRun]) -> list[GateRow]:
                 digits=check.result.digits,
             ))
     return [r for r in rows if not r.passed] + [r for r in rows if r.passed]
-
-
-def shown_value(value: float, thresholds: Sequence[tuple[str, float]] = ()) -> str:
-    """``value`` with enough digits that it compares with each ``(op, threshold)`` as the exact number does
-    (the digits of a gate's message, :func:`~pytest_saeval.spec.verdict.digits_for`)."""
-    checks = [BoundCheck(Bound(op=op, constant=t), t, holds(op, value, t)) for op, t in thresholds]  # type: ignore[arg-type]
-    return format_number(value, digits_for(value, None, checks))
 
 
 def format_interval(interval: Interval | None, digits: int = 4, *, value: float | None = None) -> str:

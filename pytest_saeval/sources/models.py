@@ -11,7 +11,6 @@ import contextlib
 import io
 import os
 import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_saeval.errors import InputError, SourceError, did_you_mean
@@ -23,43 +22,6 @@ from pytest_saeval.sources.hf_folder import Backend, boot_bridge, load_folder
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the engine needs to know about a loaded model."""
-
-    backend: str
-    """``"hooked"`` (HookedTransformer), ``"bridge"`` (TransformerBridge) or ``"other"``."""
-
-    n_layers: int
-    """Number of transformer blocks."""
-
-    d_model: int
-    """Width of the residual stream."""
-
-    d_vocab: int
-    """Vocabulary size of the model's input embedding (token ids must be below this)."""
-
-    n_ctx: int | None
-    """Longest sequence the model accepts, when the config says."""
-
-    hook_names: tuple[str, ...]
-    """Every hook point name, sorted."""
-
-    supports_start_at_layer: bool
-    """Whether ``model(resid, start_at_layer=L)`` works (True for HookedTransformer only)."""
-
-    has_tokenizer: bool
-    """Whether ``model.tokenizer`` is set."""
-
-    def __post_init__(self) -> None:
-        if self.backend not in ("hooked", "bridge", "other"):
-            raise InputError(f"unknown model backend {self.backend!r}", fix="use 'hooked', 'bridge' or 'other'")
-        for name in ("n_layers", "d_model", "d_vocab"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise InputError(f"model {name} must be a positive integer, got {value!r}", fix="check the model config")
 
 
 def load_model(  # noqa: PLR0913 - one keyword per key of a suite's model section, plus the API's own
@@ -109,23 +71,6 @@ def load_model(  # noqa: PLR0913 - one keyword per key of a suite's model sectio
     assert path is not None
     return load_folder(resolve_path(path, base_dir), device_str, torch_dtype, backend,
                        trust_remote_code=trust_remote_code)
-
-
-def model_info(model: Any) -> ModelInfo:
-    """Sizes, hook names and capabilities of a loaded model."""
-    backend = _backend_of(model)
-    cfg = model.cfg
-    hook_dict = getattr(model, "hook_dict", None) or getattr(model, "mod_dict", None) or {}
-    return ModelInfo(
-        backend=backend,
-        n_layers=int(cfg.n_layers),
-        d_model=int(cfg.d_model),
-        d_vocab=int(cfg.d_vocab),
-        n_ctx=int(cfg.n_ctx) if getattr(cfg, "n_ctx", None) else None,
-        hook_names=tuple(sorted(k for k in hook_dict if k)),
-        supports_start_at_layer=backend == "hooked",
-        has_tokenizer=getattr(model, "tokenizer", None) is not None,
-    )
 
 
 # ---------------------------------------------------------------------------------------------

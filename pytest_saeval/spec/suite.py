@@ -151,15 +151,6 @@ class DatasetSpec(_Section):
             self._check(key, optional=key in ("column", "name"))
         object.__setattr__(self, "data_files", tuple((s, tuple(f)) for s, f in self.data_files))
 
-    def load_dataset_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``datasets.load_dataset``."""
-        kwargs: dict[str, Any] = {"path": self.path, "split": self.split, "streaming": self.streaming}
-        if self.name is not None:
-            kwargs["name"] = self.name
-        if self.data_files:
-            kwargs["data_files"] = {split: list(files) for split, files in self.data_files}
-        return kwargs
-
 
 @dataclass(frozen=True)
 class DataSpec(_Section):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = ["ALGORITHM", "LOCAL_PATH", "Fingerprints", "Hasher", "file_hash", "module_hash", "name_digest", "placeless",
-           "state_dict_hash", "tensor_hash"]
+           "tensor_hash"]
 
 ALGORITHM = "xxh3_128"
 """The hash function (xxHash's XXH3, 128 bits: several GB/s, not cryptographic)."""
@@ -83,17 +83,6 @@ def tensor_hash(t: torch.Tensor) -> str:
     """Hash of a tensor's dtype, shape and bytes."""
     h = Hasher()
     h.tensor(t)
-    return h.hexdigest()
-
-
-def state_dict_hash(module_or_state_dict: Any) -> str:
-    """Hash of every entry of a state dict (keys sorted); accepts an ``nn.Module`` too.
-
-    Tensor entries hash as in :func:`tensor_hash`; other entries (rare extra state) by ``repr``.
-    """
-    h = Hasher()
-    _add_state(h, module_or_state_dict if isinstance(module_or_state_dict, Mapping)
-               else module_or_state_dict.state_dict())
     return h.hexdigest()
 
 

@@ -3,7 +3,6 @@ files under ``<root>/results/<k[:2]>/<k>.safetensors`` (see :mod:`.entries`)."""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 from pytest_saeval.engine.results import SAEResult, SequenceStats, SequenceSums
 from pytest_saeval.store.entries import Unusable, read_entry, warn_unusable, write_entry
 
-__all__ = ["ResultsCache", "results_equal"]
+__all__ = ["ResultsCache"]
 
 
 def _result_tensors(result: SAEResult) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -106,36 +105,3 @@ class ResultsCache:
         """Store ``result`` under ``key`` (atomically)."""
         header, tensors = _result_tensors(result)
         write_entry(self.path(key), key, header, tensors)
-
-
-def results_equal(a: SAEResult, b: SAEResult) -> bool:
-    """True when two results hold the same numbers (NaN equals NaN), ids and per-sequence sums."""
-
-    def same(x: float, y: float) -> bool:
-        return x == y or (math.isnan(x) and math.isnan(y))
-
-    def tensors_same(x: Any, y: Any) -> bool:
-        if x is None or y is None:
-            return x is None and y is None
-        return bool(x.dtype == y.dtype and x.shape == y.shape and torch.equal(torch.nan_to_num(x), torch.nan_to_num(y))
-                    and torch.equal(x.isnan(), y.isnan()))
-
-    if (a.sae_id, a.hook_name, a.hook_head_index, a.d_in, a.d_sae) != (b.sae_id, b.hook_name, b.hook_head_index,
-                                                                       b.d_in, b.d_sae):
-        return False
-    if list(a.metrics) != list(b.metrics) or not all(same(a.metrics[k], b.metrics[k]) for k in a.metrics):
-        return False
-    if list(a.feature_metrics) != list(b.feature_metrics):
-        return False
-    for k, values in a.feature_metrics.items():
-        other = b.feature_metrics[k]
-        if len(values) != len(other) or not all(same(x, y) for x, y in zip(values, other)):
-            return False
-    sa, sb = a.sequence_stats, b.sequence_stats
-    for fam_a, fam_b in ((sa.reconstruction, sb.reconstruction), (sa.sparsity, sb.sparsity)):
-        if list(fam_a) != list(fam_b):
-            return False
-        for k in fam_a:
-            if not (tensors_same(fam_a[k].sums, fam_b[k].sums) and tensors_same(fam_a[k].counts, fam_b[k].counts)):
-                return False
-    return tensors_same(sa.sum_x, sb.sum_x) and tensors_same(sa.sum_sq_norm, sb.sum_sq_norm)

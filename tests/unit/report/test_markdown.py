@@ -9,9 +9,8 @@ from pytest_saeval.report.markdown import (
     GITHUB_SUMMARY_LIMIT,
     append_github_step_summary,
     markdown_summary,
-    write_markdown,
 )
-from pytest_saeval.report.rows import format_headroom, gate_rows, shown_value
+from pytest_saeval.report.rows import format_headroom, gate_rows
 from pytest_saeval.run.checks import GateCheck, check_suite
 from pytest_saeval.run.outcome import EvalConfig, SuiteRun
 from pytest_saeval.run.plan import entries_of
@@ -107,8 +106,6 @@ def test_a_value_just_below_its_bound_never_reads_as_the_bound(tmp_path):
     runs = _runs(tmp_path, {**GOOD, "explained_variance": 0.79996}, GOOD)
     text = markdown_summary(runs, details=False)
     assert "| 0.79996 |" in text
-    assert shown_value(0.79996) == "0.8000"
-    assert shown_value(0.79996, [(">=", 0.8)]) == "0.79996"
     assert format_headroom(-4e-05) == "-0.00004000"
 
 
@@ -133,12 +130,6 @@ def test_no_gates(tmp_path):
     runs = _runs(tmp_path, GOOD, GOOD)
     runs[0].checks.clear()
     assert markdown_summary(runs, details=False) == "## saeval: no gates checked (2 SAEs evaluated)\n"
-
-
-def test_write_markdown(tmp_path):
-    runs = _runs(tmp_path, GOOD, BAD)
-    path = write_markdown(runs, tmp_path / "out" / "summary.md")
-    assert path.read_text(encoding="utf-8") == markdown_summary(runs)
 
 
 def test_github_step_summary_appends_only_when_set(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saeval.report.rows import format_headroom, format_interval, gate_rows, shown_value
+from pytest_saeval.report.rows import format_headroom, format_interval, gate_rows
 from pytest_saeval.run.outcome import Inputs
 from tests.helpers import demo_suite_file, hand_run
 
@@ -68,12 +68,6 @@ def test_rows_of_another_evaluation_say_what_replaced_the_inputs(suite_path: Pat
     other = dataclasses.replace(run, inputs=Inputs(overridden=("saeval_tokens from tests/conftest.py",)))
     (row,) = gate_rows([other])
     assert row.inputs == " (with saeval_tokens from tests/conftest.py)"
-
-
-def test_shown_value_has_the_digits_its_comparison_needs() -> None:
-    assert shown_value(0.79996) == "0.8000"
-    assert shown_value(0.79996, [(">=", 0.8)]) == "0.79996"  # never reads as the bound it fails
-    assert shown_value(0.85, [(">=", 0.8)]) == "0.8500"
 
 
 def test_format_interval() -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pytest_saeval.errors import SourceError
-from pytest_saeval.sources.models import load_model, model_info
+from pytest_saeval.sources.models import load_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -50,14 +50,13 @@ def test_folder_model_has_tokenizer_and_hook_names(hooked):
         assert name in hooked.hook_dict
 
 
-def test_model_info_of_hooked_model(hooked):
-    info = model_info(hooked)
-    assert info.backend == "hooked"
-    assert (info.n_layers, info.d_model, info.d_vocab, info.n_ctx) == (2, 32, 160, 64)
-    assert info.supports_start_at_layer is True
-    assert info.has_tokenizer is True
-    assert "blocks.1.attn.hook_z" in info.hook_names
-    assert list(info.hook_names) == sorted(info.hook_names)
+def test_hooked_model_from_a_folder(hooked):
+    from transformer_lens import HookedTransformer
+
+    assert isinstance(hooked, HookedTransformer)
+    assert (hooked.cfg.n_layers, hooked.cfg.d_model, hooked.cfg.d_vocab, hooked.cfg.n_ctx) == (2, 32, 160, 64)
+    assert hooked.tokenizer is not None
+    assert "blocks.1.attn.hook_z" in hooked.hook_dict
 
 
 def test_start_at_layer_reproduces_logits(hooked, sample_tokens):
@@ -89,7 +88,6 @@ def test_folder_without_tokenizer_loads_without_one(gpt2_folder, tmp_path):
         shutil.copy(gpt2_folder / name, folder / name)
     model = load_model(path=folder, device="cpu")
     assert model.tokenizer is None
-    assert model_info(model).has_tokenizer is False
 
 
 def test_bridge_without_tokenizer_files_has_no_tokenizer(gpt2_folder, tmp_path, sample_tokens):
@@ -119,11 +117,8 @@ def test_bridge_backend_loads_with_compatible_hook_names(gpt2_folder, hf_gpt2, s
     assert isinstance(bridge, TransformerBridge)
     with torch.no_grad():
         torch.testing.assert_close(bridge(sample_tokens), hf_gpt2(sample_tokens).logits, atol=1e-4, rtol=0)
-    info = model_info(bridge)
-    assert info.backend == "bridge"
-    assert info.supports_start_at_layer is False
     for name in ("blocks.0.hook_resid_pre", "blocks.1.hook_mlp_out", "blocks.0.attn.hook_z"):
-        assert name in info.hook_names
+        assert name in bridge.hook_dict
     assert bridge.tokenizer is not None
 
 
@@ -155,8 +150,10 @@ def bigcode_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_auto_falls_back_to_bridge_for_unconvertible_architecture(bigcode_folder):
     model = load_model(path=bigcode_folder, device="cpu")
-    assert model_info(model).backend == "bridge"
-    assert "blocks.1.hook_resid_pre" in model_info(model).hook_names
+    from transformer_lens.model_bridge import TransformerBridge
+
+    assert isinstance(model, TransformerBridge)
+    assert "blocks.1.hook_resid_pre" in model.hook_dict
 
 
 def test_forcing_hooked_on_unconvertible_architecture_is_an_error(bigcode_folder):
@@ -180,7 +177,7 @@ def test_conversion_that_would_change_the_model_falls_back(tmp_path, sample_toke
     with pytest.raises(SourceError, match="cannot convert"):
         load_model(path=tmp_path / "m", device="cpu", backend="hooked")
     model = load_model(path=tmp_path / "m", device="cpu")
-    assert model_info(model).backend == "bridge"
+    assert type(model).__name__ == "TransformerBridge"
     with torch.no_grad():
         torch.testing.assert_close(model(sample_tokens), hf(sample_tokens).logits, atol=1e-4, rtol=0)
 

@@ -143,7 +143,7 @@ def test_dataset_source(tmp_path: Path) -> None:
     data = load_suite(path).data
     assert data.kind == "dataset" and data.tokens is None
     assert data.dataset == DatasetSpec(path="Skylion007/openwebtext", line=3)
-    assert data.dataset.load_dataset_kwargs() == {"path": "Skylion007/openwebtext", "split": "train", "streaming": True}
+    assert (data.dataset.split, data.dataset.streaming, data.dataset.name, data.dataset.data_files) == ("train", True, None, ())
 
     path = write(
         tmp_path,
@@ -158,13 +158,7 @@ def test_dataset_source(tmp_path: Path) -> None:
     ds = load_suite(path).data.dataset
     assert ds is not None
     assert (ds.path, ds.split, ds.column, ds.streaming, ds.name) == ("json", "validation", "body", False, "cfg")
-    assert ds.load_dataset_kwargs() == {
-        "path": "json",
-        "name": "cfg",
-        "split": "validation",
-        "streaming": False,
-        "data_files": {"validation": [str(path.parent / "data" / "a.jsonl"), "hf://datasets/x/b.jsonl"]},
-    }
+    assert ds.data_files == (("validation", (str(path.parent / "data" / "a.jsonl"), "hf://datasets/x/b.jsonl")),)
 
     path = write(
         tmp_path,

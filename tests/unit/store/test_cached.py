@@ -15,7 +15,7 @@ from pytest_saeval.engine.evaluate import EngineOptions, Scoring, run_pass
 from pytest_saeval.engine.inputs import as_token_tensor
 from pytest_saeval.store.cached import EvalCache
 from pytest_saeval.store.entries import CacheWarning
-from pytest_saeval.store.results import results_equal
+from tests.helpers import results_equal
 
 SETTINGS = EvalSettings(batch_size_prompts=2, n_reconstruction_batches=1, n_sparsity_batches=1,
                         exclude_special_tokens=False)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import xxhash
 
-from pytest_saeval.store.hashing import ALGORITHM, Fingerprints, file_hash, name_digest, state_dict_hash, tensor_hash
+from pytest_saeval.store.hashing import ALGORITHM, Fingerprints, file_hash, module_hash, name_digest, tensor_hash
 
 
 def test_file_hash_streams_the_bytes(tmp_path: Path) -> None:
@@ -41,14 +41,15 @@ def test_tensor_hash_covers_dtype_shape_and_values() -> None:
     assert tensor_hash(torch.tensor([True, False])) != tensor_hash(torch.tensor([False, True]))
 
 
-def test_state_dict_hash_is_order_free_and_value_sensitive() -> None:
-    a = {"w": torch.ones(2), "b": torch.zeros(3)}
-    b = {"b": torch.zeros(3), "w": torch.ones(2)}
-    assert state_dict_hash(a) == state_dict_hash(b)
-    assert state_dict_hash(a) != state_dict_hash({"w": torch.ones(2), "b": torch.zeros(3) + 1e-7})
-    assert state_dict_hash(a) != state_dict_hash({"w2": torch.ones(2), "b": torch.zeros(3)})
-    layer = torch.nn.Linear(3, 2)
-    assert state_dict_hash(layer) == state_dict_hash(layer.state_dict())
+def test_a_module_hash_is_value_sensitive() -> None:
+    torch.manual_seed(0)
+    layer, twin = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    twin.load_state_dict(layer.state_dict())
+    assert module_hash("sae", layer) == module_hash("sae", twin)
+    with torch.no_grad():
+        twin.bias[0] += 1e-7
+    assert module_hash("sae", layer) != module_hash("sae", twin)
+    assert module_hash("sae", layer) != module_hash("model", layer)
 
 
 def test_fingerprints_hash_each_object_once(monkeypatch: pytest.MonkeyPatch) -> None:

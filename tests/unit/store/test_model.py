@@ -16,7 +16,7 @@ from pytest_saeval.engine.records import ModelRecords
 from pytest_saeval.store.cached import EvalCache
 from pytest_saeval.store.entries import CacheWarning
 from pytest_saeval.store.model import ModelCache
-from pytest_saeval.store.results import results_equal
+from tests.helpers import results_equal
 
 
 def _pass(model, saes, tokens, settings, store=None, *, by_summary=False, **options):

@@ -24,7 +24,8 @@ from pytest_saeval.store.cached import EvalCache
 from pytest_saeval.store.entries import CacheWarning
 from pytest_saeval.store.folder import default_cache_dir
 from pytest_saeval.store.hashing import module_hash
-from pytest_saeval.store.results import ResultsCache, results_equal
+from pytest_saeval.store.results import ResultsCache
+from tests.helpers import results_equal
 
 
 @pytest.fixture(autouse=True, scope="module")
