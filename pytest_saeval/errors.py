@@ -39,8 +39,11 @@ class Location:
     """Where a value came from: a file, an optional 1-based line and a key path like ``saes[0].gates.l0``."""
 
     file: str | None = None
+    """The file, as messages show it (relative to where the run started when it lies below)."""
     line: int | None = None
+    """1-based line of the value in ``file``, when known."""
     key: str | None = None
+    """The key path (``saes[0].gates.l0``) or option (``--device``) the value was given as."""
 
     def prefix(self, limit: int | None = None) -> str:
         """``file:line: key`` (a key longer than ``limit`` characters cut in the middle)."""

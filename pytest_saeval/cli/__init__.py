@@ -81,7 +81,7 @@ def _main(argv: Sequence[str] | None, *, restore: bool) -> int:
             try:
                 args = parser().parse_args(argv)
             except CommandLineError as e:
-                print(f"saeval: error: {_one_line(e.message)}. Fix: see `saeval run --help`", file=sys.stderr)
+                print(f"saeval: error: {_one_line(e.message)}. Fix: see `{e.prog} --help`", file=sys.stderr)
                 return EXIT_BAD_INPUT
             except SystemExit as e:  # --help / --version
                 return int(e.code or 0)

@@ -19,17 +19,30 @@ MARGIN_FLAGS = {"k": "--margin-k", "abs_floor": "--margin-abs", "rel_floor": "--
 class CommandLineError(Exception):
     """A usage error argparse found (exit 2 through ``main``)."""
 
-    def __init__(self, message: str, usage: str) -> None:
+    def __init__(self, message: str, usage: str, prog: str = "saeval") -> None:
         super().__init__(message)
         self.message = message
         self.usage = usage
+        self.prog = prog
+        """The command whose usage was wrong (``saeval merge``), for its ``--help``."""
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors exit with code 2 through ``main`` instead of ``sys.exit``."""
 
     def error(self, message: str) -> Any:
-        raise CommandLineError(message, self.format_usage())
+        raise CommandLineError(message, self.format_usage(), self.prog)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """As argparse's, but arguments left over after a command are that command's usage error (argparse
+        reports them as the top parser's)."""
+        parsed, extra = super().parse_known_args(args, namespace)
+        command = getattr(parsed, "command", None)
+        if extra and self._subparsers is not None and command is not None:
+            actions = [a for a in self._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)]
+            if actions and command in actions[0].choices:  # argparse offers no public way to the subparsers
+                actions[0].choices[command].error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed, extra
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 _CACHE_DIR_HELP = ("folder of the caches (default: .saeval-cache in the project's root, the nearest folder above the "
-                   "suite with a pyproject.toml, pytest.ini, setup.cfg, tox.ini or setup.py; else next to the suite; "
+                   "(first) suite with a pyproject.toml, pytest.ini, setup.cfg, tox.ini or setup.py; else next to the suite; "
                    "$SAEVAL_CACHE_DIR overrides both)")
 
 

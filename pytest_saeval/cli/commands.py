@@ -15,7 +15,7 @@ from pytest_saeval.cli.args import MARGIN_FLAGS
 from pytest_saeval.cli.signals import Signals
 from pytest_saeval.errors import InputError, OutputError, SaevalError
 from pytest_saeval.fileio import write_problem
-from pytest_saeval.settings import MarginPolicy, is_device
+from pytest_saeval.settings import DEVICE_CHOICES, MarginPolicy, is_device
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_saeval.report.finish import FinishOptions
@@ -33,7 +33,7 @@ def _check_device(device: str | None) -> None:
     if device is None:
         return
     if not is_device(device):  # the one vocabulary, lower case, as in suite files and --saeval-device
-        raise InputError(f"unknown device {device!r}", fix="use --device auto, cpu, cuda or cuda:N (e.g. cuda:0)",
+        raise InputError(f"unknown device {device!r}", fix=f"use --device {DEVICE_CHOICES} (e.g. cuda:0)",
                          key="--device")
     if device.strip().startswith("cuda"):
         from pytest_saeval.sources.devices import resolve_device

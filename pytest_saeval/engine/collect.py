@@ -23,7 +23,7 @@ __all__ = ["SAEState", "collect", "reconstruction_scores"]
 
 @dataclass
 class SAEState:
-    """One SAE's accumulators during a pass."""
+    """One SAE's accumulators during a pass (mutable: the pass fills its fields batch by batch)."""
 
     sae: Any
     """The SAE."""

@@ -51,7 +51,7 @@ class Scoring:
 
 @dataclass
 class _Batch:
-    """One batch of rows and what the pass knows about it."""
+    """One batch of rows and what the pass knows about it (mutable: the pass adds to it as it goes)."""
 
     rows_slice: slice
     """The batch's rows of the token array."""

@@ -102,11 +102,17 @@ class SparsityTotals:
     """The CPU copy of a :class:`SparsityAccumulator` after the single host transfer."""
 
     token_sums: dict[str, SequenceSums]
+    """Per-token metric (``l0``, ``mse``, ...) -> its per-row sums and kept-token counts."""
     sum_x: torch.Tensor
+    """``[rows, d_in]``: Σ_t x_t per row (explained variance)."""
     sum_sq_norm: torch.Tensor
+    """``[rows]``: Σ_t ‖x_t‖² per row."""
     batch_bias: torch.Tensor
+    """``[batches]``: each batch's ``mean_t ‖x̂_t‖² / mean_t (x_t · x̂_t)`` (relative reconstruction bias)."""
     feature_acts: torch.Tensor
+    """``[d_sae]``: kept tokens on which each feature was active (non-zero)."""
     feature_rows: torch.Tensor
+    """``[d_sae]``: rows in which each feature was active on a kept token."""
 
     def scalar_metrics(self) -> dict[str, float]:
         out = {name: s.mean() for name, s in self.token_sums.items()}

@@ -15,16 +15,18 @@ from typing import Any
 
 from pytest_saeval.run.outcome import SuiteRun
 
-__all__ = ["GateLedger"]
+__all__ = ["GateLedger", "absolute"]
 
 
-def _abs(path: Path | str) -> Path:
+def absolute(path: Path | str) -> Path:
+    """``path`` absolute and normalised (``..`` resolved by name, links kept), as the plugin keys suite files."""
     return Path(os.path.abspath(path))
 
 
 @dataclass
 class GateLedger:
-    """Counts of gate items and the gates that ran, in one process (a worker sends its counts on)."""
+    """Counts of gate items and the gates that ran, in one process (a worker sends its counts on).
+    Mutable: hooks count into it as items are collected, selected and reported."""
 
     collected: int = 0
     """Gate items collected (before deselection)."""
@@ -40,7 +42,7 @@ class GateLedger:
     def note(self, path: Path, sae_id: str, metric: str, when: str, passed: bool) -> None:
         """Count one phase report of a gate item (``when``: setup, call or teardown)."""
         if when == "call":
-            self.ran.add((_abs(path), sae_id, metric))
+            self.ran.add((absolute(path), sae_id, metric))
         if when == "call" or (when == "setup" and not passed):
             self.reported += 1
 
@@ -48,7 +50,7 @@ class GateLedger:
         """``runs`` of gate items cut down to the gates that ran, and to the SAEs with such a gate."""
         out = []
         for run in runs:
-            path = _abs(run.suite.path)
+            path = absolute(run.suite.path)
             checks = [c for c in run.checks if (path, c.sae_id, c.gate.metric) in self.ran]
             unchecked = [(u, g) for u, g in run.unchecked if (path, u, g.metric) in self.ran]
             uids = {c.sae_id for c in checks} | {u for u, _ in unchecked}

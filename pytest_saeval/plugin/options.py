@@ -10,7 +10,7 @@ import pytest
 from pytest_saeval.errors import SaevalError
 from pytest_saeval.fileio import write_problem
 from pytest_saeval.run.shards import Shard, shard_from
-from pytest_saeval.settings import is_device
+from pytest_saeval.settings import DEVICE_CHOICES, is_device
 from pytest_saeval.store.folder import file_keyed_from_env
 
 __all__ = ["SHARD_OTHERS", "PluginOptions", "add_options"]
@@ -52,7 +52,7 @@ class PluginOptions:
     def __post_init__(self) -> None:
         if self.device is not None and not is_device(self.device):
             raise pytest.UsageError(
-                f"--saeval-device must be auto, cpu, cuda or cuda:N, got {self.device!r}. "
+                f"--saeval-device must be {DEVICE_CHOICES}, got {self.device!r}. "
                 "Fix: pass e.g. --saeval-device cpu or --saeval-device cuda:0"
             )
         if self.shard_others not in SHARD_OTHERS:

@@ -16,7 +16,6 @@ reached are left out, and the summary says how many were deselected and how many
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 
 from pytest_saeval.errors import SaevalError
 from pytest_saeval.plain import JSON, to_plain
-from pytest_saeval.plugin.ledger import GateLedger
+from pytest_saeval.plugin.ledger import GateLedger, absolute
 from pytest_saeval.plugin.options import PluginOptions
 from pytest_saeval.plugin.outcomes import EvaluationError
 from pytest_saeval.plugin.overrides import overridden, override_values
@@ -81,7 +80,8 @@ class GateOutcome:
 
 @dataclass
 class _Unit:
-    """Gate items evaluated together, and the result once evaluated."""
+    """Gate items evaluated together, and the result once evaluated (mutable: planned at collection,
+    filled when its first item runs)."""
 
     selected: dict[Path, dict[str, set[str]]] = field(default_factory=dict)
     """Suite file -> SAE id -> gated metrics of the selected items."""
@@ -91,10 +91,6 @@ class _Unit:
     """The runs of the SAEs that could be evaluated."""
     errors: dict[tuple[Path, str], BaseException] = field(default_factory=dict)
     """(suite file, SAE id) -> the error that kept that SAE from being evaluated."""
-
-
-def _abs(path: Path | str) -> Path:
-    return Path(os.path.abspath(path))
 
 
 class Runner:
@@ -143,13 +139,13 @@ class Runner:
             root = self.config.rootpath
             found: set[Path] = set()
             for pattern in self.options.thresholds:
-                found.update(_abs(p) for p in root.glob(pattern) if p.is_file())
+                found.update(absolute(p) for p in root.glob(pattern) if p.is_file())
             self._globbed = frozenset(found)
         return self._globbed
 
     def display_path(self, path: Path) -> Path:
         """``path`` relative to the invocation folder when it lies inside it (as messages show it)."""
-        path = _abs(path)
+        path = absolute(path)
         try:
             return path.relative_to(self.config.invocation_params.dir)
         except ValueError:
@@ -157,7 +153,7 @@ class Runner:
 
     def load_suite(self, path: Path) -> Suite:
         """Load a suite file once per run; errors name the file as messages show it."""
-        key = _abs(path)
+        key = absolute(path)
         if key not in self._suites:
             self._suites[key] = load_suite(self.display_path(key))
         return self._suites[key]
@@ -187,7 +183,7 @@ class Runner:
         """Group the selected gate items into evaluation units (after deselection)."""
         sigs: dict[Path, tuple[tuple[str, int], ...]] = {}
         for item in items:
-            path = _abs(item.path)
+            path = absolute(item.path)
             if path not in sigs:
                 sigs[path] = overridden(item)
             if self.unit_kind == "group":
@@ -282,7 +278,7 @@ class Runner:
         Raises :class:`~pytest_saeval.plugin.outcomes.EvaluationError` (an error of the item, not a
         failure) when its SAE could not be evaluated.
         """
-        path = _abs(item.path)
+        path = absolute(item.path)
         key = self._unit_of.get((path, item.sae_id))
         if key is None:  # collected after planning (should not happen): evaluate it on its own
             self.plan([item])
@@ -308,7 +304,7 @@ class Runner:
     @staticmethod
     def _outcome_in(unit: _Unit, path: Path, item: GateNode) -> GateOutcome:
         for run in unit.runs:
-            if _abs(run.suite.path) != path:
+            if absolute(run.suite.path) != path:
                 continue
             for check in run.checks:
                 if check.sae_id == item.sae_id and check.gate.metric == item.gate.metric:
@@ -323,9 +319,9 @@ class Runner:
         SAE its release regex matches) and its gates."""
         suite = self.load_suite(suite_path)
         if sae is None:
-            return {_abs(suite_path): None}
+            return {absolute(suite_path): None}
         metrics = set(suite.sae(sae).metrics)
-        return {_abs(suite_path): {e.unique_id: metrics for e in entries_of(suite) if e.spec.id == sae}}
+        return {absolute(suite_path): {e.unique_id: metrics for e in entries_of(suite) if e.spec.id == sae}}
 
     def marker_failures(self, item: pytest.Item, request: pytest.FixtureRequest, suite_path: Path,
                         sae: str | None) -> list[str]:

@@ -97,11 +97,18 @@ class Lookup:
 
 @dataclass(frozen=True)
 class _Answer:
+    """One SAE's stored answer: what a cold run of its suite entry recorded."""
+
     result: SAEResult
+    """Its metrics (the id is set by the entry that asks)."""
     provenance: Provenance
+    """Content hashes of the SAE, model and tokens it was evaluated on."""
     sae_cfg: dict[str, JSON]
+    """The SAE's config, as the outputs write it."""
     intervals: dict[str, Interval]
+    """Bootstrap intervals by metric."""
     context_size: int
+    """Tokens per row of the evaluation."""
 
 
 def answer_key(common: Mapping[str, Any], entry: SAEEntry, digests: FileDigests) -> str | None:

@@ -8,17 +8,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pytest_saeval.errors import SaevalError, Subject
-from pytest_saeval.run.plan import ModelKey, Overrides, SAEEntry, group_key
+from pytest_saeval.run.plan import ModelKey, Overrides, SAEEntry, group_key, located_in
 from pytest_saeval.spec.suite import Suite
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = ["Loader"]
-
-
-def _located(e: SaevalError, suite: Suite, line: int | None, key: str, entry: int | None = None) -> SaevalError:
-    return e.located(file=str(suite.path), line=line, key=key, subject=Subject(suite=str(suite.path), entry=entry))
 
 
 class Loader:
@@ -61,14 +57,14 @@ class Loader:
             try:
                 resolve_device(self.device_for(suite))  # a device problem is located at model.device
             except SaevalError as e:
-                raise _located(e, suite, m.line_of("device") if not self.device else m.line,
+                raise located_in(e, suite, m.line_of("device") if not self.device else m.line,
                                "model.device" if not self.device else "device") from e
             try:
                 self._models[key] = load_model(name=m.name, path=m.path, factory=m.factory,
                                                device=self.device_for(suite), dtype=m.dtype, base_dir=suite.path.parent,
                                                trust_remote_code=m.trust_remote_code)
             except SaevalError as e:
-                raise _located(e, suite, m.line_of(m.kind), f"model.{m.kind}") from e
+                raise located_in(e, suite, m.line_of(m.kind), f"model.{m.kind}") from e
         return self._models[key]
 
     def tokens(self, suite: Suite, model: Any, overrides: Overrides) -> torch.Tensor:
@@ -84,7 +80,7 @@ class Loader:
             try:
                 self._tokens[key] = self._load_tokens(suite, model)
             except SaevalError as e:
-                raise _located(e, suite, d.line_of(d.kind), where) from e
+                raise located_in(e, suite, d.line_of(d.kind), where) from e
         return self._tokens[key]
 
     def _before_loading(self) -> None:
@@ -160,5 +156,5 @@ class Loader:
             loaded = load_saes(release=spec.release, sae_id=entry.release_sae_id if spec.release else None,
                                factory=spec.factory, device=device, base_dir=suite.path.parent)
         except SaevalError as e:
-            raise _located(e, suite, spec.line_of(spec.kind), f"saes[{entry.index}].{spec.kind}", entry.index) from e
+            raise located_in(e, suite, spec.line_of(spec.kind), f"saes[{entry.index}].{spec.kind}", entry.index) from e
         return loaded[0][1]

@@ -16,7 +16,7 @@ from pytest_saeval.settings import EvalSettings
 from pytest_saeval.spec.gates import Gate
 from pytest_saeval.spec.suite import DatasetSpec, SAESpec, Suite
 
-__all__ = ["GroupKey", "ModelKey", "Overrides", "SAEEntry", "entries_of", "group_key"]
+__all__ = ["GroupKey", "ModelKey", "Overrides", "SAEEntry", "entries_of", "group_key", "located_in"]
 
 
 @dataclass(frozen=True)
@@ -174,3 +174,9 @@ def group_key(suite: Suite, device: str | None = None, overrides: Overrides | No
         context_size=d.context_size,
         settings=d.to_settings(),
     )
+
+
+def located_in(e: SaevalError, suite: Suite, line: int | None, key: str, entry: int | None = None) -> SaevalError:
+    """``e`` located at ``key`` (line ``line``) of ``suite``'s file, about the suite (and its SAE entry
+    number ``entry``), for the run to route by."""
+    return e.located(file=str(suite.path), line=line, key=key, subject=Subject(suite=str(suite.path), entry=entry))

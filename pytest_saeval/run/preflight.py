@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pytest_saeval.errors import InputError, SaevalError, Subject
-from pytest_saeval.run.plan import Overrides, SAEEntry
+from pytest_saeval.errors import InputError, SaevalError
+from pytest_saeval.run.plan import Overrides, SAEEntry, located_in
 from pytest_saeval.sources.factory import factory_function
 from pytest_saeval.sources.formats import inspect_sae_folder
 from pytest_saeval.sources.hf_folder import check_folder
@@ -35,10 +35,6 @@ def preflight(plans: Iterable[tuple[Suite, list[SAEEntry]]], overrides: Override
                 _sae(suite, entry)
 
 
-def _located(e: SaevalError, suite: Suite, line: int | None, key: str, entry: int | None = None) -> SaevalError:
-    return e.located(file=str(suite.path), line=line, key=key, subject=Subject(suite=str(suite.path), entry=entry))
-
-
 def _model(suite: Suite) -> None:
     m = suite.model
     try:
@@ -47,7 +43,7 @@ def _model(suite: Suite) -> None:
         elif m.factory is not None:
             factory_function(m.factory, base_dir=suite.path.parent, what="model")
     except SaevalError as e:
-        raise _located(e, suite, m.line_of(m.kind), f"model.{m.kind}") from e
+        raise located_in(e, suite, m.line_of(m.kind), f"model.{m.kind}") from e
 
 
 def _tokens(suite: Suite) -> None:
@@ -57,20 +53,20 @@ def _tokens(suite: Suite) -> None:
     try:
         info = inspect_token_file(d.tokens)
     except SaevalError as e:
-        raise _located(e, suite, d.line_of("tokens"), "data.tokens") from e
+        raise located_in(e, suite, d.line_of("tokens"), "data.tokens") from e
     if info is None:
         return
     rows, width = info.shape
     if width < d.context_size:
         error = InputError(f"token file '{info.path}' has rows of {width} tokens, fewer than context_size {d.context_size}",
                            fix=f"set data.context_size to {width} or less, or save longer rows")
-        raise _located(error, suite, d.line_of("tokens"), "data.tokens")
+        raise located_in(error, suite, d.line_of("tokens"), "data.tokens")
     if rows < d.rows_needed:
         batches = max(d.n_reconstruction_batches, d.n_sparsity_batches)
         error = InputError(
             f"{rows} token rows, but {d.rows_needed} are needed ({batches} batches x {d.batch_size_prompts} rows)",
             fix="provide more rows, or lower batch_size_prompts / n_reconstruction_batches / n_sparsity_batches")
-        raise _located(error, suite, d.line_of("tokens"), "data.tokens")
+        raise located_in(error, suite, d.line_of("tokens"), "data.tokens")
 
 
 def _sae(suite: Suite, entry: SAEEntry) -> None:
@@ -82,4 +78,4 @@ def _sae(suite: Suite, entry: SAEEntry) -> None:
         if spec.factory is not None:
             factory_function(spec.factory, base_dir=suite.path.parent, what="SAE")
     except SaevalError as e:
-        raise _located(e, suite, spec.line_of(spec.kind), key, entry.index) from e
+        raise located_in(e, suite, spec.line_of(spec.kind), key, entry.index) from e

@@ -77,7 +77,9 @@ class _Owner:
     """Whose SAE a key of a fused pass is."""
 
     suite: Suite
+    """The suite that asked for the SAE."""
     entry: SAEEntry
+    """Its entry in that suite."""
 
 
 class Session:

@@ -31,7 +31,7 @@ def resolve_device(spec: str, option: str = "device:") -> str:
     if not is_device(text):
         raise InputError(
             f"unknown device {spec!r}",
-            fix=f"use {option} auto (cuda when available, else cpu), cpu, cuda or cuda:N",
+            fix=f"use {option} {DEVICE_CHOICES} (auto: cuda when available, else cpu)",
         )
     if text == "cpu":
         return "cpu"

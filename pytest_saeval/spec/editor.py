@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from pytest_saeval.errors import SuiteError
+from pytest_saeval.settings import DEVICE_CHOICES, DTYPES
 
 __all__ = ["MEASURED", "GateText", "edit_suite_text", "new_suite_text"]
 
@@ -207,8 +208,8 @@ def new_suite_text(base: Path, *, root: Path, model: Path, saes: Sequence[Path],
     head = _keyed([
         (0, "model:", ""),
         (2, f"path: {_written(model, base, root)}", "a local Hugging Face model folder (or name: / factory:)"),
-        (2, "device: auto", "auto (cuda when available) | cpu | cuda | cuda:N"),
-        (2, "dtype: float32", "float32 | float16 | bfloat16 | float64"),
+        (2, "device: auto", f"{DEVICE_CHOICES} (auto: cuda when available)"),
+        (2, f"dtype: {DTYPES[0]}", " | ".join(DTYPES)),
         (0, "data:", ""),
         (2, f"tokens: {_written(tokens, base, root)}", "int array [n_sequences, context_size]: .npy, .pt or .safetensors"),
         (2, f"context_size: {width or 128}", "tokens per row (longer rows are cut)"),

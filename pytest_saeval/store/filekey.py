@@ -90,9 +90,14 @@ class FileStat:
 
 @dataclass(frozen=True)
 class _Entry:
+    """One memo line: a file's digest, valid while its stat is unchanged and was not racy when hashed."""
+
     stat: FileStat
+    """The file's stat when it was hashed."""
     moment_ns: int
+    """When it was hashed (the racy-clean rule compares the stat's times with this)."""
     digest: str
+    """The digest of its bytes."""
 
 
 class FileDigests:

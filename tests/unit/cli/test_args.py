@@ -24,7 +24,7 @@ def test_merge_needs_an_output_folder() -> None:
     assert args.folders == ["s1", "s2"] and args.output_dir == Path("o") and args.update_baseline_force
     with pytest.raises(CommandLineError, match="--output-dir") as info:
         parser().parse_args(["merge", "s1"])
-    assert info.value.usage.startswith("usage: saeval merge")
+    assert info.value.usage.startswith("usage: saeval merge") and info.value.prog == "saeval merge"
 
 
 def test_init_margins_default_and_take_their_flags() -> None:
@@ -48,6 +48,8 @@ def test_usage_errors_are_raised_not_exited(argv: list[str], words: str) -> None
     with pytest.raises(CommandLineError) as info:
         parser().parse_args(argv)
     assert words in info.value.message and info.value.usage.startswith("usage: saeval")
+    command = argv[0] if argv and argv[0] in ("run", "init") else None
+    assert info.value.prog == (f"saeval {command}" if command else "saeval")  # whose --help the fix names
 
 
 def test_schema_takes_no_options() -> None:
