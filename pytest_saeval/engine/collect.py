@@ -12,6 +12,7 @@ import torch
 from pytest_saeval.catalogue import METRICS
 from pytest_saeval.engine.hooks import Group
 from pytest_saeval.engine.losses import LossAccumulator
+from pytest_saeval.engine.protocols import SAELike
 from pytest_saeval.engine.results import SAEResult, SequenceStats, SequenceSums
 from pytest_saeval.engine.sparsity import SparsityAccumulator, SparsityTotals
 from pytest_saeval.engine.tensors import F64
@@ -25,7 +26,7 @@ __all__ = ["SAEState", "collect", "reconstruction_scores"]
 class SAEState:
     """One SAE's accumulators during a pass (mutable: the pass fills its fields batch by batch)."""
 
-    sae: Any
+    sae: SAELike
     """The SAE."""
     group: Group
     """Its hook group."""

@@ -18,6 +18,7 @@ from pytest_saeval.engine.forwards import Forwards
 from pytest_saeval.engine.fused import FusedPass, Scoring
 from pytest_saeval.engine.hooks import group_saes, plain_hook_z, sae_input
 from pytest_saeval.engine.inputs import as_token_tensor, check_inputs, supports_start_at_layer
+from pytest_saeval.engine.protocols import SAELike
 from pytest_saeval.engine.results import SAEResult
 from pytest_saeval.engine.weights import COSINE_METRICS
 from pytest_saeval.errors import InputError, Subject, did_you_mean
@@ -65,7 +66,7 @@ def cosine_matrices(metrics: Collection[str] | None) -> frozenset[str]:
     return frozenset(COSINE_METRICS[name] for name in metrics if name in COSINE_METRICS)
 
 
-def _check_shapes(forwards: Forwards, saes: Mapping[str, Any], tokens: torch.Tensor) -> None:
+def _check_shapes(forwards: Forwards, saes: Mapping[str, SAELike], tokens: torch.Tensor) -> None:
     """Probe 1 row x 2 tokens through the needed blocks to check each SAE's d_in against its hook."""
     probe = tokens[:1, :2].to(forwards.device)
     _, captured = forwards.capture(probe, full=False)
@@ -96,7 +97,7 @@ def _check_shapes(forwards: Forwards, saes: Mapping[str, Any], tokens: torch.Ten
 
 
 @torch.no_grad()
-def run_pass(model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, settings: EvalSettings,
+def run_pass(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, settings: EvalSettings,
              options: EngineOptions, scoring: Scoring) -> dict[str, SAEResult]:
     """:func:`evaluate` on checked inputs (``tokens`` from :func:`~.inputs.as_token_tensor`), with ``scoring``."""
     fast = supports_start_at_layer(model) if options.use_start_at_layer is None else options.use_start_at_layer
@@ -108,7 +109,7 @@ def run_pass(model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, settings
     return {sae_id: results[sae_id] for sae_id in saes}
 
 
-def evaluate(model: Any, saes: Mapping[str, Any], tokens: Any, settings: EvalSettings | None = None,
+def evaluate(model: Any, saes: Mapping[str, SAELike], tokens: Any, settings: EvalSettings | None = None,
              options: EngineOptions | None = None) -> dict[str, SAEResult]:
     """Evaluate every SAE in ``saes`` on ``model`` over ``tokens`` in one fused pass.
 

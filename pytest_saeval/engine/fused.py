@@ -26,6 +26,7 @@ from pytest_saeval.engine.head import Head
 from pytest_saeval.engine.hooks import Group, replace, sae_device, sae_input
 from pytest_saeval.engine.inputs import check_codes, special_token_ids
 from pytest_saeval.engine.losses import DistributionSummary, LossAccumulator, next_token_losses
+from pytest_saeval.engine.protocols import SAELike
 from pytest_saeval.engine.records import CleanSummary, ModelRecords, ModelStore, Recording, entry_name
 from pytest_saeval.engine.results import SAEResult
 from pytest_saeval.engine.sparsity import SparsityAccumulator
@@ -82,7 +83,7 @@ class _Batch:
 class FusedPass:
     """Executes the fused schedule for one ``evaluate`` call."""
 
-    def __init__(self, model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, settings: EvalSettings,
+    def __init__(self, model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, settings: EvalSettings,
                  forwards: Forwards, scoring: Scoring, cosines: frozenset[str]) -> None:
         self.saes = saes
         self.settings = settings

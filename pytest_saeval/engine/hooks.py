@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from pytest_saeval.engine.inputs import hook_layer, sae_hook
+from pytest_saeval.engine.protocols import SAELike
 
 __all__ = ["RESID_HOOK_RE", "Group", "ablate", "group_saes", "plain_hook_z", "replace", "sae_device", "sae_input"]
 
@@ -38,7 +39,7 @@ class Group:
         return (self.hook_name, self.head_index)
 
 
-def group_saes(saes: Mapping[str, Any]) -> list[Group]:
+def group_saes(saes: Mapping[str, SAELike]) -> list[Group]:
     """The SAEs grouped by hook (and head), groups in order of first appearance."""
     groups: dict[tuple[str, int | None], list[str]] = {}
     for sae_id, sae in saes.items():
@@ -48,13 +49,11 @@ def group_saes(saes: Mapping[str, Any]) -> list[Group]:
 
 
 @contextlib.contextmanager
-def plain_hook_z(saes: Mapping[str, Any]) -> Iterator[None]:
+def plain_hook_z(saes: Mapping[str, SAELike]) -> Iterator[None]:
     """Turn off SAE Lens's hook_z reshaping while we feed flattened activations (as run_evals does)."""
-    switched = []
-    for sae in saes.values():
-        if getattr(sae, "hook_z_reshaping_mode", False):
-            sae.turn_off_forward_pass_hook_z_reshaping()
-            switched.append(sae)
+    switched: list[Any] = [sae for sae in saes.values() if getattr(sae, "hook_z_reshaping_mode", False)]
+    for sae in switched:  # SAE Lens's own switch (not part of SAELike)
+        sae.turn_off_forward_pass_hook_z_reshaping()
     try:
         yield
     finally:
@@ -89,7 +88,7 @@ def ablate(act: torch.Tensor, head: int | None) -> torch.Tensor:
     return torch.zeros_like(act)
 
 
-def sae_device(sae: Any, fallback: torch.device) -> torch.device:
+def sae_device(sae: SAELike, fallback: torch.device) -> torch.device:
     """Where the SAE's weights live (``sae.device``, else ``W_dec``'s device, else ``fallback``)."""
     dev = getattr(sae, "device", None)
     if isinstance(dev, (torch.device, str)):

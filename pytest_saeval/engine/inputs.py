@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from pytest_saeval.engine.protocols import SAELike
 from pytest_saeval.engine.weights import encoder_weight
 from pytest_saeval.errors import InputError, Subject, did_you_mean
 from pytest_saeval.settings import EvalSettings
@@ -55,7 +56,7 @@ def hook_layer(hook_name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def sae_hook(sae: Any, sae_id: str) -> tuple[str, int | None]:
+def sae_hook(sae: SAELike, sae_id: str) -> tuple[str, int | None]:
     cfg = getattr(sae, "cfg", None)
     meta = getattr(cfg, "metadata", None)
     hook_name = getattr(meta, "hook_name", None) or getattr(cfg, "hook_name", None)
@@ -104,7 +105,7 @@ def as_token_tensor(tokens: Any) -> torch.Tensor:
     return tokens.long()
 
 
-def check_inputs(model: Any, saes: Mapping[str, Any], tokens: torch.Tensor, settings: EvalSettings) -> None:
+def check_inputs(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, settings: EvalSettings) -> None:
     if not saes:
         raise InputError("no SAEs to evaluate", key="saes", fix="pass a mapping {id: sae} with at least one SAE")
     d_vocab = getattr(model.cfg, "d_vocab", None)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
+from pytest_saeval.engine.hooks import Group
 from pytest_saeval.engine.losses import DistributionSummary
 
 
@@ -115,18 +116,18 @@ class Recording:
     """Collects the model-side tensors of a cold pass, batch by batch (kept on the model's device
     until :meth:`finish` moves them to the CPU at once)."""
 
-    def __init__(self, groups: Sequence[Any], *, with_summary: bool) -> None:
+    def __init__(self, groups: Sequence[Group], *, with_summary: bool) -> None:
         self.groups = list(groups)
         self.with_summary = with_summary
         self.final: list[torch.Tensor] = []
         self.clean: dict[str, list[torch.Tensor]] = {name: [] for name in CLEAN_FIELDS}
-        self.acts: dict[Any, list[torch.Tensor]] = {g: [] for g in groups}
-        self.entry: dict[Any, list[torch.Tensor]] = {g: [] for g in groups}
-        self.kl: dict[Any, list[torch.Tensor]] = {g: [] for g in groups}
-        self.ce: dict[Any, list[torch.Tensor]] = {g: [] for g in groups}
+        self.acts: dict[Group, list[torch.Tensor]] = {g: [] for g in groups}
+        self.entry: dict[Group, list[torch.Tensor]] = {g: [] for g in groups}
+        self.kl: dict[Group, list[torch.Tensor]] = {g: [] for g in groups}
+        self.ce: dict[Group, list[torch.Tensor]] = {g: [] for g in groups}
 
     def add(self, captured: dict[str, torch.Tensor], final: torch.Tensor | None,
-            abl_tokens: dict[Any, tuple[torch.Tensor, torch.Tensor]],
+            abl_tokens: dict[Group, tuple[torch.Tensor, torch.Tensor]],
             summary: tuple[DistributionSummary, torch.Tensor] | None = None) -> None:
         """One batch: its captured activations, and on a reconstruction batch the final residual
         ``[B, T, d]``, the ablation KL/CE per group and the clean summary and CE (flat positions)."""

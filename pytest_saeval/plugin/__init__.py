@@ -23,6 +23,9 @@ from pytest_saeval.plugin.runner import RUNNER_KEY, Runner, get_runner
 if TYPE_CHECKING:  # pragma: no cover
     from xdist.workermanage import WorkerController
 
+    from pytest_saeval.engine.protocols import SAELike
+    from pytest_saeval.engine.results import SAEResult
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
@@ -112,13 +115,14 @@ def saeval_tokens(request: pytest.FixtureRequest, saeval_model: Any) -> Any:
 
 
 @pytest.fixture
-def saeval_saes(request: pytest.FixtureRequest, saeval_model: Any) -> Any:
+def saeval_saes(request: pytest.FixtureRequest, saeval_model: Any) -> dict[str, SAELike]:
     """The suite's SAEs by id, on the model's device (only the marker's ``sae=`` when it names one)."""
     return fixtures.fixture_saes(get_runner(request.config), request, saeval_model)
 
 
 @pytest.fixture
-def saeval_results(request: pytest.FixtureRequest, saeval_model: Any, saeval_saes: Any, saeval_tokens: Any) -> Any:
+def saeval_results(request: pytest.FixtureRequest, saeval_model: Any, saeval_saes: dict[str, SAELike],
+                   saeval_tokens: Any) -> dict[str, SAEResult]:
     """``{sae id: SAEResult}`` for those SAEs on the three fixtures above (the gate tests' evaluation when
     nothing is overridden)."""
     return fixtures.fixture_results(get_runner(request.config), request, saeval_model, saeval_saes, saeval_tokens)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -18,6 +18,10 @@ from pytest_saeval.plugin.runner import Runner
 from pytest_saeval.run.plan import Overrides, entries_of
 from pytest_saeval.run.quiet import quiet_libraries
 from pytest_saeval.spec.suite import Suite
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pytest_saeval.engine.protocols import SAELike
+    from pytest_saeval.engine.results import SAEResult
 
 __all__ = ["fixture_model", "fixture_results", "fixture_saes", "fixture_suite", "fixture_tokens"]
 
@@ -61,7 +65,7 @@ def fixture_tokens(runner: Runner, request: pytest.FixtureRequest, model: Any) -
     suite, _ = fixture_suite(runner, request)
     return _loaded(lambda: runner.session.loader.tokens(suite, model, Overrides()))
 
-def fixture_saes(runner: Runner, request: pytest.FixtureRequest, model: Any) -> dict[str, Any]:
+def fixture_saes(runner: Runner, request: pytest.FixtureRequest, model: Any) -> dict[str, SAELike]:
     """The suite's SAEs by unique id (only the marker's entry when it names one), on ``model``'s device."""
     from pytest_saeval.run.evaluation import device_of
 
@@ -70,8 +74,8 @@ def fixture_saes(runner: Runner, request: pytest.FixtureRequest, model: Any) -> 
     return _loaded(lambda: runner.session.loader.saes(suite, entries, device_of(model), Overrides()))
 
 
-def fixture_results(runner: Runner, request: pytest.FixtureRequest, model: Any, saes: Mapping[str, Any],
-                    tokens: Any) -> dict[str, Any]:
+def fixture_results(runner: Runner, request: pytest.FixtureRequest, model: Any, saes: Mapping[str, SAELike],
+                    tokens: Any) -> dict[str, SAEResult]:
     """Results of the suite's SAEs (only the marker's entry when it names one) on these objects.
 
     Without a conftest override these are the suite's own inputs: the gate tests' evaluation, reused.

@@ -159,7 +159,7 @@ def _csv_text(records: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _inputs_suffix(inputs: Any) -> str:
+def _inputs_suffix(inputs: object) -> str:
     """``""`` for the suite's own inputs, else ``~with-<digest of what replaced them>``."""
     if not isinstance(inputs, dict) or not inputs.get("overridden"):
         return ""

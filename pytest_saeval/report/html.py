@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +34,8 @@ from pytest_saeval.spec.numbers import format_number
 
 if TYPE_CHECKING:  # pragma: no cover
     import plotly.graph_objects as go
+
+    from pytest_saeval.engine.results import SAEResult
 
 __all__ = ["DEAD_OFFSET", "SAEPlot", "html_report", "sae_plots", "write_html_report"]
 
@@ -216,7 +218,7 @@ def _gate_table(runs: Sequence[SuiteRun]) -> str:
     return f'<table class="gates"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _metrics_table(result: Any, found: Mapping[str, Interval]) -> str:
+def _metrics_table(result: SAEResult, found: Mapping[str, Interval]) -> str:
     body = []
     for name, value in result.metrics.items():
         info = METRICS.get(name)

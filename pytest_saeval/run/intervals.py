@@ -17,7 +17,7 @@ independently, each with its own stream derived from ``seed``. Pure numpy.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -152,7 +152,7 @@ def percentile_interval(values: np.ndarray, level: float) -> Interval:
 
 
 def _family_replicates(n_rows: int, n_boot: int, rng: np.random.Generator,
-                       compute: Any) -> dict[str, np.ndarray]:
+                       compute: Callable[[np.ndarray], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     chunk = max(1, min(n_boot, _MAX_CELLS // max(n_rows, 1)))
     parts: dict[str, list[np.ndarray]] = {}
     done = 0

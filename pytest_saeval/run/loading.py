@@ -14,6 +14,8 @@ from pytest_saeval.spec.suite import Suite
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from pytest_saeval.engine.protocols import SAELike
+
 __all__ = ["Loader"]
 
 
@@ -123,7 +125,7 @@ class Loader:
             check_tokens(toks, int(vocab), source=source)
         return toks
 
-    def saes(self, suite: Suite, entries: Iterable[SAEEntry], device: str, overrides: Overrides) -> dict[str, Any]:
+    def saes(self, suite: Suite, entries: Iterable[SAEEntry], device: str, overrides: Overrides) -> dict[str, SAELike]:
         """The loaded SAEs of ``entries`` by unique id (each spec loaded once), or the overrides."""
         out: dict[str, Any] = {}
         for entry in entries:

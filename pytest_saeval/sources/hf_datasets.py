@@ -85,7 +85,8 @@ def tokens_from_dataset(
     return torch.stack(rows).to(torch.long).contiguous()
 
 
-def _open_dataset(path: str, *, split: str, streaming: bool, name: str | None, data_files: Any, base_dir: Any) -> Any:
+def _open_dataset(path: str, *, split: str, streaming: bool, name: str | None,
+                  data_files: dict[str, list[str]] | None, base_dir: str | os.PathLike[str] | None) -> Any:
     import datasets
 
     local = resolve_path(path, base_dir)
