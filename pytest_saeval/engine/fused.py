@@ -14,7 +14,7 @@ on the same model, tokens and settings runs only the new SAEs' own tails and une
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from pytest_saeval.engine.collect import SAEState, collect, token_counts
 from pytest_saeval.engine.forwards import Forwards
 from pytest_saeval.engine.head import Head
 from pytest_saeval.engine.hooks import Group, replace, sae_device, sae_input
-from pytest_saeval.engine.inputs import check_codes, special_token_ids
+from pytest_saeval.engine.inputs import check_code, code_failed, special_token_ids
 from pytest_saeval.engine.losses import DistributionSummary, LossAccumulator, next_token_losses
 from pytest_saeval.engine.protocols import SAELike
 from pytest_saeval.engine.records import CleanSummary, ModelRecords, ModelStore, Recording, entry_name
@@ -287,10 +287,10 @@ class FusedPass:
         x = sae_input(act, group.head_index)
         state = self._state(sae_id, group, x.shape[-1])
         dev = sae_device(sae, self.device)
-        feats = sae.encode(x.to(dev))
-        x_hat = sae.decode(feats) if isinstance(feats, torch.Tensor) else None
-        check_codes(sae_id, x, feats, x_hat, state.d_sae)  # shapes only: no device sync
-        assert x_hat is not None
+        feats = _called(sae_id, "encode", sae.encode, x.to(dev))
+        check_code(sae_id, "encode", x, feats, state.d_sae)
+        x_hat = _called(sae_id, "decode", sae.decode, feats)
+        check_code(sae_id, "decode", x, x_hat, x.shape[-1])
         x_hat = x_hat.to(x.dtype)
         if batch.do_sparse:
             assert state.sparsity is not None
@@ -300,3 +300,14 @@ class FusedPass:
         new = torch.where(batch.mask.to(dev)[..., None], x_hat, x.to(dev)).to(act.device)
         del feats, x_hat
         return replace(act, group.head_index, new)
+
+
+def _called(sae_id: str, part: str, call: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``call(x)``: the SAE's ``encode`` or ``decode``; an exception it raises (other than running out of
+    GPU memory, which is the machine's) becomes :func:`~pytest_saeval.engine.inputs.code_failed`."""
+    try:
+        return call(x)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as e:  # the SAE's own code: whatever it raises is named as its failure
+        raise code_failed(sae_id, part, x, e) from e

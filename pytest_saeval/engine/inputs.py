@@ -153,19 +153,33 @@ def check_inputs(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, 
             )
 
 
-def check_codes(sae_id: str, x: torch.Tensor, feats: object, x_hat: object, d_sae: int) -> None:
-    """``encode`` gave dense ``[..., d_sae]`` activations and ``decode`` ``[..., d_in]`` (the SAE protocol)."""
-    lead = tuple(x.shape[:-1])
-    for part, value, want in (("encode", feats, (*lead, d_sae)), ("decode", x_hat, tuple(x.shape))):
-        got = tuple(value.shape) if isinstance(value, torch.Tensor) else None
-        if got != want:
-            kind = type(value)
-            what = (f"a tensor of shape {list(got)}" if got is not None
-                    else f"a tuple ({kind.__module__}.{kind.__name__})" if isinstance(value, tuple) and kind is not tuple
-                    else f"a {kind.__name__}")
-            raise InputError(
-                f"{part}() of an input of shape {list(x.shape)} returned {what}, not a tensor of shape {list(want)}",
-                subject=Subject(sae=sae_id, part=part),
-                fix="encode must return dense feature activations [..., d_sae] (scatter top-k values and indices "
-                    "into zeros) and decode a reconstruction [..., d_in]; see the README's factory protocol",
-            )
+def check_code(sae_id: str, part: str, x: torch.Tensor, value: object, d_out: int) -> None:
+    """``part`` (``encode`` or ``decode``) of an input ``x`` gave a tensor ``[..., d_out]`` with ``x``'s leading
+    shape (the SAE protocol: dense ``[..., d_sae]`` activations, a ``[..., d_in]`` reconstruction). Checked
+    after ``encode`` and before ``decode`` sees its output, so a wrong encoding is named as such. Shapes
+    only: no device sync."""
+    want = (*x.shape[:-1], d_out)
+    got = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+    if got != want:
+        kind = type(value)
+        what = (f"a tensor of shape {list(got)}" if got is not None
+                else f"a tuple ({kind.__module__}.{kind.__name__})" if isinstance(value, tuple) and kind is not tuple
+                else f"a {kind.__name__}")
+        raise InputError(
+            f"{part}() of an input of shape {list(x.shape)} returned {what}, not a tensor of shape {list(want)}",
+            subject=Subject(sae=sae_id, part=part),
+            fix="encode must return dense feature activations [..., d_sae] (scatter top-k values and indices "
+                "into zeros) and decode a reconstruction [..., d_in]; see the README's factory protocol",
+        )
+
+
+def code_failed(sae_id: str, part: str, x: torch.Tensor, error: Exception) -> InputError:
+    """The SAE's own ``encode`` / ``decode`` raised ``error`` on an input like ``x``: one error naming the SAE
+    and the call (the SAE's code, e.g. a factory's class, is at fault, not the run)."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return InputError(
+        f"{part}() of an input of shape {list(x.shape)} ({x.dtype}, {x.device}) raised {text[:300]}",
+        subject=Subject(sae=sae_id, part=part),
+        fix=f"make the SAE's {part}() work on [..., d_in] tensors on its device in its dtype (see the README's "
+            "factory protocol); for a library's SAE, check that it loads and runs with that library",
+    )

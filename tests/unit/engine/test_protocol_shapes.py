@@ -45,6 +45,13 @@ class Narrow(ProtocolSAE):
         return z @ self.W_dec[:5]
 
 
+class TopKValues(ProtocolSAE):
+    """encode returns only the top-k values; the protocol's decode (``z @ W_dec``) could not even take them."""
+
+    def encode(self, x):
+        return torch.relu(x @ self.W_enc).topk(3, dim=-1).values
+
+
 class WrongDecode(ProtocolSAE):
     """decode returns one value per feature instead of a reconstruction."""
 
@@ -55,8 +62,9 @@ class WrongDecode(ProtocolSAE):
 @pytest.mark.parametrize(("sae", "part", "expected"), [
     (TopKTuple(d_in=16), "encode", "encode() of an input of shape [2, 8, 16] returned a tuple (torch.return_types.topk), not a tensor of shape [2, 8, 12]"),
     (Narrow(d_in=16), "encode", "returned a tensor of shape [2, 8, 5], not a tensor of shape [2, 8, 12]"),
+    (TopKValues(d_in=16), "encode", "returned a tensor of shape [2, 8, 3], not a tensor of shape [2, 8, 12]"),
     (WrongDecode(d_in=16), "decode", "decode() of an input of shape [2, 8, 16] returned a tensor of shape [2, 8, 12]"),
-], ids=["tuple", "narrow", "decode"])
+], ids=["tuple", "narrow", "values-only", "decode"])
 def test_encode_and_decode_shapes(model, sae, part, expected):
     tokens = torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(0))
     with pytest.raises(InputError) as excinfo:
@@ -71,3 +79,18 @@ def test_a_dense_encode_passes(model):
     tokens = torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(0))
     result = evaluate(model, {"ok": ProtocolSAE(d_in=16)}, tokens, SETTINGS)["ok"]
     assert result.metrics["l0"] > 0
+
+
+class Raising(ProtocolSAE):
+    """decode has a bug of its own (a factory's SAE class)."""
+
+    def decode(self, z):
+        raise KeyError("W_dec_folded")
+
+
+def test_an_exception_in_the_saes_own_code_is_named_as_its_failure(model):
+    with pytest.raises(InputError) as info:
+        evaluate(model, {"mine": Raising(d_in=16)}, torch.randint(0, 40, (2, 8)), SETTINGS)
+    assert info.value.subject.sae == "mine" and info.value.subject.part == "decode"
+    assert "decode() of an input of shape [2, 8, 12]" in info.value.message
+    assert "raised KeyError: 'W_dec_folded'" in info.value.message and "factory protocol" in (info.value.fix or "")
