@@ -42,7 +42,8 @@ def fixture_suite(runner: Runner, request: pytest.FixtureRequest) -> tuple[Suite
     try:
         return runner.load_suite(path), calls[0].sae if calls else None
     except SaevalError as e:
-        pytest.fail(str(e), pytrace=False)
+        message = str(e)
+    pytest.fail(message, pytrace=False)  # outside the except: the failure is one line, not a chain of three
 
 
 def _loaded(load: Callable[[], _T]) -> _T:
@@ -51,7 +52,8 @@ def _loaded(load: Callable[[], _T]) -> _T:
         with quiet_libraries():
             return load()
     except SaevalError as e:
-        pytest.fail(str(e), pytrace=False)
+        message = str(e)
+    pytest.fail(message, pytrace=False)  # outside the except: one line
 
 
 def fixture_model(runner: Runner, request: pytest.FixtureRequest) -> Any:
@@ -87,6 +89,8 @@ def fixture_results(runner: Runner, request: pytest.FixtureRequest, model: Any, 
         runs = runner.evaluate(runner.selection(Path(suite.path), sae), overrides)
     except SaevalError as e:
         runner.record_error(e)
-        pytest.fail(str(e), pytrace=False)
-    wanted = set(saes)
-    return {uid: result for run in runs for uid, result in run.results.items() if uid in wanted}
+        message = str(e)
+    else:
+        wanted = set(saes)
+        return {uid: result for run in runs for uid, result in run.results.items() if uid in wanted}
+    pytest.fail(message, pytrace=False)  # outside the except: one line

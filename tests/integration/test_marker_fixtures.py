@@ -67,3 +67,15 @@ def test_a_marked_test_gets_its_suites_fixtures(pytester: pytest.Pytester, asset
     # one evaluation per SAE, shared by the gate tests and every marked test
     evaluations = sorted(uid for _, uid in read_log(pytester.path / "log")["eval"])
     assert evaluations == ["demo/bad", "demo/good"], evaluations
+
+
+def test_a_fixture_that_cannot_load_fails_its_test_in_one_line(pytester: pytest.Pytester, assets: Assets) -> None:
+    _project(pytester, assets)
+    suite = pytester.path / "thresholds" / "demo.yaml"
+    suite.write_text(suite.read_text().replace(f"path: {assets.model}", f"path: {assets.model}-moved"))
+    result = run_pytest(pytester, "plain", "tests/test_marked.py::test_bad_results")
+    text = result.stdout.str()
+    result.assert_outcomes(errors=1)
+    assert text.count("model-moved' does not exist") == 1, text[-3000:]  # once: not a chain of three
+    assert "direct cause of the following exception" not in text and "During handling" not in text, text[-3000:]
+    assert "thresholds/demo.yaml:2: model.path: model folder" in text
