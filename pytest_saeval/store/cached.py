@@ -102,7 +102,8 @@ class EvalCache:
         matrices = cosine_matrices(options.metrics)
         needed = tuple(name for name, matrix in COSINE_METRICS.items() if matrix in matrices)
         excluded = special_token_ids(model, settings.exclude_special_tokens)
-        keys = {sae_id: digest({**common, "excluded": excluded, "sae": self.fingerprints.sae(sae)})
+        keys = {sae_id: digest({**common, "excluded": excluded, "sae": self.fingerprints.sae(sae),
+                                "sae_code": self.fingerprints.code(sae)})
                 for sae_id, sae in saes.items()}
         out: dict[str, SAEResult] = {}
         misses: dict[str, Any] = {}
@@ -144,6 +145,7 @@ class EvalCache:
             "format": CACHE_FORMAT,
             "versions": library_versions(),
             "model": model_key if model_key is not None else self.fingerprints.model(model),
+            "model_code": self.fingerprints.code(model),
             "tokens": self.fingerprints.tokens(tokens, settings.rows_needed),
             "batch_size_prompts": settings.batch_size_prompts,
             "n_reconstruction_batches": settings.n_reconstruction_batches,

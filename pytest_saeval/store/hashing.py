@@ -6,12 +6,16 @@ Every key the caches use and every hash the provenance records comes from here, 
 
 A tensor's hash covers its dtype, shape and raw bytes (on the CPU, contiguous), so it does not
 depend on the device the tensor lives on and changes when any value, the dtype or the shape does.
+:func:`code_hash` covers what the weights do not: the source files an object's behaviour comes from
+(a factory's SAE class in the user's project changes without its weights changing).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import sysconfig
 import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -23,8 +27,8 @@ from pytest_saeval.plain import JSON, to_plain
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["ALGORITHM", "LOCAL_PATH", "Fingerprints", "Hasher", "file_hash", "module_hash", "name_digest", "placeless",
-           "tensor_hash"]
+__all__ = ["ALGORITHM", "LOCAL_PATH", "Fingerprints", "Hasher", "code_hash", "file_hash", "module_hash", "name_digest",
+           "placeless", "tensor_hash"]
 
 ALGORITHM = "xxh3_128"
 """The hash function (xxHash's XXH3, 128 bits: several GB/s, not cryptographic)."""
@@ -151,6 +155,45 @@ def module_hash(kind: str, obj: Any) -> str:
     return h.hexdigest()
 
 
+_BEHAVIOUR = ("encode", "decode", "forward", "run_with_hooks", "run_with_cache")
+"""Methods whose defining file :func:`code_hash` covers even when they are not the class's own (set on
+the instance, or inherited from a mixin)."""
+
+
+def code_hash(obj: Any) -> str:
+    """Hash of the source files ``obj``'s behaviour is defined in: the file of each class of its type's
+    MRO and of its :data:`_BEHAVIOUR` methods (an instance's own included), each by its name and bytes
+    (not its folder: a moved checkout keys the same). Files of the standard library are left out (they
+    change with Python, not with a project); library files (torch, SAE Lens) are hashed like the rest,
+    though their versions are keyed too. A project's own SAE or model class is what this is for: its
+    code can change while its weights do not."""
+    stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"]) + os.sep
+    files: set[str] = set()
+    for cls in type(obj).__mro__:
+        if cls.__module__ != "builtins":
+            files.add(_source_of(cls))
+    for name in _BEHAVIOUR:
+        method = getattr(obj, name, None)
+        code = getattr(getattr(method, "__func__", method), "__code__", None)  # a bound method's function
+        if code is not None:
+            files.add(code.co_filename)
+    h = Hasher()
+    for file in sorted(f for f in files if f and not os.path.realpath(f).startswith(stdlib)):
+        h.text(os.path.basename(file))
+        try:
+            h.text(file_hash(file))
+        except OSError:  # generated or zipped code: its name is what is known
+            h.text("unreadable")
+    return h.hexdigest()
+
+
+def _source_of(cls: type) -> str:
+    try:
+        return inspect.getsourcefile(cls) or ""
+    except (TypeError, OSError):  # a class defined in C or in an interactive session
+        return ""
+
+
 def file_hash(path: str | os.PathLike[str]) -> str:
     """Hash of a file's bytes, read in 1 MiB chunks into one reused buffer."""
     h = Hasher()
@@ -181,6 +224,10 @@ class Fingerprints:
     def sae(self, sae: Any) -> str:
         """:func:`module_hash` of an SAE."""
         return self._once(sae, "sae", lambda: module_hash("sae", sae))
+
+    def code(self, obj: Any) -> str:
+        """:func:`code_hash` of a model or SAE."""
+        return self._once(obj, "code", lambda: code_hash(obj))
 
     def tokens(self, tokens: torch.Tensor, rows: int) -> str:
         """:func:`tensor_hash` of the first ``rows`` rows of a token array (the rows a pass reads)."""

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import xxhash
 
-from pytest_saeval.store.hashing import ALGORITHM, Fingerprints, file_hash, module_hash, name_digest, tensor_hash
+from pytest_saeval.store.hashing import (
+    ALGORITHM,
+    Fingerprints,
+    code_hash,
+    file_hash,
+    module_hash,
+    name_digest,
+    tensor_hash,
+)
 
 
 def test_file_hash_streams_the_bytes(tmp_path: Path) -> None:
@@ -99,3 +108,42 @@ def test_a_model_folder_in_another_place_is_the_same_model(tmp_path: Path) -> No
     assert module_hash("model", model_a) != module_hash("model", model_b)
     assert placeless({"p": str(a), "q": ["/no/such/place", "gpt2"], "n": 3}) == \
         {"p": LOCAL_PATH, "q": ["/no/such/place", "gpt2"], "n": 3}
+
+
+def _load_module(path: Path, name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SAE_CODE = """
+import torch
+
+
+class PlainSAE(torch.nn.Module):
+    def encode(self, x):
+        return torch.relu(x)
+
+    def decode(self, f):
+        return f
+"""
+
+
+def test_the_code_hash_follows_the_source_of_the_class_and_its_methods(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "mysae.py").write_text(SAE_CODE)
+    first = _load_module(tmp_path / "a" / "mysae.py", "mysae_a").PlainSAE()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "mysae.py").write_text(SAE_CODE)  # the same code, elsewhere (a moved checkout)
+    assert code_hash(_load_module(tmp_path / "b" / "mysae.py", "mysae_b").PlainSAE()) == code_hash(first)
+    (tmp_path / "b" / "mysae.py").write_text(SAE_CODE.replace("torch.relu(x)", "torch.relu(x - 3.0)"))
+    edited = _load_module(tmp_path / "b" / "mysae.py", "mysae_b2").PlainSAE()
+    assert code_hash(edited) != code_hash(first)  # same class name, same (no) weights: the code differs
+    (tmp_path / "patch.py").write_text("def encode(x):\n    return x\n")
+    patched = _load_module(tmp_path / "a" / "mysae.py", "mysae_a2").PlainSAE()
+    patched.encode = _load_module(tmp_path / "patch.py", "patch").encode  # set on the instance by a factory
+    assert code_hash(patched) != code_hash(first)
