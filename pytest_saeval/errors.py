@@ -131,16 +131,16 @@ class SaevalError(Exception):
         )
 
     def moved(self, *, file: str | None, line: int | None, key: str | None, subject: Subject,
-              detail: str = "") -> SaevalError:
+              detail: str = "", fix: str | None = None) -> SaevalError:
         """A copy of this error located anew (a layer above knows better where its subject lives), with
-        ``detail`` appended to the message when given."""
+        ``detail`` appended to the message when given, and ``fix`` (when given) in place of its own."""
         message = f"{self.message.rstrip('.')} ({detail})" if detail else self.message
-        return self._copy(message, file=file, line=line, key=key, subject=subject)
+        return self._copy(message, file=file, line=line, key=key, subject=subject, fix=fix)
 
     def _copy(self, message: str, *, file: str | None, line: int | None, key: str | None,
-              subject: Subject) -> SaevalError:
+              subject: Subject, fix: str | None = None) -> SaevalError:
         new = type(self).__new__(type(self))
-        SaevalError.__init__(new, message, fix=self.fix, file=file, line=line, key=key, subject=subject)
+        SaevalError.__init__(new, message, fix=fix or self.fix, file=file, line=line, key=key, subject=subject)
         new.__cause__ = self.__cause__
         return new
 

@@ -35,8 +35,9 @@ def write_proposed_suite(suite_path: str | os.PathLike[str], proposals: Iterable
 
     New gates are added; gates the suite has are replaced only with ``update_gates``. Only those lines
     change or are added; everything else stays as it was. The result is loaded again and checked to
-    hold exactly the written gates. Relative paths in the suite are copied as written, so an
-    ``output`` in another folder resolves them from there.
+    hold exactly the written gates. Relative paths in the suite are copied as written: an ``output`` in
+    another folder, where they would name other files (or a factory module would not be found), is refused
+    before anything is written.
     """
     source = Path(suite_path)
     mine = [p for p in proposals if _same_file(p.suite_path, source)]
@@ -50,6 +51,7 @@ def write_proposed_suite(suite_path: str | os.PathLike[str], proposals: Iterable
     edits = {sae_id: [GateText(g.metric, g.yaml_value, g.comment) for g in gates] for sae_id, gates in written_gates.items()}
     new_text = edit_suite_text(text, edits, file=str(source))
     target = Path(output) if output is not None else source
+    _refuse_moved_paths(text, source, target)
     atomic_write_text(target, new_text)
     suite = load_suite(target)
     for p in mine:
@@ -65,6 +67,60 @@ def write_proposed_suite(suite_path: str | os.PathLike[str], proposals: Iterable
     return target
 
 
+def _refuse_moved_paths(text: str, source: Path, target: Path) -> None:
+    """Refuse writing ``source``'s text (relative paths as written) to ``target`` in another folder when a
+    relative path in it names a file or folder next to ``source``: from ``target`` it would name another."""
+    import yaml
+
+    here, there = source.absolute().parent, target.absolute().parent
+    if os.path.normcase(os.path.normpath(here)) == os.path.normcase(os.path.normpath(there)):
+        return
+    data = yaml.safe_load(text)  # valid already: the suite was loaded and evaluated
+    moved = [key for key, value in _path_values(data) if _names_local(value, key, here)]
+    if moved:
+        raise SuiteError(
+            f"{', '.join(moved)} {'is a path' if len(moved) == 1 else 'are paths'} relative to the suite's folder "
+            f"{here}; written to {there} {'it' if len(moved) == 1 else 'they'} would name other files",
+            key="--output", file=str(source),
+            fix=f"write the proposed suite next to the suite (--output {here / target.name}), or make those paths "
+                "absolute in the suite first")
+
+
+def _path_values(data: object) -> list[tuple[str, str]]:
+    """``(key, value)`` of every string in a suite that names a file, folder or factory module."""
+    if not isinstance(data, dict):
+        return []
+    found: list[tuple[str, object]] = [("baseline", data.get("baseline"))]
+    model, section = data.get("model"), data.get("data")
+    if isinstance(model, dict):
+        found += [("model.path", model.get("path")), ("model.factory", model.get("factory"))]
+    if isinstance(section, dict):
+        found.append(("data.tokens", section.get("tokens")))
+        dataset = section.get("dataset")
+        if isinstance(dataset, dict):
+            found.append(("data.dataset.path", dataset.get("path")))
+            files = dataset.get("data_files")
+            for split, names in (files.items() if isinstance(files, dict) else ()):
+                for name in names if isinstance(names, list) else [names]:
+                    found.append((f"data.dataset.data_files.{split}", name))
+    for i, sae in enumerate(data.get("saes") or []):
+        if isinstance(sae, dict):
+            found += [(f"saes[{i}].path", sae.get("path")), (f"saes[{i}].factory", sae.get("factory"))]
+    return [(key, value) for key, value in found if isinstance(value, str) and value.strip()]
+
+
+def _names_local(value: str, key: str, folder: Path) -> bool:
+    """Whether ``value`` (at ``key``) is a relative path naming something in ``folder`` (a baseline file
+    may not exist yet: any relative baseline does); for a factory, its module file or package there."""
+    if key.endswith(".factory"):
+        module = value.partition(":")[0].strip()
+        candidates = [module] if module.endswith(".py") else [module.replace(".", "/") + ".py",
+                                                             module.split(".")[0]]
+        return any((folder / c).exists() for c in candidates)
+    path = Path(value).expanduser()
+    return not path.is_absolute() and (key == "baseline" or (folder / path).exists())
+
+
 def init_suite(suite_path: str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
                session: Session | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
                policy: MarginPolicy | None = None, update_gates: bool = False) -> tuple[Path, list[SAEProposal]]:
@@ -74,6 +130,8 @@ def init_suite(suite_path: str | os.PathLike[str], *, output: str | os.PathLike[
     Returns the path written and the proposals.
     """
     suite = load_suite(suite_path)
+    if output is not None:  # before the evaluation: a file that would point elsewhere is refused at once
+        _refuse_moved_paths(Path(suite_path).read_text(encoding="utf-8"), Path(suite_path), Path(output))
     bare = replace(suite, saes=tuple(replace(s, gates=()) for s in suite.saes), baseline=None, default_gates=())
     runs = (session or Session()).run([bare])
     runs = [replace(r, suite=suite) for r in runs]

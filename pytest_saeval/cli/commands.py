@@ -199,6 +199,11 @@ def init(args: argparse.Namespace, signals: Signals) -> int:
 
     _check_args(args)
     policy = _margin_policy(args)
+    given = [flag for flag, value in (("--model", args.model), ("--sae", args.sae), ("--tokens", args.tokens)) if value]
+    if args.suite and given:
+        raise InputError(f"a suite file and {', '.join(given)} were given; {', '.join(given)} only start a new suite",
+                         key="init", fix=f"drop {', '.join(given)} to propose gates for {args.suite}, or drop "
+                         f"{args.suite} to write a new suite from --model, --sae and --tokens")
     suite = Path(args.suite) if args.suite else _new_suite(args)
     output = None if args.suite is None else args.output
     try:
@@ -236,6 +241,13 @@ def _new_suite(args: argparse.Namespace) -> Path:
         raise InputError(f"without a suite file, init needs {', '.join(missing)}", key="init",
                          fix="pass SUITE.yaml, or --model MODEL_FOLDER --sae SAE_FOLDER --tokens TOKENS.npy "
                          "--output thresholds/new.yaml to start a new suite")
+    for flag, path, folder in [("--model", args.model, True), *(("--sae", p, True) for p in args.sae),
+                               ("--tokens", args.tokens, False)]:
+        if not (path.is_dir() if folder else path.is_file()):
+            kind = "folder" if folder else "file"
+            what = "is a file" if path.is_file() else "is a folder" if path.is_dir() else "does not exist"
+            raise InputError(f"{flag} {path}: {what}; it must be a {kind}", key=flag,
+                             fix=f"give {flag} an existing {kind} (relative paths are relative to the current folder)")
     return new_suite(args.output, model=args.model, saes=args.sae, tokens=args.tokens)
 
 

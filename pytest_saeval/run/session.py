@@ -280,6 +280,9 @@ def _relocate(e: SaevalError, owners: Mapping[str, _Owner], first: Suite) -> Sae
         suite, entry = owner.suite, owner.entry
         key = f"saes[{entry.index}]" + (f".{e.subject.part}" if e.subject.part else "")
         where = Subject(suite=str(suite.path), entry=entry.index, sae=entry.unique_id, part=e.subject.part)
+        if e.subject.part == "hook_name" and entry.spec.hook_name is not None:  # the suite's own hook_name: its line
+            return e.moved(file=str(suite.path), line=entry.spec.line_of("hook_name"), key=key, subject=where,
+                           fix="set hook_name to a hook this model has (see model.hook_dict)")
         source = entry.spec.path / "cfg.json" if entry.spec.path is not None else None
         from_cfg = source is not None and e.subject.part in _CFG_PARTS
         detail = f"{e.subject.part} comes from the SAE's {source}" if from_cfg else ""

@@ -56,6 +56,26 @@ def test_write_keeps_every_other_line_and_comment(tmp_path):
     assert suite.model.path == load_suite(path).model.path  # same folder: same resolved paths
 
 
+def test_output_elsewhere_is_refused_when_relative_paths_would_name_other_files(tmp_path):
+    path = write_suite(tmp_path)
+    for folder in ("models/tiny", "saes/first", "data"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "data" / "eval_tokens.npy").write_bytes(b"")
+    proposals = [_proposal(path, "first", l0=(">= 30",))]
+    target = tmp_path / "elsewhere" / "new.yaml"
+    target.parent.mkdir()
+    with pytest.raises(SuiteError) as info:
+        write_proposed_suite(path, proposals, target)
+    assert not target.exists()  # refused before anything is written
+    message = str(info.value)
+    assert "model.path, data.tokens, saes[0].path are paths relative to the suite's folder" in message
+    assert info.value.location.key == "--output" and f"--output {path.parent / 'new.yaml'}" in message
+    assert write_proposed_suite(path, proposals, path.parent / "new.yaml").is_file()  # next to it: fine
+    absolute = write_suite(tmp_path, SUITE.replace("../", f"{tmp_path}/"), name="abs.yaml")
+    assert write_proposed_suite(absolute, [_proposal(absolute, "first", l0=(">= 30",))], target).is_file()
+    assert load_suite(target).model.path == load_suite(absolute).model.path
+
+
 def test_write_in_place_and_again_replaces_its_own_comment(tmp_path):
     path = write_suite(tmp_path)
     write_proposed_suite(path, [_proposal(path, "second", explained_variance=(">= 0.77",))])

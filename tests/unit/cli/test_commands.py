@@ -61,6 +61,29 @@ def test_init_without_a_suite_names_every_missing_flag(tmp_path: Path) -> None:
     assert info.value.location.key == "init"
 
 
+def test_init_with_a_suite_refuses_the_new_suite_flags(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="a suite file and --model, --tokens were given") as info:
+        commands.init(_args("init", "s.yaml", "--model", "m", "--tokens", "t.npy"), Signals())
+    assert info.value.location.key == "init" and "drop --model, --tokens to propose gates for s.yaml" in str(info.value)
+
+
+@pytest.mark.parametrize(("flag", "name", "what"), [("--model", "nope", "does not exist; it must be a folder"),
+                                                    ("--sae", "tokens.npy", "is a file; it must be a folder"),
+                                                    ("--tokens", "model", "is a folder; it must be a file")])
+def test_a_new_suites_inputs_are_checked_by_flag_before_it_is_written(tmp_path: Path, flag: str, name: str,
+                                                                      what: str) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "sae").mkdir()
+    (tmp_path / "tokens.npy").write_bytes(b"")
+    given = {"--model": tmp_path / "model", "--sae": tmp_path / "sae", "--tokens": tmp_path / "tokens.npy",
+             flag: tmp_path / name}
+    argv = [arg for f, path in given.items() for arg in (f, str(path))]
+    with pytest.raises(InputError) as info:
+        commands.init(_args("init", *argv, "--output", str(tmp_path / "new.yaml")), Signals())
+    assert info.value.location.key == flag and f"{flag} {tmp_path / name}: {what}" in info.value.message
+    assert not (tmp_path / "new.yaml").exists()
+
+
 def test_a_bad_margin_names_its_flag(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         commands.init(_args("init", str(tmp_path / "s.yaml"), "--margin-rel", "-1"), Signals())
