@@ -98,8 +98,11 @@ class Session:
         self._file_keyed: FileKeyed | None = None
         self._done: dict[tuple[int, int, EvalSettings, int], tuple[Any, Any, Any, SAEResult]] = {}
         self.evaluations = 0
-        """How many SAEs this session has evaluated or answered from the file-keyed cache (tests use it to
-        prove exactly-once)."""
+        """How many SAEs this session has evaluated or answered from the file-keyed cache, each once: one
+        answered from the file-keyed cache and later part of a pass (with SAEs that have no answer there) is
+        not counted again (tests use it to prove exactly-once)."""
+        self._answered: set[tuple[str, str]] = set()
+        """``(suite file, unique id)`` of the SAEs answered from the file-keyed cache."""
         self.answered = 0
         """How many of them were answered from the file-keyed cache (nothing loaded)."""
 
@@ -152,6 +155,7 @@ class Session:
         if found.parts is not None:
             self.evaluations += found.fresh
             self.answered += found.fresh
+            self._answered.update((str(suite.path), e.unique_id) for suite, entries in members for e in entries)
             return found.parts
         parts = self._evaluate_group(members, ov)
         if keyed is not None and found.keys is not None:
@@ -229,7 +233,8 @@ class Session:
                                    self._eval_cache())
             except SaevalError as e:
                 raise _relocate(e, owners, first) from e
-            self.evaluations += len(todo)
+            self.evaluations += sum(1 for f in todo if (str(owners[f].suite.path), owners[f].entry.unique_id)
+                                    not in self._answered)
             for fused_id, res in fresh.items():
                 # The objects are kept with the result so that their ids stay theirs.
                 self._done[key(todo[fused_id])] = (model, tokens, todo[fused_id], res)

@@ -210,3 +210,22 @@ def test_overrides_replace_model_tokens_and_saes(
     assert info.value.location.line == suite.saes[1].line and info.value.location.key == "saes"
     assert "the saeval_saes fixture has no SAE 'y'" in str(info.value)
     assert info.value.subject == Subject(suite=str(suite.path), entry=1, sae="y")
+
+
+def test_an_sae_answered_from_its_files_and_later_part_of_a_pass_counts_once(
+    tmp_path: Path, assets: SimpleNamespace, passes: list[SimpleNamespace]
+) -> None:
+    (tmp_path / "fac.py").write_text(f"def load():\n    from sae_lens import SAE\n\n    return SAE.load_from_disk({str(assets.s1)!r})\n")
+    suite = _suite(tmp_path, "s.yaml", assets, {"a": "s0", "b": "s0"})
+    text = suite.path.read_text().replace(f"  - id: b\n    path: {assets.s0}\n", "  - id: b\n    factory: fac:load\n")
+    suite.path.write_text(text)
+    suite = load_suite(suite.path)
+    options = RunOptions(use_cache=True, cache_dir=tmp_path / "cache")
+    only_a = lambda s, uid: uid == "a"  # noqa: E731 - a file-based group: its answer is stored
+    Session(options).run([suite], only_a)
+    session = Session(options)
+    session.run([suite], only_a)
+    assert (session.evaluations, session.answered) == (1, 1) and len(passes) == 1  # answered: no second pass
+    session.run([suite])  # b comes from a factory: a pass for the group, with a in it again
+    assert len(passes) == 2 and sorted(passes[-1].saes) == [f"{suite.path}::a", f"{suite.path}::b"]
+    assert session.evaluations == 2  # a once, b once
