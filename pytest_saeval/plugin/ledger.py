@@ -86,6 +86,7 @@ class GateLedger:
         if deselected:
             parts.append(f"{deselected} deselected (-k, -m or deselection)")
         if not_run:
-            parts.append(f"{not_run} not run (pytest stopped early: -x, --maxfail or an interruption)")
+            parts.append(f"{not_run} not run (pytest stopped early: -x, --maxfail, a collection error or an "
+                         "interruption)")
         return [f"{self.collected} gates collected: {', '.join(parts)}; the summary, outputs and baselines "
                 f"cover the {min(self.reported, self.selected)} that ran"]

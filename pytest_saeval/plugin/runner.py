@@ -119,6 +119,8 @@ class Runner:
         """SAEs evaluated, per process (``main`` or the xdist worker id)."""
         self.finish_lines: list[str] = []
         """Lines for the summary: files written, baselines updated, problems doing so."""
+        self.collect_only: bool = bool(config.getoption("collectonly", False))
+        """``pytest --collect-only``: nothing runs, so nothing is written or summarised."""
         self._unit_runs: list[SuiteRun] = []
         self.ledger = GateLedger()
         """Gate items collected, selected and run (here and, on the controller, in the workers)."""
@@ -367,8 +369,11 @@ class Runner:
     def finish(self, complete: bool = True) -> bool:
         """Write the outputs, the report and the baselines (controller or single process); False when that failed.
 
-        ``complete``: the session ran everything it selected (a shard records itself only then).
+        ``complete``: the session ran everything it selected (a shard records itself only then). Under
+        ``--collect-only`` nothing is written (the outputs of an earlier run stay as they are).
         """
+        if self.collect_only:
+            return True
         opts = self.options
         done = finish(self.merged(), FinishOptions(
             output_dir=opts.output_dir, report=opts.report, update_baseline=opts.update_baseline,
@@ -381,6 +386,8 @@ class Runner:
     def summary(self) -> list[str]:
         """The lines of the terminal summary section."""
         shard = [self.shard_plan.describe()] if self.shard_plan is not None else []
+        if self.collect_only:
+            return shard  # which groups this shard would run; nothing ran
         return [*shard, *summary_lines(self.merged(), self.evaluations, self.errors), *self.ledger.lines(),
                 *self.finish_lines]
 

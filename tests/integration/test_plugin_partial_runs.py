@@ -4,6 +4,7 @@ and say how many were deselected or not run (``-x``, ``--maxfail``, ``-k``, a ke
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -46,12 +47,23 @@ def test_an_early_stop_reports_only_the_gate_that_ran(pytester: pytest.Pytester,
     result.assert_outcomes(failed=1)
     section = saeval_section(result.stdout.str())
     assert _rows(section) == [("a", "l0", "FAIL")]
-    assert "4 gates collected: 3 not run (pytest stopped early: -x, --maxfail or an interruption); the summary, " \
-           "outputs and baselines cover the 1 that ran" in section
+    assert ("4 gates collected: 3 not run (pytest stopped early: -x, --maxfail, a collection error or an interruption); "
+            "the summary, outputs and baselines cover the 1 that ran") in section
     gates, baseline = _written(pytester.path)
     assert gates == {"a": ["l0"]}  # b was evaluated with a (one unit) but none of its gates ran
     assert list(baseline) == ["a"]
     assert "1 passed, 1 failed" not in section
+
+
+def test_collect_only_runs_writes_and_summarises_nothing(pytester: pytest.Pytester, assets: Assets) -> None:
+    _project(pytester, assets)
+    (pytester.path / "out").mkdir()
+    (pytester.path / "out" / "all_eval_results.json").write_text("[]\n# an earlier run's\n")
+    result = pytester.runpytest(*BASE, "--collect-only")
+    assert result.ret == 0
+    assert "not run" not in result.stdout.str() and not re.search(r"^=+ saeval =+$", result.stdout.str(), re.M)
+    assert (pytester.path / "out" / "all_eval_results.json").read_text() == "[]\n# an earlier run's\n"
+    assert not (pytester.path / "thresholds" / "base.json").exists()
 
 
 def test_deselected_gates_are_counted_and_left_out(pytester: pytest.Pytester, assets: Assets) -> None:
