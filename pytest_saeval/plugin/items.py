@@ -47,7 +47,10 @@ class SuiteFile(pytest.File):
     def collect(self) -> Iterator[SAENode]:
         runner = get_runner(self.config)
         suite = runner.load_suite(self.path)
-        for entry in entries_of(suite):
+        entries = entries_of(suite)
+        if not any(entry.gates for entry in entries):
+            runner.ledger.gateless[str(runner.display_path(self.path))] = len(entries)
+        for entry in entries:
             yield SAENode.from_parent(self, name=entry.unique_id, suite=suite, entry=entry)
 
     def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]

@@ -38,6 +38,8 @@ class GateLedger:
     """Gate items that ran to a result: passed, failed, skipped, or an error in setup."""
     ran: set[tuple[Path, str, str]] = field(default_factory=set)
     """``(suite file, SAE id, metric)`` of the gate items whose test ran."""
+    gateless: dict[str, int] = field(default_factory=dict)
+    """Suite files (as shown) collected without a single gate -> their SAE count: nothing of them is a test."""
 
     def note(self, path: Path, sae_id: str, metric: str, when: str, passed: bool) -> None:
         """Count one phase report of a gate item (``when``: setup, call or teardown)."""
@@ -64,10 +66,10 @@ class GateLedger:
                 intervals={u: v for u, v in run.intervals.items() if u in uids}))
         return out
 
-    def to_wire(self) -> dict[str, int]:
+    def to_wire(self) -> dict[str, Any]:
         """The counts as plain data (what a worker sends)."""
         return {"collected": self.collected, "selected": self.selected, "sharded": self.sharded,
-                "reported": self.reported}
+                "reported": self.reported, "gateless": dict(self.gateless)}
 
     def add_remote(self, counts: Mapping[str, Any]) -> None:
         """Take in a worker's counts: every worker collects and selects every item; each item runs on one."""
@@ -75,9 +77,16 @@ class GateLedger:
         self.selected = max(self.selected, int(counts.get("selected", 0)))
         self.sharded = max(self.sharded, int(counts.get("sharded", 0)))
         self.reported += int(counts.get("reported", 0))
+        self.gateless.update({str(k): int(v) for k, v in (counts.get("gateless") or {}).items()})
 
     def lines(self) -> list[str]:
-        """What the summary says about gates that were collected but not run (nothing when all ran)."""
+        """What the summary says about suites without gates, and about gates that were collected but not run
+        (nothing when all ran)."""
+        return [*(f"{path}: no gates, so nothing of it is a test ({n} SAE{'' if n == 1 else 's'}); "
+                  f"`saeval init {path}` proposes gates from one evaluation" for path, n in sorted(self.gateless.items())),
+                *self._not_run()]
+
+    def _not_run(self) -> list[str]:
         deselected = max(self.collected - self.selected - self.sharded, 0)
         not_run = max(self.selected - self.reported, 0)
         if not deselected and not not_run and not self.sharded:

@@ -75,3 +75,12 @@ def test_unloadable_suite_is_a_collection_error_naming_file_line_and_fix(
     assert lines[at + 1].startswith("thresholds/syntax.yaml:3: invalid YAML")
     assert "Traceback" not in result.stdout.str()
     assert "_collect.py" not in result.stdout.str()
+
+
+def test_a_suite_without_gates_says_so_and_what_proposes_some(pytester: pytest.Pytester, assets: Assets) -> None:
+    pytester.makefile(".yaml", **{"thresholds/new": assets.model_block() + assets.data_block() +
+                                  f"saes:\n  - id: a\n    path: {assets.sae0}\n"})
+    result = pytester.runpytest("-p", "no:cacheprovider", "--saeval-no-cache")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED  # pytest's own verdict: nothing was tested
+    assert ("thresholds/new.yaml: no gates, so nothing of it is a test (1 SAE); `saeval init thresholds/new.yaml` "
+            "proposes gates from one evaluation") in result.stdout.str()

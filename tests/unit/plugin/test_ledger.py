@@ -33,7 +33,7 @@ def test_only_the_gates_that_ran_are_kept(tmp_path: Path) -> None:
     assert [(c.sae_id, c.gate.metric) for c in kept.checks] == [("a", "l0")]
     assert list(kept.results) == ["a"]  # SAE b's gates never ran: no output, no baseline
     assert ledger.lines() == ["6 gates collected: 2 deselected (-k, -m or deselection), 3 not run (pytest stopped "
-                              "early: -x, --maxfail or an interruption); the summary, outputs and baselines cover the "
+                              "early: -x, --maxfail, a collection error or an interruption); the summary, outputs and baselines cover the "
                               "1 that ran"]
 
 
@@ -44,3 +44,14 @@ def test_nothing_is_said_when_every_gate_ran_and_workers_add_up(tmp_path: Path) 
     assert (ledger.collected, ledger.selected, ledger.reported) == (4, 4, 4)
     assert ledger.lines() == []
     assert ledger.only_ran([_run(tmp_path)]) == []  # a controller's own item runs: none
+
+
+def test_a_suite_without_gates_is_named_with_what_to_do_and_workers_report_it_once() -> None:
+    ledger = GateLedger()
+    for _ in range(2):  # every worker collects every suite
+        ledger.add_remote(GateLedger(gateless={"thresholds/new.yaml": 1, "thresholds/two.yaml": 2}).to_wire())
+    assert ledger.lines() == [
+        "thresholds/new.yaml: no gates, so nothing of it is a test (1 SAE); `saeval init thresholds/new.yaml` "
+        "proposes gates from one evaluation",
+        "thresholds/two.yaml: no gates, so nothing of it is a test (2 SAEs); `saeval init thresholds/two.yaml` "
+        "proposes gates from one evaluation"]
