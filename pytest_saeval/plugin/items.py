@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+# pytest has no public way to give a non-Python item fixtures: its own doctest items use TopRequest and
+# _fixturemanager as GateItem does (pyproject's floor is the oldest pytest this was run on).
 from _pytest.fixtures import TopRequest
 
 from pytest_saeval.errors import SaevalError

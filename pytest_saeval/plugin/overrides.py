@@ -22,7 +22,7 @@ _PLUGIN_PACKAGE = "pytest_saeval.plugin"
 
 def overridden(node: pytest.Item | pytest.Collector | Any) -> tuple[tuple[str, int], ...]:
     """The overridable fixtures that a conftest or module overrides where ``node`` is, with their definitions' ids."""
-    fm = node.session._fixturemanager
+    fm = node.session._fixturemanager  # no public API says which definition of a fixture applies where
     found = []
     for name in OVERRIDABLE:
         defs = fm.getfixturedefs(name, node)

@@ -134,7 +134,7 @@ def make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
             self._groups: dict[str, str | None] = {}
             self._marked: dict[str, str] | None = None
 
-        def _split_scope(self, nodeid: str) -> str:
+        def _split_scope(self, nodeid: str) -> str:  # loadgroup's own hook for a node id's group (xdist 3.x)
             group = self._group_of(nodeid)
             if group is None:
                 if self._marked is None:  # read once, after every worker has collected
