@@ -116,6 +116,15 @@ def check_inputs(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, 
             key="tokens",
             fix="tokenize with the model's own tokenizer (the ids outside the vocabulary come from another one)",
         )
+    listed = settings.exclude_special_tokens
+    outside = [] if isinstance(listed, bool) or d_vocab is None else [i for i in listed if i >= d_vocab]
+    if outside and d_vocab is not None:
+        raise InputError(
+            f"exclude_special_tokens lists {', '.join(map(str, outside[:5]))}, outside the model's vocabulary "
+            f"(ids 0 to {d_vocab - 1}): {'it' if len(outside) == 1 else 'they'} would exclude nothing",
+            key="exclude_special_tokens",
+            fix="list the special-token ids of this model's tokenizer, or use true (its BOS/EOS/PAD ids) or false",
+        )
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx is not None and tokens.shape[1] > n_ctx:
         raise InputError(
@@ -142,6 +151,7 @@ def check_inputs(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, 
                 fix="give the SAE W_enc [d_in, d_sae] and W_dec [d_sae, d_in] tensors (or cfg.tied_weights = True "
                     "when it encodes with W_dec.T)",
             )
+        check_finite(sae_id, sae)
         hook_name, _ = sae_hook(sae, sae_id)
         if hook_name not in hooks:
             n_layers = int(getattr(model.cfg, "n_layers", 0) or 0)
@@ -151,6 +161,26 @@ def check_inputs(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, 
                 subject=Subject(sae=sae_id, part="hook_name"),
                 fix="train/load the SAE for a hook this model has (see model.hook_dict)",
             )
+
+
+def check_finite(sae_id: str, sae: SAELike) -> None:
+    """The SAE's floating-point weights and buffers (its ``state_dict``, else ``W_enc``, ``W_dec``, ``b_enc``,
+    ``b_dec``) hold no NaN or inf: a NaN weight counts as an active feature (NaN is not zero), so an SAE of a
+    diverged training run could pass ``l0`` and ``frac_alive`` gates. One count per tensor (a device sync
+    each, once per evaluation)."""
+    state = sae.state_dict() if callable(getattr(sae, "state_dict", None)) else {  # type: ignore[attr-defined]
+        name: getattr(sae, name) for name in ("W_enc", "W_dec", "b_enc", "b_dec") if hasattr(sae, name)}
+    bad = [(name, int((~torch.isfinite(t)).sum()), t.numel()) for name, t in state.items()
+           if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    bad = [b for b in bad if b[1]]
+    if bad:
+        shown = ", ".join(f"{name} {n:,} of {total:,}" for name, n, total in bad[:4])
+        raise InputError(
+            f"the SAE's weights hold NaN or infinite values ({shown}{', ...' if len(bad) > 4 else ''})",
+            subject=Subject(sae=sae_id),
+            fix="evaluate a checkpoint from before the training run diverged, or retrain; a loader that leaves "
+                "weights unset (a key missing from the file) needs fixing",
+        )
 
 
 def check_code(sae_id: str, part: str, x: torch.Tensor, value: object, d_out: int) -> None:

@@ -80,12 +80,17 @@ class SAEResult:
                    features: Callable[[Any], list[float]] | None = None) -> SAEResult:
         """The result :meth:`to_plain` (or a JSON record with those keys) describes, as ``sae_id``.
 
-        A ``null`` number is a non-finite value (JSON outputs write NaN so); ``features`` decodes one stored
+        A ``null`` number is a non-finite value (JSON outputs write NaN so), and only numbers are numbers (a
+        string or a boolean is refused, not converted); ``features`` decodes one stored
         per-feature list (default: a list of numbers). Data of another shape raises ``KeyError``,
         ``TypeError`` or ``ValueError`` for the caller to name.
         """
         def number(value: Any) -> float:
-            return math.nan if value is None else float(value)
+            if value is None:
+                return math.nan
+            if isinstance(value, bool) or not isinstance(value, (int, float)):  # "0.99" or true is no measurement
+                raise TypeError(f"a measured value must be a number, got {value!r}"[:120])
+            return float(value)
 
         def numbers(values: Any) -> list[float]:
             if not isinstance(values, list):

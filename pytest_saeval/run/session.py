@@ -43,7 +43,7 @@ __all__ = ["RunOptions", "Session", "run_suites"]
 
 _DATA_KEYS = {"tokens": "data.tokens", "context_size": "data.context_size", "batch_size_prompts":
               "data.batch_size_prompts", "n_reconstruction_batches": "data.n_reconstruction_batches",
-              "n_sparsity_batches": "data.n_sparsity_batches"}
+              "n_sparsity_batches": "data.n_sparsity_batches", "exclude_special_tokens": "data.exclude_special_tokens"}
 """The engine's input names, as suite keys (an engine error about one is located at that key)."""
 
 

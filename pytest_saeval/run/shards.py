@@ -49,6 +49,11 @@ Selection = Sequence[tuple[Suite, Mapping[str, Collection[str]]]]
 _SHARD_RE = re.compile(r"^\s*(-?\d+)\s*/\s*(-?\d+)\s*$")
 
 
+MAX_SHARDS = 10_000
+"""The most shards a partition may have (far more than CI matrices or job arrays hold; the plan keeps one
+entry per shard)."""
+
+
 @dataclass(frozen=True)
 class Shard:
     """One shard of a partition: ``K/N``, numbered from 1."""
@@ -61,6 +66,10 @@ class Shard:
     def __post_init__(self) -> None:
         if self.count < 1:
             raise InputError(f"a partition needs at least 1 shard, got {self}", fix="give K/N with N >= 1, e.g. 1/3",
+                             key="shard")
+        if self.count > MAX_SHARDS:
+            raise InputError(f"a partition of {self.count:,} shards is more than the {MAX_SHARDS:,} allowed",
+                             fix=f"give K/N with N at most {MAX_SHARDS:,} (one shard per CI job or array task)",
                              key="shard")
         if not 1 <= self.index <= self.count:
             hint = f"; a 0-based index i is shard i+1 (1/{self.count})" if self.index == 0 else ""
@@ -77,6 +86,9 @@ class Shard:
         if m is None:
             raise InputError(f"{text!r} is not a shard", fix="write K/N with shards numbered from 1, e.g. 2/3, "
                              "or auto (the index a CI system sets)", key=key)
+        if max(len(m.group(1)), len(m.group(2))) > len(str(MAX_SHARDS)):  # before int(): no 5,000-digit numbers
+            raise InputError(f"shard {text.strip()[:40]!r} has more than {MAX_SHARDS:,} shards", key=key,
+                             fix=f"give K/N with N at most {MAX_SHARDS:,} (one shard per CI job or array task)")
         try:
             return cls(int(m.group(1)), int(m.group(2)))
         except InputError as e:

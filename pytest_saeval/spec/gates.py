@@ -280,6 +280,22 @@ class Gate:
         object.__setattr__(self, "bounds", bounds)
         if not self.text:
             object.__setattr__(self, "text", ", ".join(f"{b.op} {b.text}" for b in bounds))
+        self._refuse_empty_range()
+
+    def _refuse_empty_range(self) -> None:
+        """Fixed bounds that no value meets (``>= 40`` and ``<= 20``): a gate that always fails is a typo."""
+        fixed = [b for b in self.bounds if b.constant is not None]
+        lows = [b for b in fixed if b.op in (">=", ">")]
+        highs = [b for b in fixed if b.op in ("<=", "<")]
+        if not lows or not highs:
+            return
+        low = max(lows, key=lambda b: (b.constant, b.op == ">"))
+        high = min(highs, key=lambda b: (b.constant, b.op == "<"))
+        assert low.constant is not None and high.constant is not None
+        if low.constant > high.constant or (low.constant == high.constant and (low.op == ">" or high.op == "<")):
+            raise SuiteError(f"gate on {self.metric} can never pass: no value is {low.op} {low.text} and "
+                             f"{high.op} {high.text}", fix="swap or correct the bounds (a range is [\">= LOW\", "
+                             "\"<= HIGH\"] with LOW <= HIGH)", file=self.file, line=self.line, key=self.key)
 
     @property
     def uses_baseline(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -120,3 +121,25 @@ def test_tied_sae_without_w_enc_uses_w_dec_transposed(model):
     out = evaluate(model, {"tied": tied}, _tokens(), SETTINGS)["tied"]
     assert out.feature_metrics["encoder_norm"] == pytest.approx(out.feature_metrics["decoder_norm"])
     assert out.feature_metrics["encoder_decoder_cosine_sim"] == pytest.approx([1.0] * 12, abs=1e-6)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf], ids=["nan", "inf"])
+def test_non_finite_weights_are_refused_naming_the_tensors(model, bad):
+    sae = _sae("blocks.0.hook_resid_pre")
+    with torch.no_grad():
+        sae.W_dec.fill_(bad)  # a diverged run: NaN is not zero, so every feature would count as active
+        sae.b_enc[:3] = bad
+    with pytest.raises(InputError) as info:
+        evaluate(model, {"diverged": sae}, _tokens(), SETTINGS)
+    assert "weights hold NaN or infinite values (" in info.value.message
+    assert "W_dec 128 of 128" in info.value.message and "b_enc 3 of 8" in info.value.message
+    assert info.value.location.key == "saes.diverged" and "diverged" in (info.value.fix or "")
+
+
+def test_special_token_ids_outside_the_vocabulary_are_refused(model):
+    settings = EvalSettings(batch_size_prompts=2, n_reconstruction_batches=1, n_sparsity_batches=2,
+                            exclude_special_tokens=(0, 5000))
+    with pytest.raises(InputError, match=r"exclude_special_tokens lists 5000, outside the model's vocabulary "
+                                         r"\(ids 0 to 39\): it would exclude nothing") as info:
+        evaluate(model, {"a": _sae("blocks.0.hook_resid_pre")}, _tokens(), settings)
+    assert info.value.location.key == "exclude_special_tokens"

@@ -48,7 +48,9 @@ def test_a_result_goes_to_plain_data_and_back() -> None:
     assert isinstance(from_json.hook_head_index, int)
 
 
-@pytest.mark.parametrize("broken", [{"d_in": "x"}, {"metrics": None}, {"feature_metrics": {"f": "1,2"}}, {"d_sae": None}])
+@pytest.mark.parametrize("broken", [{"d_in": "x"}, {"metrics": None}, {"feature_metrics": {"f": "1,2"}}, {"d_sae": None},
+                                    {"metrics": {"l0": "0.99"}}, {"metrics": {"l0": True}},
+                                    {"feature_metrics": {"f": [1.0, "2"]}}])
 def test_data_of_another_shape_raises_for_the_caller_to_name(broken: dict[str, object]) -> None:
     data = {**SAEResult("a", "h", None, 8, 2, {"l0": 1.0}, {"f": [1.0, 2.0]}).to_plain(), **broken}
     with pytest.raises((KeyError, TypeError, ValueError)):

@@ -236,3 +236,16 @@ def test_resolve_without_baseline_raises() -> None:
 )
 def test_bound_holds(op: str, value: float, threshold: float, expected: bool) -> None:
     assert Bound(op=op, constant=threshold).holds(value) is expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("spec", [[">= 40", "<= 20"], ["> 20", "<= 20"], [">= 20", "< 20"], ["<= 0.1", ">= 0.5"]])
+def test_fixed_bounds_no_value_meets_are_refused(spec: list[str]) -> None:
+    with pytest.raises(SuiteError, match="gate on l0 can never pass: no value is") as info:
+        parse_gate("l0", spec, file="s.yaml", line=7, key="saes[0].gates.l0")
+    assert (info.value.location.line, info.value.location.key) == (7, "saes[0].gates.l0")
+    assert "swap or correct the bounds" in (info.value.fix or "")
+
+
+@pytest.mark.parametrize("spec", [[">= 20", "<= 20"], [">= 1", "<= 2"], [">= baseline", "<= 0"], [">= 5", "> 9"]])
+def test_ranges_a_value_can_meet_load(spec: list[str]) -> None:
+    assert parse_gate("l0", spec).bounds
