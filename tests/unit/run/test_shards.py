@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 # -- K/N ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("text", "k", "n"), [("2/3", 2, 3), (" 1 / 1 ", 1, 1), ("3/3", 3, 3)])
+@pytest.mark.parametrize(("text", "k", "n"), [("2/3", 2, 3), (" 1 / 1 ", 1, 1), ("3/3", 3, 3), ("10000/10000", 10000, 10000)])
 def test_a_shard_is_k_of_n_numbered_from_one(text: str, k: int, n: int) -> None:
     assert Shard.parse(text) == Shard(k, n)
     assert str(Shard.parse(text)) == f"{k}/{n}"
@@ -34,6 +34,9 @@ def test_a_shard_is_k_of_n_numbered_from_one(text: str, k: int, n: int) -> None:
     ("1/0", ["at least 1 shard"]),
     ("3", ["is not a shard", "K/N"]),
     ("a/b", ["is not a shard"]),
+    ("1/10001", ["a partition of 10,001 shards is more than the 10,000 allowed"]),
+    ("1/99999999999999999999999", ["has more than 10,000 shards"]),  # refused before int() sees it
+    ("1/" + "9" * 5000, ["has more than 10,000 shards"]),
 ])
 def test_a_bad_shard_is_one_located_error(text: str, words: list[str]) -> None:
     with pytest.raises(InputError) as e:
