@@ -125,20 +125,58 @@ def short(exc: BaseException, limit: int = 300) -> str:
 
 def safetensors_header(file: Path) -> dict[str, Any]:
     """The JSON header of a safetensors file (``{name: {"dtype", "shape", "data_offsets"}, "__metadata__": ...}``),
-    read without torch. ``OSError`` when unreadable; ``ValueError`` when it is no safetensors header or
-    the file is shorter than the tensors the header lists (a truncated copy)."""
+    read without torch. ``OSError`` when unreadable; ``ValueError`` when it is no safetensors header, an
+    entry is malformed (see :func:`_check_header_entry`; the message names the tensor) or the file is
+    shorter than the tensors the header lists (a truncated copy)."""
     import json
 
     with open(file, "rb") as fh:
         size = int.from_bytes(fh.read(8), "little")
         if not 0 < size < (1 << 27):
             raise ValueError("no safetensors header")
-        header = json.loads(fh.read(size))
+        try:
+            header = json.loads(fh.read(size))
+        except RecursionError as e:  # JSON nested deeper than Python's stack: no header either
+            raise ValueError("no safetensors header (its JSON is nested too deeply)") from e
     if not isinstance(header, dict):
         raise ValueError("no safetensors header")
-    ends = [entry["data_offsets"][1] for name, entry in header.items()
-            if name != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets") or ()) == 2]
+    for name, entry in header.items():
+        _check_header_entry(name, entry)
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
     needed, actual = 8 + size + max(ends, default=0), file.stat().st_size
     if actual < needed:
         raise ValueError(f"the file has {actual} bytes, its header lists {needed}")
     return header
+
+
+_USIZE = 1 << 64
+"""safetensors stores sizes and offsets as unsigned 64-bit integers."""
+
+
+def _check_header_entry(name: str, entry: Any) -> None:
+    """A ``ValueError`` naming the tensor unless ``entry`` is ``{"dtype": str, "shape": [n, ...],
+    "data_offsets": [start, end]}`` (whole numbers >= 0, ``start <= end``); ``__metadata__`` must map
+    strings to strings."""
+    def natural(n: Any) -> bool:
+        return isinstance(n, int) and not isinstance(n, bool) and 0 <= n < _USIZE
+
+    def shown(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    if name == "__metadata__":
+        if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+            raise ValueError(f"__metadata__ is {shown(entry)}, not an object of strings")
+        return
+    what = f"tensor {shown(name)}"
+    if not isinstance(entry, dict):
+        raise ValueError(f"the entry of {what} is {shown(entry)}, not an object with dtype, shape and data_offsets")
+    if not isinstance(entry.get("dtype"), str):
+        raise ValueError(f"{what} has dtype {shown(entry.get('dtype'))}, not a dtype name such as \"I64\"")
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or not all(natural(n) for n in shape):
+        raise ValueError(f"{what} has shape {shown(shape)}, not a list of whole numbers >= 0")
+    offsets = entry.get("data_offsets")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(natural(n) for n in offsets)
+            and offsets[0] <= offsets[1]):
+        raise ValueError(f"{what} has data_offsets {shown(offsets)}, not [start, end] with 0 <= start <= end")

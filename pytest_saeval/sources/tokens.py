@@ -21,7 +21,7 @@ TOKEN_FILE_SUFFIXES = (".npy", ".pt", ".safetensors")
 """Token file formats :func:`load_token_file` reads."""
 
 TOKEN_KEYS = ("tokens", "input_ids")
-"""Keys looked up in a ``.pt`` dict or a ``.safetensors`` file (else its only tensor)."""
+"""Keys looked up in a ``.pt`` dict or a ``.safetensors`` file (else its only tensor); a file holding both is refused."""
 
 _FILE_FIX = "save the tokens as an integer array of shape [n_sequences, context_size], e.g. numpy.save('tokens.npy', tokens.astype('int64'))"
 
@@ -30,9 +30,9 @@ def load_token_file(path: str | os.PathLike[str], *, context_size: int | None = 
     """Read a token file into a CPU ``torch.long`` tensor ``[n_rows, ctx]``.
 
     - ``.npy``: read without pickle.
-    - ``.pt``: ``torch.load(weights_only=True)``; a tensor, or a dict with one tensor under
-      ``"tokens"`` or ``"input_ids"``.
-    - ``.safetensors``: the tensor ``"tokens"`` or ``"input_ids"``, or the file's only tensor.
+    - ``.pt``: ``torch.load(weights_only=True)``; a plain dense tensor (not sparse, nested, quantized
+      or meta), or a dict with one under ``"tokens"`` or ``"input_ids"`` (not both).
+    - ``.safetensors``: the tensor ``"tokens"`` or ``"input_ids"`` (not both), or the file's only tensor.
 
     The array must be 2-D, of an integer dtype (floats are refused even when whole) and
     non-negative. When ``context_size`` is given and the rows are longer, each row is cut to its
@@ -124,14 +124,34 @@ def _safetensors_header(file: Path) -> TokenFile:
         header = safetensors_header(file)
     except (OSError, ValueError) as e:
         raise _corrupt(file, e) from e
-    keys = [k for k in header if k != "__metadata__"]
-    found = [k for k in TOKEN_KEYS if k in keys] or (keys if len(keys) == 1 else [])
-    if not found:
+    entry = header[_safetensors_key(file, [k for k in header if k != "__metadata__"])]
+    # safetensors_header checked each entry: a dtype name and a shape of whole numbers >= 0
+    return TokenFile(file, tuple(entry["shape"]), entry["dtype"] in _SAFETENSORS_INTS, entry["dtype"])
+
+
+def _safetensors_key(file: Path, keys: list[str]) -> str:
+    """The token tensor of a safetensors file holding tensors ``keys``: the one named as in
+    :data:`TOKEN_KEYS`, else the only tensor."""
+    found = _one_token_key(file, keys, "save_file({'tokens': tokens}, path)")
+    if found is not None:
+        return found
+    if len(keys) != 1:
         raise SourceError(f"token file '{file}' holds tensors {keys}, and none is named {' or '.join(TOKEN_KEYS)}",
                           fix="save the tokens under the key 'tokens'")
-    entry = header[found[0]]
-    return TokenFile(file, tuple(int(n) for n in entry.get("shape", ())), entry.get("dtype") in _SAFETENSORS_INTS,
-                     str(entry.get("dtype", "?")))
+    return keys[0]
+
+
+def _one_token_key(file: Path, keys: Any, save: str) -> str | None:
+    """The one key of :data:`TOKEN_KEYS` among ``keys`` (None when there is none); two of them at once
+    are a :class:`SourceError` (which holds the tokens is unclear)."""
+    found = [k for k in TOKEN_KEYS if k in keys]
+    if len(found) > 1:
+        raise SourceError(
+            f"token file '{file}' holds tensors under both {' and '.join(map(repr, found))}, so which one holds "
+            "the tokens is unclear",
+            fix=f"keep only one of them, e.g. {save}",
+        )
+    return found[0] if found else None
 
 
 def check_tokens(tokens: torch.Tensor, vocab_size: int, *, source: str | None = None) -> None:
@@ -215,19 +235,49 @@ def _read_pt(file: Path) -> Any:
     except Exception as e:
         raise _corrupt(file, e) from e
     if isinstance(obj, dict):
-        found = [k for k in TOKEN_KEYS if k in obj]
-        if not found:
+        key = _one_token_key(file, obj, "torch.save({'tokens': tokens}, path)")
+        if key is None:
             raise SourceError(
                 f"token file '{file}' holds a dict with keys {sorted(map(str, obj))}, none of {', '.join(TOKEN_KEYS)}",
                 fix="save torch.save({'tokens': tokens}, path) or the tensor itself",
             )
-        obj = obj[found[0]]
+        obj = obj[key]
     if not isinstance(obj, torch.Tensor):
         raise SourceError(
             f"token file '{file}' holds a {type(obj).__name__}, not a tensor",
             fix="save a LongTensor [n_sequences, context_size] with torch.save(tokens, path)",
         )
+    _check_plain(obj, file)
     return obj
+
+
+_DENSE_FIX = "save a dense integer tensor: torch.save(tokens.to_dense().long(), path), or use .npy"
+
+
+def _check_plain(tensor: torch.Tensor, file: Path) -> None:
+    """Refuse a tensor that is not a plain dense one in CPU memory (sparse, nested, quantized, meta):
+    reading its values (min, max, a cast) would fail inside torch, or read no values at all."""
+    import torch
+
+    if tensor.is_nested:
+        what, fix = ("a nested tensor (torch.nested)",
+                     "cut or pad the rows to one length and save a dense integer tensor [n_sequences, context_size]: "
+                     "torch.save(torch.stack(tokens.unbind()).long(), path), or use .npy")
+    elif tensor.layout != torch.strided:
+        layout = str(tensor.layout)
+        what, fix = (f"a {'sparse ' if 'sparse' in layout else ''}tensor ({layout})", _DENSE_FIX)
+    elif tensor.is_quantized:
+        what, fix = (f"a quantized tensor ({tensor.dtype})",
+                     "save the token ids as a plain integer tensor: torch.save(tokens.dequantize().round().long(), path), "
+                     "or use .npy")
+    elif tensor.is_meta or tensor.device.type != "cpu":
+        what = ("a meta tensor (a shape only, no token values)" if tensor.is_meta or tensor.device.type == "meta"
+                else f"a tensor on the {tensor.device.type} device")
+        fix = "save the token values from the CPU: torch.save(tokens.cpu().long(), path), or use .npy"
+    else:
+        return
+    raise SourceError(f"token file '{file}' holds {what}; token ids must be a dense integer tensor "
+                      "[n_sequences, context_size]", fix=fix)
 
 
 def _read_safetensors(file: Path) -> Any:
@@ -235,18 +285,7 @@ def _read_safetensors(file: Path) -> Any:
 
     try:
         with safe_open(str(file), framework="pt", device="cpu") as f:
-            keys = list(f.keys())
-            found = [k for k in TOKEN_KEYS if k in keys]
-            if found:
-                key = found[0]
-            elif len(keys) == 1:
-                key = keys[0]
-            else:
-                raise SourceError(
-                    f"token file '{file}' holds tensors {keys}, and none is named {' or '.join(TOKEN_KEYS)}",
-                    fix="save the tokens under the key 'tokens'",
-                )
-            return f.get_tensor(key)
+            return f.get_tensor(_safetensors_key(file, list(f.keys())))
     except SourceError:
         raise
     except Exception as e:

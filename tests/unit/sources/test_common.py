@@ -1,4 +1,5 @@
-"""What the loaders share: path resolution, offline mode restored on exit, and reading library exceptions."""
+"""What the loaders share: path resolution, offline mode restored on exit, reading library exceptions, and
+safetensors headers checked entry by entry."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saeval.sources.common import exception_chain, hub_offline, is_hub_unreachable, resolve_path, short
+from pytest_saeval.sources.common import (
+    exception_chain,
+    hub_offline,
+    is_hub_unreachable,
+    resolve_path,
+    safetensors_header,
+    short,
+)
 
 
 def test_resolve_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,3 +82,75 @@ def test_short_is_one_line_with_the_type() -> None:
     assert short(KeyError()) == "KeyError"
     cut = short(RuntimeError("x" * 500), limit=40)
     assert len(cut) == 40 and cut.startswith("RuntimeError: xxx") and cut.endswith("...")
+
+
+# ------------------------------------------------------------------------------------------
+# safetensors headers
+
+
+def _raw_safetensors(path: Path, header: object, data: bytes = b"\0" * 64) -> Path:
+    """A file laid out as safetensors (8-byte length, JSON header, data) with any header at all."""
+    import json
+    import struct
+
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+_GOOD = {"dtype": "I64", "shape": [2, 4], "data_offsets": [0, 64]}
+
+
+def test_safetensors_header_reads_a_real_file(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(2, 3), "empty": torch.zeros(0, 3)}, tmp_path / "w.safetensors", metadata={"k": "v"})
+    header = safetensors_header(tmp_path / "w.safetensors")
+    assert header["a"]["shape"] == [2, 3] and header["empty"]["shape"] == [0, 3] and header["__metadata__"] == {"k": "v"}
+    assert safetensors_header(_raw_safetensors(tmp_path / "ok.safetensors", {"tokens": _GOOD}))["tokens"] == _GOOD
+
+
+@pytest.mark.parametrize(("entry", "reason"), [
+    (1, "the entry of tensor 'W_enc' is 1, not an object with dtype, shape and data_offsets"),
+    ([2, 4], "the entry of tensor 'W_enc' is [2, 4], not an object"),
+    ({**_GOOD, "dtype": 5}, "tensor 'W_enc' has dtype 5, not a dtype name"),
+    ({"shape": [2, 4], "data_offsets": [0, 64]}, "tensor 'W_enc' has dtype None"),
+    ({**_GOOD, "shape": "8x32"}, "tensor 'W_enc' has shape '8x32', not a list of whole numbers >= 0"),
+    ({**_GOOD, "shape": [-8, 32]}, "tensor 'W_enc' has shape [-8, 32], not a list"),
+    ({**_GOOD, "shape": [True, 4]}, "tensor 'W_enc' has shape [True, 4], not a list"),
+    ({**_GOOD, "shape": [2.0, 4]}, "tensor 'W_enc' has shape [2.0, 4], not a list"),
+    ({**_GOOD, "shape": [2**64, 4]}, "not a list of whole numbers >= 0"),
+    ({"dtype": "F32", "shape": [2]}, "tensor 'W_enc' has data_offsets None, not [start, end] with 0 <= start <= end"),
+    ({**_GOOD, "data_offsets": [64, 0]}, "tensor 'W_enc' has data_offsets [64, 0], not [start, end]"),
+    ({**_GOOD, "data_offsets": [0, "64"]}, "has data_offsets [0, '64'], not"),
+    ({**_GOOD, "data_offsets": [0, 32, 64]}, "has data_offsets [0, 32, 64], not"),
+    ({**_GOOD, "data_offsets": {"a": 0, "b": 64}}, "has data_offsets {'a': 0, 'b': 64}, not"),
+    ({**_GOOD, "data_offsets": [-1, 64]}, "has data_offsets [-1, 64], not"),
+])
+def test_safetensors_header_refuses_malformed_entries(tmp_path: Path, entry: object, reason: str) -> None:
+    file = _raw_safetensors(tmp_path / "w.safetensors", {"b_enc": _GOOD, "W_enc": entry})
+    with pytest.raises(ValueError) as info:
+        safetensors_header(file)
+    assert reason in str(info.value)
+
+
+@pytest.mark.parametrize("metadata", [1, "format=pt", {"format": 1}, {"a": None}])
+def test_safetensors_header_refuses_malformed_metadata(tmp_path: Path, metadata: object) -> None:
+    file = _raw_safetensors(tmp_path / "w.safetensors", {"__metadata__": metadata, "tokens": _GOOD})
+    with pytest.raises(ValueError, match="__metadata__ is .*, not an object of strings"):
+        safetensors_header(file)
+
+
+def test_safetensors_header_names_long_values_briefly(tmp_path: Path) -> None:
+    file = _raw_safetensors(tmp_path / "w.safetensors", {"x" * 500: {**_GOOD, "shape": list(range(-1, 500))}})
+    with pytest.raises(ValueError) as info:
+        safetensors_header(file)
+    assert len(str(info.value)) < 200 and "..." in str(info.value)
+
+
+def test_safetensors_header_nested_too_deeply_is_a_value_error(tmp_path: Path) -> None:
+    text = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    (tmp_path / "w.safetensors").write_bytes(len(text).to_bytes(8, "little") + text)
+    with pytest.raises(ValueError, match="no safetensors header"):
+        safetensors_header(tmp_path / "w.safetensors")

@@ -1,14 +1,15 @@
 """Telling checkpoint folders apart: SAE Lens, sparsify, dictionary_learning; run folders, half
-checkpoints, ambiguous folders and ``format:``."""
+checkpoints, ambiguous folders and ``format:``; weights whose safetensors header is malformed."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from pytest_saeval.errors import SourceError
-from pytest_saeval.sources.formats import FORMAT_FILES, detect_format
+from pytest_saeval.sources.formats import FORMAT_FILES, detect_format, inspect_sae_folder
 from pytest_saeval.spec.fields import SAE_FORMATS
 
 
@@ -104,3 +105,57 @@ def test_missing_folder_and_file(tmp_path):
         detect_format(tmp_path / "nope")
     with pytest.raises(SourceError, match="is not a folder"):
         detect_format(_touch(tmp_path, "ae.pt") / "ae.pt")
+
+
+# ------------------------------------------------------------------------------------------
+# inspect_sae_folder on weights whose safetensors header is JSON but malformed
+
+
+def _rewrite_header(weights: Path, tensor: str, entry: object) -> None:
+    """Replace ``tensor``'s entry in the header of the safetensors file ``weights`` (the data stays)."""
+    raw = weights.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    header[tensor] = entry
+    text = json.dumps(header).encode()
+    weights.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size:])
+
+
+def _bad_entries(entry: dict) -> list[tuple[object, str]]:
+    return [
+        (1, "the entry of tensor '{t}' is 1, not an object with dtype, shape and data_offsets"),
+        ({**entry, "shape": "8x32"}, "tensor '{t}' has shape '8x32', not a list of whole numbers >= 0"),
+        ({**entry, "shape": [-entry["shape"][0], entry["shape"][1]]}, "tensor '{t}' has shape [-"),
+        ({**entry, "data_offsets": [0, "x"]}, "tensor '{t}' has data_offsets [0, 'x'], not [start, end]"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_an_sae_lens_folder_with_a_malformed_header_is_one_source_error(tmp_path, case):
+    pytest.importorskip("sae_lens")
+    from tests.helpers import save_tiny_sae
+
+    folder = save_tiny_sae(tmp_path / "sae")
+    assert inspect_sae_folder(folder) == "sae_lens"
+    weights = folder / "sae_weights.safetensors"
+    good = json.loads(weights.read_bytes()[8:8 + int.from_bytes(weights.read_bytes()[:8], "little")])["W_enc"]
+    entry, reason = _bad_entries(good)[case]
+    _rewrite_header(weights, "W_enc", entry)
+    with pytest.raises(SourceError) as info:
+        inspect_sae_folder(folder)
+    message = str(info.value)
+    assert f"SAE weights file '{weights}' is corrupt or truncated (ValueError: {reason.format(t='W_enc')}" in message
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_a_sparsify_folder_with_a_malformed_header_is_one_source_error(tmp_path, case):
+    folder = tmp_path / "layers.0"
+    folder.mkdir()
+    (folder / "cfg.json").write_text(json.dumps({"d_in": 4, "num_latents": 6}))
+    good = {"dtype": "F32", "shape": [6, 4], "data_offsets": [0, 96]}
+    entry, reason = _bad_entries(good)[case]
+    text = json.dumps({"encoder.weight": entry, "W_dec": {**good, "data_offsets": [96, 192]}}).encode()
+    (folder / "sae.safetensors").write_bytes(len(text).to_bytes(8, "little") + text + b"\0" * 192)
+    with pytest.raises(SourceError) as info:
+        inspect_sae_folder(folder)
+    assert f"is corrupt or truncated (ValueError: {reason.format(t='encoder.weight')}" in str(info.value)
