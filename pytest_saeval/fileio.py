@@ -6,6 +6,7 @@ a failed write (a full disk, a folder in the way) leaves the previous files unto
 killed outright (SIGKILL, power loss) can leave its hidden temporary file behind; the next write to
 the same place removes such leftovers (:func:`remove_stale_temps`), so repeated cancellations do not
 fill a disk. An error names the file that was to be written, never the temporary one.
+
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_many", "atomic_write_text", "folder_lock",
-           "os_reason", "remove_stale_temps", "write_problem"]
+__all__ = ["atomic_write_bytes", "atomic_write_many", "atomic_write_text", "folder_lock", "os_reason",
+           "remove_stale_temps", "write_problem"]
 
 _NAME_MAX = 255
 _PATH_MAX = 4095
@@ -235,6 +236,8 @@ def write_problem(path: str | os.PathLike[str], *, folder: bool) -> str | None:
     if probe != full and not is_dir:
         return f"{probe} is a file, not a folder"
     return _unwritable(probe if is_dir else probe.parent)
+
+
 def _copy_mode(target: Path, tmp: Path) -> None:
     """Keep the permission bits of a file that is being replaced."""
     try:

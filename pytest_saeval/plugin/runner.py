@@ -384,12 +384,10 @@ class Runner:
         return done.ok
 
     def summary(self) -> list[str]:
-        """The lines of the terminal summary section."""
+        """The lines of the terminal summary section (under ``--collect-only`` only which shard this is)."""
         shard = [self.shard_plan.describe()] if self.shard_plan is not None else []
-        if self.collect_only:
-            return shard  # which groups this shard would run; nothing ran
-        return [*shard, *summary_lines(self.merged(), self.evaluations, self.errors), *self.ledger.lines(),
-                *self.finish_lines]
+        ran = [*summary_lines(self.merged(), self.evaluations, self.errors), *self.ledger.lines(), *self.finish_lines]
+        return shard if self.collect_only else [*shard, *ran]
 
 
 RUNNER_KEY = pytest.StashKey[Runner]()

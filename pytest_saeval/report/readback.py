@@ -11,14 +11,15 @@ was being recorded is checked again on those bounds. Writing the rebuilt runs ag
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_saeval.bounded import read_json
 from pytest_saeval.engine.results import SAEResult
 from pytest_saeval.errors import SaevalError, ShardError
+from pytest_saeval.fileio import os_reason
 from pytest_saeval.run.checks import GateCheck, check_fixed, check_with
 from pytest_saeval.run.outcome import EvalConfig, Inputs, SuiteRun
 from pytest_saeval.run.plan import SAEEntry
@@ -39,11 +40,12 @@ def read_records(folder: str | Path) -> list[dict[str, Any]]:
     it is missing or is not a list of records."""
     path = Path(folder) / RESULTS_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, limit=None)  # no limit: a regular file, and per-feature values make it large
     except FileNotFoundError:
         raise ShardError(f"{RESULTS_FILE} is missing", fix=_FIX, file=str(path)) from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ShardError(f"cannot read the results: {e}", fix=_FIX, file=str(path)) from None
+    except (OSError, ValueError) as e:  # not a regular file, not UTF-8 or JSON, nested too deeply, ...
+        reason = os_reason(e) if isinstance(e, OSError) else str(e)
+        raise ShardError(f"cannot read the results: {reason}", fix=_FIX, file=str(path)) from None
     if not isinstance(data, list):
         raise ShardError("the results are not a JSON list of records", fix=_FIX, file=str(path))
     for i, rec in enumerate(data):
@@ -170,7 +172,8 @@ def runs_from_records(records: Sequence[Mapping[str, Any]], load: Callable[[Path
     """Runs rebuilt from records (one per suite and inputs, in first-seen order), gates checked again.
 
     ``load`` loads a suite file by the name its records give (``eval_cfg.suite``). A record that does not
-    fit its suite file (an SAE or gate it no longer has) is a :class:`ShardError`.
+    fit its suite file (an SAE or gate it no longer has), or holds a value of the wrong kind (a string
+    for a number, a number beyond a float), is a :class:`ShardError`.
     """
     by_run: dict[tuple[str, str], _SuiteRecords] = {}
     suites: dict[str, Suite] = {}
@@ -187,5 +190,9 @@ def runs_from_records(records: Sequence[Mapping[str, Any]], load: Callable[[Path
             if name not in suites:
                 suites[name] = load(Path(name))
             by_run[key] = _SuiteRecords(suites[name], cfg, inputs)
-        by_run[key].add(rec)
+        try:
+            by_run[key].add(rec)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:  # an edited record
+            raise ShardError(f"the record of {uid!r} in {RESULTS_FILE} cannot be read back ({type(e).__name__}: {e})",
+                             fix=_FIX, file=name) from None
     return [part.run() for part in by_run.values()]

@@ -19,18 +19,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_saeval.bounded import parse_json, read_regular
 from pytest_saeval.errors import ShardError
-from pytest_saeval.fileio import atomic_write_text
+from pytest_saeval.fileio import atomic_write_text, os_reason
 from pytest_saeval.run.shards import ShardPlan
 from pytest_saeval.store.hashing import file_hash
 from pytest_saeval.store.timings import SuiteTiming
 from pytest_saeval.versions import __version__
 
-__all__ = ["SHARD_FILE", "ShardRecord", "clear_shard_record", "read_shard_record", "suite_digest",
+__all__ = ["MAX_RECORD_BYTES", "SHARD_FILE", "ShardRecord", "clear_shard_record", "read_shard_record", "suite_digest",
            "write_shard_record"]
 
 SHARD_FILE = "saeval-shard.json"
 """Name of the shard record inside a shard's output folder."""
+
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+"""Largest shard record read (64 MiB: it lists the partition's groups and SAEs, about 100 bytes an SAE)."""
 
 _FORMAT = 1
 _MERGE_FIX = "give saeval merge the --output-dir folders of `saeval run --shard K/N` or `pytest --saeval-shard K/N`"
@@ -118,18 +122,20 @@ def read_shard_record(folder: str | os.PathLike[str]) -> ShardRecord:
     if not Path(folder).is_dir():
         raise ShardError("no such folder", fix=_MERGE_FIX, file=str(folder))
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, limit=MAX_RECORD_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise ShardError(f"{folder} holds no {SHARD_FILE}: it is not the output of a finished shard",
                          fix=_MERGE_FIX + " (a shard that stopped early has none: run it again)",
                          file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise ShardError(f"cannot read the shard record: {os_reason(e)}", fix=_MERGE_FIX, file=str(path)) from None
+    except ValueError as e:  # larger than the limit, or not UTF-8
         raise ShardError(f"cannot read the shard record: {e}", fix=_MERGE_FIX, file=str(path)) from None
     try:
-        data = json.loads(text)
+        data = parse_json(text)
         if not isinstance(data, dict):
             raise ValueError("it is not a JSON object")
         return _from_dict(data, Path(folder))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
         raise ShardError(f"the shard record is damaged: {e}", fix="run that shard again", file=str(path),
                          key="shard") from None

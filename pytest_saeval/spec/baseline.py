@@ -14,17 +14,20 @@ Format (JSON, keys sorted, indent 2)::
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_saeval.bounded import NotRegularFile, is_finite, parse_json, read_regular, size_text
 from pytest_saeval.errors import BaselineError, did_you_mean
 from pytest_saeval.fileio import atomic_write_text, os_reason
 
-__all__ = ["Baseline", "baseline_text", "load_baseline", "write_baseline"]
+__all__ = ["MAX_BASELINE_BYTES", "Baseline", "baseline_text", "load_baseline", "write_baseline"]
+
+MAX_BASELINE_BYTES = 16 * 1024 * 1024
+"""Largest baseline file read (16 MiB: a baseline holds a few numbers and hashes per SAE, about 1 KB)."""
 
 _TOP_KEYS = ("saes", "provenance")
 _CREATE_FIX = (
@@ -54,9 +57,9 @@ class Baseline:
         for sae_id, metrics in self.values.items():
             values[sae_id] = {}
             for metric, value in metrics.items():
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not is_finite(value):
                     raise BaselineError(
-                        f"baseline value must be a finite number, got {value!r}",
+                        f"baseline value must be a finite number, got {_shown(value)}",
                         fix=_RECREATE_FIX,
                         file=str(self.path),
                         key=f"saes.{sae_id}.{metric}",
@@ -79,6 +82,13 @@ class Baseline:
         """A copy of what the SAE's values were measured on, or ``None`` when not recorded."""
         found = self.provenances.get(sae_id)
         return dict(found) if found is not None else None
+
+
+def _shown(value: object) -> str:
+    """A value for a message (an integer too large for a float by its size: it may have too many digits to print)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not is_finite(value):
+        return f"an integer of {value.bit_length()} bits (too large for a float)"
+    return repr(value)
 
 
 def _line_of(text: str, keys: list[str]) -> int | None:
@@ -156,10 +166,10 @@ def load_baseline(path: str | os.PathLike[str], *, missing_ok: bool = False) -> 
     return Baseline(path=target, values=_values(data["saes"], bad), provenances=_provenances(data.get("provenance"), bad))
 
 
-def _read_text(target: Path, file: str, missing_ok: bool) -> tuple[str, object] | None:
-    """The file's text and parsed JSON; None for a missing file when ``missing_ok``."""
+def _read_raw(target: Path, file: str, missing_ok: bool) -> bytes | None:
+    """The file's bytes (at most :data:`MAX_BASELINE_BYTES`); None for a missing file when ``missing_ok``."""
     try:
-        raw = target.read_bytes()
+        return read_regular(target, limit=MAX_BASELINE_BYTES)
     # A file that cannot be opened has no line to point at: these errors carry the path in the
     # message and no location, so the caller locates them at the suite's `baseline:` line.
     except FileNotFoundError:
@@ -168,17 +178,33 @@ def _read_text(target: Path, file: str, missing_ok: bool) -> tuple[str, object] 
         raise BaselineError(f"baseline file '{file}' not found", fix=_CREATE_FIX) from None
     except IsADirectoryError:
         raise BaselineError(f"baseline path '{file}' is a folder, not a JSON file", fix=_CREATE_FIX) from None
+    except NotRegularFile as e:
+        raise BaselineError(f"baseline path '{file}' is not a regular file ({e.kind})",
+                            fix="point `baseline:` at a JSON file") from None
     except OSError as e:
         raise BaselineError(f"cannot read the baseline file '{file}': {e.strerror or e}", fix="check the file's permissions") from e
+    except ValueError:  # more than the limit
+        raise BaselineError(f"the baseline file '{file}' is larger than {size_text(MAX_BASELINE_BYTES)}",
+                            fix="a baseline holds a few numbers per SAE: check the suite's `baseline:` path, "
+                                "or recreate the file with `pytest --saeval-update-baseline`") from None
+
+
+def _read_text(target: Path, file: str, missing_ok: bool) -> tuple[str, object] | None:
+    """The file's text and parsed JSON; None for a missing file when ``missing_ok``."""
+    raw = _read_raw(target, file, missing_ok)
+    if raw is None:
+        return None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise BaselineError("the baseline file is not UTF-8 text", fix=_RECREATE_FIX, file=file, line=line) from e
     try:
-        return text, json.loads(text, object_pairs_hook=_no_duplicates)
+        return text, parse_json(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as e:
         raise BaselineError(f"invalid JSON: {e.msg} (column {e.colno})", fix=_RECREATE_FIX, file=file, line=e.lineno) from e
+    except ValueError as e:  # nested too deeply, or an integer too long to read
+        raise BaselineError(f"the baseline file cannot be read: {e}", fix=_RECREATE_FIX, file=file) from None
     except _Duplicate as e:
         raise BaselineError(f"duplicate key {e.key!r}", fix="keep one entry per key", file=file, line=_line_of(text, [e.key])) from None
 
@@ -197,9 +223,9 @@ def _values(saes: object, bad: _Bad) -> dict[str, dict[str, float]]:
         for metric, value in metrics.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise bad(f"baseline value must be a number, got {_kind(value)} ({value!r})", ["saes", sae_id, metric])
-            if not math.isfinite(value):
+            if not is_finite(value):
                 raise bad(
-                    f"baseline value is {value!r}; NaN and infinity cannot be a baseline",
+                    f"baseline value is {_shown(value)}; NaN and infinity cannot be a baseline",
                     ["saes", sae_id, metric],
                     "replace it with a finite number or remove the entry, then rerun with --saeval-update-baseline",
                 )
@@ -267,9 +293,9 @@ def baseline_text(
                 raise BaselineError(f"metric name must be a non-empty string, got {metric!r}", fix="pass string metric names", file=file, key=f"saes.{sae_id}")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise BaselineError(f"baseline value must be a number, got {value!r}", fix="pass float metric values", file=file, key=key)
-            if not math.isfinite(value):
+            if not is_finite(value):
                 raise BaselineError(
-                    f"refusing to record {value!r} as a baseline: NaN and infinity cannot be a baseline",
+                    f"refusing to record {_shown(value)} as a baseline: NaN and infinity cannot be a baseline",
                     fix="make the metric finite (check the SAE and the evaluation data) before updating the baseline",
                     file=file,
                     key=key,

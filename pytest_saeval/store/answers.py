@@ -4,9 +4,10 @@
 One file per key, ``<root>/answers/<k[:2]>/<k>.json``: a first line ``{"key", "format", "digest",
 "length"}`` and then the body, JSON text whose xxh3-128 is ``digest``. Written atomically
 (:func:`~pytest_saeval.fileio.atomic_write_bytes`). A file that cannot be parsed, holds another key, is
-cut short or does not match its digest is :class:`~.entries.Unusable` (the caller recomputes it with a
-:class:`~.entries.CacheWarning` and overwrites it); one that cannot even be opened for another reason
-than its absence is :class:`~.entries.Unavailable` (the cache folder is broken). Never pickle.
+cut short, does not match its digest or is not a regular file (a FIFO, a device) is
+:class:`~.entries.Unusable` (the caller recomputes it with a :class:`~.entries.CacheWarning` and
+overwrites it); one that cannot even be opened for another reason than its absence is
+:class:`~.entries.Unavailable` (the cache folder is broken). Never pickle.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_saeval.bounded import parse_json
 from pytest_saeval.fileio import atomic_write_bytes
 from pytest_saeval.store.entries import Unusable, read_bytes
 from pytest_saeval.store.hashing import Hasher
@@ -51,7 +53,7 @@ class AnswerStore:
             return None
         head, sep, body = data.partition(b"\n")
         try:
-            header = json.loads(head)
+            header = parse_json(head)
             if not sep or not isinstance(header, dict):
                 raise ValueError("no header line")
             if header.get("key") != key:
@@ -60,8 +62,8 @@ class AnswerStore:
                 raise Unusable(f"has format {header.get('format')!r}, not {ANSWER_FORMAT}")
             if header.get("length") != len(body) or header.get("digest") != _digest(body):
                 raise Unusable("does not match its digest (cut short or changed)")
-            found = json.loads(body)
-        except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            found = parse_json(body)
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, JSON nested too deeply: all ValueErrors
             raise Unusable(f"cannot be read ({type(e).__name__}: {e})") from e
         if not isinstance(found, dict):
             raise Unusable("does not hold an answer")

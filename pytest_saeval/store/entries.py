@@ -3,7 +3,8 @@
 Files are written with :func:`~pytest_saeval.fileio.atomic_write_bytes` (temporary file +
 ``os.replace``): readers never see a partial file and concurrent writers of one key both succeed
 (the last rename wins; the contents are the same). A file that cannot be read, or whose key or
-digest does not match, is :class:`Unusable`: the caller recomputes it with a :class:`CacheWarning`.
+digest does not match, is :class:`Unusable`: the caller recomputes it with a :class:`CacheWarning`; so
+is a FIFO or a device in its place (refused unread: reading it could block or never end).
 A file that cannot even be opened for a reason other than its absence (a folder in its place, a file
 where its folder should be, no permission) is :class:`Unavailable`: the cache folder itself is broken.
 Never pickle.
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_saeval.bounded import NotRegularFile, parse_json, read_regular
 from pytest_saeval.fileio import atomic_write_bytes, os_reason
 from pytest_saeval.store.hashing import Hasher
 
@@ -65,12 +67,15 @@ def write_entry(path: Path, key: str, header: dict[str, Any], tensors: Mapping[s
 
 
 def read_bytes(path: Path) -> bytes | None:
-    """The whole file of a cache entry in one read, or None when there is none. Raises
-    :class:`Unavailable` when the folder cannot be read there."""
+    """The whole file of a cache entry in one read, or None when there is none. Raises :class:`Unusable`
+    for a FIFO or device in its place (never read: it could block or never end; the recomputed entry
+    replaces it) and :class:`Unavailable` when the folder cannot be read there."""
     try:
-        return path.read_bytes()
+        return read_regular(path, limit=None)
     except FileNotFoundError:
         return None
+    except NotRegularFile as e:
+        raise Unusable(f"is {e.strerror}") from None
     except OSError as e:
         raise Unavailable(f"cannot read {path}: {os_reason(e)}") from e
 
@@ -90,13 +95,15 @@ def read_entry(path: Path, key: str) -> tuple[dict[str, Any], dict[str, torch.Te
         tensors = load(data)
     except Exception as e:  # any failure to parse means the file is unusable
         raise Unusable(f"cannot be read ({type(e).__name__}: {e})") from e
+    if not isinstance(metadata, dict):
+        raise Unusable("has a bad header")
     if metadata.get("key") != key:
         raise Unusable("holds another key")
     header_text = metadata.get("header", "")
     if metadata.get("digest") != _tensors_digest(tensors, header_text):
         raise Unusable("does not match its digest")
     try:
-        header = json.loads(header_text)
+        header = parse_json(header_text)
     except ValueError as e:
         raise Unusable(f"has a bad header ({e})") from e
     if not isinstance(header, dict):

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_saeval.bounded import NotRegularFile, read_json
 from pytest_saeval.fileio import atomic_write_bytes
 from pytest_saeval.store.entries import warn_unusable
 from pytest_saeval.store.hashing import Hasher, file_hash
@@ -57,6 +58,8 @@ MEMO_FILE = "filehashes.json"
 _MEMO_FORMAT = 1
 _MEMO_LIMIT = 4096
 """Entries kept (the most recently recorded)."""
+_MEMO_BYTES = 64 * 1024 * 1024
+"""Largest memo file read (64 MiB: 4096 entries of the longest paths take about 17 MiB)."""
 
 
 class Unsettled(Exception):
@@ -200,17 +203,19 @@ def _read_memo(path: Path | None, *, quiet: bool = False) -> dict[str, _Entry]:
     if path is None:
         return {}
     try:
-        raw = path.read_bytes()
-    except OSError:  # missing, or a broken cache folder (the caches report that once)
-        return {}
-    try:
-        data = json.loads(raw)
+        data = read_json(path, limit=_MEMO_BYTES)
         rows = data["entries"]
         if data.get("format") != _MEMO_FORMAT or data.get("digest") != _text_digest(json.dumps(rows, sort_keys=True)):
             raise ValueError("does not match its digest")
         return {str(k): _Entry(FileStat(*(int(x) for x in row[:5])), int(row[5]), str(row[6]))
                 for k, row in rows.items()}
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+    except NotRegularFile as e:  # a FIFO or a device: the next save replaces it
+        if not quiet:
+            warn_unusable(path, f"is {e.strerror}")
+        return {}
+    except OSError:  # missing, or a broken cache folder (the caches report that once)
+        return {}
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:  # too large, not JSON, too deep, ...
         if not quiet:
             warn_unusable(path, f"cannot be used ({type(e).__name__}: {e})")
         return {}

@@ -15,12 +15,12 @@ file holds, under a lock on the folder, atomically.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_saeval.bounded import is_finite, read_json
 from pytest_saeval.fileio import atomic_write_text, folder_lock
 
 __all__ = ["TIMINGS_FILE", "SuiteTiming", "load_timings", "save_timings"]
@@ -29,6 +29,8 @@ TIMINGS_FILE = "timings.json"
 """Name of the timings file inside the cache folder."""
 
 _FORMAT = 1
+_MAX_BYTES = 16 * 1024 * 1024
+"""Largest timings file read (16 MiB: a suite takes about 80 bytes)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class SuiteTiming:
     """How many of its SAEs were evaluated then."""
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.seconds, (int, float)) and math.isfinite(self.seconds) and self.seconds >= 0):
+        if not (isinstance(self.seconds, (int, float)) and is_finite(self.seconds) and self.seconds >= 0):
             raise ValueError(f"seconds must be a finite number >= 0, got {self.seconds!r}")
         if isinstance(self.saes, bool) or not isinstance(self.saes, int) or self.saes < 0:
             raise ValueError(f"saes must be a whole number >= 0, got {self.saes!r}")
@@ -59,8 +61,7 @@ class SuiteTiming:
         return cls(seconds=data.get("seconds"), saes=data.get("saes"))  # type: ignore[arg-type]
 
 
-def _parse(text: str) -> dict[str, SuiteTiming]:
-    data = json.loads(text)
+def _parse(data: object) -> dict[str, SuiteTiming]:
     if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("suites"), dict):
         raise ValueError("not a timings file of this format")
     return {str(name): SuiteTiming.from_dict(value) for name, value in data["suites"].items()}
@@ -71,8 +72,8 @@ def load_timings(folder: str | os.PathLike[str] | None) -> dict[str, SuiteTiming
     if folder is None:
         return {}
     try:
-        return _parse((Path(folder) / TIMINGS_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):  # json.JSONDecodeError is a ValueError
+        return _parse(read_json(Path(folder) / TIMINGS_FILE, limit=_MAX_BYTES))
+    except (OSError, ValueError):  # not a regular file, too large, not UTF-8 or JSON, nested too deeply, ...
         return {}
 
 

@@ -27,6 +27,7 @@ from pytest_saeval.cli import main
 from tests.integration.badinput.cases import (
     CASES,
     ROUND_ONE,
+    ROUND_THREE,
     ROUND_TWO,
     Assets,
     BadInputCase,
@@ -85,7 +86,7 @@ def _check_message(case: BadInputCase, suite: Path, err: str) -> str:
 def test_the_matrix_is_large_and_well_formed() -> None:
     names = [c.name for c in CASES]
     assert len(names) == len(set(names))
-    assert len(ROUND_ONE) == 61 and len(ROUND_TWO) == 53 and len(CASES) == 114
+    assert len(ROUND_ONE) == 61 and len(ROUND_TWO) == 53 and len(ROUND_THREE) == 14 and len(CASES) == 128
     assert sum(c.loads_model for c in CASES) >= 15  # source problems found only with the model loaded
     # source problems (tokens, model and SAE folders, factories) found before any model loads
     sources = [c for c in CASES if c.outcome == "error" and not c.loads_model and c.key is not None
@@ -205,11 +206,14 @@ def _save_broken_sae(folder: Path, *, kind: str) -> Path:
 
     from tests.helpers import build_tiny_sae
 
-    sae = build_tiny_sae(seed=7, hook_name="blocks.0.hook_resid_pre", d_in=32, d_sae=64)
-    with torch.no_grad():
-        if kind == "nan":
-            sae.W_dec[0, :] = float("nan")
-        else:  # reconstructions overflow float32: mse and the norms become inf
+    if kind == "nan":  # finite weights (NaN weights are refused) whose gated magnitudes overflow: exp(100) is
+        # inf in float32, and a closed gate times inf is NaN, so every feature activation is NaN
+        sae = build_tiny_sae(architecture="gated", seed=7, hook_name="blocks.0.hook_resid_pre", d_in=32, d_sae=64)
+        with torch.no_grad():
+            sae.r_mag.fill_(100.0)
+    else:  # reconstructions overflow float32: mse and the norms become inf
+        sae = build_tiny_sae(seed=7, hook_name="blocks.0.hook_resid_pre", d_in=32, d_sae=64)
+        with torch.no_grad():
             sae.W_dec.mul_(1e30)
     sae.save_model(folder)
     return folder

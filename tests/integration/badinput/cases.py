@@ -1,4 +1,5 @@
-"""The bad-input matrix: :data:`CASES` is every case (round one, issue 9, then round two in :mod:`.hostile`).
+"""The bad-input matrix: :data:`CASES` is every case (round one, issue 9, round two in :mod:`.hostile`, round
+three in :mod:`.round3`).
 
 See :mod:`.kit` for what a case is and how it is run.
 """
@@ -29,8 +30,9 @@ from tests.integration.badinput.kit import (
     truncate,
     write_suite,
 )
+from tests.integration.badinput.round3 import ROUND_THREE
 
-__all__ = ["CASES", "ROUND_ONE", "ROUND_TWO", "Assets", "BadInputCase", "build_assets", "expected_location",
+__all__ = ["CASES", "ROUND_ONE", "ROUND_THREE", "ROUND_TWO", "Assets", "BadInputCase", "build_assets", "expected_location",
            "materialise", "shared_assets"]
 
 _base, _write, _edit, _text, _tokens_file = base_suite, write_suite, edit, text, tokens_file
@@ -294,5 +296,5 @@ _SCHEMA_REJECTS = {
 """Round-one cases about what a suite file says that a JSON Schema can say too."""
 ROUND_ONE = tuple(dataclasses.replace(c, schema=c.name in _SCHEMA_REJECTS) for c in ROUND_ONE)
 
-CASES: tuple[BadInputCase, ...] = ROUND_ONE + ROUND_TWO
+CASES: tuple[BadInputCase, ...] = ROUND_ONE + ROUND_TWO + ROUND_THREE
 """Every case of the matrix."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,52 @@ def test_a_record_of_the_wrong_shape_is_named_by_its_index(run, tmp_path: Path, 
     with pytest.raises(ShardError, match=why) as info:
         read_records(tmp_path)
     assert info.value.location.key == "[1]"
+
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    ("[" * 100_000 + "]" * 100_000, "cannot read the results: the JSON is nested more than 100 levels deep"),
+    ('[{"d_in": ' + "9" * 5000 + "}]", "cannot read the results: the JSON holds an integer with too many digits"),
+], ids=["deep", "long-int"])
+def test_json_python_cannot_read_is_one_error_naming_the_file(tmp_path: Path, content: str, why: str) -> None:
+    (tmp_path / RESULTS_FILE).write_text(content)
+    with pytest.raises(ShardError) as info:
+        read_records(tmp_path)
+    assert info.value.message == why
+    assert info.value.location.file == str(tmp_path / RESULTS_FILE)
+
+
+@pytest.mark.parametrize(("what", "kind"), [pytest.param("fifo", "a FIFO", marks=needs_fifo),
+                                            pytest.param("dev-zero", "a character device", marks=needs_dev_zero)])
+def test_a_results_file_that_is_not_a_regular_file_is_one_error_unread(tmp_path: Path, what: str, kind: str) -> None:
+    path = tmp_path / RESULTS_FILE
+    if what == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(ShardError) as info:
+        read_records(tmp_path)  # a FIFO would block, /dev/zero fill memory
+    assert info.value.message == f"cannot read the results: not a regular file ({kind})"
+    assert info.value.location.file == str(path)
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (lambda r: r["metrics"].update(mse="x"), "TypeError: a measured value must be a number"),
+    (lambda r: r["metrics"].update(mse=10**400), "OverflowError"),
+    (lambda r: r["intervals"].update(mse=[10**400, 1]), "OverflowError"),
+    (lambda r: r["intervals"].update(mse=[1]), "ValueError: not enough values to unpack"),
+    (lambda r: r.update(hook_head_index="x"), "ValueError: invalid literal for int()"),
+    (lambda r: r.update(gates=[1]), "AttributeError"),
+    (lambda r: [g.update(baseline="x") for g in r["gates"]], "ValueError: could not convert string to float"),
+], ids=["metric-string", "metric-beyond-float", "interval-beyond-float", "interval-short", "head-string",
+        "gate-not-object", "baseline-string"])
+def test_a_record_holding_a_value_of_the_wrong_kind_is_one_error(run, edit, why: str) -> None:
+    records = json.loads(json.dumps(result_records([run])))
+    edit(records[1])
+    with pytest.raises(ShardError) as info:
+        runs_from_records(records, load_suite)
+    assert info.value.message.startswith(f"the record of 'b' in {RESULTS_FILE} cannot be read back ({why}")
+    assert info.value.location.file == str(run.suite.path)

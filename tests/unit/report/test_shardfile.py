@@ -4,6 +4,7 @@ ShardError naming the file."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,51 @@ def test_a_tampered_plan_is_refused(tmp_path: Path) -> None:
     (tmp_path / SHARD_FILE).write_text(json.dumps(data))
     with pytest.raises(ShardError, match="damaged"):
         read_shard_record(tmp_path)
+
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ('{"format": 1, "shard": ' + "[" * 100_000 + "]" * 100_000 + "}", "the JSON is nested more than 100 levels deep"),
+    ('{"format": 1, "shard": {"index": ' + "9" * 5000 + "}}", "the JSON holds an integer with too many digits"),
+], ids=["deep", "long-int"])
+def test_json_python_cannot_read_is_a_damaged_record(tmp_path: Path, text: str, why: str) -> None:
+    (tmp_path / SHARD_FILE).write_text(text)
+    with pytest.raises(ShardError) as info:
+        read_shard_record(tmp_path)
+    assert info.value.message == f"the shard record is damaged: {why}"
+    assert info.value.location.file == str(tmp_path / SHARD_FILE)
+
+
+def test_a_cost_beyond_a_float_is_a_damaged_record(tmp_path: Path) -> None:
+    write_shard_record(tmp_path, RECORD)
+    data = json.loads((tmp_path / SHARD_FILE).read_text())
+    data["shard"]["groups"][0]["cost"] = 10**400
+    (tmp_path / SHARD_FILE).write_text(json.dumps(data))
+    with pytest.raises(ShardError, match="the shard record is damaged"):
+        read_shard_record(tmp_path)
+
+
+@pytest.mark.parametrize(("what", "kind"), [pytest.param("fifo", "a FIFO", marks=needs_fifo),
+                                            pytest.param("dev-zero", "a character device", marks=needs_dev_zero)])
+def test_a_record_that_is_not_a_regular_file_is_one_error_unread(tmp_path: Path, what: str, kind: str) -> None:
+    path = tmp_path / SHARD_FILE
+    if what == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(ShardError) as info:
+        read_shard_record(tmp_path)  # a FIFO would block, /dev/zero fill memory
+    assert info.value.message == f"cannot read the shard record: not a regular file ({kind})"
+    assert info.value.location.file == str(path)
+
+
+def test_a_record_over_the_limit_is_one_error_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_shard_record(tmp_path, RECORD)
+    monkeypatch.setattr("pytest_saeval.report.shardfile.MAX_RECORD_BYTES", 1024)
+    with pytest.raises(ShardError) as info:
+        read_shard_record(tmp_path)
+    assert info.value.message == "cannot read the shard record: it is larger than 1 KiB"
+    assert info.value.location.file == str(tmp_path / SHARD_FILE)

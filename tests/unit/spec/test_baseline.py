@@ -229,3 +229,52 @@ def test_baseline_dataclass() -> None:
         baseline.path = Path("x")  # type: ignore[misc]
     with pytest.raises(BaselineError, match="finite"):
         Baseline(path=Path("b.json"), values={"s": {"l0": float("nan")}})
+
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ('{"saes": {"x": {"l0": ' + "[" * 100_000 + "]" * 100_000 + "}}}", "nested more than 100 levels deep"),
+    ('{"saes": {}, "provenance": {"x": ' + '{"a": ' * 200 + "1" + "}" * 200 + "}}", "nested more than 100 levels deep"),
+    ('{"saes": {"x": {"l0": ' + "9" * 5000 + "}}}", "an integer with too many digits"),
+], ids=["deep", "deep-provenance", "long-int"])
+def test_json_python_cannot_read_is_one_located_error(tmp_path: Path, text: str, needle: str) -> None:
+    message, path = load_error(tmp_path, text)
+    assert message.startswith(f"{path}: the baseline file cannot be read: the JSON "), message
+    assert needle in message and "--saeval-update-baseline" in message
+
+
+def test_an_integer_beyond_a_float_is_one_located_error(tmp_path: Path) -> None:
+    message, path = load_error(tmp_path, '{\n  "saes": {\n    "x": {\n      "l0": ' + "9" * 400 + "\n    }\n  }\n}")
+    assert message.startswith(f"{path}:4: saes.x.l0: baseline value is an integer of 1329 bits (too large for a float)")
+    with pytest.raises(BaselineError, match="too large for a float"):
+        Baseline(path=path, values={"x": {"l0": 10**400}})
+
+
+def test_a_file_over_the_limit_is_refused_naming_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pytest_saeval.spec.baseline.MAX_BASELINE_BYTES", 1024)
+    path = write(tmp_path, '{"saes": {}, "provenance": {"x": {"pad": "' + "x" * 2000 + '"}}}')
+    with pytest.raises(BaselineError) as info:
+        load_baseline(path)
+    assert str(info.value).startswith(f"the baseline file '{path}' is larger than 1 KiB. Fix: ")
+    assert info.value.location.file is None  # the caller locates it at the suite's `baseline:` line
+
+
+@needs_dev_zero
+def test_a_link_to_dev_zero_is_refused_unread(tmp_path: Path) -> None:
+    link = tmp_path / "b.json"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(BaselineError) as info:
+        load_baseline(link, missing_ok=True)
+    assert str(info.value).startswith(f"baseline path '{link}' is not a regular file (a character device). Fix: ")
+
+
+@needs_fifo
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "b.json"
+    os.mkfifo(fifo)
+    with pytest.raises(BaselineError, match=r"is not a regular file \(a FIFO\)") as info:
+        load_baseline(fifo)
+    assert "point `baseline:` at a JSON file" in str(info.value)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
 
-from pytest_saeval.store.answers import ANSWER_FORMAT, AnswerStore
+from pytest_saeval.store.answers import ANSWER_FORMAT, AnswerStore, _digest
 from pytest_saeval.store.entries import Unavailable, Unusable
 
 KEY = "ab" + "0" * 30
@@ -69,3 +70,53 @@ def test_a_folder_in_place_of_the_file_is_a_broken_cache_folder(tmp_path: Path) 
         store.get(KEY)
     with pytest.raises(OSError):
         store.put(KEY, BODY)
+
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def _write_with_digest(store: AnswerStore, body: bytes) -> None:
+    """A file whose header is right for ``body``: only reading the body itself can find it bad."""
+    header = {"key": KEY, "format": ANSWER_FORMAT, "digest": _digest(body), "length": len(body)}
+    store.path(KEY).parent.mkdir(parents=True, exist_ok=True)
+    store.path(KEY).write_bytes(json.dumps(header).encode() + b"\n" + body)
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (DEEP, "nested more than 100 levels deep"),
+    (b'{"metrics": {"l0": ' + b"9" * 5000 + b"}}", "an integer with too many digits"),
+], ids=["deep", "long-int"])
+def test_a_body_python_cannot_read_is_unusable_even_with_its_digest(tmp_path: Path, body: bytes, why: str) -> None:
+    store = AnswerStore(tmp_path)
+    _write_with_digest(store, body)
+    with pytest.raises(Unusable, match=f"cannot be read .*{why}"):
+        store.get(KEY)
+    store.put(KEY, BODY)  # the recomputed answer replaces it
+    assert store.get(KEY) is not None
+
+
+def test_a_deep_header_line_is_unusable(tmp_path: Path) -> None:
+    store = AnswerStore(tmp_path)
+    store.path(KEY).parent.mkdir(parents=True)
+    store.path(KEY).write_bytes(DEEP + b"\n{}")
+    with pytest.raises(Unusable, match="nested more than 100 levels deep"):
+        store.get(KEY)
+
+
+@pytest.mark.parametrize(("what", "kind"), [pytest.param("fifo", "a FIFO", marks=needs_fifo),
+                                            pytest.param("dev-zero", "a character device", marks=needs_dev_zero)])
+def test_a_file_that_is_not_a_regular_file_is_unusable_unread(tmp_path: Path, what: str, kind: str) -> None:
+    store = AnswerStore(tmp_path)
+    path = store.path(KEY)
+    path.parent.mkdir(parents=True)
+    if what == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(Unusable, match=rf"is not a regular file \({kind}\)"):
+        store.get(KEY)  # a FIFO would block, /dev/zero never end
+    store.put(KEY, BODY)
+    assert store.get(KEY) is not None and not path.is_symlink()

@@ -4,16 +4,19 @@ another key or was edited is Unusable, a folder that cannot be read is Unavailab
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from pytest_saeval.store import entries
 from pytest_saeval.store.entries import (
     CacheWarning,
     Unavailable,
     Unusable,
+    _tensors_digest,
     digest,
     read_entry,
     warn_unusable,
@@ -98,3 +101,41 @@ def test_warn_unusable_names_the_file_and_why(tmp_path: Path) -> None:
     (w,) = caught
     assert w.category is CacheWarning
     assert f"the entry {tmp_path / 'e.safetensors'} holds another key; recomputing it" in str(w.message)
+
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
+
+
+def test_a_deep_header_with_its_digest_is_unusable(tmp_path: Path) -> None:
+    path = tmp_path / "e.safetensors"
+    write_entry(path, "k1", {}, TENSORS)
+    deep = "[" * 100_000 + "]" * 100_000
+    _, tensors = read_entry(path, "k1")  # type: ignore[misc]
+    right = _tensors_digest(tensors, deep)
+    _rewrite_header(path, lambda h: h["__metadata__"].update(header=deep, digest=right))
+    with pytest.raises(Unusable, match="has a bad header .*nested more than 100 levels deep"):
+        read_entry(path, "k1")
+
+
+def test_metadata_that_is_not_an_object_is_unusable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "e.safetensors"
+    write_entry(path, "k1", {}, TENSORS)
+    real_loads = json.loads
+    monkeypatch.setattr(entries.json, "loads", lambda raw: {"__metadata__": "text"} if isinstance(raw, bytes) else real_loads(raw))
+    with pytest.raises(Unusable, match="has a bad header"):
+        read_entry(path, "k1")
+
+
+@pytest.mark.parametrize(("what", "kind"), [pytest.param("fifo", "a FIFO", marks=needs_fifo),
+                                            pytest.param("dev-zero", "a character device", marks=needs_dev_zero)])
+def test_a_file_that_is_not_a_regular_file_is_unusable_unread(tmp_path: Path, what: str, kind: str) -> None:
+    path = tmp_path / "e.safetensors"
+    if what == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(Unusable, match=rf"is not a regular file \({kind}\)"):
+        read_entry(path, "k1")  # a FIFO would block, /dev/zero never end
+    write_entry(path, "k1", {}, TENSORS)  # the recomputed entry replaces it
+    assert read_entry(path, "k1") is not None

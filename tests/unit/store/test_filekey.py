@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -225,3 +226,45 @@ def test_a_memo_that_cannot_be_read_is_not_a_problem(tmp_path: Path) -> None:
         digests.file(f)
     with pytest.raises(OSError):
         digests.save()
+
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
+
+
+def _memo_in_place(memo: Path, what: str) -> None:
+    if what == "deep":
+        memo.write_text('{"format": 1, "digest": "x", "entries": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    elif what == "long-int":
+        memo.write_text('{"format": 1, "digest": "x", "entries": {"a": [' + "9" * 5000 + "]}}")
+    elif what == "fifo":
+        os.mkfifo(memo)
+    else:
+        memo.symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize(("what", "why"), [
+    ("deep", "cannot be used .*nested more than 100 levels deep"),
+    ("long-int", "cannot be used .*an integer with too many digits"),
+    pytest.param("fifo", r"is not a regular file \(a FIFO\)", marks=needs_fifo),
+    pytest.param("dev-zero", r"is not a regular file \(a character device\)", marks=needs_dev_zero),
+])
+def test_a_memo_python_cannot_read_is_started_afresh_with_one_warning(tmp_path: Path, what: str, why: str) -> None:
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"x" * 10)
+    memo = tmp_path / "filehashes.json"
+    _memo_in_place(memo, what)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        digests = FileDigests(memo, clock=ahead)
+        assert digests.file(f) == raw_digest(b"x" * 10)
+        digests.save()  # writes a good memo in its place (a FIFO or a link is replaced, never read)
+    assert [w.category for w in caught] == [CacheWarning]
+    assert "filehashes.json" in str(caught[0].message)
+    assert re.search(why, str(caught[0].message)), caught[0].message
+    assert memo.is_file() and not memo.is_symlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = FileDigests(memo, clock=ahead)
+        again.file(f)
+    assert again.reads == 0

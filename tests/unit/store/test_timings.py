@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -47,3 +48,44 @@ def test_a_timing_is_a_finite_non_negative_number() -> None:
         SuiteTiming(float("nan"), 1)
     with pytest.raises(ValueError):
         SuiteTiming(1.0, -1)
+
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
+
+
+@pytest.mark.parametrize("text", [
+    '{"format": 1, "suites": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    '{"format": 1, "suites": {"a": {"seconds": ' + "9" * 5000 + ', "saes": 1}}}',
+    '{"format": 1, "suites": {"a": {"seconds": ' + "9" * 400 + ', "saes": 1}}}',
+], ids=["deep", "long-int", "int-beyond-a-float"])
+def test_a_timings_file_python_cannot_read_reads_as_none(tmp_path: Path, text: str) -> None:
+    (tmp_path / TIMINGS_FILE).write_text(text)
+    assert load_timings(tmp_path) == {}
+    save_timings(tmp_path, {"a.yaml": SuiteTiming(1.0, 1)})  # replaces it
+    assert load_timings(tmp_path) == {"a.yaml": SuiteTiming(1.0, 1)}
+
+
+@pytest.mark.parametrize("what", [pytest.param("fifo", marks=needs_fifo),
+                                  pytest.param("dev-zero", marks=needs_dev_zero)])
+def test_a_timings_file_that_is_not_a_regular_file_is_never_read(tmp_path: Path, what: str) -> None:
+    path = tmp_path / TIMINGS_FILE
+    if what == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    assert load_timings(tmp_path) == {}  # a FIFO would block, /dev/zero never end
+    save_timings(tmp_path, {"a.yaml": SuiteTiming(1.0, 1)})
+    assert path.is_file() and not path.is_symlink()
+    assert load_timings(tmp_path) == {"a.yaml": SuiteTiming(1.0, 1)}
+
+
+def test_a_timings_file_over_the_limit_reads_as_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_timings(tmp_path, {"a.yaml": SuiteTiming(1.0, 1)})
+    monkeypatch.setattr("pytest_saeval.store.timings._MAX_BYTES", 10)
+    assert load_timings(tmp_path) == {}
+
+
+def test_a_timing_too_large_for_a_float_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="seconds must be a finite number"):
+        SuiteTiming(10**400, 1)
