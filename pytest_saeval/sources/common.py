@@ -39,11 +39,17 @@ def exists(path: Path, what: str) -> bool:
     from pytest_saeval.errors import SourceError
 
     try:
-        return path.exists()
+        found = path.exists()
+        dangling = not found and os.path.lexists(path)
     except (OSError, ValueError) as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise SourceError(f"{what} '{short_path(path)}' cannot be looked up: {reason}",
                           fix="check the path (relative paths are relative to the suite file)") from e
+    if dangling:  # a symbolic link whose target is missing, or a loop of links
+        raise SourceError(f"{what} '{short_path(path)}' is a symbolic link that leads nowhere (its target "
+                          f"'{short_path(Path(os.readlink(path)))}' is missing, or the links form a loop)",
+                          fix="point the link at the file or folder itself, or give that path instead")
+    return found
 
 
 def short_path(path: Path, limit: int = 120) -> str:

@@ -60,6 +60,9 @@ def test_a_missing_folder_or_record_names_what_is_missing(tmp_path: Path) -> Non
     with pytest.raises(ShardError, match="no such folder") as info:
         read_shard_record(tmp_path / "nowhere")
     assert info.value.location.file == str(tmp_path / "nowhere")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ShardError, match="is a file, not a shard's output folder"):
+        read_shard_record(tmp_path / "a-file")
     with pytest.raises(ShardError, match="not the output of a finished shard") as info:
         read_shard_record(tmp_path)
     assert info.value.location.file == str(tmp_path / SHARD_FILE)

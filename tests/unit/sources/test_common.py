@@ -10,6 +10,7 @@ import pytest
 
 from pytest_saeval.sources.common import (
     exception_chain,
+    exists,
     hub_offline,
     is_hub_unreachable,
     resolve_path,
@@ -154,3 +155,16 @@ def test_safetensors_header_nested_too_deeply_is_a_value_error(tmp_path: Path) -
     (tmp_path / "w.safetensors").write_bytes(len(text).to_bytes(8, "little") + text)
     with pytest.raises(ValueError, match="no safetensors header"):
         safetensors_header(tmp_path / "w.safetensors")
+
+
+def test_a_link_that_leads_nowhere_is_named_as_such(tmp_path: Path) -> None:
+    from pytest_saeval.errors import SourceError
+
+    os.symlink(tmp_path / "gone.npy", tmp_path / "t.npy")
+    os.symlink(tmp_path / "loop-b", tmp_path / "loop-a")
+    os.symlink(tmp_path / "loop-a", tmp_path / "loop-b")
+    for link in ("t.npy", "loop-a"):
+        with pytest.raises(SourceError, match="is a symbolic link that leads nowhere") as info:
+            exists(tmp_path / link, "token file")
+        assert "point the link at the file or folder itself" in (info.value.fix or "")
+    assert exists(tmp_path / "missing.npy", "token file") is False  # plainly missing: the caller says so
