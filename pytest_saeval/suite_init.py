@@ -143,7 +143,10 @@ def new_suite(output: str | os.PathLike[str], *, model: Path, saes: Sequence[Pat
     """Write a new suite file for a model folder, SAE folders and a token file (every key written out,
     with its default and a comment; no gates yet) and return its path. An existing file is kept. Paths inside
     the project (the nearest folder above the file with pyproject.toml, pytest.ini, ...; else the current
-    folder when the file is in it, else the file's folder) are written relative to the file, others absolute."""
+    folder when the file is in it, else the file's folder) are written relative to the file, others absolute.
+    A run folder among ``saes`` (checkpoint folders below it, e.g. a sparsify run's ``layers.6``) gives one
+    entry per checkpoint."""
+    from pytest_saeval.sources.formats import checkpoints_in
     from pytest_saeval.sources.tokens import inspect_token_file
 
     target = Path(output)
@@ -154,7 +157,8 @@ def new_suite(output: str | os.PathLike[str], *, model: Path, saes: Sequence[Pat
     rows, width = info.shape if info is not None else (None, None)
     base = target.absolute().parent
     root = project_root(base) or (Path.cwd() if base.is_relative_to(Path.cwd()) else base)
-    text = new_suite_text(base, root=root, model=model, saes=saes, tokens=tokens, rows=rows, width=width)
+    folders = [found for folder in saes for found in (checkpoints_in(Path(folder)) or [Path(folder)])]
+    text = new_suite_text(base, root=root, model=model, saes=folders, tokens=tokens, rows=rows, width=width)
     atomic_write_text(target, text)
     load_suite(target)  # what was written is a valid suite
     return target

@@ -233,6 +233,7 @@ def _margin_policy(args: argparse.Namespace) -> MarginPolicy:
 
 def _new_suite(args: argparse.Namespace) -> Path:
     """``saeval init --model ... --sae ... --tokens ... --output NEW.yaml``: write the new suite first."""
+    from pytest_saeval.sources.formats import checkpoints_in, inspect_sae_folder
     from pytest_saeval.suite_init import new_suite
 
     missing = [flag for flag, value in (("--model", args.model), ("--sae", args.sae), ("--tokens", args.tokens),
@@ -248,6 +249,12 @@ def _new_suite(args: argparse.Namespace) -> Path:
             what = "is a file" if path.is_file() else "is a folder" if path.is_dir() else "does not exist"
             raise InputError(f"{flag} {path}: {what}; it must be a {kind}", key=flag,
                              fix=f"give {flag} an existing {kind} (relative paths are relative to the current folder)")
+    for folder in args.sae:  # a checkpoint, or a run folder of checkpoints (one entry each)
+        for checkpoint in checkpoints_in(folder) or [folder]:
+            try:
+                inspect_sae_folder(checkpoint)
+            except SaevalError as e:
+                raise e.located(key="--sae") from e
     return new_suite(args.output, model=args.model, saes=args.sae, tokens=args.tokens)
 
 

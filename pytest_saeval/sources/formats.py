@@ -20,8 +20,8 @@ from typing import Any
 from pytest_saeval.errors import SaevalError, SourceError
 from pytest_saeval.sources.common import exists, safetensors_header, short
 
-__all__ = ["FOLDER_FIX", "FORMAT_FILES", "check_safetensors", "check_weight_dtypes", "detect_format", "inspect_sae_folder",
-           "load_with_converter", "read_json_object"]
+__all__ = ["FOLDER_FIX", "FORMAT_FILES", "check_safetensors", "check_weight_dtypes", "checkpoints_in", "detect_format",
+           "inspect_sae_folder", "load_with_converter", "read_json_object"]
 
 FORMAT_FILES: dict[str, tuple[str, str]] = {
     "sae_lens": ("cfg.json", "sae_weights.safetensors"),
@@ -91,6 +91,14 @@ def _not_a_checkpoint(folder: Path) -> SourceError:
     found = sorted(p.name for p in folder.iterdir())[:8]
     return SourceError(f"SAE folder '{folder}' holds no SAE checkpoint (it has {', '.join(found) or 'no files'})",
                        fix=FOLDER_FIX)
+
+
+def checkpoints_in(folder: Path) -> list[Path]:
+    """The checkpoint folders of a run folder (one or two levels down, sorted); ``[]`` when ``folder`` is a
+    checkpoint itself or holds none (then :func:`detect_format` says what it is)."""
+    if not folder.is_dir() or any(all((folder / n).is_file() for n in names) for names in FORMAT_FILES.values()):
+        return []
+    return _checkpoints_below(folder)
 
 
 def _checkpoints_below(folder: Path) -> list[Path]:

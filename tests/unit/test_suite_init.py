@@ -314,3 +314,19 @@ def test_new_suite_with_a_bad_token_file_writes_nothing(tmp_path):
     with pytest.raises(SaevalError, match="t.npy' holds an array of shape \\[8\\]; it must be 2-D"):
         new_suite(tmp_path / "s.yaml", model=tmp_path, saes=[tmp_path], tokens=tmp_path / "t.npy")
     assert not (tmp_path / "s.yaml").exists()
+
+
+def test_new_suite_gives_a_run_folder_one_entry_per_checkpoint(tmp_path):
+    import numpy as np
+
+    run = tmp_path / "checkpoints" / "run1"
+    for hook in ("layers.6", "layers.6.mlp"):  # a sparsify run: one checkpoint folder per hook
+        (run / hook).mkdir(parents=True)
+        (run / hook / "cfg.json").write_text("{}")
+        (run / hook / "sae.safetensors").write_bytes(b"")
+    (tmp_path / "model").mkdir()
+    np.save(tmp_path / "tokens.npy", np.ones((8, 16), dtype=np.int64))
+    out = new_suite(tmp_path / "new.yaml", model=tmp_path / "model", saes=[run], tokens=tmp_path / "tokens.npy")
+    suite = load_suite(out)
+    assert [s.id for s in suite.saes] == ["layers.6", "layers.6.mlp"]
+    assert [s.path for s in suite.saes] == [run / "layers.6", run / "layers.6.mlp"]

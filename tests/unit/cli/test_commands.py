@@ -12,7 +12,7 @@ import pytest
 from pytest_saeval.cli import commands
 from pytest_saeval.cli.args import parser
 from pytest_saeval.cli.signals import Signals
-from pytest_saeval.errors import InputError, OutputError
+from pytest_saeval.errors import InputError, OutputError, SaevalError
 from pytest_saeval.spec.schema import schema_text
 
 
@@ -65,6 +65,17 @@ def test_init_with_a_suite_refuses_the_new_suite_flags(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="a suite file and --model, --tokens were given") as info:
         commands.init(_args("init", "s.yaml", "--model", "m", "--tokens", "t.npy"), Signals())
     assert info.value.location.key == "init" and "drop --model, --tokens to propose gates for s.yaml" in str(info.value)
+
+
+def test_a_new_suites_sae_folders_are_checked_by_flag_before_it_is_written(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "tokens.npy").write_bytes(b"")
+    argv = ["--model", str(tmp_path / "model"), "--sae", str(tmp_path / "empty"), "--tokens", str(tmp_path / "tokens.npy")]
+    with pytest.raises(SaevalError, match="holds no SAE checkpoint") as info:
+        commands.init(_args("init", *argv, "--output", str(tmp_path / "new.yaml")), Signals())
+    assert info.value.location.key == "--sae" and info.value.location.file is None
+    assert not (tmp_path / "new.yaml").exists()
 
 
 @pytest.mark.parametrize(("flag", "name", "what"), [("--model", "nope", "does not exist; it must be a folder"),
