@@ -247,7 +247,7 @@ def _new_suite(args: argparse.Namespace) -> Path:
         if not (path.is_dir() if folder else path.is_file()):
             kind = "folder" if folder else "file"
             what = "is a file" if path.is_file() else "is a folder" if path.is_dir() else "does not exist"
-            raise InputError(f"{flag} {path}: {what}; it must be a {kind}", key=flag,
+            raise InputError(f"{path} {what}; it must be a {kind}", key=flag,
                              fix=f"give {flag} an existing {kind} (relative paths are relative to the current folder)")
     for folder in args.sae:  # a checkpoint, or a run folder of checkpoints (one entry each)
         for checkpoint in checkpoints_in(folder) or [folder]:

@@ -166,13 +166,13 @@ def check_inputs(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, 
 def check_finite(sae_id: str, sae: SAELike) -> None:
     """The SAE's floating-point weights and buffers (its ``state_dict``, else ``W_enc``, ``W_dec``, ``b_enc``,
     ``b_dec``) hold no NaN or inf: a NaN weight counts as an active feature (NaN is not zero), so an SAE of a
-    diverged training run could pass ``l0`` and ``frac_alive`` gates. One count per tensor (a device sync
-    each, once per evaluation)."""
-    state = sae.state_dict() if callable(getattr(sae, "state_dict", None)) else {  # type: ignore[attr-defined]
-        name: getattr(sae, name) for name in ("W_enc", "W_dec", "b_enc", "b_dec") if hasattr(sae, name)}
+    diverged training run could pass ``l0`` and ``frac_alive`` gates. A sum per tensor (NaN and inf reach
+    it; a device sync each, once per evaluation), and an exact count only for a tensor whose sum is not
+    finite."""
+    state = _tensors_of(sae)
     bad = [(name, int((~torch.isfinite(t)).sum()), t.numel()) for name, t in state.items()
-           if isinstance(t, torch.Tensor) and t.is_floating_point()]
-    bad = [b for b in bad if b[1]]
+           if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t.sum()))]
+    bad = [b for b in bad if b[1]]  # a sum can overflow to inf while every value is finite: counted exactly
     if bad:
         shown = ", ".join(f"{name} {n:,} of {total:,}" for name, n, total in bad[:4])
         raise InputError(
@@ -181,6 +181,21 @@ def check_finite(sae_id: str, sae: SAELike) -> None:
             fix="evaluate a checkpoint from before the training run diverged, or retrain; a loader that leaves "
                 "weights unset (a key missing from the file) needs fixing",
         )
+
+
+def _tensors_of(sae: SAELike) -> dict[str, object]:
+    """The SAE's ``state_dict()``, else its ``W_enc``, ``W_dec``, ``b_enc`` and ``b_dec`` (an adapter whose
+    ``__getattr__`` raises for a missing name, whatever it raises, has none of them)."""
+    def member(name: str) -> object:
+        try:
+            return getattr(sae, name, None)
+        except Exception:  # noqa: BLE001 - a dict-backed adapter raises KeyError
+            return None
+
+    state_dict = member("state_dict")
+    if callable(state_dict):
+        return dict(state_dict())
+    return {name: value for name in ("W_enc", "W_dec", "b_enc", "b_dec") if (value := member(name)) is not None}
 
 
 def check_code(sae_id: str, part: str, x: torch.Tensor, value: object, d_out: int) -> None:

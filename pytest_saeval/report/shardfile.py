@@ -120,7 +120,8 @@ def read_shard_record(folder: str | os.PathLike[str]) -> ShardRecord:
     it cannot be read."""
     path = Path(folder) / SHARD_FILE
     if not Path(folder).is_dir():
-        what = "is a file, not a shard's output folder" if Path(folder).exists() else "no such folder"
+        what = ("is a file, not a shard's output folder" if Path(folder).exists()
+                else "is a symbolic link that leads nowhere" if os.path.lexists(folder) else "no such folder")
         raise ShardError(what, fix=_MERGE_FIX, file=str(folder))
     try:
         text = read_regular(path, limit=MAX_RECORD_BYTES).decode("utf-8")

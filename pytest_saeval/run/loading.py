@@ -22,13 +22,15 @@ __all__ = ["Loader"]
 class Loader:
     """Loads and keeps models, token rows and SAEs for a run.
 
-    ``device`` overrides every suite's ``model.device``; ``auto_device`` is what ``auto`` (and a
+    ``device`` overrides every suite's ``model.device`` (given as ``device_option``, which its errors name); ``auto_device`` is what ``auto`` (and a
     plain ``cuda``, when it names a GPU itself) means, e.g. one GPU per pytest-xdist worker; ``threads``
     caps torch's CPU threads, set before the first thing loads.
     """
 
-    def __init__(self, device: str | None = None, auto_device: str | None = None, *, threads: int | None = None) -> None:
+    def __init__(self, device: str | None = None, auto_device: str | None = None, *, threads: int | None = None,
+                 device_option: str = "--device") -> None:
         self.device = device
+        self.device_option = device_option
         self.auto_device = auto_device
         self.threads = threads
         self._models: dict[ModelKey, Any] = {}
@@ -56,11 +58,15 @@ class Loader:
             from pytest_saeval.sources.models import load_model
 
             m = suite.model
+            if self.device:  # the command line's device: a problem names its option, not the suite
+                try:
+                    resolve_device(self.device, option=self.device_option)
+                except SaevalError as e:
+                    raise e.located(key=self.device_option) from e
             try:
                 resolve_device(self.device_for(suite))  # a device problem is located at model.device
             except SaevalError as e:
-                raise located_in(e, suite, m.line_of("device") if not self.device else m.line,
-                               "model.device" if not self.device else "device") from e
+                raise located_in(e, suite, m.line_of("device"), "model.device") from e
             try:
                 self._models[key] = load_model(name=m.name, path=m.path, factory=m.factory,
                                                device=self.device_for(suite), dtype=m.dtype, base_dir=suite.path.parent,

@@ -53,6 +53,8 @@ class RunOptions:
 
     device: str | None = None
     """Overrides every suite's ``model.device``."""
+    device_option: str = "--device"
+    """How the user gave ``device`` (``--device``, ``--saeval-device``): a device problem names it."""
     auto_device: str | None = None
     """What ``auto`` means (e.g. one GPU per pytest-xdist worker); None: cuda when available, else cpu."""
     progress: bool = False
@@ -91,7 +93,8 @@ class Session:
 
     def __init__(self, options: RunOptions | None = None) -> None:
         self.options = options or RunOptions()
-        self.loader = Loader(self.options.device, self.options.auto_device, threads=self.options.threads)
+        self.loader = Loader(self.options.device, self.options.auto_device, threads=self.options.threads,
+                             device_option=self.options.device_option)
         self.fingerprints = Fingerprints()
         self._cache: EvalCache | None = None
         self._disk: CacheDisk | None = None

@@ -86,9 +86,14 @@ class Shard:
         if m is None:
             raise InputError(f"{text!r} is not a shard", fix="write K/N with shards numbered from 1, e.g. 2/3, "
                              "or auto (the index a CI system sets)", key=key)
-        if max(len(m.group(1)), len(m.group(2))) > len(str(MAX_SHARDS)):  # before int(): no 5,000-digit numbers
+        k, n = (g.lstrip("-").lstrip("0") for g in m.groups())  # sized before int(): no 5,000-digit numbers
+        if len(n) > len(str(MAX_SHARDS)):
             raise InputError(f"shard {text.strip()[:40]!r} has more than {MAX_SHARDS:,} shards", key=key,
                              fix=f"give K/N with N at most {MAX_SHARDS:,} (one shard per CI job or array task)")
+        if len(k) > len(str(MAX_SHARDS)):
+            count = int(m.group(2))
+            raise InputError(f"shard {text.strip()[:40]!r} does not exist: shards are numbered from 1 to {count}",
+                             fix=f"give K/N with 1 <= K <= N, e.g. 1/{count}", key=key)
         try:
             return cls(int(m.group(1)), int(m.group(2)))
         except InputError as e:

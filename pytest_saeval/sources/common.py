@@ -46,8 +46,9 @@ def exists(path: Path, what: str) -> bool:
         raise SourceError(f"{what} '{short_path(path)}' cannot be looked up: {reason}",
                           fix="check the path (relative paths are relative to the suite file)") from e
     if dangling:  # a symbolic link whose target is missing, or a loop of links
-        raise SourceError(f"{what} '{short_path(path)}' is a symbolic link that leads nowhere (its target "
-                          f"'{short_path(Path(os.readlink(path)))}' is missing, or the links form a loop)",
+        raise SourceError(f"{what} '{short_path(path)}' is a symbolic link that leads nowhere (it points to "
+                          f"'{short_path(Path(os.readlink(path)))}'; a target at the end is missing, or the links "
+                          "form a loop)",
                           fix="point the link at the file or folder itself, or give that path instead")
     return found
 

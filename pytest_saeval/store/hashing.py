@@ -163,28 +163,40 @@ the instance, or inherited from a mixin)."""
 def code_hash(obj: Any) -> str:
     """Hash of the source files ``obj``'s behaviour is defined in: the file of each class of its type's
     MRO and of its :data:`_BEHAVIOUR` methods (an instance's own included), each by its name and bytes
-    (not its folder: a moved checkout keys the same). Files of the standard library are left out (they
-    change with Python, not with a project); library files (torch, SAE Lens) are hashed like the rest,
-    though their versions are keyed too. A project's own SAE or model class is what this is for: its
-    code can change while its weights do not."""
-    stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"]) + os.sep
-    files: set[str] = set()
-    for cls in type(obj).__mro__:
-        if cls.__module__ != "builtins":
-            files.add(_source_of(cls))
+    (not its folder, and in an order that does not depend on it: a moved checkout keys the same). Files of
+    the standard library are left out (they change with Python, not with a project), but not installed
+    packages below it (a system or conda Python keeps site-packages there): library files (torch, SAE
+    Lens) and a project installed with ``pip install .`` are hashed like the rest. A project's own SAE or
+    model class is what this is for: its code can change while its weights do not. Modules those files
+    import are not followed (a helper module's edit is not seen)."""
+    files: set[str] = {_source_of(cls) for cls in type(obj).__mro__ if cls.__module__ != "builtins"}
     for name in _BEHAVIOUR:
-        method = getattr(obj, name, None)
+        try:
+            method = getattr(obj, name, None)
+        except Exception:  # noqa: BLE001 - an adapter's __getattr__ may raise anything for a missing name
+            continue
         code = getattr(getattr(method, "__func__", method), "__code__", None)  # a bound method's function
         if code is not None:
             files.add(code.co_filename)
-    h = Hasher()
-    for file in sorted(f for f in files if f and not os.path.realpath(f).startswith(stdlib)):
-        h.text(os.path.basename(file))
+    parts = []
+    for file in (f for f in files if f and not _in_stdlib(f)):
         try:
-            h.text(file_hash(file))
+            parts.append((os.path.basename(file), file_hash(file)))
         except OSError:  # generated or zipped code: its name is what is known
-            h.text("unreadable")
+            parts.append((os.path.basename(file), "unreadable"))
+    h = Hasher()
+    for name, digest in sorted(parts):
+        h.text(name)
+        h.text(digest)
     return h.hexdigest()
+
+
+def _in_stdlib(file: str) -> bool:
+    """Whether ``file`` is part of Python's standard library (not an installed package that lives below it)."""
+    paths = sysconfig.get_paths()
+    real = os.path.realpath(file)
+    installed = {os.path.realpath(paths[k]) + os.sep for k in ("purelib", "platlib") if k in paths}
+    return real.startswith(os.path.realpath(paths["stdlib"]) + os.sep) and not any(real.startswith(i) for i in installed)
 
 
 def _source_of(cls: type) -> str:

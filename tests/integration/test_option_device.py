@@ -42,3 +42,16 @@ def test_an_unusable_suite_device_is_an_error_of_its_gates(pytester: pytest.Pyte
     result = run_pytest(pytester, "plain")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*thresholds/demo.yaml:3: model.device: *cuda*"])
+
+
+def test_an_unusable_device_option_is_named_as_the_option(pytester: pytest.Pytester, assets: Assets) -> None:
+    import torch
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    _project(pytester, assets, "cpu")
+    result = run_pytest(pytester, "plain", "--saeval-device", "cuda:7")
+    result.assert_outcomes(errors=1)
+    text = result.stdout.str()
+    assert "--saeval-device: device 'cuda:7' asked for" in text and "Fix: use --saeval-device " in text, text[-2000:]
+    assert "demo.yaml:" not in text.split("--saeval-device: device", 1)[0].splitlines()[-1]  # not the suite's line

@@ -143,3 +143,29 @@ def test_special_token_ids_outside_the_vocabulary_are_refused(model):
                                          r"\(ids 0 to 39\): it would exclude nothing") as info:
         evaluate(model, {"a": _sae("blocks.0.hook_resid_pre")}, _tokens(), settings)
     assert info.value.location.key == "exclude_special_tokens"
+
+
+def test_an_adapter_whose_getattr_raises_anything_is_checked_by_its_weights():
+    from pytest_saeval.engine.inputs import check_finite
+
+    class Adapter:
+        def __init__(self, parts: dict[str, object]) -> None:
+            self.parts = parts
+
+        def __getattr__(self, name: str) -> object:
+            return self.parts[name]  # KeyError, not AttributeError, for state_dict and the rest
+
+    check_finite("ok", Adapter({"W_enc": torch.ones(4, 8), "W_dec": torch.ones(8, 4)}))
+    w_dec = torch.ones(8, 4)
+    w_dec[0, 0] = math.nan
+    with pytest.raises(InputError, match=r"W_dec 1 of 32"):
+        check_finite("bad", Adapter({"W_enc": torch.ones(4, 8), "W_dec": w_dec}))
+
+
+def test_a_sum_that_overflows_is_not_mistaken_for_a_non_finite_weight():
+    from pytest_saeval.engine.inputs import check_finite
+    from tests.helpers import ProtocolSAE
+
+    sae = ProtocolSAE(d_in=16)
+    sae.W_dec = torch.full((12, 16), 3e38)  # every value finite, their float32 sum is inf
+    check_finite("large", sae)

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 # -- K/N ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("text", "k", "n"), [("2/3", 2, 3), (" 1 / 1 ", 1, 1), ("3/3", 3, 3), ("10000/10000", 10000, 10000)])
+@pytest.mark.parametrize(("text", "k", "n"), [("2/3", 2, 3), (" 1 / 1 ", 1, 1), ("3/3", 3, 3), ("10000/10000", 10000, 10000),
+                                                ("0000001/0000003", 1, 3)])
 def test_a_shard_is_k_of_n_numbered_from_one(text: str, k: int, n: int) -> None:
     assert Shard.parse(text) == Shard(k, n)
     assert str(Shard.parse(text)) == f"{k}/{n}"
@@ -37,6 +38,7 @@ def test_a_shard_is_k_of_n_numbered_from_one(text: str, k: int, n: int) -> None:
     ("1/10001", ["a partition of 10,001 shards is more than the 10,000 allowed"]),
     ("1/99999999999999999999999", ["has more than 10,000 shards"]),  # refused before int() sees it
     ("1/" + "9" * 5000, ["has more than 10,000 shards"]),
+    ("99999999999/3", ["does not exist: shards are numbered from 1 to 3"]),
 ])
 def test_a_bad_shard_is_one_located_error(text: str, words: list[str]) -> None:
     with pytest.raises(InputError) as e:

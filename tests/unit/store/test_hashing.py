@@ -147,3 +147,52 @@ def test_the_code_hash_follows_the_source_of_the_class_and_its_methods(tmp_path:
     patched = _load_module(tmp_path / "a" / "mysae.py", "mysae_a2").PlainSAE()
     patched.encode = _load_module(tmp_path / "patch.py", "patch").encode  # set on the instance by a factory
     assert code_hash(patched) != code_hash(first)
+
+
+HELPER = "def encode(x):\n    return x\n"
+
+
+def _patched(tmp_path: Path, checkout: str, tag: str) -> Any:
+    """An SAE object whose class lives in ``checkout/mysae.py`` and whose encode in ``m/helper.py``."""
+    (tmp_path / checkout).mkdir(exist_ok=True)
+    (tmp_path / checkout / "mysae.py").write_text(SAE_CODE)
+    (tmp_path / "m").mkdir(exist_ok=True)
+    (tmp_path / "m" / "helper.py").write_text(HELPER)
+    sae = _load_module(tmp_path / checkout / "mysae.py", f"mysae_{tag}").PlainSAE()
+    sae.encode = _load_module(tmp_path / "m" / "helper.py", f"helper_{tag}").encode
+    return sae
+
+
+def test_the_code_hash_does_not_depend_on_where_the_checkout_lies(tmp_path: Path) -> None:
+    # a_checkout sorts before m/, z_checkout after it: the key must not follow the paths' order
+    assert code_hash(_patched(tmp_path, "a_checkout", "a")) == code_hash(_patched(tmp_path, "z_checkout", "z"))
+
+
+def test_installed_packages_below_the_standard_library_are_hashed(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import sysconfig
+
+    stdlib, site = tmp_path / "lib" / "python3", tmp_path / "lib" / "python3" / "site-packages"
+    site.mkdir(parents=True)
+    real = sysconfig.get_paths()
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {**real, "stdlib": str(stdlib), "purelib": str(site),
+                                                         "platlib": str(site)})
+    (site / "installed_sae.py").write_text(SAE_CODE)  # a project installed with `pip install .` on a system Python
+    first = code_hash(_load_module(site / "installed_sae.py", "installed_a").PlainSAE())
+    (site / "installed_sae.py").write_text(SAE_CODE.replace("torch.relu(x)", "torch.relu(x - 1.0)"))
+    assert code_hash(_load_module(site / "installed_sae.py", "installed_b").PlainSAE()) != first
+    (stdlib / "stdlib_like.py").write_text(SAE_CODE)  # the standard library itself stays out
+    one = code_hash(_load_module(stdlib / "stdlib_like.py", "stdlib_a").PlainSAE())
+    (stdlib / "stdlib_like.py").write_text(SAE_CODE + "\n# another Python build\n")
+    assert code_hash(_load_module(stdlib / "stdlib_like.py", "stdlib_b").PlainSAE()) == one
+
+
+def test_an_adapter_whose_getattr_raises_anything_is_hashed() -> None:
+    class Adapter:
+        def __init__(self, parts: dict[str, object]) -> None:
+            self.parts = parts
+
+        def __getattr__(self, name: str) -> object:
+            return self.parts[name]  # KeyError, not AttributeError, for a missing name
+
+    assert code_hash(Adapter({})) == code_hash(Adapter({}))
