@@ -119,5 +119,6 @@ def test_a_device_problem_is_located_at_the_device_that_asked_for_it(
     e = _error(lambda: Loader().model(suite, Overrides()))
     assert (e.location.line, e.location.key) == (3, "model.device") and "CUDA is not available" in str(e)
     forced = _suite(tmp_path, "f.yaml", assets)
-    e = _error(lambda: Loader(device="cuda").model(forced, Overrides()))
-    assert (e.location.line, e.location.key) == (1, "device")  # the run's option, not the suite's key
+    e = _error(lambda: Loader(device="cuda", device_option="--saeval-device").model(forced, Overrides()))
+    assert (e.location.file, e.location.line, e.location.key) == (None, None, "--saeval-device")  # the run's option
+    assert "use --saeval-device auto or --saeval-device cpu" in (e.fix or "")
