@@ -7,9 +7,12 @@ can build it in well under a second. Heavy libraries are imported inside the fun
 from __future__ import annotations
 
 import math
+import os
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 if TYPE_CHECKING:
     from pytest_saeval.engine.results import SAEResult
@@ -311,3 +314,19 @@ def results_equal(a: SAEResult, b: SAEResult) -> bool:
             if not (tensors_same(fam_a[k].sums, fam_b[k].sums) and tensors_same(fam_a[k].counts, fam_b[k].counts)):
                 return False
     return tensors_same(sa.sum_x, sb.sum_x) and tensors_same(sa.sum_sq_norm, sb.sum_sq_norm)
+
+
+NEEDS_FIFO = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+NEEDS_DEV_ZERO = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
+SPECIAL_FILES = [pytest.param("fifo", "a FIFO", marks=NEEDS_FIFO, id="fifo"),
+                 pytest.param("dev-zero", "a character device", marks=NEEDS_DEV_ZERO, id="dev-zero")]
+"""``(what, kind)`` parameters: a file a reader must refuse unread (a FIFO blocks, ``/dev/zero`` never ends),
+and the kind its message names; build it with :func:`make_special_file`."""
+
+
+def make_special_file(path: Path, what: str) -> None:
+    """Put a FIFO (``what="fifo"``) or a link to ``/dev/zero`` (``"dev-zero"``) at ``path``."""
+    if what == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")

@@ -12,9 +12,7 @@ import pytest
 from pytest_saeval import bounded
 from pytest_saeval.bounded import NotRegularFile, parse_json, read_json, read_regular, size_text
 from pytest_saeval.fileio import os_reason
-
-needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
-needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
+from tests.helpers import NEEDS_DEV_ZERO, NEEDS_FIFO
 
 DEEP = "[" * 100_000 + "]" * 100_000
 
@@ -38,7 +36,7 @@ def test_read_regular_refuses_a_missing_file_and_a_folder(tmp_path: Path) -> Non
         read_regular(tmp_path, limit=10)
 
 
-@needs_fifo
+@NEEDS_FIFO
 def test_read_regular_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.json"
     os.mkfifo(fifo)
@@ -48,7 +46,7 @@ def test_read_regular_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
     assert os_reason(info.value) == "not a regular file (a FIFO)"
 
 
-@needs_dev_zero
+@NEEDS_DEV_ZERO
 def test_read_regular_refuses_a_link_to_a_device(tmp_path: Path) -> None:
     link = tmp_path / "zero.json"
     link.symlink_to("/dev/zero")
@@ -56,7 +54,7 @@ def test_read_regular_refuses_a_link_to_a_device(tmp_path: Path) -> None:
         read_regular(link, limit=None)  # reading it would fill memory
 
 
-@needs_fifo
+@NEEDS_FIFO
 def test_read_regular_checks_what_it_opened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file swapped for a FIFO between the stat and the open is still refused, without blocking."""
     path, fifo = tmp_path / "a.json", tmp_path / "pipe"

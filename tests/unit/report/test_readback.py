@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from pytest_saeval.report.readback import (
 from pytest_saeval.run.outcome import Inputs
 from pytest_saeval.run.provenance import Note, Provenance
 from pytest_saeval.spec.loader import load_suite
-from tests.helpers import demo_suite_file, hand_run
+from tests.helpers import SPECIAL_FILES, demo_suite_file, hand_run, make_special_file
 
 SUITE = """\
 model: {path: m}
@@ -141,10 +140,6 @@ def test_a_record_of_the_wrong_shape_is_named_by_its_index(run, tmp_path: Path, 
     assert info.value.location.key == "[1]"
 
 
-needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
-needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
-
-
 @pytest.mark.parametrize(("content", "why"), [
     ("[" * 100_000 + "]" * 100_000, "cannot read the results: the JSON is nested more than 100 levels deep"),
     ('[{"d_in": ' + "9" * 5000 + "}]", "cannot read the results: the JSON holds an integer with too many digits"),
@@ -157,14 +152,10 @@ def test_json_python_cannot_read_is_one_error_naming_the_file(tmp_path: Path, co
     assert info.value.location.file == str(tmp_path / RESULTS_FILE)
 
 
-@pytest.mark.parametrize(("what", "kind"), [pytest.param("fifo", "a FIFO", marks=needs_fifo),
-                                            pytest.param("dev-zero", "a character device", marks=needs_dev_zero)])
+@pytest.mark.parametrize(("what", "kind"), SPECIAL_FILES)
 def test_a_results_file_that_is_not_a_regular_file_is_one_error_unread(tmp_path: Path, what: str, kind: str) -> None:
     path = tmp_path / RESULTS_FILE
-    if what == "fifo":
-        os.mkfifo(path)
-    else:
-        path.symlink_to("/dev/zero")
+    make_special_file(path, what)
     with pytest.raises(ShardError) as info:
         read_records(tmp_path)  # a FIFO would block, /dev/zero fill memory
     assert info.value.message == f"cannot read the results: not a regular file ({kind})"

@@ -4,7 +4,6 @@ ShardError naming the file."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from pytest_saeval.report.shardfile import (
 )
 from pytest_saeval.run.shards import Shard, ShardPlan, WorkGroup
 from pytest_saeval.store.timings import SuiteTiming
+from tests.helpers import SPECIAL_FILES, make_special_file
 
 PLAN = ShardPlan(Shard(2, 3), (WorkGroup("a.yaml", ("a.yaml",), (("a.yaml", "x", ("l0",)),), 5.0),
                                WorkGroup("b.yaml", ("b.yaml",), (("b.yaml", "y", ("l0", "mse")),), 2.0)), (1, 2))
@@ -93,10 +93,6 @@ def test_a_tampered_plan_is_refused(tmp_path: Path) -> None:
         read_shard_record(tmp_path)
 
 
-needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
-needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
-
-
 @pytest.mark.parametrize(("text", "why"), [
     ('{"format": 1, "shard": ' + "[" * 100_000 + "]" * 100_000 + "}", "the JSON is nested more than 100 levels deep"),
     ('{"format": 1, "shard": {"index": ' + "9" * 5000 + "}}", "the JSON holds an integer with too many digits"),
@@ -118,14 +114,10 @@ def test_a_cost_beyond_a_float_is_a_damaged_record(tmp_path: Path) -> None:
         read_shard_record(tmp_path)
 
 
-@pytest.mark.parametrize(("what", "kind"), [pytest.param("fifo", "a FIFO", marks=needs_fifo),
-                                            pytest.param("dev-zero", "a character device", marks=needs_dev_zero)])
+@pytest.mark.parametrize(("what", "kind"), SPECIAL_FILES)
 def test_a_record_that_is_not_a_regular_file_is_one_error_unread(tmp_path: Path, what: str, kind: str) -> None:
     path = tmp_path / SHARD_FILE
-    if what == "fifo":
-        os.mkfifo(path)
-    else:
-        path.symlink_to("/dev/zero")
+    make_special_file(path, what)
     with pytest.raises(ShardError) as info:
         read_shard_record(tmp_path)  # a FIFO would block, /dev/zero fill memory
     assert info.value.message == f"cannot read the shard record: not a regular file ({kind})"

@@ -14,6 +14,7 @@ from pytest_saeval.errors import BaselineError
 from pytest_saeval.spec.baseline import Baseline, load_baseline, write_baseline
 from pytest_saeval.spec.gates import parse_gate
 from pytest_saeval.spec.verdict import check_gate
+from tests.helpers import NEEDS_DEV_ZERO, NEEDS_FIFO
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -231,10 +232,6 @@ def test_baseline_dataclass() -> None:
         Baseline(path=Path("b.json"), values={"s": {"l0": float("nan")}})
 
 
-needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
-needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
-
-
 @pytest.mark.parametrize(("text", "needle"), [
     ('{"saes": {"x": {"l0": ' + "[" * 100_000 + "]" * 100_000 + "}}}", "nested more than 100 levels deep"),
     ('{"saes": {}, "provenance": {"x": ' + '{"a": ' * 200 + "1" + "}" * 200 + "}}", "nested more than 100 levels deep"),
@@ -262,7 +259,7 @@ def test_a_file_over_the_limit_is_refused_naming_the_limit(tmp_path: Path, monke
     assert info.value.location.file is None  # the caller locates it at the suite's `baseline:` line
 
 
-@needs_dev_zero
+@NEEDS_DEV_ZERO
 def test_a_link_to_dev_zero_is_refused_unread(tmp_path: Path) -> None:
     link = tmp_path / "b.json"
     link.symlink_to("/dev/zero")
@@ -271,7 +268,7 @@ def test_a_link_to_dev_zero_is_refused_unread(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"baseline path '{link}' is not a regular file (a character device). Fix: ")
 
 
-@needs_fifo
+@NEEDS_FIFO
 def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "b.json"
     os.mkfifo(fifo)

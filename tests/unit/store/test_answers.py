@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
 
 from pytest_saeval.store.answers import ANSWER_FORMAT, AnswerStore, _digest
 from pytest_saeval.store.entries import Unavailable, Unusable
+from tests.helpers import SPECIAL_FILES, make_special_file
 
 KEY = "ab" + "0" * 30
 BODY = {"metrics": {"l0": 12.5, "mse": math.nan, "total_tokens": 4096, "neg": -0.0, "big": math.inf}, "ids": [1, 2]}
@@ -72,9 +72,6 @@ def test_a_folder_in_place_of_the_file_is_a_broken_cache_folder(tmp_path: Path) 
         store.put(KEY, BODY)
 
 
-needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
-needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
-
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
@@ -106,16 +103,12 @@ def test_a_deep_header_line_is_unusable(tmp_path: Path) -> None:
         store.get(KEY)
 
 
-@pytest.mark.parametrize(("what", "kind"), [pytest.param("fifo", "a FIFO", marks=needs_fifo),
-                                            pytest.param("dev-zero", "a character device", marks=needs_dev_zero)])
+@pytest.mark.parametrize(("what", "kind"), SPECIAL_FILES)
 def test_a_file_that_is_not_a_regular_file_is_unusable_unread(tmp_path: Path, what: str, kind: str) -> None:
     store = AnswerStore(tmp_path)
     path = store.path(KEY)
     path.parent.mkdir(parents=True)
-    if what == "fifo":
-        os.mkfifo(path)
-    else:
-        path.symlink_to("/dev/zero")
+    make_special_file(path, what)
     with pytest.raises(Unusable, match=rf"is not a regular file \({kind}\)"):
         store.get(KEY)  # a FIFO would block, /dev/zero never end
     store.put(KEY, BODY)

@@ -4,7 +4,6 @@ another key or was edited is Unusable, a folder that cannot be read is Unavailab
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from pytest_saeval.store.entries import (
     warn_unusable,
     write_entry,
 )
+from tests.helpers import SPECIAL_FILES, make_special_file
 
 TENSORS = {"a": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.tensor([1, 2, 3], dtype=torch.int64)}
 
@@ -103,10 +103,6 @@ def test_warn_unusable_names_the_file_and_why(tmp_path: Path) -> None:
     assert f"the entry {tmp_path / 'e.safetensors'} holds another key; recomputing it" in str(w.message)
 
 
-needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
-needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
-
-
 def test_a_deep_header_with_its_digest_is_unusable(tmp_path: Path) -> None:
     path = tmp_path / "e.safetensors"
     write_entry(path, "k1", {}, TENSORS)
@@ -127,14 +123,10 @@ def test_metadata_that_is_not_an_object_is_unusable(tmp_path: Path, monkeypatch:
         read_entry(path, "k1")
 
 
-@pytest.mark.parametrize(("what", "kind"), [pytest.param("fifo", "a FIFO", marks=needs_fifo),
-                                            pytest.param("dev-zero", "a character device", marks=needs_dev_zero)])
+@pytest.mark.parametrize(("what", "kind"), SPECIAL_FILES)
 def test_a_file_that_is_not_a_regular_file_is_unusable_unread(tmp_path: Path, what: str, kind: str) -> None:
     path = tmp_path / "e.safetensors"
-    if what == "fifo":
-        os.mkfifo(path)
-    else:
-        path.symlink_to("/dev/zero")
+    make_special_file(path, what)
     with pytest.raises(Unusable, match=rf"is not a regular file \({kind}\)"):
         read_entry(path, "k1")  # a FIFO would block, /dev/zero never end
     write_entry(path, "k1", {}, TENSORS)  # the recomputed entry replaces it

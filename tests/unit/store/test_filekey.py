@@ -14,6 +14,7 @@ from pytest_saeval.store import filekey
 from pytest_saeval.store.entries import CacheWarning
 from pytest_saeval.store.filekey import RACY_WINDOW_NS, FileDigests, FileStat, Unsettled
 from pytest_saeval.store.hashing import Hasher
+from tests.helpers import NEEDS_DEV_ZERO, NEEDS_FIFO, make_special_file
 
 LATER = 60_000_000_000
 """A clock this far ahead makes every file just written look settled (its timestamps old enough)."""
@@ -228,26 +229,20 @@ def test_a_memo_that_cannot_be_read_is_not_a_problem(tmp_path: Path) -> None:
         digests.save()
 
 
-needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
-needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
-
-
 def _memo_in_place(memo: Path, what: str) -> None:
     if what == "deep":
         memo.write_text('{"format": 1, "digest": "x", "entries": ' + "[" * 100_000 + "]" * 100_000 + "}")
     elif what == "long-int":
         memo.write_text('{"format": 1, "digest": "x", "entries": {"a": [' + "9" * 5000 + "]}}")
-    elif what == "fifo":
-        os.mkfifo(memo)
     else:
-        memo.symlink_to("/dev/zero")
+        make_special_file(memo, what)
 
 
 @pytest.mark.parametrize(("what", "why"), [
     ("deep", "cannot be used .*nested more than 100 levels deep"),
     ("long-int", "cannot be used .*an integer with too many digits"),
-    pytest.param("fifo", r"is not a regular file \(a FIFO\)", marks=needs_fifo),
-    pytest.param("dev-zero", r"is not a regular file \(a character device\)", marks=needs_dev_zero),
+    pytest.param("fifo", r"is not a regular file \(a FIFO\)", marks=NEEDS_FIFO),
+    pytest.param("dev-zero", r"is not a regular file \(a character device\)", marks=NEEDS_DEV_ZERO),
 ])
 def test_a_memo_python_cannot_read_is_started_afresh_with_one_warning(tmp_path: Path, what: str, why: str) -> None:
     f = tmp_path / "w.bin"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 
 import pytest
 
 from pytest_saeval.store.timings import TIMINGS_FILE, SuiteTiming, load_timings, save_timings
+from tests.helpers import SPECIAL_FILES, make_special_file
 
 
 def test_timings_round_trip_and_merge_with_what_the_file_holds(tmp_path: Path) -> None:
@@ -50,10 +50,6 @@ def test_a_timing_is_a_finite_non_negative_number() -> None:
         SuiteTiming(1.0, -1)
 
 
-needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
-needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
-
-
 @pytest.mark.parametrize("text", [
     '{"format": 1, "suites": ' + "[" * 100_000 + "]" * 100_000 + "}",
     '{"format": 1, "suites": {"a": {"seconds": ' + "9" * 5000 + ', "saes": 1}}}',
@@ -66,14 +62,10 @@ def test_a_timings_file_python_cannot_read_reads_as_none(tmp_path: Path, text: s
     assert load_timings(tmp_path) == {"a.yaml": SuiteTiming(1.0, 1)}
 
 
-@pytest.mark.parametrize("what", [pytest.param("fifo", marks=needs_fifo),
-                                  pytest.param("dev-zero", marks=needs_dev_zero)])
-def test_a_timings_file_that_is_not_a_regular_file_is_never_read(tmp_path: Path, what: str) -> None:
+@pytest.mark.parametrize(("what", "kind"), SPECIAL_FILES)
+def test_a_timings_file_that_is_not_a_regular_file_is_never_read(tmp_path: Path, what: str, kind: str) -> None:
     path = tmp_path / TIMINGS_FILE
-    if what == "fifo":
-        os.mkfifo(path)
-    else:
-        path.symlink_to("/dev/zero")
+    make_special_file(path, what)
     assert load_timings(tmp_path) == {}  # a FIFO would block, /dev/zero never end
     save_timings(tmp_path, {"a.yaml": SuiteTiming(1.0, 1)})
     assert path.is_file() and not path.is_symlink()
