@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from pytest_saeval.engine.protocols import SAELike
-from pytest_saeval.engine.weights import encoder_weight
+from pytest_saeval.engine.weights import encoder_weight, state_of
 from pytest_saeval.errors import InputError, Subject, did_you_mean
 from pytest_saeval.settings import EvalSettings
 
@@ -169,7 +169,7 @@ def check_finite(sae_id: str, sae: SAELike) -> None:
     diverged training run could pass ``l0`` and ``frac_alive`` gates. A sum per tensor (NaN and inf reach
     it; a device sync each, once per evaluation), and an exact count only for a tensor whose sum is not
     finite."""
-    state = _tensors_of(sae)
+    state = state_of(sae)
     bad = [(name, int((~torch.isfinite(t)).sum()), t.numel()) for name, t in state.items()
            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t.sum()))]
     bad = [b for b in bad if b[1]]  # a sum can overflow to inf while every value is finite: counted exactly
@@ -181,21 +181,6 @@ def check_finite(sae_id: str, sae: SAELike) -> None:
             fix="evaluate a checkpoint from before the training run diverged, or retrain; a loader that leaves "
                 "weights unset (a key missing from the file) needs fixing",
         )
-
-
-def _tensors_of(sae: SAELike) -> dict[str, object]:
-    """The SAE's ``state_dict()``, else its ``W_enc``, ``W_dec``, ``b_enc`` and ``b_dec`` (an adapter whose
-    ``__getattr__`` raises for a missing name, whatever it raises, has none of them)."""
-    def member(name: str) -> object:
-        try:
-            return getattr(sae, name, None)
-        except Exception:  # noqa: BLE001 - a dict-backed adapter raises KeyError
-            return None
-
-    state_dict = member("state_dict")
-    if callable(state_dict):
-        return dict(state_dict())
-    return {name: value for name in ("W_enc", "W_dec", "b_enc", "b_dec") if (value := member(name)) is not None}
 
 
 def check_code(sae_id: str, part: str, x: torch.Tensor, value: object, d_out: int) -> None:

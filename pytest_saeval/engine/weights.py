@@ -9,7 +9,7 @@ import torch
 
 from pytest_saeval.engine.tensors import F64
 
-__all__ = ["COSINE_METRICS", "encoder_weight", "max_other_cosine_sim", "weight_metrics"]
+__all__ = ["COSINE_METRICS", "encoder_weight", "max_other_cosine_sim", "state_of", "weight_metrics"]
 
 
 def max_other_cosine_sim(vectors: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
@@ -42,6 +42,25 @@ COSINE_METRICS: dict[str, str] = {
     "max_decoder_cosine_sim": "decoder",
 }
 """The metrics that need the all-pairs feature cosine similarities (``n² d`` work), by matrix."""
+
+
+_ABSENT = object()
+
+
+def state_of(obj: object) -> dict[str, object]:
+    """A model's or SAE's ``state_dict()``, else the SAE protocol's ``W_enc``, ``W_dec``, ``b_enc`` and ``b_dec``
+    that it has (one set to None included). An adapter whose ``__getattr__`` raises for a missing name,
+    whatever it raises (a dict-backed one raises KeyError), does not have it."""
+    def member(name: str) -> object:
+        try:
+            return getattr(obj, name, _ABSENT)
+        except Exception:  # noqa: BLE001 - see above
+            return _ABSENT
+
+    state_dict = member("state_dict")
+    if state_dict is not _ABSENT and callable(state_dict):
+        return dict(state_dict())
+    return {name: value for name in ("W_enc", "W_dec", "b_enc", "b_dec") if (value := member(name)) is not _ABSENT}
 
 
 def encoder_weight(sae: object) -> torch.Tensor | None:

@@ -148,10 +148,9 @@ def module_hash(kind: str, obj: Any) -> str:
     tokenizer = getattr(obj, "tokenizer", None)
     if tokenizer is not None:
         h.text(f"padding_side={getattr(tokenizer, 'padding_side', None)}")
-    state = obj.state_dict() if hasattr(obj, "state_dict") else {
-        name: getattr(obj, name) for name in ("W_enc", "W_dec", "b_enc", "b_dec") if hasattr(obj, name)
-    }
-    _add_state(h, state)
+    from pytest_saeval.engine.weights import state_of  # torch: only ever called on loaded objects
+
+    _add_state(h, state_of(obj))
     return h.hexdigest()
 
 
@@ -179,7 +178,8 @@ def code_hash(obj: Any) -> str:
         if code is not None:
             files.add(code.co_filename)
     parts = []
-    for file in (f for f in files if f and not _in_stdlib(f)):
+    in_stdlib = _stdlib_test()
+    for file in (f for f in files if f and not in_stdlib(f)):
         try:
             parts.append((os.path.basename(file), file_hash(file)))
         except OSError:  # generated or zipped code: its name is what is known
@@ -191,12 +191,18 @@ def code_hash(obj: Any) -> str:
     return h.hexdigest()
 
 
-def _in_stdlib(file: str) -> bool:
-    """Whether ``file`` is part of Python's standard library (not an installed package that lives below it)."""
+def _stdlib_test() -> Callable[[str], bool]:
+    """Whether a file is part of Python's standard library (not an installed package that lives below it),
+    with this interpreter's folders looked up once."""
     paths = sysconfig.get_paths()
-    real = os.path.realpath(file)
-    installed = {os.path.realpath(paths[k]) + os.sep for k in ("purelib", "platlib") if k in paths}
-    return real.startswith(os.path.realpath(paths["stdlib"]) + os.sep) and not any(real.startswith(i) for i in installed)
+    stdlib = os.path.realpath(paths["stdlib"]) + os.sep
+    installed = tuple(os.path.realpath(paths[k]) + os.sep for k in ("purelib", "platlib") if k in paths)
+
+    def in_stdlib(file: str) -> bool:
+        real = os.path.realpath(file)
+        return real.startswith(stdlib) and not real.startswith(installed)
+
+    return in_stdlib
 
 
 def _source_of(cls: type) -> str:
