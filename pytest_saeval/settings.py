@@ -94,10 +94,10 @@ class MarginPolicy:
     def rule(name: str, value: object) -> str | None:
         """What field ``name`` must be when ``value`` is not acceptable for it (e.g. ``"a number > 0"``);
         None when it is."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            return "a finite number > 0" if name == "abs_floor" else "a finite number >= 0"
-        if name == "abs_floor" and value == 0:
-            return "a finite number > 0"
+        positive = name == "abs_floor"  # the smallest margin: 0 would allow a bound at the measured value
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+                or (positive and value == 0)):
+            return "a finite number > 0" if positive else "a finite number >= 0"
         return None
 
     def __post_init__(self) -> None:
