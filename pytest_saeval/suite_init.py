@@ -73,7 +73,7 @@ def _refuse_moved_paths(text: str, source: Path, target: Path) -> None:
     import yaml
 
     here, there = source.absolute().parent, target.absolute().parent
-    if os.path.normcase(os.path.normpath(here)) == os.path.normcase(os.path.normpath(there)):
+    if _same_file(here, there):
         return
     data = yaml.safe_load(text)  # valid already: the suite was loaded and evaluated
     moved = [key for key, value in _path_values(data) if _names_local(value, key, here)]
