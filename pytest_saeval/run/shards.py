@@ -46,7 +46,7 @@ CI_VARIABLES: tuple[tuple[str, str, str, int], ...] = (
 Selection = Sequence[tuple[Suite, Mapping[str, Collection[str]]]]
 """The selected work: per suite, its selected SAE ids (unique ids) and their selected gated metrics."""
 
-_SHARD_RE = re.compile(r"^\s*(-?\d+)\s*/\s*(-?\d+)\s*$")
+_SHARD_RE = re.compile(r"^\s*(-?\d+)\s*/\s*(-?\d+)\s*$", re.ASCII)  # ASCII: no full-width digits
 
 
 MAX_SHARDS = 10_000
@@ -137,7 +137,7 @@ def _slurm(env: Mapping[str, str]) -> tuple[str, str, str, int] | None:
     if not env.get("SLURM_ARRAY_TASK_ID", "").strip():
         return None
     lo, hi, n = (env.get(f"SLURM_ARRAY_TASK_{k}", "") for k in ("MIN", "MAX", "COUNT"))
-    if not (lo.isdigit() and hi.isdigit() and n.isdigit()) or int(hi) - int(lo) + 1 != int(n) \
+    if not all(v.isascii() and v.isdecimal() for v in (lo, hi, n)) or int(hi) - int(lo) + 1 != int(n) \
             or env.get("SLURM_ARRAY_TASK_STEP", "1") != "1":
         raise InputError("a Slurm array with gaps or steps is not one partition", key="SLURM_ARRAY_TASK_ID",
                          fix="submit a contiguous array (--array=1-N, optionally with %limit) or give --shard K/N")

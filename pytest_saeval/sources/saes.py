@@ -157,7 +157,7 @@ def _load_sae_lens_folder(folder: Path, device: str, dtype: str | None) -> Any:
 
 
 def _natural_key(text: str) -> tuple[Any, ...]:
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text))
+    return tuple((0, int(p), "") if p.isdecimal() else (1, 0, p) for p in re.split(r"(\d+)", text))
 
 
 def _preview(ids: Iterable[str], n: int = 8) -> str:

@@ -39,6 +39,7 @@ def test_a_shard_is_k_of_n_numbered_from_one(text: str, k: int, n: int) -> None:
     ("1/99999999999999999999999", ["has more than 10,000 shards"]),  # refused before int() sees it
     ("1/" + "9" * 5000, ["has more than 10,000 shards"]),
     ("99999999999/3", ["does not exist: shards are numbered from 1 to 3"]),
+    ("\uff11/\uff13", ["is not a shard"]),  # full-width digits: int() would take them, the option does not
 ])
 def test_a_bad_shard_is_one_located_error(text: str, words: list[str]) -> None:
     with pytest.raises(InputError) as e:
@@ -79,6 +80,9 @@ def test_auto_never_falls_back_to_an_unsharded_run() -> None:
                "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_STEP": "2"}  # --array=1-5:2
     with pytest.raises(InputError, match="gaps or steps"):
         shard_from("auto", stepped)
+    superscript = {**stepped, "SLURM_ARRAY_TASK_MAX": "\u00b3", "SLURM_ARRAY_TASK_STEP": "1"}  # isdigit(), not int()
+    with pytest.raises(InputError, match="gaps or steps"):
+        shard_from("auto", superscript)
     with pytest.raises(InputError, match="GitLab.*does not exist"):
         shard_from("auto", {"CI_NODE_INDEX": "0", "CI_NODE_TOTAL": "2"})
 

@@ -226,8 +226,19 @@ def test_release_regex_expands_to_sorted_entries_that_each_load(fake_release):
     for sae_id, sae in loaded:
         assert sae.cfg.metadata.hook_name == sae_id
         reference = build_tiny_sae(hook_name=sae_id, seed=fake_release[sae_id])
-        loaded, expected = sae.state_dict(), reference.state_dict()
-    assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected)
+        got, expected = sae.state_dict(), reference.state_dict()
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_natural_order_takes_ids_whose_digits_int_cannot_read(fake_release):
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    # "\u00b2" (superscript two) passes str.isdigit() but not int(): sorted as text, not a crash
+    get_pretrained_saes_directory()[FAKE_RELEASE].saes_map["blocks.\u00b2.hook_resid_pre"] = "layer_sq"
+    ids = expand_sae_ids(FAKE_RELEASE, r"blocks\..*\.hook_resid_pre")
+    assert ids[:4] == ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre",
+                       "blocks.10.hook_resid_pre"]
+    assert ids[4:] == ["blocks.\u00b2.hook_resid_pre"]
 
 
 def test_regex_must_match_in_full(fake_release):
