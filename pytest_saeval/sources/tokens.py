@@ -3,6 +3,7 @@ read without running any code in them, and the check of token ids against a mode
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +199,22 @@ def _npy_header(file: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
             shape, _, dtype = read(fh)
         except Exception as e:  # any header numpy cannot read is a corrupt file
             raise _corrupt(file, e) from e
+        if not dtype.hasobject:  # an object array's size is its pickle's: refused by the reader
+            _check_npy_size(file, tuple(shape), dtype, fh.tell(), os.fstat(fh.fileno()).st_size)
     return tuple(shape), dtype
+
+
+def _check_npy_size(file: Path, shape: tuple[int, ...], dtype: Any, offset: int, size: int) -> None:
+    """The data after the header is exactly ``prod(shape) * itemsize`` bytes: fewer is a cut-off file,
+    more is one appended to (numpy's reader would take the first array and ignore the rest)."""
+    expected = offset + math.prod(shape) * dtype.itemsize
+    if size == expected:
+        return
+    what = (f"is cut off: its header describes {list(shape)} {dtype} ({expected:,} bytes) but the file has {size:,}"
+            if size < expected else
+            f"has {size - expected:,} bytes after the {list(shape)} {dtype} array its header describes "
+            "(appended to, or more than one array in one file?)")
+    raise SourceError(f"token file '{file}' {what}", fix=_FILE_FIX)
 
 
 def _read_npy(file: Path) -> Any:

@@ -2,7 +2,7 @@
 
 A factory's SAE whose ``encode`` gives top-k values or whose ``decode`` raises, an SAE of a diverged run
 (NaN weights, which used to pass ``l0`` and ``frac_alive`` gates), a suite ``hook_name`` with a typo,
-token files of unusual tensor layouts or with two token keys, safetensors headers that are JSON but not
+token files of unusual tensor layouts, with two token keys or two arrays, safetensors headers that are JSON but not
 a header, gates no value can meet, special-token ids outside the vocabulary, and baseline files built
 to exhaust a reader. Each ends as one located error.
 """
@@ -99,6 +99,15 @@ def _two_token_keys(path: Path, a: Assets) -> None:
     torch.save({"tokens": tokens, "input_ids": tokens.flip(0)}, path)
 
 
+def _appended_npy(path: Path, a: Assets) -> None:
+    import numpy as np
+
+    tokens = np.load(a.tokens)
+    with open(path, "wb") as fh:  # two arrays in one file: numpy.load would read the first and say nothing
+        np.save(fh, tokens)
+        np.save(fh, tokens[::-1])
+
+
 def _baseline(write: Callable[[Path], None]) -> Callable[[Path, Assets], Path]:
     """The base suite with ``baseline: base.json`` and a baseline-relative gate; ``write`` makes the file."""
 
@@ -155,6 +164,9 @@ ROUND_THREE: tuple[BadInputCase, ...] = (
        loads_model=True),
     _C("tokens-pt-two-token-keys", tokens_file("t.pt", _two_token_keys),
        expect=("holds tensors under both", "keep only one"), key="data.tokens", line_of="tokens:", loads_model=True),
+    _C("tokens-npy-second-array-appended", tokens_file("t.npy", _appended_npy),
+       expect=("t.npy' has ", "bytes after the [", "more than one array in one file"), key="data.tokens",
+       line_of="tokens:"),
     # --- gates and settings no run can satisfy -----------------------------------------------------
     _C("gate-range-no-value-meets", edit(('l0: ">= 0"', 'l0: [">= 40", "<= 20"]')),
        expect=("gate on l0 can never pass: no value is >= 40 and <= 20", "swap or correct the bounds"),

@@ -1,5 +1,6 @@
 """Token files that are not what their name says: a linked text file, unsigned ids beyond int64, a sparse,
-nested, quantized or meta tensor, two token keys at once, a malformed safetensors header."""
+nested, quantized or meta tensor, two token keys at once, a malformed safetensors header, a .npy file with
+bytes after its array."""
 
 from __future__ import annotations
 
@@ -141,3 +142,15 @@ def test_a_malformed_safetensors_header_is_one_source_error(tmp_path: Path, head
     assert f"token file '{path}' could not be read (corrupt or truncated?): ValueError: {reason}" in str(info.value)
     with pytest.raises(SourceError, match="could not be read"):  # safetensors itself refuses the header
         load_token_file(path)
+
+
+def test_a_npy_file_with_bytes_after_its_array_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.npy"
+    np.save(path, np.arange(12, dtype=np.int64).reshape(3, 4))
+    with open(path, "ab") as fh:
+        np.save(fh, np.arange(12, dtype=np.int64).reshape(3, 4))  # a second array: numpy.load reads the first
+    for read in (load_token_file, inspect_token_file):
+        with pytest.raises(SourceError) as info:
+            read(path)
+        message = str(info.value)
+        assert f"token file '{path}' has " in message and "bytes after the [3, 4] int64 array" in message, message
