@@ -1,7 +1,10 @@
 """The test suite runs in an environment of its own: variables the plugin and the CLI read from the
 environment (a step summary to append to, a shard, a cache folder, a CI system's job index) are removed
 for the session, so that a CI job which sets them neither changes what the tests see nor receives what
-their runs write. Tests that need one set it themselves (``monkeypatch.setenv`` or a subprocess ``env``)."""
+their runs write; and the pytest runs the tests start write without colour (``PY_COLORS=0``, which wins
+over a CI job's ``FORCE_COLOR``) and 80 columns wide (``COLUMNS=80``, what a run without a terminal gets),
+so their output reads the same under any terminal. Tests that need one of these set it
+themselves (``monkeypatch.setenv`` or a subprocess ``env``)."""
 
 from __future__ import annotations
 
@@ -24,4 +27,6 @@ def _hermetic_environment() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         for name in _outside_variables():
             mp.delenv(name)
+        mp.setenv("PY_COLORS", "0")
+        mp.setenv("COLUMNS", "80")
         yield
