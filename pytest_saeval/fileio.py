@@ -6,7 +6,6 @@ a failed write (a full disk, a folder in the way) leaves the previous files unto
 killed outright (SIGKILL, power loss) can leave its hidden temporary file behind; the next write to
 the same place removes such leftovers (:func:`remove_stale_temps`), so repeated cancellations do not
 fill a disk. An error names the file that was to be written, never the temporary one.
-
 """
 
 from __future__ import annotations

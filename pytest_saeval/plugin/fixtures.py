@@ -67,6 +67,7 @@ def fixture_tokens(runner: Runner, request: pytest.FixtureRequest, model: Any) -
     suite, _ = fixture_suite(runner, request)
     return _loaded(lambda: runner.session.loader.tokens(suite, model, Overrides()))
 
+
 def fixture_saes(runner: Runner, request: pytest.FixtureRequest, model: Any) -> dict[str, SAELike]:
     """The suite's SAEs by unique id (only the marker's entry when it names one), on ``model``'s device."""
     from pytest_saeval.run.evaluation import device_of

@@ -174,9 +174,9 @@ class Runner:
         """The one :class:`Session` of this process (created on first use)."""
         if self._session is None:
             auto = worker_device(self.worker_id) if self.options.device is None else None
-            self._session = Session(RunOptions(device=self.options.device, device_option="--saeval-device", auto_device=auto,
-                                               use_cache=self.options.use_cache, file_keyed=self.options.file_keyed,
-                                               cache_dir=self._cache_dir,
+            self._session = Session(RunOptions(device=self.options.device, device_option="--saeval-device",
+                                               auto_device=auto, use_cache=self.options.use_cache,
+                                               file_keyed=self.options.file_keyed, cache_dir=self._cache_dir,
                                                recording_baseline=self.options.update_baseline,
                                                threads=worker_threads(self.worker_count) if self.is_worker else None))
         return self._session

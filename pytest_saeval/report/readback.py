@@ -111,8 +111,6 @@ def _gate(suite: Suite, spec: SAESpec, recorded: Mapping[str, Any]) -> Gate:
     return gate
 
 
-
-
 class _SuiteRecords:
     """The records of one suite, gathered into the parts of one run."""
 

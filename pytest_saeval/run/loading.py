@@ -22,9 +22,9 @@ __all__ = ["Loader"]
 class Loader:
     """Loads and keeps models, token rows and SAEs for a run.
 
-    ``device`` overrides every suite's ``model.device`` (given as ``device_option``, which its errors name); ``auto_device`` is what ``auto`` (and a
-    plain ``cuda``, when it names a GPU itself) means, e.g. one GPU per pytest-xdist worker; ``threads``
-    caps torch's CPU threads, set before the first thing loads.
+    ``device`` overrides every suite's ``model.device`` (given as ``device_option``, which its errors
+    name); ``auto_device`` is what ``auto`` (and a plain ``cuda``, when it names a GPU itself) means, e.g.
+    one GPU per pytest-xdist worker; ``threads`` caps torch's CPU threads, set before the first thing loads.
     """
 
     def __init__(self, device: str | None = None, auto_device: str | None = None, *, threads: int | None = None,

@@ -204,7 +204,7 @@ def _npy_header(file: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
     return tuple(shape), dtype
 
 
-def _check_npy_size(file: Path, shape: tuple[int, ...], dtype: Any, offset: int, size: int) -> None:
+def _check_npy_size(file: Path, shape: tuple[int, ...], dtype: np.dtype[Any], offset: int, size: int) -> None:
     """The data after the header is exactly ``prod(shape) * itemsize`` bytes: fewer is a cut-off file,
     more is one appended to (numpy's reader would take the first array and ignore the rest)."""
     expected = offset + math.prod(shape) * dtype.itemsize
