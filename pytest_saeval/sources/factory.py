@@ -29,6 +29,8 @@ def call_factory(spec: str, *, base_dir: str | os.PathLike[str] | None = None, w
         return function()
     except SourceError:
         raise
+    except ModuleNotFoundError as e:  # an import inside the function: a package that is not installed
+        raise _missing_dependency(spec, f"calling {func_name}()", e) from e
     except Exception as e:  # the user's code: report whatever it raised
         raise SourceError(
             f"factory {spec!r} raised {short(e)}",
@@ -112,7 +114,7 @@ def _import_factory_module(module_name: str, *, spec: str, base_dir: Any, is_fil
             mod_spec.loader.exec_module(module)
         except ModuleNotFoundError as e:
             sys.modules.pop(unique, None)
-            raise _missing_dependency(spec, str(file), e) from e
+            raise _missing_dependency(spec, f"importing '{file}'", e) from e
         except Exception as e:
             sys.modules.pop(unique, None)
             raise SourceError(
@@ -136,7 +138,7 @@ def _import_factory_module(module_name: str, *, spec: str, base_dir: Any, is_fil
                 fix="install the package that provides it, put the module in the project (next to the suite file, "
                 "in the current folder or the project's root), or correct the name before ':'",
             ) from e
-        raise _missing_dependency(spec, module_name, e) from e
+        raise _missing_dependency(spec, f"importing {module_name!r}", e) from e
     except Exception as e:
         raise SourceError(
             f"factory {spec!r}: importing {module_name!r} raised {short(e)}",
@@ -164,11 +166,23 @@ def _pop_sys_path(entry: str | None) -> None:
             pass
 
 
-def _missing_dependency(spec: str, module: str, e: ModuleNotFoundError) -> SourceError:
-    """A factory module that imports a package that is not installed: the fix is to install it."""
+# Import names whose package on PyPI has another name (the common ones in ML code); any other module
+# is suggested under its own top-level name, which pip accepts for most packages.
+_PACKAGE_OF = {
+    "sklearn": "scikit-learn", "skimage": "scikit-image", "yaml": "pyyaml", "cv2": "opencv-python",
+    "PIL": "pillow", "bs4": "beautifulsoup4", "attr": "attrs", "dateutil": "python-dateutil",
+    "google": "protobuf", "sae_lens": "sae-lens", "transformer_lens": "transformer-lens",
+    "sparsify": "eai-sparsify", "dictionary_learning": "dictionary-learning", "jwt": "PyJWT",
+}
+
+
+def _missing_dependency(spec: str, doing: str, e: ModuleNotFoundError) -> SourceError:
+    """A factory module (or the function, ``doing`` says which) imports a package that is not installed:
+    the fix is to install it, named as pip knows it where its import name differs."""
     missing = e.name or str(e)
-    package = missing.split(".")[0]
+    top = missing.split(".")[0]
+    package = _PACKAGE_OF.get(top, top)
     return SourceError(
-        f"factory {spec!r}: importing {module!r} failed because module {missing!r} is missing",
+        f"factory {spec!r}: {doing} failed because module {missing!r} is missing",
         fix=f"install {package} (e.g. pip install {package}), the package that provides {missing!r}",
     )

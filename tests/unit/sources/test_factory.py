@@ -93,6 +93,25 @@ def test_factory_file_with_missing_dependency_gets_install_fix(tmp_path):
     assert (excinfo.value.fix or "").startswith("install not_installed_dependency_xyz")
 
 
+def test_factory_importing_a_missing_package_when_called_gets_install_fix(tmp_path):
+    """An import inside the factory function fails only when it is called: still "install it", not "fix f()"."""
+    name = f"saeval_lazy_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text("def f():\n    import not_installed_dependency_xyz\n")
+    with pytest.raises(SourceError) as excinfo:
+        load_model(factory=f"{name}:f", base_dir=tmp_path, device="cpu")
+    assert "calling f() failed because module 'not_installed_dependency_xyz' is missing" in _message(excinfo)
+    assert (excinfo.value.fix or "").startswith("install not_installed_dependency_xyz (e.g. pip install")
+
+
+@pytest.mark.parametrize(("module", "package"), [("sklearn.linear_model", "scikit-learn"), ("yaml_not_here", "yaml_not_here")])
+def test_missing_package_is_named_as_pip_knows_it(tmp_path, module, package):
+    name = f"saeval_pkg_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(f"def f():\n    raise ModuleNotFoundError('x', name={module!r})\n")
+    with pytest.raises(SourceError) as excinfo:
+        load_model(factory=f"{name}:f", base_dir=tmp_path, device="cpu")
+    assert (excinfo.value.fix or "").startswith(f"install {package} (e.g. pip install {package}), the package that provides {module!r}")
+
+
 def test_factory_module_raising_on_import(tmp_path):
     name = f"saeval_imp_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text("raise ValueError('bad module')\n")
