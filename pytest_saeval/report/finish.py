@@ -220,6 +220,7 @@ def _update_baselines(runs: Sequence[SuiteRun], options: FinishOptions, errors: 
         lines.append(f"baseline not updated for {run.suite.path}: it has no `baseline:` key "
                      "(add `baseline: baselines/<name>.json`; the file is created on update)")
     try:
-        lines.extend(f"updated baseline {options.display(path)}" for path in write_baselines(with_file))
+        anyway = f" (recorded anyway: {plural(failed, 'gate')} failed in this run)" if failed else ""
+        lines.extend(f"updated baseline {options.display(path)}{anyway}" for path in write_baselines(with_file))
     except (OSError, SaevalError) as e:
         problems.append(("updating the baseline", _as_error(e, None, "choose a baseline path you can write to")))

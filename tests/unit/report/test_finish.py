@@ -164,6 +164,8 @@ def test_baselines_come_from_the_suites_own_inputs_and_any_failure_blocks_them(t
                           "(fix the SAEs, or record these values anyway with --update-baseline-force)",)
     assert not (tmp_path / "baselines" / "with.json").exists()
     done = finish([own, other], FinishOptions(update_baseline=True, force_baseline=True))
+    assert done.lines[-1] == (f"updated baseline {tmp_path / 'baselines' / 'with.json'} "
+                              "(recorded anyway: 1 gate failed in this run)")
     recorded = json.loads((tmp_path / "baselines" / "with.json").read_text())["saes"]
     assert recorded["a"]["l0"] == 10.0 and recorded["b"]["mse"] == 0.5  # never the override's values
     only_other = finish([other], FinishOptions(update_baseline=True, force_baseline=True))
