@@ -30,7 +30,7 @@ from pytest_saeval.errors import SuiteError, did_you_mean
 from pytest_saeval.run.intervals import Interval, intervals
 from pytest_saeval.run.outcome import SuiteRun
 from pytest_saeval.settings import MarginPolicy
-from pytest_saeval.spec.numbers import format_number
+from pytest_saeval.spec.numbers import format_number, interval_text
 from pytest_saeval.spec.suite import SAESpec
 
 __all__ = [
@@ -90,7 +90,7 @@ class ProposedGate:
         """``measured 0.8012 [0.7950, 0.8071]`` (with the number of SAEs when there are several)."""
         text = f"measured {format_number(self.value)}"
         if self.interval is not None and all(math.isfinite(v) for v in self.interval):
-            text += f" [{format_number(self.interval[0])}, {format_number(self.interval[1])}]"
+            text += " " + interval_text(self.interval, self.value)
         if self.n_saes > 1:
             text += f" (loosest of {self.n_saes} SAEs)"
         return text

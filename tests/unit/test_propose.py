@@ -185,6 +185,16 @@ def test_intervals_carried_by_the_run_are_used(tmp_path):
     assert gates["explained_variance"] == (">= 0.5",)
 
 
+def test_the_comment_shows_value_and_interval_in_the_reports_one_format(tmp_path):
+    """``measured 0.009444 [0.007060, 0.011738]``: the interval's ends with the value's decimals, as every
+    report prints them (not ``[0.007060, 0.0117]``)."""
+    path = write_suite(tmp_path)
+    run = _run(path, {"first": {"freq_over_1_percent": 0.009444}, "second": MEASURED},
+               intervals={"first": {"freq_over_1_percent": (0.007060, 0.011738)}})
+    gate = {g.metric: g for g in propose_gates([run], metrics=("freq_over_1_percent",))[0].gates}
+    assert gate["freq_over_1_percent"].comment == "measured 0.009444 [0.007060, 0.011738]"
+
+
 # -- gates the suite has, limits, the printed summary -------------------------------------------
 
 
