@@ -27,7 +27,7 @@ import numpy as np
 
 from pytest_saeval.catalogue import METRICS
 from pytest_saeval.fileio import atomic_write_text
-from pytest_saeval.report.rows import format_headroom, format_interval, gate_rows
+from pytest_saeval.report.rows import format_headroom, format_interval, gate_rows, unchecked_reasons
 from pytest_saeval.run.intervals import INTERVAL_METRICS, Interval
 from pytest_saeval.run.outcome import SuiteRun
 from pytest_saeval.spec.numbers import format_number
@@ -238,6 +238,14 @@ def _eval_cfg_line(run: SuiteRun) -> str:
                                                  "exclude_special_tokens"))
 
 
+def _unchecked(reasons: Sequence[str]) -> list[str]:
+    """The gates left unchecked (no baseline value yet), one item each with why and where."""
+    if not reasons:
+        return []
+    items = "".join(f'<li class="unchecked">{_e(reason)}</li>' for reason in reasons)
+    return [f"<p>Unchecked:</p><ul>{items}</ul>"]
+
+
 def _notes(runs: Sequence[SuiteRun]) -> list[str]:
     """The baselines' provenance notes, as a list (loud ones, about other inputs, first)."""
     notes = sorted(((n.loud, run.suite.path, n.text) for run in runs for n in run.notes), key=lambda n: not n[0])
@@ -254,15 +262,17 @@ def html_report(runs: Sequence[SuiteRun], *, title: str = "saeval report", max_p
     from plotly.offline import get_plotlyjs
 
     rows = gate_rows(runs)
+    unchecked = unchecked_reasons(runs)
     n_fail = sum(not r.passed for r in rows)
+    also = f" {len(unchecked)} unchecked (no baseline value yet)." if unchecked else ""
     if not rows:
-        headline = "No gates checked."
+        headline = "No gates checked." + also
     elif n_fail:
-        headline = f"{n_fail} of {len(rows)} gates failed."
+        headline = f"{n_fail} of {len(rows)} gates failed." + also
     else:
-        headline = f"All {len(rows)} gates passed."
+        headline = f"All {len(rows)} gates passed." + also
     parts = [f"<h1>{_e(title)}</h1>", f'<p class="headline"><strong>{_e(headline)}</strong></p>',
-             _gate_table(runs), *_notes(runs)]
+             _gate_table(runs), *_unchecked(unchecked), *_notes(runs)]
     if any(r.interval is not None for r in rows):
         parts.append('<p class="muted">Intervals: 95% percentile bootstrap over sequences. Headroom: distance to the '
                      "nearest bound (negative: failing).</p>")

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pytest_saeval.catalogue import METRICS
-from pytest_saeval.report.rows import GateRow, format_headroom, format_interval, gate_rows
+from pytest_saeval.report.rows import GateRow, format_headroom, format_interval, gate_rows, unchecked_reasons
 from pytest_saeval.report.table import sae_count
 from pytest_saeval.run.intervals import INTERVAL_METRICS
 from pytest_saeval.run.outcome import SuiteRun
@@ -52,19 +52,23 @@ def markdown_summary(runs: Sequence[SuiteRun], *, title: str = "saeval", details
     """A Markdown report: a headline, the gate table (failures first) and, per SAE, all scalar metrics
     with their 95% bootstrap intervals; ``details=False`` leaves out the per-SAE metric tables."""
     rows = gate_rows(runs)
+    unchecked = unchecked_reasons(runs)
     n_fail = sum(not r.passed for r in rows)
     n_sae = sae_count(runs)
+    also = f", {len(unchecked)} unchecked" if unchecked else ""
     if not rows:
-        headline = f"no gates checked ({n_sae} evaluated)"
+        headline = f"no gates checked{also} ({n_sae} evaluated)"
     elif n_fail:
-        headline = f"❌ {n_fail} of {len(rows)} gates failed ({n_sae})"
+        headline = f"❌ {n_fail} of {len(rows)} gates failed{also} ({n_sae})"
     else:
-        headline = f"✅ all {len(rows)} gates passed ({n_sae})"
+        headline = f"✅ all {len(rows)} gates passed{also} ({n_sae})"
     out = [f"## {title}: {headline}", ""]
     if rows:
         header = ["Result", "SAE", "Metric", "Value", "95% interval", "Bound", "Headroom", "Where"]
         out.extend(_table(header, (_row_cells(r) for r in rows)))
         out.append("")
+    if unchecked:
+        out.extend(["Unchecked (no baseline value yet):", "", *(f"- {_cell(text)}" for text in unchecked), ""])
     out.extend(_notes(runs))
     has_intervals = any(r.interval is not None for r in rows)
     if has_intervals:

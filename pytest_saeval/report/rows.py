@@ -8,12 +8,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_saeval.run.checks import GateCheck
+from pytest_saeval.run.checks import GateCheck, no_baseline_reason
 from pytest_saeval.run.intervals import Interval, gate_interval
 from pytest_saeval.run.outcome import SuiteRun
 from pytest_saeval.spec.numbers import format_number, interval_text
 
-__all__ = ["GateRow", "format_headroom", "format_interval", "gate_rows"]
+__all__ = ["GateRow", "format_headroom", "format_interval", "gate_rows", "unchecked_reasons"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,12 @@ def gate_rows(runs: Iterable[SuiteRun]) -> list[GateRow]:
                 digits=check.result.digits,
             ))
     return [r for r in rows if not r.passed] + [r for r in rows if r.passed]
+
+
+def unchecked_reasons(runs: Iterable[SuiteRun]) -> list[str]:
+    """One line per gate left unchecked (baseline-relative, the baseline has no value for it yet), saying
+    why and where: ``[sae] metric >= baseline - 0.01: the baseline has no value yet; this run records it — file:line``."""
+    return [no_baseline_reason(run.suite, uid, gate, own=run.inputs.own) for run in runs for uid, gate in run.unchecked]
 
 
 def format_interval(interval: Interval | None, digits: int = 4, *, value: float | None = None) -> str:

@@ -109,6 +109,20 @@ def test_all_passing_and_nothing_checked_headlines(suite_path: Path) -> None:
     assert "<strong>No gates checked.</strong>" in html_report([])
 
 
+def test_gates_left_unchecked_are_counted_and_listed(tmp_path: Path) -> None:
+    """A baseline-relative gate whose baseline has no value yet is neither a pass nor a failure: the page says
+    how many there are and lists each with why and where."""
+    path = tmp_path / "demo.yaml"
+    path.write_text(SUITE.replace('mse: "<= 1"', 'mse: "<= 1"\n      cossim: ">= baseline - 0.01"')
+                    .replace("saes:", "baseline: b.json\nsaes:"))
+    run = hand_run(path, {"a": {"l0": 10.0, "mse": 0.5, "cossim": 0.9}}, recording=True)
+    text = html_report([run])
+    assert "<strong>All 2 gates passed. 1 unchecked (no baseline value yet).</strong>" in text
+    items = re.findall(r'<li class="unchecked">(.*?)</li>', text)
+    assert items == ["[a] cossim &gt;= baseline - 0.01: the baseline has no value yet; this run records it "
+                     f"— {path}:10"]
+
+
 def test_write_html_report_writes_the_page(suite_path: Path, tmp_path: Path) -> None:
     run = hand_run(suite_path, {"a": {"l0": 10.0, "mse": 0.5}})
     target = write_html_report([run], tmp_path / "deep" / "report.html", title="t")

@@ -163,3 +163,18 @@ def test_intervals_carried_by_the_run_are_used(tmp_path):
     runs = _runs(tmp_path, GOOD, BAD, {"layer2-relu": {"explained_variance": (0.7770, 0.7853), "l0": (math.nan, math.nan)}})
     text = markdown_summary(runs)
     assert "| 0.7812 | [0.7770, 0.7853] |" in text
+
+
+def test_gates_left_unchecked_are_counted_in_the_headline_and_listed(tmp_path: Path) -> None:
+    """summary.md (and so the step summary) says how many gates were left unchecked and why, as the terminal does."""
+    from tests.helpers import hand_run
+
+    path = tmp_path / "demo.yaml"
+    path.write_text(SUITE.replace('kl_div_score: ">= 0.95"', 'kl_div_score: ">= baseline - 0.01"')
+                    .replace("saes:", "baseline: b.json\nsaes:"))
+    run = hand_run(path, {"layer1-topk": {"explained_variance": 0.9, "l0": 20.0},
+                          "layer2-relu": {"explained_variance": 0.9, "kl_div_score": 0.99}}, recording=True)
+    text = markdown_summary([run], details=False)
+    assert text.splitlines()[0] == "## saeval: ✅ all 3 gates passed, 1 unchecked (2 SAEs)"
+    assert ("- [layer2-relu] kl_div_score >= baseline - 0.01: the baseline has no value yet; this run records it "
+            f"— {path}:16") in text.splitlines()
