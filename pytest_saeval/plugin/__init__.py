@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_saeval.plugin import fixtures, marker, sharding, xdist
-from pytest_saeval.plugin.items import GateItem, SuiteFile, is_suite_file, tidy_report
+from pytest_saeval.plugin.items import GateItem, SuiteFile, fit_short_summary, is_suite_file, tidy_report
 from pytest_saeval.plugin.options import PluginOptions, add_options
 from pytest_saeval.plugin.runner import RUNNER_KEY, Runner, get_runner
 
@@ -93,6 +93,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    fit_short_summary(terminalreporter.stats.get("failed", ()), config)  # pytest prints that summary after this
     lines = get_runner(config).summary()
     if lines:
         terminalreporter.write_sep("=", "saeval")

@@ -11,7 +11,8 @@ check in ``setup`` (evaluation problems are errors of the items, never failures)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ from pytest_saeval.spec.suite import Suite
 if TYPE_CHECKING:  # pragma: no cover
     from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-__all__ = ["SUFFIXES", "GateItem", "SAENode", "SuiteFile", "is_suite_file", "tidy_report"]
+__all__ = ["READING", "SUFFIXES", "GateItem", "SAENode", "SuiteFile", "fit_short_summary", "is_suite_file", "tidy_report"]
 
 SUFFIXES = (".yaml", ".yml")
 """File name endings of suite files."""
@@ -117,18 +118,23 @@ class GateItem(pytest.Item):
         self.user_properties.append(("value", check.result.value))
         self.user_properties.append(("bound", check.gate.describe(check.result.baseline_value)))
         if not check.passed:
-            raise GateFailed(check.message)
+            raise GateFailed(check.message, check.reading)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         line = self.gate.line
         return self.path, (line - 1 if line else None), f"{self.sae_id}::{self.gate.metric}"
 
 
+READING = "saeval_reading"
+"""The attribute of a gate failure's report that holds its reading (sent with the report from xdist workers)."""
+
+
 def tidy_report(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
     """Make the short summary line of a gate failure or evaluation error its message, at the gate's YAML line.
 
     pytest would prefix the exception's type name and point at Python code; a reviewer wants
-    ``FAILED ...::l0 - thresholds/demo.yaml:15: [layer1-topk] l0 = 72.3, needs <= 60 (over by 12.3)``.
+    ``FAILED ...::layer1-topk::l0 - [layer1-topk] l0 = 72.3, needs <= 60 (over by 12.3) — thresholds/demo.yaml:15``.
+    A gate failure's report also keeps its reading (:data:`READING`) for :func:`fit_short_summary`.
     """
     excinfo = call.excinfo
     if excinfo is None or not isinstance(excinfo.value, (GateFailed, EvaluationError)):
@@ -141,3 +147,29 @@ def tidy_report(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.T
     if isinstance(item, GateItem) and item.gate.line:
         crash.path = str(item.path)
         crash.lineno = item.gate.line
+    reading = getattr(excinfo.value, "reading", None)
+    if isinstance(item, GateItem) and reading:  # a marked test's node id does not name the SAE and metric
+        setattr(report, READING, reading)
+
+
+def fit_short_summary(reports: Iterable[Any], config: pytest.Config) -> None:
+    """Where pytest cuts its short summary's lines to the terminal's width (off CI, below ``-vv``, or with
+    ``--force-short-summary``), a gate failure's line that would be cut shows its reading instead:
+
+    ``FAILED thresholds/demo.yaml::layer1-topk::explained_variance - 0.7812 [0.7770, 0.7853], needs >= 0.8 ...``
+
+    The node id names the SAE and the metric, so the cut keeps the number. The failure's own section, JUnit
+    XML and the outputs keep the whole message (JUnit read it when the test was reported, before this).
+    """
+    ci = any(os.environ.get(name) for name in ("CI", "BUILD_NUMBER"))  # pytest's own test for a CI run
+    if (ci or config.option.verbose >= 2) and not getattr(config.option, "force_short_summary", False):
+        return
+    width = config.get_terminal_writer().fullwidth
+    for report in reports:
+        reading = getattr(report, READING, None)
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if not reading or crash is None:
+            continue
+        line = f"FAILED {config.cwd_relative_nodeid(report.nodeid)} - {crash.message}"
+        if len(line) > width:
+            crash.message = reading

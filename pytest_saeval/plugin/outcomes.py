@@ -10,8 +10,10 @@ __all__ = ["EvaluationError", "GateFailed"]
 class GateFailed(pytest.fail.Exception):  # type: ignore[name-defined]
     """A gate did not hold; the message is the reviewer's line(s), shown without a traceback."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, reading: str | None = None) -> None:
         super().__init__(message, pytrace=False)
+        self.reading = reading
+        """The message without the SAE and metric the item's node id names (for pytest's short summary)."""
 
 
 class EvaluationError(pytest.fail.Exception):  # type: ignore[name-defined]

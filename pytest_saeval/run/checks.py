@@ -52,6 +52,12 @@ class GateCheck:
         line cut short (pytest's short summary) still shows them."""
         return f"[{self.sae_id}] {self.result.message} — {self.where}"
 
+    @property
+    def reading(self) -> str:
+        """``value [interval], needs ... (short by ...) — file:line``: the message without the SAE and metric,
+        for a line whose node id already names them (``...::layer1-topk::explained_variance``)."""
+        return f"{self.result.reading} — {self.where}"
+
 
 def check_suite(suite: Suite, entries: Sequence[SAEEntry], results: Mapping[str, SAEResult],
                 baseline: Baseline | None, intervals: Mapping[str, Mapping[str, Interval]],

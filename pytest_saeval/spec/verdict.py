@@ -55,6 +55,12 @@ class GateResult:
         """The gated metric's name."""
         return self.gate.metric
 
+    @property
+    def reading(self) -> str:
+        """The message after ``metric = ``, for where the metric is already named (pytest's short summary
+        line, whose node id ends with it): ``0.7812, needs >= 0.80 (short by 0.0188)``."""
+        return self.message.removeprefix(f"{self.gate.metric} = ")
+
 
 def _as_float(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):

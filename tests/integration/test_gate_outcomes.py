@@ -60,7 +60,8 @@ def test_every_surface_in_one_run(
     bad_line = project.line("l0:", after="id: bad")
     message = f"[bad] l0 = 4 [4, 4], needs >= 1000 (short by 996) — thresholds/demo.yaml:{bad_line}"
     assert cases[_junit_key("thresholds/demo.yaml::bad::l0")]["message"] == message
-    assert f"FAILED thresholds/demo.yaml::bad::l0 - {message}"[:60] in out
+    # pytest cuts the short summary's line at 80 columns (off CI): the node id names SAE and metric, the number stays
+    assert "FAILED thresholds/demo.yaml::bad::l0 - 4 [4, 4], needs >= 1000 (short by 996)" in out
     failures = out[out.index("= FAILURES ="):out.index("= PASSES =")]
     block = failures[failures.index("_ bad::l0 _"):]
     assert message in block.splitlines()[1:3]
@@ -113,3 +114,32 @@ def test_every_surface_in_one_run(
     assert "baseline NOT updated: 1 evaluation error" in summary
     assert "wrote 7 files to out" in summary
     assert not (pytester.path / "baselines").exists()
+
+
+@pytest.mark.parametrize(("env", "args", "cut"), [({}, (), True), ({"CI": "true"}, (), False), ({}, ("-vv",), False),
+                                                 ({"CI": "true"}, ("--force-short-summary",), True)])
+def test_a_short_summary_line_cut_to_the_terminal_keeps_the_number(
+    pytester: pytest.Pytester, assets: Assets, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+    args: tuple[str, ...], cut: bool,
+) -> None:
+    """Where pytest cuts its short summary to the terminal's width, a gate failure's line shows the value, bound
+    and shortfall after the node id (which names the SAE and metric); where it does not cut (on CI, ``-vv``),
+    the whole message. JUnit XML keeps the whole message either way."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    (pytester.path / "thresholds").mkdir()
+    suite = (assets.model_block() + assets.data_block()
+             + f"saes:\n  - id: layer1-topk-wide\n    path: {assets.sae1}\n    gates:\n"
+             '      explained_variance: "<= 1"\n      l0: ">= 1000"\n')
+    (pytester.path / "thresholds" / "demo.yaml").write_text(suite)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--junitxml=junit.xml", "thresholds/demo.yaml", *args)
+    result.assert_outcomes(passed=1, failed=1)
+    node = "thresholds/demo.yaml::layer1-topk-wide::l0"
+    message = "[layer1-topk-wide] l0 = 4 [4, 4], needs >= 1000 (short by 996) — thresholds/demo.yaml:15"
+    lines = [line for line in result.stdout.lines if line.startswith(f"FAILED {node}")]
+    assert len(lines) == 1
+    if cut:
+        assert lines[0].startswith(f"FAILED {node} - 4 [4, 4], needs >= 1000") and len(lines[0]) <= 80
+    else:
+        assert lines[0] == f"FAILED {node} - {message}"
+    assert junit_cases(pytester.path / "junit.xml")["thresholds.demo.yaml.layer1-topk-wide::l0"]["message"] == message

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_saeval.plugin.items import GateItem, SAENode, is_suite_file, tidy_report
+from pytest_saeval.plugin.items import READING, GateItem, SAENode, fit_short_summary, is_suite_file, tidy_report
 from pytest_saeval.plugin.outcomes import GateFailed
 from tests.unit.plugin.conftest import collect
 
@@ -60,3 +60,27 @@ def test_a_gate_failure_reads_as_its_message_at_the_gates_line(pytester: pytest.
     other = SimpleNamespace(excinfo=SimpleNamespace(value=AssertionError("x")))
     tidy_report(item, other, SimpleNamespace(longrepr=SimpleNamespace(reprcrash=untouched)))  # type: ignore[arg-type]
     assert (untouched.message, untouched.path, untouched.lineno) == ("AssertionError", "t.py", 3)
+
+
+def test_a_gate_failure_keeps_its_reading_for_the_short_summary(pytester: pytest.Pytester, project: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report keeps the reading; where pytest will cut the summary line (off CI) and the whole message does
+    not fit, the reading replaces it; a line that fits, or a report without a reading, is left as it is."""
+    item = collect(pytester)[0]
+    config = item.config
+    long = "[x] l0 = 0.5, needs >= 1 (short by 0.5) — " + "thresholds/" * 8 + "a.yaml:5"
+    crash = SimpleNamespace(message="GateFailed", path="plugin.py", lineno=1)
+    report = SimpleNamespace(longrepr=SimpleNamespace(reprcrash=crash), nodeid=item.nodeid)
+    tidy_report(item, SimpleNamespace(excinfo=SimpleNamespace(value=GateFailed(long, "0.5, needs >= 1"))),  # type: ignore[arg-type]
+                report)  # type: ignore[arg-type]
+    assert getattr(report, READING) == "0.5, needs >= 1" and crash.message == long
+    short = SimpleNamespace(longrepr=SimpleNamespace(reprcrash=SimpleNamespace(message="[x] l0 = 0.5")),
+                            nodeid=item.nodeid, **{READING: "0.5"})
+    plain = SimpleNamespace(longrepr=SimpleNamespace(reprcrash=SimpleNamespace(message="x" * 200)), nodeid="t.py::t")
+    monkeypatch.setenv("CI", "true")
+    fit_short_summary([report], config)
+    assert crash.message == long  # on CI pytest prints the whole line
+    monkeypatch.delenv("CI")
+    fit_short_summary([report, short, plain], config)
+    assert crash.message == "0.5, needs >= 1"
+    assert short.longrepr.reprcrash.message == "[x] l0 = 0.5" and plain.longrepr.reprcrash.message == "x" * 200

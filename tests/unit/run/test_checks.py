@@ -109,6 +109,7 @@ def test_check_suite_checks_every_gate_in_file_order(tmp_path):
     assert unchecked == []
     # numbers first (pytest's short summary cuts long lines at the end), where last
     assert checks[0].message == f"[a] l0 = 61, needs <= 60 (over by 1) — {suite.path}:10"
+    assert checks[0].reading == f"61, needs <= 60 (over by 1) — {suite.path}:10"
     assert checks[0].where == f"{suite.path}:10"
     assert checks[1].message == f"[a] cossim = 0.9500 (>= baseline - 0.01 (= 0.9450)) — {suite.path}:11"
     assert checks[4].message == f"[b] frac_alive = 0.2500, needs >= 0.5 (short by 0.2500) — {suite.path}:18"  # defaults: line

@@ -22,6 +22,7 @@ def test_failing_message_short_by() -> None:
     result = check_gate(gate("explained_variance", ">= 0.80"), 0.7812)
     assert not result.passed
     assert result.message == "explained_variance = 0.7812, needs >= 0.80 (short by 0.0188)"
+    assert result.reading == "0.7812, needs >= 0.80 (short by 0.0188)"  # for a line that names the metric already
     assert result.value == 0.7812
     assert result.metric == "explained_variance"
     assert result.bounds[0].threshold == 0.8 and not result.bounds[0].passed
