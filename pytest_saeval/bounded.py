@@ -14,6 +14,8 @@ import os
 import stat
 from typing import Any
 
+from pytest_saeval.errors import NotRegularFile, special_kind
+
 __all__ = ["MAX_JSON_DEPTH", "NotRegularFile", "is_finite", "parse_json", "read_json", "read_regular", "size_text"]
 
 
@@ -22,24 +24,12 @@ MAX_JSON_DEPTH = 100
 much deeper data would overflow Python's recursion limit in whatever walks it next)."""
 
 
-class NotRegularFile(OSError):
-    """A path that names a FIFO, a device or a socket: reading it could block forever or never end."""
-
-    def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
-        super().__init__(errno.EINVAL, f"not a regular file ({kind})", os.fspath(path))
-        self.kind = kind
-        """What it is instead: ``a FIFO``, ``a character device``, ..."""
-
-
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFSOCK: "a socket"}
-
-
 def _check_regular(path: str | os.PathLike[str], mode: int) -> None:
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(errno.EISDIR, "it is a folder", os.fspath(path))
-    if not stat.S_ISREG(mode):
-        raise NotRegularFile(path, _KINDS.get(stat.S_IFMT(mode), "a special file"))
+    kind = special_kind(mode)
+    if kind is not None:
+        raise NotRegularFile(path, kind)
 
 
 def size_text(size: int) -> str:

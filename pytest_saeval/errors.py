@@ -11,6 +11,9 @@ tell which tests an error belongs to) reads that, never the message or key text.
 from __future__ import annotations
 
 import difflib
+import errno
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -188,3 +191,25 @@ def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> str:
     if len(close) == 1:
         return f" (did you mean '{close[0]}'?)"
     return " (did you mean " + ", ".join(f"'{c}'" for c in close[:-1]) + f" or '{close[-1]}'?)"
+
+
+class NotRegularFile(OSError):
+    """A path that names a FIFO, a device or a socket: reading it could block forever or never end, and
+    replacing it with a file would destroy what it is."""
+
+    def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
+        super().__init__(errno.EINVAL, f"not a regular file ({kind})", os.fspath(path))
+        self.kind = kind
+        """What it is instead: ``a FIFO``, ``a character device``, ..."""
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket"}
+
+
+def special_kind(mode: int) -> str | None:
+    """What a file of ``st_mode`` ``mode`` is when it is neither a regular file nor a folder (``a FIFO``,
+    ``a character device``, ...), else None."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return _KINDS.get(stat.S_IFMT(mode), "a special file")

@@ -5,7 +5,8 @@ Every file the package writes (outputs, baselines, caches) goes through :func:`a
 a failed write (a full disk, a folder in the way) leaves the previous files untouched. A write that is
 killed outright (SIGKILL, power loss) can leave its hidden temporary file behind; the next write to
 the same place removes such leftovers (:func:`remove_stale_temps`), so repeated cancellations do not
-fill a disk. An error names the file that was to be written, never the temporary one.
+fill a disk. An error names the file that was to be written, never the temporary one. A symbolic link is written
+through (it stays a link); a FIFO, device or socket in the way is refused, never replaced.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from pytest_saeval.errors import NotRegularFile, special_kind
 
 __all__ = ["atomic_write_bytes", "atomic_write_many", "atomic_write_text", "folder_lock", "os_reason",
            "remove_stale_temps", "write_problem"]
@@ -51,29 +54,48 @@ def atomic_write_many(files: Sequence[tuple[str | os.PathLike[str], bytes]]) -> 
     as it was; the :class:`OSError` names the target. Leftover temporary files of earlier, killed
     writes to the same targets are removed first.
     """
-    targets = [Path(p) for p, _ in files]
+    given = [Path(p) for p, _ in files]
     for _, data in files:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"atomic_write_bytes needs bytes, got {type(data).__name__}")
     temps: list[Path] = []
-    target = targets[0] if targets else Path()
+    targets: list[Path] = []
+    name = given[0] if given else Path()
     try:
-        for target, (_, data) in zip(targets, files):
+        for name, (_, data) in zip(given, files):
+            target = _real_target(name)
+            targets.append(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(target)
             if target.is_dir():
-                raise IsADirectoryError(errno.EISDIR, "it is a folder", str(target))
+                raise IsADirectoryError(errno.EISDIR, "it is a folder", str(name))
             temps.append(_write_temp(target, data))
-        for target, tmp in zip(targets, temps):
-            os.replace(tmp, target)
+        for i, tmp in enumerate(temps):
+            name = given[i]  # the file an error names
+            os.replace(tmp, targets[i])
     except OSError as e:
         _discard(temps)
-        raise OSError(e.errno, e.strerror or str(e), str(target)) from e
+        raise OSError(e.errno, e.strerror or str(e), str(name)) from e
     except BaseException:
         _discard(temps)
         raise
     for folder in dict.fromkeys(t.parent for t in targets):
         _fsync_dir(folder)
+
+
+def _real_target(path: Path) -> Path:
+    """Where a write of ``path`` lands: through a symbolic link to its target (the link stays, as with
+    ``open(path, "w")``); :class:`NotRegularFile` for a FIFO, device or socket, which a rename would
+    replace with a regular file (``--report /dev/null`` run as root would make ``/dev/null`` one)."""
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    kind = special_kind(mode)
+    if kind is not None:
+        raise NotRegularFile(path, kind)
+    return target
 
 
 def _write_temp(target: Path, data: bytes | bytearray | memoryview) -> Path:
@@ -232,6 +254,8 @@ def write_problem(path: str | os.PathLike[str], *, folder: bool) -> str | None:
     is_dir = stat.S_ISDIR(mode)
     if probe == full and is_dir != folder:
         return "it is a folder" if is_dir else "it is a file, not a folder"
+    if probe == full and not folder and special_kind(mode) is not None:
+        return f"it is {special_kind(mode)}, not a regular file"
     if probe != full and not is_dir:
         return f"{probe} is a file, not a folder"
     return _unwritable(probe if is_dir else probe.parent)

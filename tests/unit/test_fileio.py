@@ -118,6 +118,32 @@ def test_writing_over_a_folder_fails_cleanly(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
+def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path: Path) -> None:
+    (tmp_path / "real.yaml").write_text("old")
+    (tmp_path / "link.yaml").symlink_to("real.yaml")
+    atomic_write_text(tmp_path / "link.yaml", "new")
+    assert (tmp_path / "link.yaml").is_symlink() and (tmp_path / "real.yaml").read_text() == "new"
+    (tmp_path / "dangling.yaml").symlink_to("made.yaml")
+    atomic_write_text(tmp_path / "dangling.yaml", "made")
+    assert (tmp_path / "dangling.yaml").is_symlink() and (tmp_path / "made.yaml").read_text() == "made"
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_or_device_in_the_way_is_refused_never_replaced(tmp_path: Path) -> None:
+    """A rename would put a regular file where the FIFO (or, run as root, ``/dev/null``) was."""
+    os.mkfifo(tmp_path / "report.html")
+    (tmp_path / "via-link.html").symlink_to("report.html")
+    for name in ("report.html", "via-link.html"):
+        with pytest.raises(OSError, match=r"not a regular file \(a FIFO\)") as info:
+            atomic_write_many([(tmp_path / "ok.json", b"{}"), (tmp_path / name, b"x")])
+        assert info.value.filename == str(tmp_path / name)
+    assert stat.S_ISFIFO(os.stat(tmp_path / "report.html").st_mode) and not (tmp_path / "ok.json").exists()
+    assert write_problem(tmp_path / "report.html", folder=False) == "it is a FIFO, not a regular file"
+    assert write_problem("/dev/null", folder=False) == "it is a character device, not a regular file"
+    assert _leftovers(tmp_path) == []
+
+
 def test_existing_permissions_are_kept(tmp_path: Path) -> None:
     target = tmp_path / "script.sh"
     target.write_text("old\n")

@@ -56,6 +56,16 @@ def test_write_keeps_every_other_line_and_comment(tmp_path):
     assert suite.model.path == load_suite(path).model.path  # same folder: same resolved paths
 
 
+def test_a_suite_that_is_a_symbolic_link_is_edited_through_it(tmp_path):
+    """``saeval init thresholds/link.yaml``: the file the link names gets the gates; the link stays a link."""
+    path = write_suite(tmp_path)
+    link = path.with_name("link.yaml")
+    link.symlink_to(path.name)
+    proposals = [_proposal(link, "second", explained_variance=(">= 0.77",))]
+    assert write_proposed_suite(link, proposals) == link
+    assert link.is_symlink() and 'explained_variance: ">= 0.77"' in path.read_text()
+
+
 def test_output_elsewhere_is_refused_when_relative_paths_would_name_other_files(tmp_path):
     path = write_suite(tmp_path)
     for folder in ("models/tiny", "saes/first", "data"):
