@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_saeval.plugin import fixtures, marker, sharding, xdist
-from pytest_saeval.plugin.items import GateItem, SuiteFile, fit_short_summary, is_suite_file, tidy_report
+from pytest_saeval.plugin.items import (
+    GateItem,
+    SuiteFile,
+    add_unreadable_suites,
+    fit_short_summary,
+    is_suite_file,
+    tidy_report,
+)
 from pytest_saeval.plugin.options import PluginOptions, add_options
 from pytest_saeval.plugin.runner import RUNNER_KEY, Runner, get_runner
 
@@ -46,6 +53,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SuiteFile 
 def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
     report = yield
     marker.check_collect_report(report)
+    add_unreadable_suites(collector, report)
     return report
 
 

@@ -23,6 +23,7 @@ import pytest
 from _pytest.fixtures import TopRequest
 
 from pytest_saeval.errors import SaevalError
+from pytest_saeval.plugin.options import SUFFIXES
 from pytest_saeval.plugin.outcomes import EvaluationError, GateFailed
 from pytest_saeval.plugin.runner import get_runner
 from pytest_saeval.run.plan import SAEEntry, entries_of
@@ -32,10 +33,9 @@ from pytest_saeval.spec.suite import Suite
 if TYPE_CHECKING:  # pragma: no cover
     from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-__all__ = ["READING", "SUFFIXES", "GateItem", "SAENode", "SuiteFile", "fit_short_summary", "is_suite_file", "tidy_report"]
+__all__ = ["READING", "GateItem", "SAENode", "SuiteFile", "add_unreadable_suites", "fit_short_summary", "is_suite_file",
+           "tidy_report"]
 
-SUFFIXES = (".yaml", ".yml")
-"""File name endings of suite files."""
 
 
 def is_suite_file(file_path: Path, session: pytest.Session, globbed: frozenset[Path]) -> bool:
@@ -43,6 +43,20 @@ def is_suite_file(file_path: Path, session: pytest.Session, globbed: frozenset[P
     if file_path.suffix not in SUFFIXES:
         return False
     return file_path in globbed or session.isinitpath(file_path)
+
+
+def add_unreadable_suites(collector: pytest.Collector, report: pytest.CollectReport) -> None:
+    """Add to a folder's collected nodes the glob matches in it that are no readable files (a dangling link,
+    a FIFO, a device, a folder named like a suite), which pytest's walk passes over: each becomes a
+    :class:`SuiteFile` whose collection error says what it is, so a suite that cannot be read never passes
+    silently."""
+    if not isinstance(collector, pytest.Directory) or not report.passed:
+        return
+    have = {getattr(node, "path", None) for node in report.result if not isinstance(node, pytest.Directory)}
+    folder = collector.path
+    for path in sorted(get_runner(collector.config).unreadable()):
+        if path.parent == folder and path not in have:
+            report.result.append(SuiteFile.from_parent(collector, path=path))
 
 
 class SuiteFile(pytest.File):

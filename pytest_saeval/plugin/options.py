@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytest
 
@@ -13,7 +13,10 @@ from pytest_saeval.run.shards import Shard, shard_from
 from pytest_saeval.settings import DEVICE_CHOICES, is_device
 from pytest_saeval.store.folder import file_keyed_from_env
 
-__all__ = ["SHARD_OTHERS", "PluginOptions", "add_options"]
+__all__ = ["SHARD_OTHERS", "SUFFIXES", "PluginOptions", "add_options", "glob_problem", "split_glob"]
+
+SUFFIXES = (".yaml", ".yml")
+"""File name endings of suite files."""
 
 SHARD_OTHERS: tuple[str, ...] = ("first", "all", "none")
 """Where the tests that are not gate tests run in a sharded session: shard 1, every shard, no shard."""
@@ -61,6 +64,13 @@ class PluginOptions:
                 "Fix: first (shard 1 runs the other tests), all (every shard) or none (no shard)"
             )
         object.__setattr__(self, "thresholds", tuple(self.thresholds))
+        for pattern in self.thresholds:
+            problem = glob_problem(pattern)
+            if problem is not None:
+                raise pytest.UsageError(
+                    f"saeval_thresholds: {pattern!r} is not a glob of suite files: {problem}. Fix: write globs relative "
+                    "to the rootdir (or absolute), e.g. saeval_thresholds = thresholds/*.yaml thresholds/**/*.yaml"
+                )
         for flag, path, folder in (("--saeval-output-dir", self.output_dir, True), ("--saeval-report", self.report, False)):
             problem = write_problem(path, folder=folder) if path is not None else None
             if problem is not None:  # found before any test runs, not after the evaluation
@@ -140,3 +150,22 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("saeval_cache", type="bool", default=True, help="read and write the results and model-side caches (default true)")
     parser.addini("saeval_shard_others", default="", help="default for --saeval-shard-others (first, all or none)")
     parser.addini("saeval_cache_dir", default="", help="default for --saeval-cache-dir (relative to the ini file)")
+
+
+def glob_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be a ``saeval_thresholds`` glob (which ``Path.glob`` would raise on), or None."""
+    parts = PurePath(pattern).parts
+    rest = parts[1:] if PurePath(pattern).is_absolute() else parts
+    if not rest or rest == (".",):
+        return "it names no files"
+    if any("**" in part and part != "**" for part in rest):
+        return "'**' can only be a whole path component"
+    return None
+
+
+def split_glob(root: Path, pattern: str) -> tuple[Path, str]:
+    """The folder to glob from and the relative pattern: the rootdir, or the anchor of an absolute pattern."""
+    path = PurePath(pattern)
+    if path.is_absolute():
+        return Path(path.anchor), str(path.relative_to(path.anchor))
+    return root, pattern

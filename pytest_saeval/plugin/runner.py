@@ -26,7 +26,7 @@ import pytest
 from pytest_saeval.errors import SaevalError
 from pytest_saeval.plain import JSON, to_plain
 from pytest_saeval.plugin.ledger import GateLedger, absolute
-from pytest_saeval.plugin.options import PluginOptions
+from pytest_saeval.plugin.options import SUFFIXES, PluginOptions, split_glob
 from pytest_saeval.plugin.outcomes import EvaluationError
 from pytest_saeval.plugin.overrides import overridden, override_values
 from pytest_saeval.plugin.workers import worker_device, worker_threads
@@ -107,6 +107,7 @@ class Runner:
         self._session: Session | None = None
         self._suites: dict[Path, Suite] = {}
         self._globbed: frozenset[Path] | None = None
+        self._unreadable: frozenset[Path] = frozenset()
         self._units: dict[tuple[Any, ...], _Unit] = {}
         self._unit_of: dict[tuple[Path, str], tuple[Any, ...]] = {}
         self._entry_index: dict[tuple[Path, str], int] = {}
@@ -138,12 +139,19 @@ class Runner:
     def globbed(self) -> frozenset[Path]:
         """Files matched by the ``saeval_thresholds`` globs (relative to the rootdir), found once."""
         if self._globbed is None:
-            root = self.config.rootpath
             found: set[Path] = set()
             for pattern in self.options.thresholds:
-                found.update(absolute(p) for p in root.glob(pattern) if p.is_file())
-            self._globbed = frozenset(found)
+                folder, relative = split_glob(self.config.rootpath, pattern)
+                found.update(absolute(p) for p in folder.glob(relative))
+            self._globbed = frozenset(p for p in found if p.is_file())
+            self._unreadable = frozenset(p for p in found if not p.is_file() and p.suffix in SUFFIXES)
         return self._globbed
+
+    def unreadable(self) -> frozenset[Path]:
+        """Matches of the globs named like suite files that are no readable files (a dangling link, a FIFO, a
+        device, a folder): each is collected as a suite file whose error says what it is, never skipped."""
+        self.globbed()
+        return self._unreadable
 
     def display_path(self, path: Path) -> Path:
         """``path`` relative to the invocation folder when it lies inside it (as messages show it)."""

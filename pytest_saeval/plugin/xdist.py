@@ -27,8 +27,8 @@ import pytest
 
 from pytest_saeval.errors import SaevalError
 from pytest_saeval.fileio import atomic_write_text
-from pytest_saeval.plugin.items import SUFFIXES
 from pytest_saeval.plugin.marker import MarkerUsageError, marker_calls
+from pytest_saeval.plugin.options import SUFFIXES
 from pytest_saeval.plugin.runner import get_runner
 from pytest_saeval.run.plan import group_key
 from pytest_saeval.spec.loader import load_suite

@@ -10,6 +10,7 @@ before anything walks it), integers of at most :data:`MAX_INT_DIGITS` digits, an
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, NoReturn
@@ -17,6 +18,7 @@ from typing import Any, NoReturn
 import yaml
 from yaml.reader import ReaderError
 
+from pytest_saeval.bounded import NotRegularFile, read_regular
 from pytest_saeval.errors import SuiteError
 
 __all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "MAX_NODES", "MAX_SUITE_BYTES", "YamlMap", "YamlSeq", "key_line",
@@ -188,23 +190,25 @@ def _check_expansion(root: yaml.Node) -> None:
 
 
 def _read_bytes(path: Path, file: str) -> bytes:
-    """The file's bytes (at most :data:`MAX_SUITE_BYTES`); a located error when it cannot be read."""
+    """The file's bytes (at most :data:`MAX_SUITE_BYTES`); a located error when it cannot be read. A FIFO or
+    a device is refused before a byte is read (it could block, or never end)."""
     try:
-        if path.exists() and not path.is_dir() and not path.is_file():
-            raise SuiteError("is not a regular file", fix="pass a .yaml file", file=file)
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_SUITE_BYTES + 1)
+        return read_regular(path, limit=MAX_SUITE_BYTES)
     except FileNotFoundError:
+        if path.is_symlink():
+            raise SuiteError(f"is a symbolic link to '{os.readlink(path)}', which does not exist",
+                             fix="point the link at the suite file, or remove it", file=file) from None
         raise SuiteError("suite file not found", fix="check the path (relative paths start at the current folder)", file=file) from None
     except IsADirectoryError:
         raise SuiteError("is a folder, not a suite file", fix="pass a .yaml file", file=file) from None
-    except (OSError, ValueError) as e:
-        reason = getattr(e, "strerror", None) or str(e)
-        raise SuiteError(f"cannot read the suite file: {reason}", fix="check the path and the file's permissions", file=file) from e
-    if len(raw) > MAX_SUITE_BYTES:
+    except NotRegularFile as e:
+        raise SuiteError(f"is not a regular file ({e.kind})", fix="pass a .yaml file", file=file) from None
+    except ValueError:
         raise SuiteError(f"the suite file is larger than {MAX_SUITE_BYTES // 1024} KiB",
-                         fix="a suite holds a model, data and SAE gates; split it into several files", file=file)
-    return raw
+                         fix="a suite holds a model, data and SAE gates; split it into several files", file=file) from None
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise SuiteError(f"cannot read the suite file: {reason}", fix="check the path and the file's permissions", file=file) from e
 
 
 def _loader(text: str, file: str) -> _SuiteLoader:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_saeval.plugin.options import PluginOptions
+from pytest_saeval.plugin.options import PluginOptions, glob_problem, split_glob
 
 
 def _options(pytester: pytest.Pytester, *args: str) -> PluginOptions:
@@ -56,3 +56,20 @@ def test_a_bad_device_is_a_usage_error(device: str) -> None:
 def test_thresholds_become_a_tuple() -> None:
     assert PluginOptions(thresholds=["a/*.yaml"]).thresholds == ("a/*.yaml",)  # type: ignore[arg-type]
     assert PluginOptions(output_dir=Path("o")).output_dir == Path("o")
+
+
+@pytest.mark.parametrize(("pattern", "problem"), [
+    ("thresholds/*.yaml", None), ("thresholds/**/*.yaml", None), ("/abs/*.yaml", None), ("**", None),
+    ("", "it names no files"), (".", "it names no files"), ("/", "it names no files"),
+    ("thresholds/***.yaml", "'**' can only be a whole path component"), ("a/b**/c.yaml", "'**' can only be a whole path component"),
+])
+def test_which_globs_can_be_used(pattern: str, problem: str | None) -> None:
+    assert glob_problem(pattern) == problem
+    if problem is not None:
+        with pytest.raises(pytest.UsageError, match="saeval_thresholds: .* is not a glob of suite files"):
+            PluginOptions(thresholds=(pattern,))
+
+
+def test_an_absolute_glob_starts_at_its_anchor() -> None:
+    assert split_glob(Path("/root"), "/tmp/suites/*.yaml") == (Path("/"), "tmp/suites/*.yaml")
+    assert split_glob(Path("/root"), "thresholds/*.yaml") == (Path("/root"), "thresholds/*.yaml")
