@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM for the ``saeval`` command: they end a run with one line and exit 130 / 143, and
+"""SIGINT, SIGTERM and SIGHUP for the ``saeval`` command: they end a run with one line and exit 130 / 143 / 129, and
 wait while the end-of-run writes are under way (so those are either the old files or complete new ones)."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from types import FrameType
 
 __all__ = ["Interrupted", "Signals"]
 
-_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
+_SIGNALS = tuple(s for s in (getattr(signal, name, None) for name in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
+"""Ctrl-C, a CI cancel or ``kill``, a closed terminal or ssh session: each ends a run with one line."""
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived during a command (``signum`` says which)."""
+    """SIGINT, SIGTERM or SIGHUP arrived during a command (``signum`` says which)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -22,7 +23,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Signals:
-    """SIGINT and SIGTERM raise :class:`Interrupted`; inside :meth:`deferred` they wait for the block to end."""
+    """SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted`; inside :meth:`deferred` they wait for the block to end."""
 
     def __init__(self) -> None:
         self.depth = 0

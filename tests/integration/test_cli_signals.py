@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM during ``saeval run``: exit 130 / 143 with one line, and outputs, caches and baselines
+"""SIGINT, SIGTERM and SIGHUP during ``saeval run``: exit 130 / 143 / 129 with one line, and outputs, caches and baselines
 either as they were or wholly new, never half-written (no temporary files left either).
 
 The signal is sent by the process to itself at chosen points (a wrapper patches one function to signal
@@ -97,8 +97,9 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
-@pytest.mark.parametrize(("point", "name"), [(p, "SIGINT") for p in POINTS] + [("evaluating", "SIGTERM")],
-                         ids=[*POINTS, "evaluating-sigterm"])
+@pytest.mark.parametrize(("point", "name"), [(p, "SIGINT") for p in POINTS] + [("evaluating", "SIGTERM"),
+                                                                               ("evaluating", "SIGHUP")],
+                         ids=[*POINTS, "evaluating-sigterm", "evaluating-sighup"])
 def test_a_signal_at_a_point(tiny: Assets, tmp_path: Path, point: str, name: str) -> None:
     suite, args = _setup(tiny, tmp_path)
     if point == "writing-the-cache":
