@@ -153,14 +153,15 @@ def run(args: argparse.Namespace, signals: Signals) -> int:
             clear_shard_record(args.output_dir)  # until this shard has finished, its folder is not a shard
         print(f"saeval: {plan.describe()}")
         suites = [s for s in suites if plan.owns_suite(suite_name(s.path))]
+    runner = session.Session(options)
     with quiet_libraries():
-        runs = session.Session(options).run(suites) if suites else []
+        runs = runner.run(suites) if suites else []
     for line in command_lines(runs):
         print(line)
     return _finished(runs, FinishOptions(
         output_dir=args.output_dir, report=args.report, update_baseline=recording,
         force_baseline=args.update_baseline_force, strict_baselines=True, shard=plan,
-        timings_dir=options.cache_dir if options.use_cache else None), signals)
+        timings_dir=options.cache_dir if options.use_cache and runner.cache_usable else None), signals)
 
 
 def merge(args: argparse.Namespace, signals: Signals) -> int:

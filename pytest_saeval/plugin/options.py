@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -13,7 +15,7 @@ from pytest_saeval.run.shards import Shard, shard_from
 from pytest_saeval.settings import DEVICE_CHOICES, is_device
 from pytest_saeval.store.folder import file_keyed_from_env
 
-__all__ = ["SHARD_OTHERS", "SUFFIXES", "PluginOptions", "add_options", "glob_problem", "split_glob"]
+__all__ = ["SHARD_OTHERS", "SUFFIXES", "PluginOptions", "add_options", "glob_problem", "glob_suites", "split_glob"]
 
 SUFFIXES = (".yaml", ".yml")
 """File name endings of suite files."""
@@ -169,3 +171,15 @@ def split_glob(root: Path, pattern: str) -> tuple[Path, str]:
     if path.is_absolute():
         return Path(path.anchor), str(path.relative_to(path.anchor))
     return root, pattern
+
+
+def glob_suites(root: Path, patterns: Iterable[str]) -> tuple[frozenset[Path], frozenset[Path]]:
+    """The files the ``saeval_thresholds`` globs match (absolute paths), and the matches named like suite
+    files that are no readable files (a dangling link, a FIFO, a device, a folder): those are collected as
+    suite files whose error says what they are, never passed over."""
+    found: set[Path] = set()
+    for pattern in patterns:
+        folder, relative = split_glob(root, pattern)
+        found.update(Path(os.path.abspath(p)) for p in folder.glob(relative))
+    files = frozenset(p for p in found if p.is_file())
+    return files, frozenset(p for p in found - files if p.suffix in SUFFIXES)

@@ -1,23 +1,23 @@
 """Per-run state of the pytest plugin: what is selected, what was evaluated, what to report.
 
-One :class:`Runner` per pytest run lives in ``config.stash[RUNNER_KEY]``. After collection it
-groups the selected gate items into *units* (by default: suites that share a model, token set and
-settings, so one fused pass serves them); the first item of a unit to run evaluates the whole unit
-with one shared :class:`~pytest_saeval.run.session.Session`, and every other item reads its check.
+One :class:`Runner` per pytest run lives in ``config.stash[RUNNER_KEY]``. After collection it groups the selected
+gate items into *units* (by default: suites that share a model, token set and settings, so one fused pass serves
+them); the first item of a unit to run evaluates the whole unit with one shared
+:class:`~pytest_saeval.run.session.Session`, and every other item reads its check.
 
-Under pytest-xdist each worker has its own runner. A worker sends what it evaluated to the
-controller (``workeroutput``); the controller merges, writes the outputs and the baseline, and
-prints the summary.
+Under pytest-xdist each worker has its own runner. A worker sends what it evaluated to the controller
+(``workeroutput``); the controller merges, writes the outputs and the baseline, and prints the summary.
 
-A unit is evaluated whole, but the summary, outputs and baselines hold only the gates whose items
-actually ran: when pytest stops early (``-x``, ``--maxfail``, a keyboard interrupt) the gates it never
-reached are left out, and the summary says how many were deselected and how many were not run.
+A unit is evaluated whole, but the summary, outputs and baselines hold only the gates whose items actually ran: when
+pytest stops early (``-x``, ``--maxfail``, a keyboard interrupt) the gates it never reached are left out, and the
+summary says how many were deselected and how many were not run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ import pytest
 from pytest_saeval.errors import SaevalError
 from pytest_saeval.plain import JSON, to_plain
 from pytest_saeval.plugin.ledger import GateLedger, absolute
-from pytest_saeval.plugin.options import SUFFIXES, PluginOptions, split_glob
+from pytest_saeval.plugin.options import PluginOptions, glob_suites
 from pytest_saeval.plugin.outcomes import EvaluationError
 from pytest_saeval.plugin.overrides import overridden, override_values
 from pytest_saeval.plugin.workers import worker_device, worker_threads
@@ -106,8 +106,6 @@ class Runner:
         self.unit_kind: str = unit_kind if unit_kind in UNITS else "sae"
         self._session: Session | None = None
         self._suites: dict[Path, Suite] = {}
-        self._globbed: frozenset[Path] | None = None
-        self._unreadable: frozenset[Path] = frozenset()
         self._units: dict[tuple[Any, ...], _Unit] = {}
         self._unit_of: dict[tuple[Path, str], tuple[Any, ...]] = {}
         self._entry_index: dict[tuple[Path, str], int] = {}
@@ -136,22 +134,17 @@ class Runner:
         """Whether this process is a pytest-xdist worker."""
         return self.worker_id is not None
 
+    @cached_property
+    def _matches(self) -> tuple[frozenset[Path], frozenset[Path]]:
+        return glob_suites(self.config.rootpath, self.options.thresholds)
+
     def globbed(self) -> frozenset[Path]:
         """Files matched by the ``saeval_thresholds`` globs (relative to the rootdir), found once."""
-        if self._globbed is None:
-            found: set[Path] = set()
-            for pattern in self.options.thresholds:
-                folder, relative = split_glob(self.config.rootpath, pattern)
-                found.update(absolute(p) for p in folder.glob(relative))
-            self._globbed = frozenset(p for p in found if p.is_file())
-            self._unreadable = frozenset(p for p in found if not p.is_file() and p.suffix in SUFFIXES)
-        return self._globbed
+        return self._matches[0]
 
     def unreadable(self) -> frozenset[Path]:
-        """Matches of the globs named like suite files that are no readable files (a dangling link, a FIFO, a
-        device, a folder): each is collected as a suite file whose error says what it is, never skipped."""
-        self.globbed()
-        return self._unreadable
+        """Matches of the globs named like suites that are no readable files (see :func:`glob_suites`)."""
+        return self._matches[1]
 
     def display_path(self, path: Path) -> Path:
         """``path`` relative to the invocation folder when it lies inside it (as messages show it)."""
@@ -170,8 +163,8 @@ class Runner:
 
     @property
     def cache_folder(self) -> Path | None:
-        """The caches' folder (``--saeval-cache-dir``, else ``.saeval-cache`` in the rootdir); ``None`` when off."""
-        return self._cache_dir if self.options.use_cache else None
+        """The caches' folder (``--saeval-cache-dir``, else the rootdir's ``.saeval-cache``); ``None`` when off or failed."""
+        return self._cache_dir if self.options.use_cache and (self._session is None or self._session.cache_usable) else None
 
     @property
     def _cache_dir(self) -> Path:

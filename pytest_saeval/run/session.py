@@ -244,6 +244,11 @@ class Session:
                 out[fused_id] = res
         return {f: out[f] for f in fused}
 
+    @property
+    def cache_usable(self) -> bool:
+        """Whether the cache folder is still in use (False after its one warning: the run went on without it)."""
+        return self._disk is None or self._disk.usable
+
     def _cache_disk(self) -> CacheDisk:
         if self._disk is None:
             self._disk = CacheDisk(self.options.cache_dir or default_cache_dir())
