@@ -2,7 +2,9 @@
 
 A sharded run writes it next to its results, last, after every other output file (and removes an old
 one first, when the run starts and again before writing), so a folder whose run did not finish never
-looks like a finished shard. ``saeval merge`` reads it back (:func:`read_shard_record`)::
+looks like a finished shard. ``saeval merge`` reads it back (:func:`read_shard_record`), every key checked
+here for its type, shape and range (a string of digits is no shard index, ``extra`` holds pairs), a wrong
+one a :class:`~pytest_saeval.errors.ShardError` naming the file and the key (``shard.groups[0].cost``)::
 
     {"format": 1, "surface": "saeval run", "saeval_version": "...",
      "shard": {"index": 2, "count": 3, "selection": "...", "partition": "...", "cost_basis": "estimate",
@@ -15,14 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_saeval.bounded import parse_json, read_regular
-from pytest_saeval.errors import ShardError
+from pytest_saeval.bounded import is_finite, parse_json, read_regular
+from pytest_saeval.errors import ShardError, brief
 from pytest_saeval.fileio import atomic_write_text, os_reason
-from pytest_saeval.run.shards import ShardPlan
+from pytest_saeval.run.shards import MAX_SHARDS, Shard, ShardPlan, WorkGroup
 from pytest_saeval.store.hashing import file_hash
 from pytest_saeval.store.timings import SuiteTiming
 from pytest_saeval.versions import __version__
@@ -98,21 +99,147 @@ def clear_shard_record(folder: str | os.PathLike[str]) -> None:
         pass
 
 
-def _from_dict(data: Mapping[str, object], folder: Path) -> ShardRecord:
-    if data.get("format") != _FORMAT:
-        raise ValueError(f"format {data.get('format')!r} is not {_FORMAT} (written by pytest-saeval "
-                         f"{data.get('saeval_version', 'unknown')})")
-    plan = ShardPlan.from_dict(data["shard"])  # type: ignore[arg-type]
-    suites, extra, errors, timings = (data.get(k, d) for k, d in
-                                      (("suites", {}), ("extra", []), ("errors", []), ("timings", {})))
+class _Damaged(ValueError):
+    """A value of the record that is not what :func:`write_shard_record` writes; ``key`` names it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _wrong(key: str, what: str, value: object) -> _Damaged:
+    return _Damaged(key, f"{key} must be {what}, got {brief(value)}")
+
+
+def _text(value: object, key: str) -> str:
+    if not isinstance(value, str):
+        raise _wrong(key, "a string", value)
+    return value
+
+
+def _whole(value: object, key: str, low: int, high: int | None = None) -> int:
+    """An integer (not a boolean, a float or a string of digits) from ``low`` to ``high``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        raise _wrong(key, f"a whole number from {low} to {high}" if high is not None else f"a whole number >= {low}",
+                     value)
+    return value
+
+
+def _amount(value: object, key: str) -> float:
+    """A finite number >= 0 (an integer or a float, not a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not is_finite(value) or value < 0:
+        raise _wrong(key, "a finite number >= 0", value)
+    return float(value)
+
+
+def _items(value: object, key: str) -> list[object]:
+    if not isinstance(value, list):
+        raise _wrong(key, "a JSON list", value)
+    return value
+
+
+def _texts(value: object, key: str, what: str = "a list of strings") -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _wrong(key, what, value)
+    return tuple(value)
+
+
+def _pair(value: object, key: str, what: str) -> tuple[str, str]:
+    """Two strings, such as ``[suite, SAE id]``."""
+    if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, str) for v in value):
+        raise _wrong(key, what, value)
+    return value[0], value[1]
+
+
+class _Object:
+    """One JSON object of the record: each key read once, checked for its type and range, or a :class:`_Damaged`
+    naming it (``shard.groups[0].cost``)."""
+
+    def __init__(self, value: object, key: str) -> None:
+        if not isinstance(value, dict):
+            raise _wrong(key, "a JSON object", value)
+        self.data: dict[str, object] = value
+        self.key = key
+
+    def at(self, name: str) -> str:
+        """The key path of ``name`` in this object."""
+        return f"{self.key}.{name}" if self.key else name
+
+    def get(self, name: str) -> object:
+        """The value of ``name``; missing is damaged (every writer writes every key)."""
+        if name not in self.data:
+            raise _Damaged(self.at(name), f"{self.at(name)} is missing")
+        return self.data[name]
+
+    def text(self, name: str) -> str:
+        return _text(self.get(name), self.at(name))
+
+    def whole(self, name: str, low: int, high: int | None = None) -> int:
+        return _whole(self.get(name), self.at(name), low, high)
+
+    def items(self, name: str) -> list[tuple[str, object]]:
+        """``(key path, value)`` of each item of the list ``name``."""
+        key = self.at(name)
+        return [(f"{key}[{i}]", v) for i, v in enumerate(_items(self.get(name), key))]
+
+    def members(self, name: str) -> list[tuple[str, str, object]]:
+        """``(member name, key path, value)`` of each member of the object ``name``."""
+        inner = _Object(self.get(name), self.at(name))
+        return [(k, inner.at(k), v) for k, v in inner.data.items()]
+
+
+def _group(value: object, key: str, count: int) -> tuple[WorkGroup, int]:
+    """One group of the partition and the shard that owns it."""
+    g = _Object(value, key)
+    saes = []
+    for at, item in g.items("saes"):
+        if not isinstance(item, list) or len(item) != 3:
+            raise _wrong(at, "a [suite, SAE id, [metrics]] triple", item)
+        suite, uid = _pair(item[:2], at, "a [suite, SAE id, [metrics]] triple")
+        saes.append((suite, uid, _texts(item[2], f"{at}[2]", what="a list of metric names")))
+    group = WorkGroup(g.text("id"), _texts(g.get("suites"), g.at("suites")), tuple(saes),
+                      _amount(g.get("cost"), g.at("cost")))
+    return group, g.whole("shard", 1, count)
+
+
+def _plan(value: object) -> ShardPlan:
+    """The partition: K and N in range, every group well formed, the hashes those of the groups listed."""
+    shard = _Object(value, "shard")
+    count = shard.whole("count", 1, MAX_SHARDS)
+    index = shard.whole("index", 1, count)
+    owned = [_group(item, at, count) for at, item in shard.items("groups")]
+    plan = ShardPlan(Shard(index, count), tuple(g for g, _ in owned), tuple(k for _, k in owned),
+                     shard.text("cost_basis"))
+    for name, expected in (("selection", plan.selection), ("partition", plan.partition)):
+        if shard.text(name) != expected:
+            raise _Damaged(shard.at(name), f"{shard.at(name)} {brief(shard.data[name], 40)} is not the hash of the "
+                           "groups the record lists (it was edited)")
+    return plan
+
+
+def _from_dict(data: object, folder: Path) -> ShardRecord:
+    """The record in ``data``, every key checked here, once; a :class:`_Damaged` naming the first wrong one."""
+    if not isinstance(data, dict):
+        raise _Damaged("shard", "it is not a JSON object")
+    top = _Object(data, "")
+    fmt = top.data.get("format")
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt != _FORMAT:
+        version = top.data.get("saeval_version", "unknown")
+        raise _Damaged("format", f"format {brief(fmt)} is not {_FORMAT} (written by pytest-saeval "
+                       f"{version if isinstance(version, str) else brief(version)})")
     return ShardRecord(
-        plan=plan,
-        suites={str(k): str(v) for k, v in suites.items()},  # type: ignore[attr-defined]
-        extra=tuple((str(s), str(u)) for s, u in extra),  # type: ignore[attr-defined]
-        errors=tuple(str(e) for e in errors),  # type: ignore[attr-defined]
-        timings={str(k): SuiteTiming.from_dict(v) for k, v in timings.items()},  # type: ignore[attr-defined]
-        surface=str(data.get("surface", "")), saeval_version=str(data.get("saeval_version", "")), folder=folder,
+        plan=_plan(top.get("shard")),
+        suites={name: _text(v, at) for name, at, v in top.members("suites")},
+        extra=tuple(_pair(v, at, "a [suite, SAE id] pair of strings") for at, v in top.items("extra")),
+        errors=tuple(_text(v, at) for at, v in top.items("errors")),
+        timings={name: _timing(v, at) for name, at, v in top.members("timings")},
+        surface=top.text("surface"), saeval_version=top.text("saeval_version"), folder=folder,
     )
+
+
+def _timing(value: object, key: str) -> SuiteTiming:
+    t = _Object(value, key)
+    return SuiteTiming(_amount(t.get("seconds"), t.at("seconds")), t.whole("saes", 0))
 
 
 def read_shard_record(folder: str | os.PathLike[str]) -> ShardRecord:
@@ -134,10 +261,10 @@ def read_shard_record(folder: str | os.PathLike[str]) -> ShardRecord:
     except ValueError as e:  # larger than the limit, or not UTF-8
         raise ShardError(f"cannot read the shard record: {e}", fix=_MERGE_FIX, file=str(path)) from None
     try:
-        data = parse_json(text)
-        if not isinstance(data, dict):
-            raise ValueError("it is not a JSON object")
-        return _from_dict(data, Path(folder))
-    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
+        return _from_dict(parse_json(text), Path(folder))
+    except _Damaged as e:
+        raise ShardError(f"the shard record is damaged: {e}", fix="run that shard again", file=str(path),
+                         key=e.key) from None
+    except ValueError as e:  # not JSON, nested too deeply, an integer too long
         raise ShardError(f"the shard record is damaged: {e}", fix="run that shard again", file=str(path),
                          key="shard") from None

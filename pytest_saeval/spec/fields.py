@@ -301,27 +301,40 @@ def check_hook_name(value: object) -> str:
     return text
 
 
+def _whole(value: object) -> int | None:
+    """``value`` as an integer when it is one: an int, or a float with no fractional part (``8.0``), which
+    JSON Schema's ``integer`` counts as one too (so the schema and the checks agree); ``None`` for anything
+    else (booleans, ``8.5``, strings, infinities)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def check_count(name: str, value: object) -> int:
-    """A whole number from 1 to :data:`MAX_COUNT` (booleans are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """A whole number from 1 to :data:`MAX_COUNT` (booleans are not numbers here; ``8.0`` is 8)."""
+    number = _whole(value)
+    if number is None:
         raise Invalid(f"{name} must be a whole number >= 1, got {kind(value)} ({brief(value)})",
                       f"set {name} to a whole number such as 10")
-    if value < 1:
-        raise Invalid(f"{name} must be >= 1, got {value}", f"set {name} to 1 or more")
-    if value > MAX_COUNT:
-        raise Invalid(f"{name} must be at most {MAX_COUNT}, got {value}", f"set {name} to a whole number such as 10")
-    return value
+    if number < 1:
+        raise Invalid(f"{name} must be >= 1, got {brief(value)}", f"set {name} to 1 or more")
+    if number > MAX_COUNT:
+        raise Invalid(f"{name} must be at most {MAX_COUNT}, got {brief(value)}", f"set {name} to a whole number such as 10")
+    return number
 
 
 def check_exclude(value: object) -> bool | tuple[int, ...]:
-    """``true``, ``false`` or a list of token ids from 0 to :data:`MAX_TOKEN_ID`."""
+    """``true``, ``false`` or a list of token ids from 0 to :data:`MAX_TOKEN_ID` (``50256.0`` is 50256)."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, (list, tuple)) and all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_TOKEN_ID for v in value
-    ):
-        return tuple(value)
-    too_big = isinstance(value, (list, tuple)) and any(isinstance(v, int) and v > MAX_TOKEN_ID for v in value)
+    ids = [_whole(v) for v in value] if isinstance(value, (list, tuple)) else None
+    if ids is not None and all(i is not None and 0 <= i <= MAX_TOKEN_ID for i in ids):
+        return tuple(i for i in ids if i is not None)
+    too_big = ids is not None and any(i is not None and i > MAX_TOKEN_ID for i in ids)
     raise Invalid(
         f"exclude_special_tokens must be true, false or a list of token ids, got {brief(value)}"
         + (f" (token ids are at most {MAX_TOKEN_ID})" if too_big else ""),

@@ -2,8 +2,9 @@
 
 Every key, its description and its kind come from :data:`~pytest_saeval.spec.fields.SECTIONS`; the
 limits and patterns (counts, token ids, SAE ids, factories, paths, devices, dtypes, gate expressions,
-gate modes, the "exactly one of" source keys) are the same constants the checks use, and the metric
-names are the catalogue's scalar metrics. So an editor that reads ``# yaml-language-server:
+gate modes, the "exactly one of" source keys) are the same constants the checks use, an integer is what
+JSON Schema calls one (``8`` and ``8.0`` alike, as the checks take them), and the metric names are the
+catalogue's scalar metrics. So an editor that reads ``# yaml-language-server:
 $schema=...`` completes the keys the loader accepts and flags what it would refuse before a run.
 What a schema cannot say (duplicate SAE ids, files that must exist, baseline values) stays the
 loader's. ``saeval schema`` prints it. Pure Python.

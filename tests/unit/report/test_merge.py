@@ -159,6 +159,26 @@ def test_a_changed_suite_file_stops_the_merge(project: list[SuiteRun]) -> None:
         merge_shards(folders)
 
 
+@pytest.mark.parametrize(("field", "value", "key", "why"), [
+    ("extra", ["../x"], "extra[0]", "extra[0] must be a [suite, SAE id] pair of strings, got '../x'"),
+    ("index", "1", "shard.index", "shard.index must be a whole number from 1 to 3, got '1'"),
+    ("count", 0, "shard.count", "shard.count must be a whole number from 1 to 10000, got 0"),
+    ("errors", "boom", "errors", "errors must be a JSON list, got 'boom'"),
+])
+def test_saeval_merge_of_a_damaged_shard_record_is_one_located_error(
+        project: list[SuiteRun], capsys: pytest.CaptureFixture[str], field: str, value: object, key: str,
+        why: str) -> None:
+    folders = _shards(project)
+    path = folders[0] / SHARD_FILE
+    data = json.loads(path.read_text())
+    (data["shard"] if field in ("index", "count") else data)[field] = value
+    path.write_text(json.dumps(data))
+    assert main(["merge", *map(str, folders), "--output-dir", "out"]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"saeval: error: {path}: {key}: the shard record is damaged: {why}. Fix: run that shard again\n"
+    assert not Path("out").exists()
+
+
 def _edit_records(folder: Path, edit: object) -> None:
     path = folder / "all_eval_results.json"
     records = json.loads(path.read_text())

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from pytest_saeval.errors import SuiteError
-from pytest_saeval.spec.fields import SAE_FORMATS, SAE_KEYS, Invalid, check_hook_name, check_sae_format
+from pytest_saeval.spec.fields import (
+    MAX_COUNT,
+    SAE_FORMATS,
+    SAE_KEYS,
+    Invalid,
+    check_count,
+    check_exclude,
+    check_hook_name,
+    check_sae_format,
+)
 from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.suite import SAESpec
 
@@ -86,3 +95,39 @@ def test_spec_built_in_code_runs_the_same_checks():
     with pytest.raises(SuiteError, match="applies only to an SAE loaded from path"):
         SAESpec(id="a", factory="m:f", format="sae_lens")
     assert SAESpec(id="a", path=Path("x"), format=" dictionary_learning").format == "dictionary_learning"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(8, 8), (8.0, 8), (-0.0, None), (8.5, None), (True, None),
+                                                 ("8", None), (float("inf"), None), (float("nan"), None),
+                                                 (float(MAX_COUNT), MAX_COUNT), (float(MAX_COUNT + 1), None)])
+def test_a_count_is_an_integer_as_json_schema_counts_one(value: object, expected: int | None) -> None:
+    """``8.0`` is the integer 8 (the schema's ``integer`` accepts it); ``8.5``, booleans and strings are not."""
+    if expected is None:
+        with pytest.raises(Invalid):
+            check_count("context_size", value)
+    else:
+        assert check_count("context_size", value) == expected
+        assert type(check_count("context_size", value)) is int
+
+
+def test_token_ids_are_integers_as_json_schema_counts_them() -> None:
+    assert check_exclude([0.0, 50256.0, 7]) == (0, 50256, 7)
+    assert all(type(i) is int for i in check_exclude([0.0, 50256.0]))  # type: ignore[union-attr]
+    for bad in ([0.5], [True], [-1.0], ["1"], [float(2**63)]):
+        with pytest.raises(Invalid):
+            check_exclude(bad)
+    with pytest.raises(Invalid, match="token ids are at most"):
+        check_exclude([float(2**64)])
+
+
+def test_a_float_for_a_count_loads_as_its_integer(tmp_path: Path) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text("model:\n  name: gpt2\ndata:\n  tokens: eval.npy\n  context_size: 8.0\n  batch_size_prompts: 2.0\n"
+                    "  exclude_special_tokens: [0.0, 50256.0]\nsaes:\n  - id: a\n    path: sae\n")
+    data = load_suite(path).data
+    assert (data.context_size, data.batch_size_prompts, data.exclude_special_tokens) == (8, 2, (0, 50256))
+    assert type(data.context_size) is int and type(data.batch_size_prompts) is int
+    path.write_text(path.read_text().replace("context_size: 8.0", "context_size: 8.5"))
+    with pytest.raises(SuiteError, match=r"context_size must be a whole number >= 1, got a number \(8.5\)") as info:
+        load_suite(path)
+    assert info.value.location.key == "data.context_size" and info.value.location.line == 5

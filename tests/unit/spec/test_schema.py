@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import yaml
 
 from pytest_saeval.catalogue import SCALAR_METRICS
 from pytest_saeval.errors import SuiteError
-from pytest_saeval.spec.fields import SECTIONS
+from pytest_saeval.spec.fields import MAX_COUNT, MAX_TOKEN_ID, SECTIONS, Invalid, check_field
 from pytest_saeval.spec.gates import GATE_PATTERN, parse_bound
 from pytest_saeval.spec.schema import schema_text, suite_schema
 
@@ -77,3 +78,37 @@ def test_the_gate_pattern_accepts_what_the_parser_accepts(expression: str) -> No
     except SuiteError:
         parsed = False
     assert (re.fullmatch(GATE_PATTERN, expression) is not None) == parsed, expression
+
+
+_STRUCTURE = {"gates", "model", "data", "dataset", "data_files", "saes", "defaults", "gate_mode"}
+_PROBES: list[object] = [
+    0, 1, 8, 8.0, 8.5, -1, -1.0, 0.0, MAX_COUNT, float(MAX_COUNT), MAX_COUNT + 1, float(MAX_COUNT + 1), 1e300,
+    math.inf, -math.inf, True, False, None, "8", "8.0", "", " ", "x", "cpu", "cuda:0", "float32", "a:b", "sae_lens",
+    "blocks.0.hook_z", "a/b", "a\0b", [], [0], [0.0], [50256.0], [0.5], [True], [-1], [-1.0], ["1"], [MAX_TOKEN_ID],
+    [MAX_TOKEN_ID + 1], [float(2**62)], [float(2**63)], {"a": 1},
+]
+"""Values for every kind of key: integers and the floats that stand for them (``8.0``) or do not (``8.5``),
+bounds and one past them, booleans, strings, lists."""
+
+
+def _refused(section: str, name: str, value: object) -> bool:
+    try:
+        check_field(section, name, value)
+    except Invalid:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(("section", "name", "kind"), [(s, f.name, f.kind) for s, entries in SECTIONS.items()
+                                                       for f in entries if f.kind not in _STRUCTURE])
+def test_the_schema_accepts_no_value_the_loader_refuses(section: str, name: str, kind: str) -> None:
+    """Each key's fragment against its check. An integer key says ``integer`` with the check's minimum and
+    maximum, so there they agree both ways; JSON Schema's integers (``8.0`` too) are integers to the check."""
+    schema = suite_schema()
+    fragment = (schema if section == "suite" else schema["$defs"][section])["properties"][name]
+    validator = jsonschema.Draft202012Validator(fragment)
+    for value in _PROBES:
+        refused = _refused(section, name, value)
+        assert not (validator.is_valid(value) and refused), f"the schema accepts {name}: {value!r}, the loader refuses it"
+        if kind in ("count", "exclude"):
+            assert validator.is_valid(value) == (not refused), f"{name}: {value!r}"
