@@ -1,7 +1,8 @@
 """What can be checked before any model is loaded, checked first: a wrong path, a token file of the
-wrong shape or dtype or with too few rows, an SAE folder that is missing, of no known format or whose
-config and weight shapes disagree, or a factory module that does not import is reported in well under a
-second, not after the model has loaded.
+wrong shape or dtype or with too few rows, an SAE folder that is missing, of no known format, with a FIFO
+or a folder where its config belongs, whose config sizes are no whole numbers >= 1 or disagree with its
+weight shapes, or a factory module that does not import is reported in well under a second, not after the
+model has loaded.
 
 Nothing here imports torch: token files and SAE weights are read from their headers (``.npy``,
 ``.safetensors``), model folders from their ``config.json``, factories are imported but not called.

@@ -133,14 +133,18 @@ def short(exc: BaseException, limit: int = 300) -> str:
 def safetensors_header(file: Path) -> dict[str, Any]:
     """The JSON header of a safetensors file (``{name: {"dtype", "shape", "data_offsets"}, "__metadata__": ...}``),
     read without torch. ``OSError`` when unreadable; ``ValueError`` when it is no safetensors header, an
-    entry is malformed (see :func:`_check_header_entry`; the message names the tensor) or the file is
-    shorter than the tensors the header lists (a truncated copy)."""
+    entry is malformed (see :func:`_check_header_entry`; the message names the tensor), or the file is
+    shorter than its header or than the tensors the header lists (a truncated copy)."""
     import json
 
     with open(file, "rb") as fh:
         size = int.from_bytes(fh.read(8), "little")
         if not 0 < size < (1 << 27):
             raise ValueError("no safetensors header")
+        actual = os.fstat(fh.fileno()).st_size
+        if 8 + size > actual:  # read as it is, the cut header would be reported as bad UTF-8 or JSON
+            raise ValueError(f"its header is longer than the file: the first 8 bytes give a header of {size} bytes, "
+                             f"but only {max(actual - 8, 0)} bytes follow (the file is cut off)")
         try:
             header = json.loads(fh.read(size))
         except RecursionError as e:  # JSON nested deeper than Python's stack: no header either

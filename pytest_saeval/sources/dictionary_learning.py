@@ -36,7 +36,13 @@ from typing import Any
 
 from pytest_saeval.errors import SourceError
 from pytest_saeval.sources.common import short
-from pytest_saeval.sources.formats import FORMAT_FILES, load_with_converter, read_json_object
+from pytest_saeval.sources.formats import (
+    FORMAT_FILES,
+    config_sizes,
+    load_with_converter,
+    read_json_object,
+    whole_number,
+)
 from pytest_saeval.sources.hookpoints import dictionary_learning_hook
 
 __all__ = ["DICT_CLASSES", "dictionary_learning_converter", "load_dictionary_learning"]
@@ -98,23 +104,11 @@ class _Trainer:
     """``buffer.ctx_len`` (metadata)."""
 
 
-def _whole(block: dict[str, Any], key: str, file: Path, *, required: bool = True) -> int | None:
-    value = block.get(key)
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "layer" else 1):
-        got = "nothing" if value is None else repr(value)
-        raise SourceError(f"'{file}': trainer.{key} must be a whole number, got {got}", fix=_FIX)
-    return value
-
-
 def _read_trainer(folder: Path) -> _Trainer:
     file = folder / CONFIG_FILE
     raw = read_json_object(file, _FIX)
-    block = raw.get("trainer")
-    if not isinstance(block, dict):
-        raise SourceError(f"'{file}' has no \"trainer\" block (dictionary_learning writes "
-                          "{\"trainer\": {...}, \"buffer\": {...}})", fix=_FIX)
+    d_in, d_sae = config_sizes("dictionary_learning", raw, file)  # first: it checks that the trainer block is there
+    block = raw["trainer"]
     dict_class = block.get("dict_class")
     if dict_class not in DICT_CLASSES:
         raise SourceError(f"'{file}': trainer.dict_class {dict_class!r} is not a dictionary class this loader maps "
@@ -124,11 +118,12 @@ def _read_trainer(folder: Path) -> _Trainer:
     buffer = raw.get("buffer")
     ctx_len = buffer.get("ctx_len") if isinstance(buffer, dict) else None
     lm_name, submodule = block.get("lm_name"), block.get("submodule_name")
+    topk = DICT_CLASSES[dict_class].architecture == "topk"
+    layer = block.get("layer")
     return _Trainer(
-        dict_class=dict_class, d_in=_whole(block, "activation_dim", file) or 0,
-        d_sae=_whole(block, "dict_size", file) or 0,
-        k=_whole(block, "k", file) if DICT_CLASSES[dict_class].architecture == "topk" else None,
-        layer=_whole(block, "layer", file, required=False),
+        dict_class=dict_class, d_in=d_in, d_sae=d_sae,
+        k=whole_number(block, "k", file, minimum=1, fix=_FIX, path="trainer.") if topk else None,
+        layer=None if layer is None else whole_number(block, "layer", file, minimum=0, fix=_FIX, path="trainer."),
         submodule_name=submodule if isinstance(submodule, str) and submodule else None,
         lm_name=lm_name.split("/")[-1] if isinstance(lm_name, str) else "",
         ctx_len=ctx_len if isinstance(ctx_len, int) and not isinstance(ctx_len, bool) else None)

@@ -25,6 +25,7 @@ from pytest_saeval.sources.formats import (
     FORMAT_FILES,
     check_safetensors,
     check_weight_dtypes,
+    config_sizes,
     detect_format,
     read_json_object,
 )
@@ -138,6 +139,7 @@ def _load_sae_lens_folder(folder: Path, device: str, dtype: str | None) -> Any:
     cfg_file = folder / SAE_CFG_FILE
     weights = folder / SAE_WEIGHTS_FILE
     cfg = read_json_object(cfg_file, fix="re-save the SAE with sae.save_model(folder)")
+    config_sizes("sae_lens", cfg, cfg_file)  # SAE Lens would build tensors of d_sae 0 or "64" and fail obscurely
     dtypes = check_safetensors(weights, fix="re-save the SAE with sae.save_model(folder) or copy the file again completely")
     check_weight_dtypes(weights, cfg, dtypes)
 

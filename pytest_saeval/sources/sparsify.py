@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saeval.errors import SourceError
-from pytest_saeval.sources.formats import FORMAT_FILES, check_safetensors, load_with_converter, read_json_object
+from pytest_saeval.sources.formats import (
+    FORMAT_FILES,
+    check_safetensors,
+    config_sizes,
+    load_with_converter,
+    read_json_object,
+    whole_number,
+)
 from pytest_saeval.sources.hookpoints import sparsify_hook
 
 __all__ = ["SparsifyConfig", "load_sparsify", "read_sparsify_config", "sparsify_converter"]
@@ -56,15 +63,6 @@ class SparsifyConfig:
     """The Hugging Face module the SAE was trained on: the checkpoint folder's name (its parent's for ``seedN``)."""
 
 
-def _int(raw: dict[str, Any], key: str, file: Path, minimum: int, default: int | None = None) -> int:
-    value = raw.get(key, default)
-    if value is None:
-        raise SourceError(f"'{file}' has no {key}", fix=_FIX)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SourceError(f"'{file}': {key} must be a whole number >= {minimum}, got {value!r}", fix=_FIX)
-    return value
-
-
 def _refuse(file: Path, what: str, fix: str) -> SourceError:
     return SourceError(f"'{file}' describes {what}, which has no SAE Lens equivalent", fix=fix)
 
@@ -89,10 +87,8 @@ def read_sparsify_config(folder: Path) -> SparsifyConfig:
                           "(it reads sparsify up to 1.3.3 and the older signed variant)", fix=adapter)
     if not isinstance(raw.get("signed", False), bool):
         raise SourceError(f"'{file}': signed must be true or false, got {raw['signed']!r}", fix=_FIX)
-    d_in = _int(raw, "d_in", file, 1)
-    num_latents = _int(raw, "num_latents", file, 0, default=0)
-    d_sae = num_latents or d_in * _int(raw, "expansion_factor", file, 1, default=32)
-    k = _int(raw, "k", file, 1)
+    d_in, d_sae = config_sizes("sparsify", raw, file)
+    k = whole_number(raw, "k", file, minimum=1, fix=_FIX)
     if k > d_sae:
         raise SourceError(f"'{file}': k = {k} exceeds the {d_sae} latents", fix=_FIX)
     hookpoint = folder.parent.name if _SEED_FOLDER.match(folder.name) else folder.name

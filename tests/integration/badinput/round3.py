@@ -1,16 +1,19 @@
 """Round three of the bad-input matrix: what a training repo's own code and a broken checkpoint hand a run.
 
-A factory's SAE whose ``encode`` gives top-k values or whose ``decode`` raises, an SAE of a diverged run
-(NaN weights, which used to pass ``l0`` and ``frac_alive`` gates), a suite ``hook_name`` with a typo,
-token files of unusual tensor layouts, with two token keys or two arrays, safetensors headers that are JSON but not
-a header, gates no value can meet, special-token ids outside the vocabulary, and baseline files built
-to exhaust a reader. Each ends as one located error.
+A factory's SAE whose ``encode`` gives top-k values or whose ``decode`` raises, an SAE of a diverged run (NaN
+weights, which used to pass ``l0`` and ``frac_alive`` gates), a suite ``hook_name`` with a typo, token files of
+unusual tensor layouts, with two token keys or two arrays, safetensors headers that are JSON but not a header or run
+past the end of the file, an SAE config with d_sae 0 or a FIFO in its place, gates no value can meet, special-token
+ids outside the vocabulary, baseline files built to exhaust a reader, and a FIFO where the report or ``summary.md``
+is to be written. Each ends as one located error, or one ``cannot write X: reason`` line that leaves the FIFO a
+FIFO.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,6 +134,49 @@ def _endless(path: Path) -> None:
     os.symlink("/dev/zero", path)
 
 
+def _cfg(**change: object) -> Callable[[Path], None]:
+    def apply(sae: Path) -> None:
+        cfg = json.loads((sae / "cfg.json").read_text())
+        (sae / "cfg.json").write_text(json.dumps({**cfg, **change}))
+
+    return apply
+
+
+def _cfg_fifo(sae: Path) -> None:
+    (sae / "cfg.json").unlink()
+    os.mkfifo(sae / "cfg.json")
+
+
+def _fifo_at(name: str, previous: str | None = None) -> Callable[[Path, Assets], Path]:
+    """The base suite, and a FIFO where the run is to write ``name`` (with an earlier output ``previous`` next
+    to it): a rename over it would replace it with a regular file (``--report /dev/null`` run as root)."""
+
+    def build(folder: Path, a: Assets) -> Path:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(folder / name)
+        if previous is not None:
+            (folder / previous).write_text("previous output\n")
+        return write_suite(folder, base_suite(a))
+
+    return build
+
+
+def _still_a_fifo(name: str, previous: str | None = None) -> Callable[[Path], None]:
+    def check(folder: Path) -> None:
+        assert stat.S_ISFIFO(os.stat(folder / name).st_mode), f"{name} was replaced"
+        if previous is not None:
+            assert (folder / previous).read_text() == "previous output\n", previous
+
+    return check
+
+
+def _header_past_the_end(sae: Path) -> None:
+    """Keep the weights' 8-byte length and half the header it gives (a copy cut off inside the header)."""
+    weights = sae / "sae_weights.safetensors"
+    raw = weights.read_bytes()
+    weights.write_bytes(raw[:8 + int.from_bytes(raw[:8], "little") // 2])
+
+
 _C = BadInputCase
 
 ROUND_THREE: tuple[BadInputCase, ...] = (
@@ -167,6 +213,22 @@ ROUND_THREE: tuple[BadInputCase, ...] = (
     _C("tokens-npy-second-array-appended", tokens_file("t.npy", _appended_npy),
        expect=("t.npy' has ", "bytes after the [", "more than one array in one file"), key="data.tokens",
        line_of="tokens:"),
+    _C("sae-cfg-d-sae-zero", broken_sae(_cfg(d_sae=0)),  # SAE Lens warned of zero-element tensors, then failed
+       expect=("cfg.json': d_sae must be a whole number >= 1, got 0", 'set "d_sae": 64 in cfg.json'),
+       key="saes[0].path", line_of="path: sae"),
+    _C("sae-cfg-fifo", broken_sae(_cfg_fifo),  # was "has no cfg.json"; reading it would block
+       expect=("cfg.json' is not a regular file (a FIFO)",), key="saes[0].path", line_of="path: sae", max_seconds=20),
+    _C("sae-weights-header-past-the-end", broken_sae(_header_past_the_end),  # was a UnicodeDecodeError
+       expect=("sae_weights.safetensors' is corrupt or truncated", "its header is longer than the file", "cut off"),
+       key="saes[0].path", line_of="path: sae"),
+    # --- a FIFO where a file is to be written: refused, never replaced ------------------------------
+    _C("report-path-is-a-fifo", _fifo_at("report.html"), outcome="io", pytest=False,
+       args=("--report", "{folder}/report.html"), expect=("cannot write", "it is a FIFO, not a regular file"),
+       key="--report", line_of=None, max_seconds=2, check=_still_a_fifo("report.html")),
+    _C("summary-md-is-a-fifo", _fifo_at("out/summary.md", previous="out/all_eval_results.json"), outcome="io",
+       pytest=False, args=("--output-dir", "{folder}/out"),
+       expect=("cannot write", "summary.md: not a regular file (a FIFO)", "previous outputs were left"), key=None,
+       line_of=None, check=_still_a_fifo("out/summary.md", previous="out/all_eval_results.json")),
     # --- gates and settings no run can satisfy -----------------------------------------------------
     _C("gate-range-no-value-meets", edit(('l0: ">= 0"', 'l0: [">= 40", "<= 20"]')),
        expect=("gate on l0 can never pass: no value is >= 40 and <= 20", "swap or correct the bounds"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -174,13 +175,20 @@ def test_preflight_imports_no_torch(tmp_path):
     assert out.split() == ["ERROR", "data.tokens", "False", "False"]
 
 
-def _sae_lens_folder(folder: Path, d_in: int = 16, d_sae: int = 32, w_enc: tuple[int, int] | None = None) -> None:
+def _sae_lens_folder(folder: Path, d_in: object = 16, d_sae: object = 32, w_enc: tuple[int, int] | None = None) -> None:
     from safetensors.numpy import save_file
 
     folder.mkdir(exist_ok=True)
     (folder / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": d_in, "d_sae": d_sae}))
     save_file({"W_enc": np.zeros(w_enc or (d_in, d_sae), dtype=np.float32),
-               "W_dec": np.zeros((d_sae, d_in), dtype=np.float32)}, str(folder / "sae_weights.safetensors"))
+               "W_dec": np.zeros((d_sae, d_in) if w_enc is None else (32, 16), dtype=np.float32)},
+              str(folder / "sae_weights.safetensors"))
+
+
+def _cut_header(weights: Path) -> None:
+    """Keep the 8-byte length and half the header it gives: the header runs past the end of the file."""
+    raw = weights.read_bytes()
+    weights.write_bytes(raw[:8 + int.from_bytes(raw[:8], "little") // 2])
 
 
 @pytest.mark.parametrize(("make", "needle"), [
@@ -191,6 +199,15 @@ def _sae_lens_folder(folder: Path, d_in: int = 16, d_sae: int = 32, w_enc: tuple
     (lambda f: (_sae_lens_folder(f), (f / "sae_weights.safetensors").write_bytes(b"\xff" * 16)), "corrupt or truncated"),
     (lambda f: (f / "cfg.json").write_text("{}"), "has no sae_weights.safetensors"),
     (lambda f: (f / "notes.txt").write_text(""), "holds no SAE checkpoint"),
+    (lambda f: _sae_lens_folder(f, d_sae=0, w_enc=(16, 32)), "{f}/cfg.json': d_sae must be a whole number >= 1, got 0"),
+    (lambda f: _sae_lens_folder(f, d_sae="32", w_enc=(16, 32)), 'd_sae must be a whole number >= 1, got "32" (a string)'),
+    (lambda f: _sae_lens_folder(f, d_in=16.0, w_enc=(16, 32)), "d_in must be a whole number >= 1, got 16.0"),
+    (lambda f: (_sae_lens_folder(f), (f / "cfg.json").unlink(), os.mkfifo(f / "cfg.json")),
+     "'{f}/cfg.json' is not a regular file (a FIFO)"),
+    (lambda f: (_sae_lens_folder(f), (f / "cfg.json").unlink(), (f / "cfg.json").mkdir()),
+     "'{f}/cfg.json' is not a regular file (a folder)"),
+    (lambda f: (_sae_lens_folder(f), _cut_header(f / "sae_weights.safetensors")),
+     "its header is longer than the file: the first 8 bytes give a header of"),
 ])
 def test_sae_folder_problems_are_found_before_the_model_loads(tmp_path, make, needle):
     import shutil

@@ -157,6 +157,19 @@ def test_safetensors_header_nested_too_deeply_is_a_value_error(tmp_path: Path) -
         safetensors_header(tmp_path / "w.safetensors")
 
 
+@pytest.mark.parametrize("cut", [1, 40])
+def test_a_header_longer_than_the_file_is_named_as_cut_off(tmp_path: Path, cut: int) -> None:
+    """Read as it is, the cut header would be reported as bad UTF-8 or JSON at some position."""
+    file = _raw_safetensors(tmp_path / "w.safetensors", {"W_enc": {**_GOOD, "data_offsets": [0, 0]}}, data=b"")
+    whole = file.read_bytes()
+    file.write_bytes(whole[:-cut])
+    with pytest.raises(ValueError) as info:
+        safetensors_header(file)
+    size = len(whole) - 8
+    assert str(info.value) == (f"its header is longer than the file: the first 8 bytes give a header of {size} "
+                               f"bytes, but only {size - cut} bytes follow (the file is cut off)")
+
+
 def test_a_link_that_leads_nowhere_is_named_as_such(tmp_path: Path) -> None:
     from pytest_saeval.errors import SourceError
 

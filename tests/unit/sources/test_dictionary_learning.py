@@ -134,7 +134,7 @@ def _rewrite_config(folder: Path, change) -> None:
 @pytest.mark.parametrize(("change", "expected"), [
     (lambda c: c.pop("trainer"), "has no \"trainer\" block"),
     (lambda c: c["trainer"].update(dict_class="IdentityDict"), "trainer.dict_class 'IdentityDict' is not a dictionary"),
-    (lambda c: c["trainer"].update(dict_size="40"), "trainer.dict_size must be a whole number, got '40'"),
+    (lambda c: c["trainer"].update(dict_size="40"), 'trainer.dict_size must be a whole number >= 1, got "40" (a string)'),
     (lambda c: c["trainer"].update(activation_dim=25), "encoder.weight has shape [40, 24], but activation_dim 25"),
     (lambda c: c["trainer"].update(k=6), "keeps k = 5, but config.json says trainer.k = 6"),
     (lambda c: c["trainer"].update(dict_class="BatchTopKSAE"), None),  # same keys as AutoEncoderTopK: loads

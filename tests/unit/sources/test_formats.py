@@ -1,15 +1,18 @@
 """Telling checkpoint folders apart: SAE Lens, sparsify, dictionary_learning; run folders, half
-checkpoints, ambiguous folders and ``format:``; weights whose safetensors header is malformed."""
+checkpoints, ambiguous folders and ``format:``; a folder, FIFO or device where a checkpoint file belongs;
+weights whose safetensors header is malformed; config sizes that are no whole numbers >= 1."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pytest_saeval.errors import SourceError
-from pytest_saeval.sources.formats import FORMAT_FILES, detect_format, inspect_sae_folder
+from pytest_saeval.sources.formats import FORMAT_FILES, detect_format, inspect_sae_folder, read_json_object
 from pytest_saeval.spec.fields import SAE_FORMATS
 
 
@@ -159,3 +162,152 @@ def test_a_sparsify_folder_with_a_malformed_header_is_one_source_error(tmp_path,
     with pytest.raises(SourceError) as info:
         inspect_sae_folder(folder)
     assert f"is corrupt or truncated (ValueError: {reason.format(t='encoder.weight')}" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------
+# a folder, FIFO or device where a checkpoint file belongs: named as such, never opened
+
+
+def _special(path: Path, kind: str) -> str:
+    """Put a ``kind`` thing at ``path``; return how the message names it."""
+    if kind == "fifo":
+        os.mkfifo(path)
+        return "(a FIFO)"
+    if kind == "folder":
+        path.mkdir()
+        return "(a folder)"
+    os.symlink("/dev/zero", path)
+    return "(a character device; it is a symbolic link to '/dev/zero')"
+
+
+def _within(seconds: float, call, *args):
+    """``call(*args)`` in a thread that must end within ``seconds`` (a FIFO opened for reading would block)."""
+    import threading
+
+    outcome: list[BaseException | object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(call(*args))
+        except BaseException as e:  # noqa: BLE001 - handed back to the test
+            outcome.append(e)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{call.__name__} blocked (it opened a FIFO or read a device)"
+    return outcome[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="POSIX special files")
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+@pytest.mark.parametrize(("fmt", "name"), [("sae_lens", "cfg.json"), ("sae_lens", "sae_weights.safetensors"),
+                                           ("sparsify", "sae.safetensors"), ("dictionary_learning", "config.json")])
+@pytest.mark.parametrize("named", [False, True])
+def test_a_checkpoint_file_that_is_no_regular_file_is_named_as_such(tmp_path, kind, fmt, name, named):
+    folder = _touch(tmp_path / "ckpt", *(n for n in FORMAT_FILES[fmt] if n != name))
+    what = _special(folder / name, kind)
+    for call in (detect_format, inspect_sae_folder):
+        error = _within(10, call, folder, fmt if named else None)
+        assert isinstance(error, SourceError), error
+        assert f"'{folder / name}' is not a regular file {what}" in error.message
+        assert "has no" not in error.message and "copy the checkpoint folder again" in (error.fix or "")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_read_json_object_refuses_a_fifo_unread(tmp_path):
+    os.mkfifo(tmp_path / "cfg.json")
+    error = _within(10, read_json_object, tmp_path / "cfg.json", "the fix")
+    assert isinstance(error, SourceError) and error.message == f"'{tmp_path / 'cfg.json'}' is not a regular file (a FIFO)"
+    (tmp_path / "big.json").write_text(" " * (16 << 20) + "{}")
+    with pytest.raises(SourceError, match="big.json' is no config file: it is larger than 16 MiB"):
+        read_json_object(tmp_path / "big.json", "the fix")
+
+
+# ------------------------------------------------------------------------------------------
+# the config's sizes: whole numbers >= 1, checked before anything is built of them
+
+
+def _sae_lens(folder: Path, **cfg: object) -> Path:
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": 16, "d_sae": 32, **cfg}))
+    save_file({"W_enc": np.zeros((16, 32), dtype=np.float32), "W_dec": np.zeros((32, 16), dtype=np.float32)},
+              str(folder / "sae_weights.safetensors"))
+    return folder
+
+
+_FROM_WEIGHTS = "in cfg.json, the size its weights have (W_enc in sae_weights.safetensors has shape [16, 32])"
+
+
+@pytest.mark.parametrize(("cfg", "message", "fix"), [
+    ({"d_sae": 0}, "d_sae must be a whole number >= 1, got 0", f'set "d_sae": 32 {_FROM_WEIGHTS}'),
+    ({"d_sae": "32"}, 'd_sae must be a whole number >= 1, got "32" (a string)', f'set "d_sae": 32 {_FROM_WEIGHTS}'),
+    ({"d_sae": 32.0}, "d_sae must be a whole number >= 1, got 32.0 (a decimal number)", '"d_sae": 32'),
+    ({"d_sae": float("nan")}, "d_sae must be a whole number >= 1, got NaN", '"d_sae": 32'),
+    ({"d_sae": None}, "d_sae must be a whole number >= 1, got null", '"d_sae": 32'),
+    ({"d_in": True}, "d_in must be a whole number >= 1, got true (a boolean)", f'set "d_in": 16 {_FROM_WEIGHTS}'),
+    ({"d_in": -16}, "d_in must be a whole number >= 1, got -16", '"d_in": 16'),
+    ({"d_in": [16]}, "d_in must be a whole number >= 1, got [16] (a list)", '"d_in": 16'),
+])
+def test_sae_lens_sizes_that_are_no_whole_numbers_are_named_with_the_stored_size(tmp_path, cfg, message, fix):
+    folder = _sae_lens(tmp_path / "sae", **cfg)
+    with pytest.raises(SourceError) as info:
+        inspect_sae_folder(folder)
+    assert info.value.message == f"'{folder / 'cfg.json'}': {message}"
+    assert fix in (info.value.fix or "")
+
+
+def test_a_missing_size_is_named(tmp_path):
+    folder = _sae_lens(tmp_path / "sae")
+    (folder / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": 16}))
+    with pytest.raises(SourceError, match=r"cfg.json' has no d_sae\. Fix: set \"d_sae\": 32 in cfg.json"):
+        inspect_sae_folder(folder)
+
+
+def _sparsify(folder: Path, **cfg: object) -> Path:
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cfg.json").write_text(json.dumps({"d_in": 4, "num_latents": 8, "k": 2, **cfg}))
+    save_file({"encoder.weight": np.zeros((8, 4), dtype=np.float32), "W_dec": np.zeros((8, 4), dtype=np.float32)},
+              str(folder / "sae.safetensors"))
+    return folder
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    ({"d_in": "4"}, 'd_in must be a whole number >= 1, got "4" (a string)'),
+    ({"num_latents": -8}, "num_latents must be a whole number >= 0, got -8"),
+    ({"num_latents": 8.0}, "num_latents must be a whole number >= 0, got 8.0 (a decimal number)"),
+    ({"num_latents": 0, "expansion_factor": 0}, "expansion_factor must be a whole number >= 1, got 0"),
+])
+def test_sparsify_sizes_are_checked_before_loading(tmp_path, cfg, message):
+    folder = _sparsify(tmp_path / "layers.0", **cfg)
+    with pytest.raises(SourceError) as info:
+        inspect_sae_folder(folder)
+    assert info.value.message == f"'{folder / 'cfg.json'}': {message}"
+
+
+def test_sparsify_latents_from_the_expansion_factor_are_checked_against_the_weights(tmp_path):
+    assert inspect_sae_folder(_sparsify(tmp_path / "a" / "layers.0", num_latents=0, expansion_factor=2)) == "sparsify"
+    folder = _sparsify(tmp_path / "b" / "layers.0", num_latents=0, expansion_factor=3)
+    with pytest.raises(SourceError, match=r"says d_in 4, expansion_factor 3 \(12 latents\), so encoder.weight "
+                                          r"should be \[12, 4\]"):
+        inspect_sae_folder(folder)
+
+
+@pytest.mark.parametrize(("trainer", "message"), [
+    ({"activation_dim": 0}, "trainer.activation_dim must be a whole number >= 1, got 0"),
+    ({"dict_size": "64"}, 'trainer.dict_size must be a whole number >= 1, got "64" (a string)'),
+    ({"dict_size": 64.5}, "trainer.dict_size must be a whole number >= 1, got 64.5 (a decimal number)"),
+    (None, 'has no "trainer" block'),
+])
+def test_dictionary_learning_sizes_are_checked_before_loading(tmp_path, trainer, message):
+    folder = _touch(tmp_path / "trainer_0", "ae.pt")
+    config = {"trainer": {"dict_class": "AutoEncoder", "activation_dim": 16, "dict_size": 64, **(trainer or {})}}
+    (folder / "config.json").write_text(json.dumps(config if trainer is not None else {"buffer": {}}))
+    with pytest.raises(SourceError) as info:
+        inspect_sae_folder(folder)
+    assert message in info.value.message and str(folder / "config.json") in info.value.message
+    assert "a whole number >= 1 written without quotes or a decimal point" in (info.value.fix or "") or trainer is None
