@@ -173,18 +173,40 @@ def per_sae_file_names(records: Sequence[dict[str, Any]]) -> list[str]:
     ``x_y`` and ``x_y_`` stay three files), and suites that share a file name in different folders get
     labels that differ (see :func:`_suite_labels`). An evaluation on other inputs than the suite's own
     (a conftest override) ends in ``~with-`` and a digest of those inputs, so it never takes the file of
-    the suite's own evaluation of that SAE. A name longer than a file system allows (255 bytes)
-    keeps its first 200 bytes and ends in a digest of the whole name.
+    the suite's own evaluation of that SAE. Names that differ only in case are told apart also where case
+    is ignored (see :func:`_case_safe`). A name longer than a file system allows (255 bytes) keeps its
+    first 200 bytes and ends in a digest of the whole name.
     """
     labels = _suite_labels([str(rec["eval_cfg"]["suite"]) for rec in records])
-    names: list[str] = []
-    for rec in records:
-        name = f"{labels[str(rec['eval_cfg']['suite'])]}__{_encode(str(rec['unique_id']), label=False)}"
-        name += _inputs_suffix(rec.get("inputs")) + ".json"
-        if len(name.encode()) > _NAME_MAX:
-            name = f"{name[:200]}~{name_digest(name, 32)}.json"
-        names.append(name)
-    return names
+    names = [f"{labels[str(rec['eval_cfg']['suite'])]}__{_encode(str(rec['unique_id']), label=False)}"
+             + _inputs_suffix(rec.get("inputs")) + ".json" for rec in records]
+    names = _case_safe(names)
+    return [f"{name[:200]}~{name_digest(name, 32)}.json" if len(name.encode()) > _NAME_MAX else name for name in names]
+
+
+def _case_safe(names: Sequence[str]) -> list[str]:
+    """Names that differ only in case (ids ``SAE`` and ``sae``) would be one file on a case-insensitive file
+    system (macOS, Windows): each of those has its capital letters written as ``%XX`` too. Still injective,
+    and now also when case is ignored: a ``%`` never stands for itself in a name, so each one begins an
+    escape, and plain names never escape a letter."""
+    folded: dict[str, set[str]] = {}
+    for name in names:
+        folded.setdefault(name.casefold(), set()).add(name)
+    return [_escape_capitals(name) if len(folded[name.casefold()]) > 1 else name for name in names]
+
+
+def _escape_capitals(name: str) -> str:
+    """``name`` with each capital ASCII letter written as ``%XX``; the escapes it has stay as they are."""
+    out: list[str] = []
+    i = 0
+    while i < len(name):
+        if name[i] == "%":
+            out.append(name[i:i + 3])
+            i += 3
+            continue
+        out.append(f"%{ord(name[i]):02X}" if "A" <= name[i] <= "Z" else name[i])
+        i += 1
+    return "".join(out)
 
 
 def write_outputs(runs: Sequence[SuiteRun], output_dir: str | Path, extra: Sequence[tuple[str, str]] = ()) -> list[Path]:

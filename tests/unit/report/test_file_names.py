@@ -56,3 +56,21 @@ def test_names_too_long_for_a_file_system_are_shortened_and_stay_distinct() -> N
     long_suite = "s" * 240 + ".yaml"
     names = _names([(long_suite, "a" * 100), (long_suite, "a" * 99 + "b")])
     assert len(set(names)) == 2 and all(len(n.encode()) <= 255 for n in names)
+
+
+def test_ids_that_differ_only_in_case_stay_apart_where_case_is_ignored() -> None:
+    """On macOS or Windows ``demo__SAE.json`` and ``demo__sae.json`` would be one file: names that differ only in
+    case get their capitals escaped; other names stay as they are."""
+    names = _names([("t/demo.yaml", "SAE"), ("t/demo.yaml", "sae"), ("t/demo.yaml", "Sae"), ("t/demo.yaml", "L1-TopK"),
+                    ("t/demo.yaml", "A/b"), ("t/demo.yaml", "a/b")])
+    assert names == ["demo__%53%41%45.json", "demo__sae.json", "demo__%53ae.json", "demo__L1-TopK.json",
+                     "demo__%41%2Fb.json", "demo__a%2Fb.json"]
+    suites = _names([("u/Demo.yaml", "x"), ("v/demo.yaml", "x")])
+    assert suites == ["%44emo__x.json", "demo__x.json"]
+
+
+def test_random_ids_never_share_a_file_where_case_is_ignored() -> None:
+    rng = random.Random(1)
+    ids = sorted({"".join(rng.choice("aAbB%5_") for _ in range(rng.randint(1, 5))) for _ in range(400)})
+    names = _names([("Demo.yaml", uid) for uid in ids] + [("demo.yml", uid) for uid in ids])
+    assert len({n.casefold() for n in names}) == len(names) == 2 * len(ids)
