@@ -34,25 +34,27 @@ _OLD_TEMP_SECONDS = 600
 """A temporary file without a live writer we can identify is left alone for this long (10 minutes)."""
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, store: bool = False) -> None:
     """Write ``data`` to ``path`` atomically.
 
     The bytes go to a temporary file in the same folder, which is flushed and fsync'ed and then
     moved over ``path`` with :func:`os.replace`. Parent folders are created. On any error the
     temporary file is removed, the previous content of ``path`` (if any) stays as it was, and the
-    error propagates.
+    error propagates. ``store``: see :func:`atomic_write_many`.
     """
-    atomic_write_many([(Path(path), data)])
+    atomic_write_many([(Path(path), data)], store=store)
 
 
-def atomic_write_many(files: Sequence[tuple[str | os.PathLike[str], bytes]]) -> None:
+def atomic_write_many(files: Sequence[tuple[str | os.PathLike[str], bytes]], *, store: bool = False) -> None:
     """Write several files so that either all of them are replaced or none is.
 
     Every file's bytes first go to a temporary file next to it (flushed and fsync'ed); only when
     all of them are written are they moved over their targets, one :func:`os.replace` each. An error
     before that (a full disk, a folder in the way) removes the temporary files and leaves every target
     as it was; the :class:`OSError` names the target. Leftover temporary files of earlier, killed
-    writes to the same targets are removed first.
+    writes to the same targets are removed first. A symbolic link is written through and a FIFO or device
+    refused (:func:`_real_target`), except with ``store``: files of a store the package owns (cache entries),
+    where the path itself is replaced, whatever stands there (a stray link or FIFO is repaired, never followed).
     """
     given = [Path(p) for p, _ in files]
     for _, data in files:
@@ -63,7 +65,7 @@ def atomic_write_many(files: Sequence[tuple[str | os.PathLike[str], bytes]]) -> 
     name = given[0] if given else Path()
     try:
         for name, (_, data) in zip(given, files):
-            target = _real_target(name)
+            target = name if store else _real_target(name)
             targets.append(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(target)
@@ -125,14 +127,14 @@ def _discard(temps: Sequence[Path]) -> None:
             pass
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8", *, store: bool = False) -> None:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`).
 
     Newlines are written as given (no platform translation).
     """
     if not isinstance(text, str):
         raise TypeError(f"atomic_write_text needs str, got {type(text).__name__}")
-    atomic_write_bytes(path, text.encode(encoding))
+    atomic_write_bytes(path, text.encode(encoding), store=store)
 
 
 def _host() -> str:

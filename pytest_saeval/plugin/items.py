@@ -184,6 +184,12 @@ def fit_short_summary(reports: Iterable[Any], config: pytest.Config) -> None:
         crash = getattr(report.longrepr, "reprcrash", None)
         if not reading or crash is None:
             continue
-        line = f"FAILED {config.cwd_relative_nodeid(report.nodeid)} - {crash.message}"
+        line = f"FAILED {_shown_nodeid(config, report.nodeid)} - {crash.message}"
         if len(line) > width:
             crash.message = reading
+
+
+def _shown_nodeid(config: pytest.Config, nodeid: str) -> str:
+    """The node id as the short summary shows it: its file relative to the folder pytest was started in."""
+    path, sep, rest = nodeid.partition("::")
+    return os.path.relpath(config.rootpath / path, config.invocation_params.dir) + sep + rest

@@ -74,4 +74,4 @@ class AnswerStore:
         :class:`OSError` when it cannot be written."""
         text = json.dumps(body, separators=(",", ":")).encode()
         header = json.dumps({"key": key, "format": ANSWER_FORMAT, "digest": _digest(text), "length": len(text)})
-        atomic_write_bytes(self.path(key), header.encode() + b"\n" + text)
+        atomic_write_bytes(self.path(key), header.encode() + b"\n" + text, store=True)

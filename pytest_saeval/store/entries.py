@@ -63,7 +63,7 @@ def write_entry(path: Path, key: str, header: dict[str, Any], tensors: Mapping[s
     own = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
     header_text = json.dumps(header, sort_keys=True)
     metadata = {"key": key, "header": header_text, "digest": _tensors_digest(own, header_text)}
-    atomic_write_bytes(path, save(own, metadata=metadata))
+    atomic_write_bytes(path, save(own, metadata=metadata), store=True)
 
 
 def read_bytes(path: Path) -> bytes | None:

@@ -166,7 +166,7 @@ class FileDigests:
                 for k, e in kept}
         text = json.dumps(rows, sort_keys=True)
         data = json.dumps({"format": _MEMO_FORMAT, "digest": _text_digest(text), "entries": rows})
-        atomic_write_bytes(self.memo_file, data.encode())
+        atomic_write_bytes(self.memo_file, data.encode(), store=True)
         self._changed = False
 
     def _memo(self) -> dict[str, _Entry]:

@@ -87,5 +87,5 @@ def save_timings(folder: str | os.PathLike[str], timings: Mapping[str, SuiteTimi
     with folder_lock(target.parent):
         merged = load_timings(folder) | dict(timings)
         payload = {"format": _FORMAT, "suites": {k: merged[k].to_dict() for k in sorted(merged)}}
-        atomic_write_text(target, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(target, json.dumps(payload, indent=2, sort_keys=True) + "\n", store=True)
     return target

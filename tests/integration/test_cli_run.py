@@ -59,6 +59,10 @@ class _Recorder:
     def run(self, *args: Any, **kwargs: Any) -> Any:
         return self._session.run(*args, **kwargs)
 
+    @property
+    def cache_usable(self) -> bool:
+        return self._session.cache_usable
+
 
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> type[_Recorder]:

@@ -144,6 +144,19 @@ def test_a_fifo_or_device_in_the_way_is_refused_never_replaced(tmp_path: Path) -
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_store_replaces_a_stray_link_or_fifo_itself(tmp_path: Path) -> None:
+    """Cache entries (``store=True``): what stands at the path is replaced, never written through or refused."""
+    os.mkfifo(tmp_path / "entry")
+    (tmp_path / "target").write_text("kept")
+    (tmp_path / "link").symlink_to("target")
+    atomic_write_bytes(tmp_path / "entry", b"a", store=True)
+    atomic_write_text(tmp_path / "link", "b", store=True)
+    assert (tmp_path / "entry").read_bytes() == b"a"
+    assert not (tmp_path / "link").is_symlink() and (tmp_path / "link").read_text() == "b"
+    assert (tmp_path / "target").read_text() == "kept"
+
+
 def test_existing_permissions_are_kept(tmp_path: Path) -> None:
     target = tmp_path / "script.sh"
     target.write_text("old\n")
