@@ -1,7 +1,7 @@
 #!/bin/bash
 # Queue the gates as a job array of N shards, and the merge as a job that starts when all of them have
 # ended (afterany: also when a shard failed a gate, so that the merge gives the verdict).
-# Run from the folder that holds the suite files: bash examples/ci/slurm-submit.sh
+# Run from the project's root (the folder that holds thresholds/): bash examples/ci/slurm-submit.sh
 set -euo pipefail
 here="$(dirname "$0")"
 N=3  # shards (machines); nothing else changes with it

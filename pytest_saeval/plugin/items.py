@@ -147,7 +147,7 @@ def tidy_report(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.T
     """Make the short summary line of a gate failure or evaluation error its message, at the gate's YAML line.
 
     pytest would prefix the exception's type name and point at Python code; a reviewer wants
-    ``FAILED ...::layer1-topk::l0 - [layer1-topk] l0 = 72.3, needs <= 60 (over by 12.3) — thresholds/demo.yaml:15``.
+    ``FAILED ...::layer1-res-topk::l0 - [layer1-res-topk] l0 = 72.3, needs <= 32 (over by 40.3) — thresholds/demo.yaml:36``.
     A gate failure's report also keeps its reading (:data:`READING`) for :func:`fit_short_summary`.
     """
     excinfo = call.excinfo
@@ -170,7 +170,7 @@ def fit_short_summary(reports: Iterable[Any], config: pytest.Config) -> None:
     """Where pytest cuts its short summary's lines to the terminal's width (off CI, below ``-vv``, or with
     ``--force-short-summary``), a gate failure's line that would be cut shows its reading instead:
 
-    ``FAILED thresholds/demo.yaml::layer1-topk::explained_variance - 0.7812 [0.7770, 0.7853], needs >= 0.8 ...``
+    ``FAILED thresholds/demo.yaml::layer1-res-topk::explained_variance - 0.7812 [0.7770, 0...``
 
     The node id names the SAE and the metric, so the cut keeps the number. The failure's own section, JUnit
     XML and the outputs keep the whole message (JUnit read it when the test was reported, before this).

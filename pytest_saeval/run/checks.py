@@ -55,7 +55,7 @@ class GateCheck:
     @property
     def reading(self) -> str:
         """``value [interval], needs ... (short by ...) — file:line``: the message without the SAE and metric,
-        for a line whose node id already names them (``...::layer1-topk::explained_variance``)."""
+        for a line whose node id already names them (``...::layer1-res-topk::explained_variance``)."""
         return f"{self.result.reading} — {self.where}"
 
 
