@@ -190,6 +190,12 @@ def check_code(sae_id: str, part: str, x: torch.Tensor, value: object, d_out: in
     only: no device sync."""
     want = (*x.shape[:-1], d_out)
     got = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+    if got == want and isinstance(value, torch.Tensor) and value.layout != torch.strided:
+        raise InputError(
+            f"{part}() of an input of shape {list(x.shape)} returned a sparse tensor ({value.layout}), not a dense one",
+            subject=Subject(sae=sae_id, part=part),
+            fix=f"return a dense tensor from {part}() (e.g. .to_dense()); see the README's factory protocol",
+        )
     if got != want:
         kind = type(value)
         what = (f"a tensor of shape {list(got)}" if got is not None
@@ -210,6 +216,7 @@ def code_failed(sae_id: str, part: str, x: torch.Tensor, error: Exception) -> In
     return InputError(
         f"{part}() of an input of shape {list(x.shape)} ({x.dtype}, {x.device}) raised {text[:300]}",
         subject=Subject(sae=sae_id, part=part),
-        fix=f"make the SAE's {part}() work on [..., d_in] tensors on its device in its dtype (see the README's "
-            "factory protocol); for a library's SAE, check that it loads and runs with that library",
+        fix=f"make the SAE's {part}() work on [..., {'d_in' if part == 'encode' else 'd_sae'}] tensors on its device "
+            "in its dtype (see the README's factory protocol); for a library's SAE, check that it loads and runs with "
+            "that library",
     )

@@ -235,7 +235,13 @@ def merge_shards(folders: Sequence[str | os.PathLike[str]],
     if len(versions) > 1:
         notes.append(f"the shards ran different pytest-saeval versions ({', '.join(versions)})")
     first = shards[0].plan
-    notes.insert(0, f"merged {plural(first.shard.count, 'shard')} of partition "
-                    f"{first.partition[:8]} (selection {first.selection[:8]}, costs from {first.cost_basis})")
+    partitions = sorted({s.plan.partition[:8] for s in shards})
+    if len(partitions) > 1:  # planned from different timings, yet every group evaluated once (checked above)
+        notes.insert(0, f"merged {plural(first.shard.count, 'shard')} of {len(partitions)} partitions "
+                        f"({', '.join(partitions)}: planned from different timings, every group still evaluated by "
+                        f"exactly one shard; selection {first.selection[:8]})")
+    else:
+        notes.insert(0, f"merged {plural(first.shard.count, 'shard')} of partition "
+                        f"{first.partition[:8]} (selection {first.selection[:8]}, costs from {first.cost_basis})")
     return MergedShards(runs, tuple(sorted(shards, key=lambda s: s.plan.shard.index)),
                         tuple(notes + _verdict_notes(runs, records)))

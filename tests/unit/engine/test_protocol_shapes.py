@@ -94,3 +94,24 @@ def test_an_exception_in_the_saes_own_code_is_named_as_its_failure(model):
     assert info.value.subject.sae == "mine" and info.value.subject.part == "decode"
     assert "decode() of an input of shape [2, 8, 12]" in info.value.message
     assert "raised KeyError: 'W_dec_folded'" in info.value.message and "factory protocol" in (info.value.fix or "")
+    assert "decode() work on [..., d_sae] tensors" in (info.value.fix or "")  # what decode is given
+
+
+class SparseEncode(ProtocolSAE):
+    """encode returns the right shape as a sparse tensor; decode copes with it (``torch.sparse.mm``)."""
+
+    def encode(self, x):
+        return super().encode(x).to_sparse()
+
+    def decode(self, z):
+        return z.to_dense() @ self.W_dec
+
+
+def test_a_sparse_encoding_is_refused_before_decode_sees_it(model):
+    """The protocol asks for dense activations: a sparse tensor of the right shape is named, not densified quietly."""
+    with pytest.raises(InputError) as info:
+        evaluate(model, {"mine": SparseEncode(d_in=16)}, torch.randint(0, 40, (2, 8)), SETTINGS)
+    assert info.value.subject.part == "encode"
+    assert info.value.message == ("encode() of an input of shape [2, 8, 16] returned a sparse tensor (torch.sparse_coo), "
+                                  "not a dense one")
+    assert (info.value.fix or "").startswith("return a dense tensor from encode() (e.g. .to_dense())")

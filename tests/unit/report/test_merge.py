@@ -117,6 +117,30 @@ def test_merged_shards_write_the_unsharded_run_s_files(project: list[SuiteRun]) 
     assert merged.notes[0].startswith("merged 3 shards of partition ")
 
 
+def test_shards_of_two_partitions_merge_only_when_each_group_ran_once_and_say_so(project: list[SuiteRun]) -> None:
+    """Shard 1 of one partition with shards 2 and 3 of another (planned from other timings): every group was
+    evaluated by exactly one of them, so they merge, and the first note names both partitions."""
+    base = _plan(project, 1)
+    owners = base.owners
+    assert sorted(owners) == [1, 2, 3]
+    swapped = tuple({2: 3, 3: 2}.get(k, k) for k in owners)  # the same groups, shards 2 and 3 trading theirs
+    folders = []
+    for k in (1, 2, 3):
+        plan = ShardPlan(Shard(k, 3), base.groups, owners if k == 1 else swapped, "timings" if k > 1 else "estimate")
+        folder = Path(f"mixed-{k}")
+        assert finish(project, FinishOptions(output_dir=folder, shard=plan)).ok
+        folders.append(folder)
+    merged = merge_shards(folders)
+    assert merged.passed
+    first = merged.notes[0]
+    assert first.startswith("merged 3 shards of 2 partitions (") and "every group still evaluated by exactly one" in first
+    assert base.partition[:8] in first
+    doubled = [folders[0], Path("shard-2"), folders[2]]  # shard 2 of the first partition evaluates a group again
+    finish(project, FinishOptions(output_dir=doubled[1], shard=_plan(project, 2)))
+    with pytest.raises(ShardError, match="the shards split the work differently"):
+        merge_shards(doubled)
+
+
 def test_a_failing_gate_in_one_shard_fails_the_merged_verdict(project: list[SuiteRun]) -> None:
     write_baseline("baselines/c.json", {"cb": {"l0": 9.0}})  # cb (l0 7.25) now needs >= 8.5
     runs = [*project[:3], _run(project[3].suite, {"cb": 7.25})]
