@@ -76,12 +76,18 @@ def test_factory_module_not_found(tmp_path):
     assert "module 'no_such_module_xyz' not found" in msg and str(tmp_path) in msg
 
 
-def test_factory_module_with_missing_dependency(tmp_path):
+@pytest.mark.parametrize(("code", "doing"), [
+    ("import not_installed_dependency_xyz\n", "importing '{name}'"),
+    ("def f():\n    import not_installed_dependency_xyz\n", "calling f()"),  # fails only when called
+], ids=["on-import", "when-called"])
+def test_factory_with_a_missing_package_gets_install_fix(tmp_path, code, doing):
+    """Imported by the module or only inside the factory function: "install it" either way, not "fix f()"."""
     name = f"saeval_dep_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text("import not_installed_dependency_xyz\n")
+    (tmp_path / f"{name}.py").write_text(code)
     with pytest.raises(SourceError) as excinfo:
         load_model(factory=f"{name}:f", base_dir=tmp_path, device="cpu")
-    assert "module 'not_installed_dependency_xyz' is missing" in _message(excinfo)
+    expected = f"{doing.format(name=name)} failed because module 'not_installed_dependency_xyz' is missing"
+    assert expected in _message(excinfo)
     assert (excinfo.value.fix or "").startswith("install not_installed_dependency_xyz (e.g. pip install")
 
 
@@ -91,16 +97,6 @@ def test_factory_file_with_missing_dependency_gets_install_fix(tmp_path):
         load_model(factory="build.py:f", base_dir=tmp_path, device="cpu")
     assert "module 'not_installed_dependency_xyz' is missing" in _message(excinfo)
     assert (excinfo.value.fix or "").startswith("install not_installed_dependency_xyz")
-
-
-def test_factory_importing_a_missing_package_when_called_gets_install_fix(tmp_path):
-    """An import inside the factory function fails only when it is called: still "install it", not "fix f()"."""
-    name = f"saeval_lazy_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text("def f():\n    import not_installed_dependency_xyz\n")
-    with pytest.raises(SourceError) as excinfo:
-        load_model(factory=f"{name}:f", base_dir=tmp_path, device="cpu")
-    assert "calling f() failed because module 'not_installed_dependency_xyz' is missing" in _message(excinfo)
-    assert (excinfo.value.fix or "").startswith("install not_installed_dependency_xyz (e.g. pip install")
 
 
 @pytest.mark.parametrize(("module", "package"), [("sklearn.linear_model", "scikit-learn"), ("yaml_not_here", "yaml_not_here")])
