@@ -161,7 +161,7 @@ def run(args: argparse.Namespace, signals: Signals) -> int:
     return _finished(runs, FinishOptions(
         output_dir=args.output_dir, report=args.report, update_baseline=recording,
         force_baseline=args.update_baseline_force, strict_baselines=True, shard=plan,
-        timings_dir=options.cache_dir if options.use_cache and runner.cache_usable else None), signals)
+        timings_dir=runner.cache_folder), signals)
 
 
 def merge(args: argparse.Namespace, signals: Signals) -> int:

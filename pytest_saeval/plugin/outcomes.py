@@ -1,10 +1,25 @@
-"""How saeval outcomes show in pytest: a gate failure and an evaluation error, each without a traceback."""
+"""How saeval outcomes show in pytest: what a gate item gets from the run (:class:`GateOutcome`), and a gate
+failure and an evaluation error, each without a traceback."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
-__all__ = ["EvaluationError", "GateFailed"]
+from pytest_saeval.run.checks import GateCheck
+
+__all__ = ["EvaluationError", "GateFailed", "GateOutcome"]
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """What a gate item reports: its check, or why it is skipped."""
+
+    check: GateCheck | None = None
+    """The checked gate."""
+    skip_reason: str | None = None
+    """Set when the gate could not be checked for a reason that is not an error."""
 
 
 class GateFailed(pytest.fail.Exception):  # type: ignore[name-defined]

@@ -27,12 +27,12 @@ from pytest_saeval.errors import SaevalError
 from pytest_saeval.plain import JSON, to_plain
 from pytest_saeval.plugin.ledger import GateLedger, absolute
 from pytest_saeval.plugin.options import PluginOptions, glob_suites
-from pytest_saeval.plugin.outcomes import EvaluationError
+from pytest_saeval.plugin.outcomes import EvaluationError, GateOutcome
 from pytest_saeval.plugin.overrides import overridden, override_values
 from pytest_saeval.plugin.workers import worker_device, worker_threads
 from pytest_saeval.report.finish import FinishOptions, finish
 from pytest_saeval.report.table import summary_lines
-from pytest_saeval.run.checks import GateCheck, no_baseline_reason
+from pytest_saeval.run.checks import no_baseline_reason
 from pytest_saeval.run.outcome import SuiteRun, merge_runs
 from pytest_saeval.run.plan import Overrides, SAEEntry, entries_of, group_key
 from pytest_saeval.run.quiet import quiet_libraries
@@ -44,7 +44,7 @@ from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.suite import Suite
 from pytest_saeval.store.folder import default_cache_dir
 
-__all__ = ["RUNNER_KEY", "GateNode", "GateOutcome", "Runner", "get_runner"]
+__all__ = ["RUNNER_KEY", "GateNode", "Runner", "get_runner"]
 
 UNITS: tuple[str, ...] = ("group", "file", "sae")
 """How gate items are evaluated together: suites sharing a fused pass, one suite file, one SAE."""
@@ -66,16 +66,6 @@ class GateNode(Protocol):
 
     @property
     def sae_id(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class GateOutcome:
-    """What a gate item reports: its check, or why it is skipped."""
-
-    check: GateCheck | None = None
-    """The checked gate."""
-    skip_reason: str | None = None
-    """Set when the gate could not be checked for a reason that is not an error."""
 
 
 @dataclass
@@ -163,8 +153,11 @@ class Runner:
 
     @property
     def cache_folder(self) -> Path | None:
-        """The caches' folder (``--saeval-cache-dir``, else the rootdir's ``.saeval-cache``); ``None`` when off or failed."""
-        return self._cache_dir if self.options.use_cache and (self._session is None or self._session.cache_usable) else None
+        """The caches' folder (``--saeval-cache-dir``, else the rootdir's ``.saeval-cache``); ``None`` when off, or
+        given up on by the session (:attr:`Session.cache_folder`)."""
+        if self._session is not None:
+            return self._session.cache_folder
+        return self._cache_dir if self.options.use_cache else None
 
     @property
     def _cache_dir(self) -> Path:

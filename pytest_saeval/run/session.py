@@ -245,9 +245,12 @@ class Session:
         return {f: out[f] for f in fused}
 
     @property
-    def cache_usable(self) -> bool:
-        """Whether the cache folder is still in use (False after its one warning: the run went on without it)."""
-        return self._disk is None or self._disk.usable
+    def cache_folder(self) -> Path | None:
+        """The caches' folder; ``None`` when the caches are off, or after the folder's one warning (the run went
+        on without it, so nothing more is written there, the timings included)."""
+        if not self.options.use_cache or (self._disk is not None and not self._disk.usable):
+            return None
+        return self.options.cache_dir or default_cache_dir()
 
     def _cache_disk(self) -> CacheDisk:
         if self._disk is None:

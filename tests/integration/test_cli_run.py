@@ -60,8 +60,8 @@ class _Recorder:
         return self._session.run(*args, **kwargs)
 
     @property
-    def cache_usable(self) -> bool:
-        return self._session.cache_usable
+    def cache_folder(self) -> Path | None:
+        return self._session.cache_folder
 
 
 @pytest.fixture
