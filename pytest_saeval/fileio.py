@@ -256,8 +256,9 @@ def write_problem(path: str | os.PathLike[str], *, folder: bool) -> str | None:
     is_dir = stat.S_ISDIR(mode)
     if probe == full and is_dir != folder:
         return "it is a folder" if is_dir else "it is a file, not a folder"
-    if probe == full and not folder and special_kind(mode) is not None:
-        return f"it is {special_kind(mode)}, not a regular file"
+    kind = special_kind(mode)
+    if probe == full and not folder and kind is not None:
+        return f"it is {kind}, not a regular file"
     if probe != full and not is_dir:
         return f"{probe} is a file, not a folder"
     return _unwritable(probe if is_dir else probe.parent)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -11,6 +10,7 @@ import pytest
 
 from pytest_saeval.errors import SaevalError
 from pytest_saeval.fileio import write_problem
+from pytest_saeval.plugin.ledger import absolute
 from pytest_saeval.run.shards import Shard, shard_from
 from pytest_saeval.settings import DEVICE_CHOICES, is_device
 from pytest_saeval.store.folder import file_keyed_from_env
@@ -156,8 +156,8 @@ def add_options(parser: pytest.Parser) -> None:
 
 def glob_problem(pattern: str) -> str | None:
     """Why ``pattern`` cannot be a ``saeval_thresholds`` glob (which ``Path.glob`` would raise on), or None."""
-    parts = PurePath(pattern).parts
-    rest = parts[1:] if PurePath(pattern).is_absolute() else parts
+    path = PurePath(pattern)
+    rest = path.parts[1:] if path.is_absolute() else path.parts
     if not rest or rest == (".",):
         return "it names no files"
     if any("**" in part and part != "**" for part in rest):
@@ -180,6 +180,6 @@ def glob_suites(root: Path, patterns: Iterable[str]) -> tuple[frozenset[Path], f
     found: set[Path] = set()
     for pattern in patterns:
         folder, relative = split_glob(root, pattern)
-        found.update(Path(os.path.abspath(p)) for p in folder.glob(relative))
+        found.update(absolute(p) for p in folder.glob(relative))
     files = frozenset(p for p in found if p.is_file())
     return files, frozenset(p for p in found - files if p.suffix in SUFFIXES)
