@@ -82,24 +82,28 @@ def as_token_tensor(tokens: Any) -> torch.Tensor:
             raise InputError(
                 f"tokens must be a 2-D integer array, got {type(tokens).__name__}",
                 key="tokens",
+                subject=Subject(part="tokens"),
                 fix="pass a torch.LongTensor or numpy int array of shape [n_sequences, context_size]",
             ) from e
     if tokens.ndim != 2:
         raise InputError(
             f"tokens must be 2-D [n_sequences, context_size], got shape {tuple(tokens.shape)}",
             key="tokens",
+            subject=Subject(part="tokens"),
             fix="reshape the token array to [n_sequences, context_size]",
         )
     if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
         raise InputError(
             f"tokens must be integers, got dtype {tokens.dtype}",
             key="tokens",
+            subject=Subject(part="tokens"),
             fix="store token ids as an integer array (int32/int64)",
         )
     if tokens.shape[1] < 2:
         raise InputError(
             f"sequences must have at least 2 tokens, got context size {tokens.shape[1]}",
             key="tokens",
+            subject=Subject(part="tokens"),
             fix="use a context size of at least 2 (next-token losses need a next token)",
         )
     return tokens.long()
@@ -114,6 +118,7 @@ def check_inputs(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, 
         raise InputError(
             f"token ids must lie in [0, {d_vocab}), found min {lo} and max {hi}",
             key="tokens",
+            subject=Subject(part="tokens"),
             fix="tokenize with the model's own tokenizer (the ids outside the vocabulary come from another one)",
         )
     listed = settings.exclude_special_tokens
@@ -123,6 +128,7 @@ def check_inputs(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, 
             f"exclude_special_tokens lists {', '.join(map(str, outside[:5]))}, outside the model's vocabulary "
             f"(ids 0 to {d_vocab - 1}): {'it' if len(outside) == 1 else 'they'} would exclude nothing",
             key="exclude_special_tokens",
+            subject=Subject(part="exclude_special_tokens"),
             fix="list the special-token ids of this model's tokenizer, or use true (its BOS/EOS/PAD ids) or false",
         )
     n_ctx = getattr(model.cfg, "n_ctx", None)
@@ -130,6 +136,7 @@ def check_inputs(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, 
         raise InputError(
             f"context size {tokens.shape[1]} exceeds the model's n_ctx {n_ctx}",
             key="context_size",
+            subject=Subject(part="context_size"),
             fix=f"set context_size to at most {n_ctx}",
         )
     needed = settings.rows_needed
@@ -139,6 +146,7 @@ def check_inputs(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, 
             f"({max(settings.n_reconstruction_batches, settings.n_sparsity_batches)} batches x "
             f"{settings.batch_size_prompts} rows)",
             key="tokens",
+            subject=Subject(part="tokens"),
             fix="provide more rows, or lower batch_size_prompts / n_reconstruction_batches / n_sparsity_batches",
         )
     hooks = getattr(model, "hook_dict", {})

@@ -35,7 +35,7 @@ def override_values(request: pytest.FixtureRequest, names: Iterable[str]) -> Ove
     """The values of the overriding fixtures ``names`` where ``request`` is, with where each comes from."""
     fm = request.node.session._fixturemanager
     values: dict[str, Any] = {}
-    sources: list[str] = []
+    sources: dict[str, str] = {}
     for name in names:
         values[name] = request.getfixturevalue(name)
         defs = fm.getfixturedefs(name, request.node)
@@ -44,6 +44,6 @@ def override_values(request: pytest.FixtureRequest, names: Iterable[str]) -> Ove
         where = Path(file) if file else None
         if where is not None and where.is_relative_to(request.config.rootpath):
             where = where.relative_to(request.config.rootpath)
-        sources.append(f"{name} from {where}" if where else name)
+        sources[name.removeprefix("saeval_")] = f"{name} from {where}" if where else name
     return Overrides(model=values.get("saeval_model"), saes=values.get("saeval_saes"),
-                     tokens=values.get("saeval_tokens"), sources=tuple(sources))
+                     tokens=values.get("saeval_tokens"), sources=tuple(sources.values()), origins=sources)

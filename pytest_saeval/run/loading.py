@@ -78,7 +78,11 @@ class Loader:
     def tokens(self, suite: Suite, model: Any, overrides: Overrides) -> torch.Tensor:
         """The suite's token rows ``[n, context_size]``, checked against the model's vocabulary."""
         if overrides.tokens is not None:
-            return self._override_tokens(overrides.tokens)
+            try:
+                return self._override_tokens(overrides.tokens)
+            except SaevalError as e:  # the conftest's tokens are at fault, not the suite's data: key
+                raise e.moved(file=None, line=None, key=overrides.origins.get("tokens", "saeval_tokens"),
+                              subject=Subject(suite=str(suite.path), part=e.subject.part)) from e
         d = suite.data
         key = ("tokens", str(d.tokens) if d.tokens else None, d.dataset, d.context_size, d.rows_needed,
                id(model) if d.dataset else None)

@@ -7,7 +7,7 @@ Pure Python at import (a release regex is expanded through SAE Lens's directory 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,10 @@ class Overrides:
     sources: tuple[str, ...] = ()
     """Where the overrides come from, e.g. ``saeval_tokens from tests/conftest.py`` (shown next to the
     results evaluated on them); by default the names of the overridden parts."""
+    origins: Mapping[str, str] = field(default_factory=dict)
+    """Where each overridden part (``model``, ``saes``, ``tokens``) comes from, e.g.
+    ``{"tokens": "saeval_tokens from tests/conftest.py"}``: an error about that part is located there, not at
+    the suite's key that the override replaced."""
 
     def __post_init__(self) -> None:
         if self.saes is not None:

@@ -41,10 +41,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["RunOptions", "Session", "run_suites"]
 
-_DATA_KEYS = {"tokens": "data.tokens", "context_size": "data.context_size", "batch_size_prompts":
-              "data.batch_size_prompts", "n_reconstruction_batches": "data.n_reconstruction_batches",
-              "n_sparsity_batches": "data.n_sparsity_batches", "exclude_special_tokens": "data.exclude_special_tokens"}
-"""The engine's input names, as suite keys (an engine error about one is located at that key)."""
+_DATA_PARTS = frozenset({"tokens", "context_size", "batch_size_prompts", "n_reconstruction_batches",
+                         "n_sparsity_batches", "exclude_special_tokens"})
+"""The engine's inputs that are ``data:`` keys of a suite (an engine error about one is located at that key)."""
+_TOKEN_PARTS = frozenset({"tokens", "context_size"})
+"""The inputs that a ``saeval_tokens`` override replaces (its rows and their width)."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ class Session:
             for entry in entries:
                 fused[f"{suite.path}::{entry.unique_id}"] = loaded[entry.unique_id]
                 owners[f"{suite.path}::{entry.unique_id}"] = _Owner(suite, entry)
-        results = self._evaluate_once(model, fused, tokens, settings, owners, first)
+        results = self._evaluate_once(model, fused, tokens, settings, owners, first, ov)
         seconds = time.perf_counter() - started
         out: dict[Path, SuitePart] = {}
         for suite, _ in members:
@@ -214,7 +215,7 @@ class Session:
         return out
 
     def _evaluate_once(self, model: Any, fused: dict[str, Any], tokens: Any, settings: EvalSettings,
-                       owners: Mapping[str, _Owner], first: Suite) -> dict[str, SAEResult]:
+                       owners: Mapping[str, _Owner], first: Suite, ov: Overrides) -> dict[str, SAEResult]:
         """Results for ``fused``: kept ones reused, the rest evaluated in one fused pass."""
         from pytest_saeval.engine.evaluate import EngineOptions
         from pytest_saeval.run.evaluation import fused_pass
@@ -235,7 +236,7 @@ class Session:
                 fresh = fused_pass(model, todo, tokens, settings, EngineOptions(progress=self.options.progress),
                                    self._eval_cache())
             except SaevalError as e:
-                raise _relocate(e, owners, first) from e
+                raise _relocate(e, owners, first, ov) from e
             self.evaluations += sum(1 for f in todo if (str(owners[f].suite.path), owners[f].entry.unique_id)
                                     not in self._answered)
             for fused_id, res in fresh.items():
@@ -289,24 +290,30 @@ _CFG_PARTS = frozenset({"hook_name", "hook_head_index", "d_in", "d_sae"})
 """SAE attributes read from its folder's config file (an error about one names that file)."""
 
 
-def _relocate(e: SaevalError, owners: Mapping[str, _Owner], first: Suite) -> SaevalError:
-    """Locate an engine error at the suite entry (or data key) it is about, from its subject."""
+def _relocate(e: SaevalError, owners: Mapping[str, _Owner], first: Suite, ov: Overrides) -> SaevalError:
+    """Locate an engine error at what it is about, from its subject: the suite entry of its SAE, the ``data:``
+    key of its input, or the conftest fixture whose override replaced them."""
+    part = e.subject.part
     owner = owners.get(e.subject.sae) if e.subject.sae is not None else None
     if owner is not None:
         suite, entry = owner.suite, owner.entry
-        key = f"saes[{entry.index}]" + (f".{e.subject.part}" if e.subject.part else "")
-        where = Subject(suite=str(suite.path), entry=entry.index, sae=entry.unique_id, part=e.subject.part)
-        if e.subject.part == "hook_name" and entry.spec.hook_name is not None:  # the suite's own hook_name: its line
+        key = f"saes[{entry.index}]" + (f".{part}" if part else "")
+        where = Subject(suite=str(suite.path), entry=entry.index, sae=entry.unique_id, part=part)
+        if ov.saes is not None and entry.unique_id in ov.saes:  # the conftest's SAE, not the suite's source
+            return e.moved(file=None, line=None, key=ov.origins.get("saes", "saeval_saes"), subject=where,
+                           detail=f"SAE {entry.unique_id!r}" + (f", its {part}" if part else ""))
+        if part == "hook_name" and entry.spec.hook_name is not None:  # the suite's own hook_name: its line
             return e.moved(file=str(suite.path), line=entry.spec.line_of("hook_name"), key=key, subject=where,
                            fix="set hook_name to a hook this model has (see model.hook_dict)")
         source = entry.spec.path / "cfg.json" if entry.spec.path is not None else None
-        from_cfg = source is not None and e.subject.part in _CFG_PARTS
-        detail = f"{e.subject.part} comes from the SAE's {source}" if from_cfg else ""
+        from_cfg = source is not None and part in _CFG_PARTS
+        detail = f"{part} comes from the SAE's {source}" if from_cfg else ""
         return e.moved(file=str(suite.path), line=entry.spec.line, key=key, subject=where, detail=detail)
-    data_key = _DATA_KEYS.get(e.location.key or "")
-    if data_key is not None:
-        return e.moved(file=str(first.path), line=first.data.line_of(data_key.removeprefix("data.")), key=data_key,
-                       subject=Subject(suite=str(first.path)))
+    suite_subject = Subject(suite=str(first.path), part=part)
+    if part in _TOKEN_PARTS and ov.tokens is not None:
+        return e.moved(file=None, line=None, key=ov.origins.get("tokens", "saeval_tokens"), subject=suite_subject)
+    if part in _DATA_PARTS:
+        return e.moved(file=str(first.path), line=first.data.line_of(part), key=f"data.{part}", subject=suite_subject)
     return e.located(file=str(first.path), subject=Subject(suite=str(first.path)))
 
 

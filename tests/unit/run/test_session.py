@@ -142,8 +142,11 @@ def test_the_location_comes_from_the_subject_not_the_message(
          (str(a.path), a.saes[1].line, "saes[1].W_dec"), Subject(str(a.path), 1, "y", "W_dec")),
         (InputError("no part", subject=Subject(sae=f"{b.path}::z")),
          (str(b.path), b.saes[0].line, "saes[0]"), Subject(str(b.path), 0, "z", None)),
-        (InputError("3 token rows, but 4 are needed", key="batch_size_prompts"),
-         (str(a.path), a.data.line_of("batch_size_prompts"), "data.batch_size_prompts"), Subject(suite=str(a.path))),
+        (InputError("3 token rows, but 4 are needed", key="tokens", subject=Subject(part="batch_size_prompts")),
+         (str(a.path), a.data.line_of("batch_size_prompts"), "data.batch_size_prompts"),
+         Subject(suite=str(a.path), part="batch_size_prompts")),
+        (InputError("a key alone routes nothing", key="batch_size_prompts"), (str(a.path), None, "batch_size_prompts"),
+         Subject(suite=str(a.path))),
         (InputError("no subject at all"), (str(a.path), None, None), Subject(suite=str(a.path))),
     ]
     for error, where, subject in cases:
@@ -210,6 +213,39 @@ def test_overrides_replace_model_tokens_and_saes(
     assert info.value.location.line == suite.saes[1].line and info.value.location.key == "saes"
     assert "the saeval_saes fixture has no SAE 'y'" in str(info.value)
     assert info.value.subject == Subject(suite=str(suite.path), entry=1, sae="y")
+
+
+def test_an_error_about_overridden_tokens_or_saes_names_the_fixture_not_the_suite(
+    tmp_path: Path, assets: SimpleNamespace
+) -> None:
+    import torch
+
+    from pytest_saeval.sources.saes import load_saes
+
+    suite = _suite(tmp_path, "a.yaml", assets, {"x": "s0", "wide": "narrow"})
+    origin = "saeval_tokens from tests/conftest.py"
+    few = torch.from_numpy(np.load(assets.tokens))[:1]
+    with pytest.raises(InputError) as info:  # 1 row where 2 batches of 2 are needed
+        Session().run([suite], overrides=Overrides(tokens=few, origins={"tokens": origin}))
+    loc = info.value.location
+    assert (loc.file, loc.line, loc.key) == (None, None, origin)
+    assert str(info.value).startswith(f"{origin}: 1 token rows, but 4 are needed")
+    assert info.value.subject == Subject(suite=str(suite.path), part="tokens")
+    with pytest.raises(InputError) as info:  # 1-D: refused where the override is turned into a tensor
+        Session().run([suite], overrides=Overrides(tokens=np.arange(8), origins={"tokens": origin}))
+    assert info.value.location.key == origin and info.value.location.file is None
+    assert "tokens must be 2-D" in info.value.message
+
+    narrow = load_saes(path=assets.narrow, device="cpu")[0][1]
+    wide_origin = "saeval_saes from tests/conftest.py"
+    ov = Overrides(saes={"x": load_saes(path=assets.s0, device="cpu")[0][1], "wide": narrow},
+                   origins={"saes": wide_origin})
+    with pytest.raises(InputError) as info:  # the conftest's SAE is too narrow: no cfg.json of the suite named
+        Session().run([suite], overrides=ov)
+    loc = info.value.location
+    assert (loc.file, loc.key) == (None, wide_origin) and "cfg.json" not in str(info.value)
+    assert "(SAE 'wide', its d_in)" in str(info.value)
+    assert info.value.subject == Subject(suite=str(suite.path), entry=1, sae="wide", part="d_in")
 
 
 def test_an_sae_answered_from_its_files_and_later_part_of_a_pass_counts_once(
