@@ -66,12 +66,23 @@ def test_no_import_cycle_between_modules() -> None:
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         for module, names, _ in _imports(name, path):
-            for target in [f"{module}.{n}" for n in names] + [module]:
-                if target in modules and target != name:
-                    graph[name].add(target)
-                    break
+            graph[name].update(_targets(module, names, modules) - {name})
     cycles = _cycles(graph)
     assert not cycles, "import cycles:\n" + "\n".join(cycles[:10])
+
+
+def _targets(module: str, names: list[str], modules: dict[str, Path]) -> set[str]:
+    """The project modules an import statement loads: each submodule it names (``from pkg import a, b``),
+    else the module itself (``from pkg.mod import name``, ``import pkg.mod``)."""
+    submodules = {f"{module}.{n}" for n in names} & modules.keys()
+    return submodules or ({module} & modules.keys())
+
+
+def test_every_submodule_of_one_import_statement_is_an_edge() -> None:
+    modules = {m: Path() for m in ("p", "p.a", "p.b", "p.c")}
+    assert _targets("p", ["a", "b"], modules) == {"p.a", "p.b"}
+    assert _targets("p.c", ["name"], modules) == {"p.c"}
+    assert _targets("os", ["path"], modules) == set()
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[str]:
