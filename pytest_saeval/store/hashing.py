@@ -159,7 +159,7 @@ _BEHAVIOUR = ("encode", "decode", "forward", "run_with_hooks", "run_with_cache")
 the instance, or inherited from a mixin)."""
 
 
-def code_hash(obj: Any) -> str:
+def code_hash(obj: Any, digest_of: Callable[[str], str] | None = None) -> str:
     """Hash of the source files ``obj``'s behaviour is defined in: the file of each class of its type's
     MRO and of its :data:`_BEHAVIOUR` methods (an instance's own included), each by its name and bytes
     (not its folder, and in an order that does not depend on it: a moved checkout keys the same). Files of
@@ -167,7 +167,10 @@ def code_hash(obj: Any) -> str:
     packages below it (a system or conda Python keeps site-packages there): library files (torch, SAE
     Lens) and a project installed with ``pip install .`` are hashed like the rest. A project's own SAE or
     model class is what this is for: its code can change while its weights do not. Modules those files
-    import are not followed (a helper module's edit is not seen)."""
+    import are not followed (a helper module's edit is not seen). ``digest_of`` gives a file's digest
+    (default :func:`file_hash`; :class:`Fingerprints` passes its memo, so a library file that many objects'
+    classes share is read once a run)."""
+    digest_of = digest_of or file_hash
     files: set[str] = {_source_of(cls) for cls in type(obj).__mro__ if cls.__module__ != "builtins"}
     for name in _BEHAVIOUR:
         try:
@@ -181,7 +184,7 @@ def code_hash(obj: Any) -> str:
     in_stdlib = _stdlib_test()
     for file in (f for f in files if f and not in_stdlib(f)):
         try:
-            parts.append((os.path.basename(file), file_hash(file)))
+            parts.append((os.path.basename(file), digest_of(file)))
         except OSError:  # generated or zipped code: its name is what is known
             parts.append((os.path.basename(file), "unreadable"))
     h = Hasher()
@@ -234,6 +237,8 @@ class Fingerprints:
 
     def __init__(self) -> None:
         self._memo: dict[tuple[int, str], tuple[weakref.ref[Any], str]] = {}
+        self._files: dict[tuple[str, int, int, int], str] = {}
+        """Source files' digests for :meth:`code`, by path, inode, size and modification time."""
 
     def model(self, model: Any) -> str:
         """:func:`module_hash` of a model."""
@@ -245,7 +250,15 @@ class Fingerprints:
 
     def code(self, obj: Any) -> str:
         """:func:`code_hash` of a model or SAE."""
-        return self._once(obj, "code", lambda: code_hash(obj))
+        return self._once(obj, "code", lambda: code_hash(obj, self._file))
+
+    def _file(self, path: str) -> str:
+        """:func:`file_hash` of a source file, read once while its inode, size and modification time stay."""
+        st = os.stat(path)
+        key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in self._files:
+            self._files[key] = file_hash(path)
+        return self._files[key]
 
     def tokens(self, tokens: torch.Tensor, rows: int) -> str:
         """:func:`tensor_hash` of the first ``rows`` rows of a token array (the rows a pass reads)."""

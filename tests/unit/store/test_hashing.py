@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,26 @@ def test_fingerprints_hash_each_object_once(monkeypatch: pytest.MonkeyPatch) -> 
     assert memo.tokens(tokens, 4) == first and calls == ["t"]
     assert memo.tokens(tokens, 6) != first and calls == ["t", "t"], "other rows, another hash"
     assert memo.tokens(tokens.clone(), 4) == first, "the same content, the same hash"
+
+
+def test_fingerprints_read_a_source_file_shared_by_many_objects_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pytest_saeval.store.hashing as hashing
+
+    read: list[str] = []
+    real = hashing.file_hash
+    monkeypatch.setattr(hashing, "file_hash", lambda p: read.append(os.path.basename(p)) or real(p))
+    (tmp_path / "mysae.py").write_text(SAE_CODE)
+    module = _load_module(tmp_path / "mysae.py", "mysae_shared")
+    memo = Fingerprints()
+    one, two = module.PlainSAE(), module.PlainSAE()
+    assert memo.code(one) == memo.code(two) == code_hash(one)
+    shared = [name for name in read if name == "module.py"]  # torch's nn.Module: in both classes' MRO
+    assert len(shared) == 2, read  # once through the memo (for both objects), once by the direct code_hash
+    assert read.count("mysae.py") == 2
+    (tmp_path / "mysae.py").write_text(SAE_CODE + "\n# edited\n")  # another size: read again
+    assert memo.code(module.PlainSAE()) != memo.code(one)  # the new object's file is read anew
 
 
 def test_tensor_hash_layout_free() -> None:
