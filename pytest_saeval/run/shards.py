@@ -104,10 +104,15 @@ def shard_from(value: str | None, environ: Mapping[str, str] | None = None, *, k
     """The shard asked for: ``value`` (an option), else ``$SAEVAL_SHARD``; ``None`` when neither is set.
 
     ``auto`` reads the index and count a CI system sets (:data:`CI_VARIABLES`, Slurm's
-    ``SLURM_ARRAY_TASK_*``); none set is an error, never an unsharded run.
+    ``SLURM_ARRAY_TASK_*``); none set is an error, never an unsharded run. So is an option given with an
+    empty value (``--shard "$UNSET"``): every job of a matrix would run everything. An empty
+    ``$SAEVAL_SHARD`` counts as unset.
     """
     env = os.environ if environ is None else environ
-    if value is None or not value.strip():
+    if value is not None and not value.strip():
+        raise InputError("the shard is empty (an unset variable in the command?): every job would run everything",
+                         fix="give the shard as K/N (e.g. 2/3) or auto, or leave the option out", key=key)
+    if value is None:
         value, key = env.get(SHARD_ENV, ""), SHARD_ENV
         if not value.strip():
             return None
@@ -122,6 +127,8 @@ def shard_from(value: str | None, environ: Mapping[str, str] | None = None, *, k
                          fix=f"give the shard as K/N, e.g. {example}", key=key)
     system, index, count, first = found
     try:
+        if not all(env[v].strip().isascii() and env[v].strip().isdecimal() for v in (index, count)):
+            raise ValueError  # int() takes other scripts' digits too ('２'), which K/N refuses
         k, n = int(env[index]), int(env[count])
     except ValueError:
         raise InputError(f"auto: {index}={env[index]!r} and {count}={env[count]!r} are not whole numbers",

@@ -56,6 +56,13 @@ def test_the_option_wins_over_the_environment_and_nothing_means_unsharded() -> N
     assert shard_from(None, {}) is None
     with pytest.raises(InputError, match=r"^SAEVAL_SHARD: .*numbered from 1"):
         shard_from(None, {"SAEVAL_SHARD": "0/4"})
+    assert shard_from(None, {"SAEVAL_SHARD": " "}) is None  # an empty variable is an unset one
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_option_given_empty_is_an_error_not_an_unsharded_run(value: str) -> None:
+    with pytest.raises(InputError, match=r"^--shard: the shard is empty .*Fix: give the shard as K/N"):
+        shard_from(value, {"SAEVAL_SHARD": "1/2"}, key="--shard")
 
 
 @pytest.mark.parametrize(("env", "expected"), [
@@ -83,6 +90,8 @@ def test_auto_never_falls_back_to_an_unsharded_run() -> None:
     superscript = {**stepped, "SLURM_ARRAY_TASK_MAX": "\u00b3", "SLURM_ARRAY_TASK_STEP": "1"}  # isdigit(), not int()
     with pytest.raises(InputError, match="gaps or steps"):
         shard_from("auto", superscript)
+    with pytest.raises(InputError, match="are not whole numbers"):  # int() would read the full-width digit
+        shard_from("auto", {"CI_NODE_INDEX": "\uff12", "CI_NODE_TOTAL": "2"})
     with pytest.raises(InputError, match="GitLab.*does not exist"):
         shard_from("auto", {"CI_NODE_INDEX": "0", "CI_NODE_TOTAL": "2"})
 
