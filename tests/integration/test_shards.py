@@ -280,15 +280,24 @@ def test_the_github_workflow_is_a_matrix_of_shards_and_a_merge_of_their_artifact
     assert command == ("pytest --saeval-shard ${{ matrix.shard }}/${{ strategy.job-total }} "
                        "--saeval-output-dir saeval-shard")
     (upload,) = [s for s in gate_steps if s.get("uses", "").startswith("actions/upload-artifact@")]
-    assert upload["with"] == {"name": "saeval-shard-${{ matrix.shard }}", "path": "saeval-shard"}
+    assert upload["with"] == {"name": "saeval-shard-${{ matrix.shard }}", "path": "saeval-shard",
+                              "overwrite": True}, "a shard job run again must replace its first attempt's artifact"
     assert upload["if"] == "${{ !cancelled() }}", "a shard that failed a gate still hands its outputs on"
     (download,) = [s for s in merge_steps if s.get("uses", "").startswith("actions/download-artifact@")]
     assert download["with"] == {"pattern": "saeval-shard-*", "path": "shards"}
     (merged,) = [c for s in merge_steps for c in _commands(s.get("run", ""))]
     assert merged.startswith("saeval merge shards/saeval-shard-* --output-dir ")
-    restore = [s for s in gate_steps if s.get("uses", "").startswith("actions/cache/restore@")]
+    # the timings are restored once (plan) and handed to every shard: one partition, a re-run shard too
+    plan_steps = workflow["jobs"]["plan"]["steps"]  # type: ignore[index]
+    assert gates["needs"] == "plan"
+    assert not [s for s in gate_steps if s.get("uses", "").startswith("actions/cache/")]
+    (restore,) = [s for s in plan_steps if s.get("uses", "").startswith("actions/cache/restore@")]
+    (handed,) = [s for s in plan_steps if s.get("uses", "").startswith("actions/upload-artifact@")]
+    (taken,) = [s for s in gate_steps if s.get("uses", "").startswith("actions/download-artifact@")]
+    assert handed["with"]["name"] == taken["with"]["name"] and handed["with"]["include-hidden-files"] is True
+    assert taken["with"]["path"] == ".saeval-cache" and taken["continue-on-error"] is True
     save = [s for s in merge_steps if s.get("uses", "").startswith("actions/cache/save@")]
-    assert restore[0]["with"]["path"] == save[0]["with"]["path"] == ".saeval-cache/timings.json"
+    assert restore["with"]["path"] == handed["with"]["path"] == save[0]["with"]["path"] == ".saeval-cache/timings.json"
     assert "hashFiles('.saeval-cache/timings.json')" in save[0]["if"], "only a passing merge writes timings"
 
 
