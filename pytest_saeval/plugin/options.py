@@ -91,6 +91,7 @@ class PluginOptions:
             value = config.getini(ini)
             return base / value if value else None
 
+        _check_ini_choices(config)
         device = config.getoption("saeval_device") or config.getini("saeval_device") or None
         try:
             shard = shard_from(config.getoption("saeval_shard"), key="--saeval-shard")
@@ -111,6 +112,20 @@ class PluginOptions:
             report=path_option("saeval_report", "saeval_report"),
             thresholds=tuple(config.getini("saeval_thresholds")),
         )
+
+
+def _check_ini_choices(config: pytest.Config) -> None:
+    """An ini value that the command line does not replace, checked where it is written (the ini file and
+    its key, not the flag the user did not give)."""
+    where = str(config.inipath) if config.inipath is not None else "the ini file"
+    device = config.getini("saeval_device")
+    if device and not config.getoption("saeval_device") and not is_device(device):
+        raise pytest.UsageError(f"{where}: saeval_device must be {DEVICE_CHOICES}, got {device!r}. "
+                                "Fix: write e.g. saeval_device = cpu, or leave it out (the suites' own model.device)")
+    others = config.getini("saeval_shard_others")
+    if others and not config.getoption("saeval_shard_others") and others not in SHARD_OTHERS:
+        raise pytest.UsageError(f"{where}: saeval_shard_others must be one of {', '.join(SHARD_OTHERS)}, got "
+                                f"{others!r}. Fix: first (shard 1 runs the other tests), all (every shard) or none")
 
 
 def add_options(parser: pytest.Parser) -> None:

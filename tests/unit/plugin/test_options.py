@@ -53,6 +53,20 @@ def test_a_bad_device_is_a_usage_error(device: str) -> None:
         PluginOptions(device=device)
 
 
+@pytest.mark.parametrize(("line", "message"), [
+    ("saeval_device = gpu0", "saeval_device must be auto, cpu, cuda or cuda:N, got 'gpu0'"),
+    ("saeval_shard_others = bogus", "saeval_shard_others must be one of first, all, none, got 'bogus'"),
+])
+def test_a_bad_ini_value_names_the_ini_file_and_key(pytester: pytest.Pytester, line: str, message: str) -> None:
+    ini = pytester.path / "pytest.ini"
+    ini.write_text(f"[pytest]\n{line}\n")
+    with pytest.raises(pytest.UsageError) as info:
+        _options(pytester)
+    assert str(info.value).startswith(f"{ini}: {message}. Fix: ")
+    flag = "--saeval-device=cpu" if "device" in line else "--saeval-shard-others=all"
+    assert _options(pytester, flag) is not None  # the flag replaces the ini value: nothing to refuse
+
+
 def test_thresholds_become_a_tuple() -> None:
     assert PluginOptions(thresholds=["a/*.yaml"]).thresholds == ("a/*.yaml",)  # type: ignore[arg-type]
     assert PluginOptions(output_dir=Path("o")).output_dir == Path("o")
