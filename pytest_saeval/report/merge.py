@@ -10,7 +10,9 @@ Checks, in order, each a :class:`~pytest_saeval.errors.ShardError` naming the fo
 4. every selected SAE has a record in the folder of the shard that owns it (and in no other), with a check
    of each selected gate; a result is identified by its suite, SAE and inputs, so an evaluation on a
    conftest's inputs is another result than the one on the suite's own; results outside the partition
-   (the saeval marker, the fixtures) may come from several shards only when they are equal.
+   (the saeval marker, the fixtures) may come from several shards only when they are equal;
+5. a model or token source that several shards read had the same content in each (the records' content
+   hashes agree), so the shards measured one checkpoint, not one before and one after it was replaced.
 
 The records are then read back into runs (:mod:`.readback`), gates checked again from the recorded values
 and baseline values, and merged as the workers of one pytest-xdist run are: one run per suite and inputs.
@@ -138,8 +140,8 @@ _Key = tuple[str, str, str]
 """A result's identity: ``(suite name, SAE unique id, inputs)`` (see :meth:`~pytest_saeval.run.outcome.Inputs.key`)."""
 
 
-def _gather(shards: Sequence[ShardRecord]) -> tuple[list[dict[str, Any]], list[Problem], list[str]]:
-    """The records to merge, the problems found and notes."""
+def _gather(shards: Sequence[ShardRecord]) -> tuple[list[tuple[ShardRecord, dict[str, Any]]], list[Problem], list[str]]:
+    """The records to merge (each with the shard that recorded it), the problems found and notes."""
     kept: dict[_Key, tuple[ShardRecord, dict[str, Any]]] = {}
     problems: list[Problem] = []
     notes: list[str] = []
@@ -168,7 +170,37 @@ def _gather(shards: Sequence[ShardRecord]) -> tuple[list[dict[str, Any]], list[P
             else:
                 kept[key] = (s, rec)
         problems.extend(_coverage(s, mine))
-    return [rec for _, rec in kept.values()], problems, notes
+    return list(kept.values()), problems, notes
+
+
+def _content_problems(kept: Sequence[tuple[ShardRecord, dict[str, Any]]], load: Callable[[Path], Suite]) -> list[Problem]:
+    """One source, one content: a model (``model.path``, ``name`` or ``factory`` with its dtype and device) or token
+    rows (``data:`` with the rows read) that the suites share must have been the same in every shard. Shards
+    started hours apart while a checkpoint was overwritten, or on different LFS or hub revisions, are
+    not one run. Results on a conftest's inputs are left out (a fixture's objects have no source)."""
+    seen: dict[tuple[str, str], dict[str, list[ShardRecord]]] = {}
+    for s, rec in kept:
+        inputs = record_inputs(rec)
+        if not inputs.own:
+            continue
+        suite = load(Path(record_key(rec)[0]))
+        m, d = suite.model, suite.data
+        device = (rec.get("provenance") or {}).get("device")  # weights processed on another device may round apart
+        model = f"{m.path.resolve() if m.path else m.name or m.factory} ({m.dtype}, on {device})"
+        tokens = f"{d.tokens.resolve() if d.tokens else d.dataset} (first {d.rows_needed} rows of {d.context_size})"
+        for source, digest in ((("model", model), inputs.model_xxh3), (("tokens", tokens), inputs.tokens_xxh3)):
+            if digest:
+                found = seen.setdefault(source, {}).setdefault(digest, [])
+                if all(f is not s for f in found):
+                    found.append(s)
+    problems: list[Problem] = []
+    for (kind, source), digests in seen.items():
+        if len(digests) > 1:
+            which = "; ".join(f"{digest[:8]} in {_names(found)}" for digest, found in digests.items())
+            first = next(iter(digests.values()))[0]
+            problems.append((_record_file(first), f"inputs.{kind}_xxh3",
+                             f"the {kind} {source} had different contents in different shards ({which})"))
+    return problems
 
 
 def _coverage(s: ShardRecord, mine: Mapping[tuple[str, str], set[str]]) -> list[Problem]:
@@ -228,8 +260,10 @@ def merge_shards(folders: Sequence[str | os.PathLike[str]],
     shards = [read_shard_record(Path(f)) for f in folders]
     _raise(_partition_problems(shards))
     _raise(_suite_problems(shards))
-    records, problems, notes = _gather(shards)
+    kept, problems, notes = _gather(shards)
     _raise(problems)
+    _raise(_content_problems(kept, load))
+    records = [rec for _, rec in kept]
     runs = _timed(merge_runs(runs_from_records(records, load)), shards)
     versions = sorted({s.saeval_version for s in shards})
     if len(versions) > 1:

@@ -111,6 +111,20 @@ def _gate(suite: Suite, spec: SAESpec, recorded: Mapping[str, Any]) -> Gate:
     return gate
 
 
+def _agrees(suite: Suite, uid: str, gate: Gate, recorded: Mapping[str, Any], result: SAEResult) -> None:
+    """A gate's recorded value is its record's metric (a record edited or damaged by hand contradicts
+    itself: which value the shard judged cannot be known, so nothing is checked again from it)."""
+    if gate.metric not in result.metrics:
+        raise ShardError(f"[{uid}] the record has a gate on {gate.metric} but no {gate.metric} among its metrics",
+                         fix=_FIX, file=str(suite.path), line=gate.line, key=gate.key)
+    value, kept = recorded.get("value"), result.metrics[gate.metric]
+    same = value is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        float(value) == kept or (math.isnan(float(value)) and math.isnan(kept)))
+    if not same and not (value is None and math.isnan(kept)):
+        raise ShardError(f"[{uid}] the record's gate on {gate.metric} holds {value!r}, its metrics {kept!r}: the "
+                         "record contradicts itself", fix=_FIX, file=str(suite.path), line=gate.line, key=gate.key)
+
+
 class _SuiteRecords:
     """The records of one suite, gathered into the parts of one run."""
 
@@ -140,6 +154,7 @@ class _SuiteRecords:
         self.notes.extend(Note(uid, str(text), bool(loud)) for text, loud in zip(rec["notes"], rec["notes_loud"]))
         for recorded in rec["gates"]:
             gate = _gate(self.suite, spec, recorded)
+            _agrees(self.suite, uid, gate, recorded, result)
             if recorded.get("passed") is None:
                 self.unchecked.append((uid, gate))
             else:

@@ -224,6 +224,35 @@ def test_a_lost_foreign_or_doubled_record_is_named(project: list[SuiteRun]) -> N
         merge_shards(folders)
 
 
+@pytest.mark.parametrize(("kind", "edited", "shared_with", "source"), [
+    ("model", "thresholds/c.yaml", "thresholds/b.yaml", r"the model .*B \(float32, on cpu\)"),
+    ("tokens", "thresholds/b.yaml", "thresholds/a1.yaml", r"the tokens .*t.npy \(first 8 rows of 8\)"),
+])
+def test_one_source_read_with_other_contents_in_two_shards_is_refused(
+    project: list[SuiteRun], kind: str, edited: str, shared_with: str, source: str
+) -> None:
+    """b and c share model B, a1 and b token rows, each pair in two groups: a checkpoint or token file
+    replaced between two shards' starts gives two contents for one source."""
+    runs = [dataclasses.replace(run, inputs=dataclasses.replace(
+        run.inputs, model_xxh3="m-" + run.suite.model.path.name,  # type: ignore[union-attr]
+        tokens_xxh3=f"t-{run.suite.data.rows_needed}")) for run in project]
+    folders = _shards(runs)
+    assert merge_shards(folders).passed  # the same contents everywhere: fine
+    plan = read_shard_record(folders[0]).plan
+    assert plan.owner(edited) != plan.owner(shared_with)
+
+    def replaced(records: list[dict]) -> list[dict]:
+        for rec in records:
+            if rec["eval_cfg"]["suite"] == edited:
+                rec["inputs"][f"{kind}_xxh3"] = "replaced"
+        return records
+
+    _edit_records(folders[plan.owner(edited) - 1], replaced)  # type: ignore[operator]
+    with pytest.raises(ShardError, match=rf"inputs.{kind}_xxh3: {source} had different contents in different "
+                                         r"shards \(.* in shard-\d \(shard \d/3\); replaced in shard-"):
+        merge_shards(folders)
+
+
 def test_results_outside_the_partition_merge_once_when_equal(project: list[SuiteRun]) -> None:
     """A marker's or fixture's suite (not selected as gate tests) may be evaluated in several shards."""
     extra = _write_suite("other/extra.yaml", "A", {"e": 'l0: ">= 0"'})

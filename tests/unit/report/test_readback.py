@@ -68,10 +68,27 @@ def test_records_rebuild_the_run_and_write_the_same_records(run) -> None:
 
 def test_gates_are_checked_again_not_copied(run) -> None:
     records = json.loads(json.dumps(result_records([run])))
-    records[1]["metrics"]["mse"] = 2.0  # a recorded value edited after the run
+    records[1]["metrics"]["mse"] = 2.0  # a recorded value edited after the run, its gate's value too,
+    for gate in records[1]["gates"]:  # and its verdict left as it was
+        if gate["metric"] == "mse":
+            gate["value"] = 2.0
     (back,) = runs_from_records(records, load_suite)
     (mse,) = [c for c in back.checks if c.sae_id == "b"]
     assert not mse.passed and mse.result.value == 2.0
+
+
+@pytest.mark.parametrize("edit", ["other value", "null", "NaN", "gone"])
+def test_a_record_that_contradicts_itself_is_refused(run, edit: str) -> None:
+    records = json.loads(json.dumps(result_records([run])))
+    metrics = records[1]["metrics"]
+    if edit == "gone":
+        del metrics["mse"]
+    else:
+        metrics["mse"] = {"other value": -1.0, "null": None, "NaN": math.nan}[edit]
+    with pytest.raises(ShardError, match=r"\[b\] the record.* mse") as info:
+        runs_from_records(records, load_suite)
+    assert info.value.location.key is not None and info.value.location.key.endswith("gates.mse")
+    assert "run that shard again" in str(info.value)
 
 
 def test_other_inputs_are_another_run(run) -> None:
