@@ -188,15 +188,15 @@ def _content_problems(kept: Sequence[tuple[ShardRecord, dict[str, Any]]], load: 
         device = (rec.get("provenance") or {}).get("device")  # weights processed on another device may round apart
         model = f"{m.path.resolve() if m.path else m.name or m.factory} ({m.dtype}, on {device})"
         tokens = f"{d.tokens.resolve() if d.tokens else d.dataset} (first {d.rows_needed} rows of {d.context_size})"
-        for source, digest in ((("model", model), inputs.model_xxh3), (("tokens", tokens), inputs.tokens_xxh3)):
+        for where, digest in ((("model", model), inputs.model_xxh3), (("tokens", tokens), inputs.tokens_xxh3)):
             if digest:
-                found = seen.setdefault(source, {}).setdefault(digest, [])
+                found = seen.setdefault(where, {}).setdefault(digest, [])
                 if all(f is not s for f in found):
                     found.append(s)
     problems: list[Problem] = []
     for (kind, source), digests in seen.items():
         if len(digests) > 1:
-            which = "; ".join(f"{digest[:8]} in {_names(found)}" for digest, found in digests.items())
+            which = "; ".join(f"{digest[:8]} in {_names(shards)}" for digest, shards in digests.items())
             first = next(iter(digests.values()))[0]
             problems.append((_record_file(first), f"inputs.{kind}_xxh3",
                              f"the {kind} {source} had different contents in different shards ({which})"))
