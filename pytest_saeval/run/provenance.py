@@ -113,13 +113,17 @@ class Note:
 
 
 def provenance_notes(suite_path: str | os.PathLike[str], provenance: Mapping[str, Provenance],
-                     baseline: Baseline | None) -> list[Note]:
+                     baseline: Baseline | None, overridden: tuple[str, ...] = ()) -> list[Note]:
     """One note per SAE whose current ``provenance`` differs from what ``baseline`` recorded for it.
 
     ``provenance`` maps SAE ids to this run's provenance. SAEs the baseline has no provenance for get
     no note. A retrained SAE (new weights, the same model and tokens) is the normal case: its note is
     information. Another model or other tokens make the comparison one of different inputs: that note
     is loud and says how to record new values. Notes are sorted by SAE id.
+
+    ``overridden`` names what replaced the suite's own inputs (a conftest's fixtures): such an evaluation
+    never becomes the baseline, so only a model or tokens other than the baseline's get a note, a loud one
+    that says the gates that use ``baseline`` compare across inputs.
     """
     if baseline is None:
         return []
@@ -127,7 +131,9 @@ def provenance_notes(suite_path: str | os.PathLike[str], provenance: Mapping[str
     for sae_id in sorted(provenance):
         recorded = baseline.provenance(sae_id)
         if recorded:
-            note = _note(sae_id, recorded, provenance[sae_id].to_dict(), baseline)
+            current = provenance[sae_id].to_dict()
+            note = (_override_note(sae_id, recorded, current, baseline, overridden) if overridden
+                    else _note(sae_id, recorded, current, baseline))
             if note is not None:
                 notes.append(note)
     return notes
@@ -148,6 +154,18 @@ def _note(sae_id: str, recorded: Mapping[str, object], current: Mapping[str, obj
         return Note(sae_id, f"[{sae_id}] baseline recorded with another environment ({', '.join(environment)}); "
                     "small numeric differences are possible", loud=False)
     return None
+
+
+def _override_note(sae_id: str, recorded: Mapping[str, object], current: Mapping[str, object], baseline: Baseline,
+                   overridden: tuple[str, ...]) -> Note | None:
+    content, _ = provenance_changes(recorded, current)
+    inputs = [c for c in content if not c.startswith("SAE weights")]
+    if not inputs:
+        return None
+    return Note(sae_id, f"[{sae_id}] evaluated with {', '.join(overridden)}: the baseline {baseline.path} was "
+                f"recorded on the suite's own inputs, not on these ({_and(inputs)}): gates that use `baseline` "
+                "compare values measured on different inputs. Fix: gate these tests with bounds of their own, or "
+                "leave the baseline gates to the suite's gate tests", loud=True)
 
 
 def _and(items: list[str]) -> str:

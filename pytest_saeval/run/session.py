@@ -144,8 +144,7 @@ class Session:
         first = next(iter(done.provenance.values()), None)
         inputs = Inputs(overridden=ov.described, model_xxh3=first.model_xxh3 if first else "",
                         tokens_xxh3=first.tokens_xxh3 if first else "")
-        # Notes compare the suite's own inputs with its baseline's; other inputs say what they are in the title.
-        notes = provenance_notes(suite.path, done.provenance, baseline) if inputs.own else []
+        notes = provenance_notes(suite.path, done.provenance, baseline, inputs.overridden)
         return SuiteRun(suite=suite, entries=entries, results=done.results, checks=checks,
                         eval_cfg=eval_config(suite, done.context_size), provenance=done.provenance,
                         sae_cfgs=done.sae_cfgs, notes=notes, unchecked=unchecked, intervals=found, inputs=inputs,

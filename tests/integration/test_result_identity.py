@@ -101,11 +101,16 @@ def test_two_evaluations_of_one_sae_stay_two(
     assert f"with {OVERRIDE}" in summary
     assert summary.splitlines()[0].endswith("(1 SAE, 2 evaluations)"), summary.splitlines()[0]
 
-    # Checking against the baseline: no note claims it was recorded on other tokens
+    # Checking against the baseline: the suite's own evaluation has no note; the override's says that its
+    # baseline gates compare with values of the suite's own tokens
     again = run_pytest(pytester, mode, "--saeval-output-dir=out2")
     assert again.ret == pytest.ExitCode.OK, again.stdout.str()[-4000:]
-    assert "note:" not in saeval_section(again.stdout.str())
+    own_part, other_part = saeval_section(again.stdout.str()).split(f"thresholds/demo.yaml (with {OVERRIDE})\n")
+    assert "note" not in own_part and "baseline" not in own_part.replace("<= baseline * 1.5", "")
+    assert f"[good] evaluated with {OVERRIDE}: the baseline " in other_part, other_part
     own2, other2 = _own_and_other(_records(pytester.path / "out2"))
+    assert own2["notes"] == [] and other2["notes_loud"] == [True]
+    assert "recorded on the suite's own inputs, not on these (tokens (xxh3" in other2["notes"][0]
     mse_gate = next(g for g in own2["gates"] if g["metric"] == "mse")
     assert mse_gate["passed"] is True and mse_gate["value"] == own2["metrics"]["mse"]
     other_mse = next(g for g in other2["gates"] if g["metric"] == "mse")

@@ -38,6 +38,27 @@ def test_provenance_notes_from_hand_set_values(tmp_path: Path) -> None:
                                  "small numeric differences are possible", loud=False)
 
 
+def test_an_evaluation_on_a_conftest_s_inputs_notes_only_inputs_other_than_the_baseline_s(tmp_path: Path) -> None:
+    from pytest_saeval.run.provenance import Provenance, provenance_notes
+    from pytest_saeval.spec.baseline import Baseline
+
+    recorded = {"sae_xxh3": "a" * 32, "model_xxh3": "b" * 32, "tokens_xxh3": "c" * 32, "torch_version": "2.12.0"}
+    baseline = Baseline(path=tmp_path / "b.json", values={"s": {"l0": 1.0}}, provenances={"s": recorded})
+    over = ("saeval_tokens from tests/conftest.py",)
+
+    def notes(**changes: str) -> list:
+        return provenance_notes("x.yaml", {"s": Provenance.from_dict({**recorded, **changes})}, baseline, over)
+
+    assert notes() == []  # the conftest's tokens are the suite's own: nothing to say
+    assert notes(sae_xxh3="d" * 32, torch_version="2.13.0") == []  # a retrain is said by the suite's own run
+    (note,) = notes(tokens_xxh3="f" * 32)
+    assert note.loud and note.text.startswith(
+        f"[s] evaluated with saeval_tokens from tests/conftest.py: the baseline {tmp_path / 'b.json'} was recorded "
+        "on the suite's own inputs, not on these (tokens (xxh3 cccccccccccc -> ffffffffffff)): gates that use "
+        "`baseline` compare values measured on different inputs. Fix: ")
+    assert "--update-baseline" not in note.text  # an override never becomes the baseline
+
+
 def test_provenance_round_trip_and_unknown_keys() -> None:
     from pytest_saeval.run.provenance import Provenance
 
