@@ -13,7 +13,7 @@ from typing import Any
 from pytest_saeval.errors import SourceError, did_you_mean
 from pytest_saeval.sources.common import project_root, resolve_path, short
 
-__all__ = ["call_factory", "factory_function", "search_dirs"]
+__all__ = ["call_factory", "factory_function", "pytest_pythonpath", "search_dirs"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -41,12 +41,52 @@ def call_factory(spec: str, *, base_dir: str | os.PathLike[str] | None = None, w
 def search_dirs(base_dir: str | os.PathLike[str] | None) -> list[Path]:
     """Where a factory's module is looked for besides ``sys.path``, as pytest with ``pythonpath = ["."]``
     would find it: the suite's folder, the current folder and the project's root (see
-    :func:`~pytest_saeval.sources.common.project_root`)."""
+    :func:`~pytest_saeval.sources.common.project_root`), then the folders of the project's own pytest
+    ``pythonpath`` setting (e.g. ``src`` in a src layout)."""
+    root = project_root(base_dir) if base_dir is not None else project_root(Path.cwd())
     found: list[Path] = []
-    for folder in (base_dir, Path.cwd(), project_root(base_dir) if base_dir is not None else project_root(Path.cwd())):
+    for folder in (base_dir, Path.cwd(), root, *(pytest_pythonpath(root) if root is not None else ())):
         if folder is not None and Path(folder).resolve() not in found:
             found.append(Path(folder).resolve())
     return found
+
+
+def pytest_pythonpath(root: Path) -> list[Path]:
+    """The ``pythonpath`` folders of the pytest configuration in ``root``, relative to it, from the first of
+    ``pytest.ini``, ``pyproject.toml`` (``[tool.pytest.ini_options]`` or ``[tool.pytest]``), ``tox.ini``
+    (``[pytest]``) and ``setup.cfg`` (``[tool:pytest]``) that configures pytest, as pytest picks it. A
+    file that cannot be read or parsed gives none (pytest itself will say what is wrong with it)."""
+    import configparser
+    import shlex
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - pytest itself depends on tomli below 3.11
+        import tomli as tomllib
+
+    for name, section in (("pytest.ini", "pytest"), ("pyproject.toml", None), ("tox.ini", "pytest"),
+                          ("setup.cfg", "tool:pytest")):
+        path = root / name
+        try:
+            if not path.is_file():
+                continue
+            if section is None:
+                tool = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("pytest")
+                if not isinstance(tool, dict):
+                    continue
+                table = tool.get("ini_options", tool)
+                value = table.get("pythonpath", []) if isinstance(table, dict) else []
+            else:
+                parser = configparser.ConfigParser(interpolation=None)
+                parser.read_string(path.read_text(encoding="utf-8"))
+                if not parser.has_section(section):
+                    continue
+                value = parser.get(section, "pythonpath", fallback="")
+        except (OSError, ValueError, configparser.Error):
+            return []
+        entries = shlex.split(value) if isinstance(value, str) else [str(v) for v in value] if isinstance(value, list) else []
+        return [root / entry for entry in entries]
+    return []
 
 
 def factory_function(spec: str, *, base_dir: str | os.PathLike[str] | None = None, what: str = "object") -> Any:
@@ -136,7 +176,8 @@ def _import_factory_module(module_name: str, *, spec: str, base_dir: Any, is_fil
             raise SourceError(
                 f"factory {spec!r}: module {module_name!r} not found{where}",
                 fix="install the package that provides it, put the module in the project (next to the suite file, "
-                "in the current folder or the project's root), or correct the name before ':'",
+                "in the current folder, the project's root or a folder of its pytest pythonpath setting) or on "
+                "PYTHONPATH, or correct the name before ':'",
             ) from e
         raise _missing_dependency(spec, f"importing {module_name!r}", e) from e
     except Exception as e:

@@ -171,6 +171,37 @@ def test_search_dirs_are_the_suite_folder_cwd_and_project_root(tmp_path, monkeyp
     assert search_dirs(root / "thresholds") == [root / "thresholds", root]
 
 
+@pytest.mark.parametrize(("name", "text", "expected"), [
+    ("pyproject.toml", '[tool.pytest.ini_options]\npythonpath = ["src", "lib"]\n', ["src", "lib"]),
+    ("pyproject.toml", '[tool.pytest.ini_options]\npythonpath = "src"\n', ["src"]),
+    ("pyproject.toml", '[tool.pytest]\npythonpath = ["src"]\n', ["src"]),
+    ("pyproject.toml", '[tool.ruff]\nline-length = 1\n', []),  # not pytest's: the next file would be asked
+    ("pyproject.toml", "[tool.pytest.ini_options\n", []),  # broken: pytest says so, not us
+    ("pytest.ini", "[pytest]\npythonpath = src lib\n", ["src", "lib"]),
+    ("tox.ini", "[pytest]\npythonpath = src\n", ["src"]),
+    ("setup.cfg", "[tool:pytest]\npythonpath = src\n", ["src"]),
+    ("setup.cfg", "[metadata]\nname = x\n", []),
+])
+def test_the_project_s_pytest_pythonpath_is_read_as_pytest_reads_it(tmp_path, name, text, expected):
+    from pytest_saeval.sources.factory import pytest_pythonpath
+
+    (tmp_path / name).write_text(text)
+    assert pytest_pythonpath(tmp_path) == [tmp_path / e for e in expected]
+
+
+def test_a_factory_in_a_src_layout_is_found_through_the_project_s_pythonpath(tmp_path, monkeypatch):
+    from pytest_saeval.sources.factory import factory_function, search_dirs
+
+    (tmp_path / "pyproject.toml").write_text('[tool.pytest.ini_options]\npythonpath = ["src"]\n')
+    (tmp_path / "src" / "srcpkg_fac").mkdir(parents=True)
+    (tmp_path / "src" / "srcpkg_fac" / "__init__.py").write_text("")
+    (tmp_path / "src" / "srcpkg_fac" / "custom.py").write_text("def load():\n    return 'loaded'\n")
+    (tmp_path / "thresholds").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert search_dirs(tmp_path / "thresholds")[-1] == tmp_path / "src"
+    assert factory_function("srcpkg_fac.custom:load", base_dir=tmp_path / "thresholds")() == "loaded"
+
+
 @pytest.mark.parametrize("cwd", [".", "tests", "thresholds"])
 def test_a_package_at_the_project_root_is_found_from_any_folder(tmp_path, monkeypatch, cwd):
     import sys
