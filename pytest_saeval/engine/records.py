@@ -1,6 +1,6 @@
 """The SAE-independent part of a pass (:class:`ModelRecords`) and how a cold pass collects it.
 
-A :class:`ModelStore` (e.g. :mod:`pytest_saeval.cache`) keeps records per (model, token rows,
+A :class:`ModelStore` (e.g. :mod:`pytest_saeval.store.model`) keeps records per (model, token rows,
 settings); with them, :func:`~pytest_saeval.engine.evaluate` runs only a new SAE's encode/decode and
 its own tail forward: no clean forward through the blocks, no ablation forward and, on a model
 without a logit soft-cap, no clean unembedding either (the clean distribution enters the KL through

@@ -1,9 +1,11 @@
 """Suite files (threshold YAML) as frozen dataclasses, keeping YAML line numbers for messages.
 
 One file = one suite = one model, one token set, one or more SAEs and their gates; see the README's "Suite files".
-Every value check lives in the dataclasses' ``__post_init__`` (the YAML loader in :mod:`.loader`
-only maps YAML onto them): a bad value is a :class:`~pytest_saeval.errors.SuiteError` at the line of
-its key (``line_of``) with the key path, e.g. ``saes[1].gates.l0``, and the fix. Pure Python: no torch.
+The dataclasses' ``__post_init__`` check the values (through :mod:`.fields`, the format's one table of
+keys and limits); what only has a YAML form — a path's text, a dataset given as a string, ``data_files``
+— is checked by the loader in :mod:`.loader` as it maps the YAML onto them. Either way a bad value is a
+:class:`~pytest_saeval.errors.SuiteError` at the line of its key (``line_of``) with the key path, e.g.
+``saes[1].gates.l0``, and the fix. Pure Python: no torch.
 """
 
 from __future__ import annotations

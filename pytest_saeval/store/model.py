@@ -36,7 +36,7 @@ def _hook_file_key(context: str, hook: tuple[str, int | None]) -> str:
 
 
 class ModelCache:
-    """Disk and memory tiers for :class:`~pytest_saeval.records.ModelRecords` (see the module docstring).
+    """Disk and memory tiers for :class:`~pytest_saeval.engine.records.ModelRecords` (see the module docstring).
 
     ``memory_bytes=0`` turns the memory tier off; ``disk=False`` keeps records in memory only.
     """
@@ -51,7 +51,7 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def bind(self, context: str) -> BoundModelStore:
-        """A :class:`~pytest_saeval.records.ModelStore` for one context key (model, token rows, settings)."""
+        """A :class:`~pytest_saeval.engine.records.ModelStore` for one context key (model, token rows, settings)."""
         return BoundModelStore(self, context)
 
     def clear_memory(self) -> None:
