@@ -142,6 +142,9 @@ def _csv_text(records: Sequence[dict[str, Any]]) -> str:
         flat: dict[str, Any] = {}
         for key in ("unique_id", "sae_set", "sae_id", "hook_name", "hook_head_index", "d_in", "d_sae"):
             flat[key] = rec.get(key)
+        overridden = (rec.get("inputs") or {}).get("overridden")
+        if overridden:  # a column only where a run has a conftest's evaluation (tells its rows apart)
+            flat["inputs.overridden"] = "; ".join(map(str, overridden))
         for key in ("eval_cfg", "metrics", "provenance", "sae_cfg"):
             _flatten(key, rec.get(key, {}), flat)
         flat["gates_passed"] = all(g["passed"] is not False for g in rec.get("gates", []))

@@ -145,8 +145,9 @@ class Session:
         inputs = Inputs(overridden=ov.described, model_xxh3=first.model_xxh3 if first else "",
                         tokens_xxh3=first.tokens_xxh3 if first else "")
         notes = provenance_notes(suite.path, done.provenance, baseline, inputs.overridden)
+        tokens_from = ov.origins.get("tokens", "tokens override") if ov.tokens is not None else None
         return SuiteRun(suite=suite, entries=entries, results=done.results, checks=checks,
-                        eval_cfg=eval_config(suite, done.context_size), provenance=done.provenance,
+                        eval_cfg=eval_config(suite, done.context_size, tokens_from), provenance=done.provenance,
                         sae_cfgs=done.sae_cfgs, notes=notes, unchecked=unchecked, intervals=found, inputs=inputs,
                         seconds=done.seconds)
 
@@ -316,13 +317,15 @@ def _relocate(e: SaevalError, owners: Mapping[str, _Owner], first: Suite, ov: Ov
     return e.located(file=str(first.path), subject=Subject(suite=str(first.path)))
 
 
-def eval_config(suite: Suite, context_size: int) -> EvalConfig:
-    """The :class:`EvalConfig` of a suite evaluated with rows of ``context_size`` tokens."""
+def eval_config(suite: Suite, context_size: int, tokens_from: str | None = None) -> EvalConfig:
+    """The :class:`EvalConfig` of a suite evaluated with rows of ``context_size`` tokens, from its own
+    ``data:`` or, when ``tokens_from`` names one, from a conftest's tokens (its ``dataset``)."""
     d = suite.data
     s = d.to_settings()
+    own = str(d.tokens) if d.tokens is not None else (d.dataset.path if d.dataset else None)
     return EvalConfig(
         suite=str(suite.path),
-        dataset=str(d.tokens) if d.tokens is not None else (d.dataset.path if d.dataset else None),
+        dataset=tokens_from or own,
         context_size=context_size,
         batch_size_prompts=s.batch_size_prompts,
         n_eval_reconstruction_batches=s.n_reconstruction_batches,

@@ -5,6 +5,7 @@ inputs become its baseline. Plainly and under pytest-xdist."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -76,6 +77,9 @@ def test_two_evaluations_of_one_sae_stay_two(
     assert own["inputs"]["model_xxh3"] == other["inputs"]["model_xxh3"]
     assert own["metrics"]["mse"] != other["metrics"]["mse"]
     assert own["metrics"]["mse"] == pytest.approx(reference[("model", "sae0")]["mse"], rel=1e-6)
+    assert own["eval_cfg"]["dataset"] == str(assets.tokens) and other["eval_cfg"]["dataset"] == OVERRIDE
+    csv_rows = list(csv.DictReader((pytester.path / "out" / "all_eval_results.csv").open()))
+    assert sorted(r["inputs.overridden"] for r in csv_rows) == ["", OVERRIDE]  # the two rows told apart
     for record in (own, other):
         for gate in record["gates"]:
             if gate["value"] is not None:
