@@ -132,7 +132,7 @@ class GateItem(pytest.Item):
         self.user_properties.append(("value", check.result.value))
         self.user_properties.append(("bound", check.gate.describe(check.result.baseline_value)))
         if not check.passed:
-            raise GateFailed(check.message, check.reading)
+            raise GateFailed(check.message_on(outcome.inputs), check.reading_on(outcome.inputs))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         line = self.gate.line

@@ -20,6 +20,9 @@ class GateOutcome:
     """The checked gate."""
     skip_reason: str | None = None
     """Set when the gate could not be checked for a reason that is not an error."""
+    inputs: str = ""
+    """What the evaluation ran on besides the suite's own sources (`` (with saeval_tokens from ...)``), for
+    the failure line; ``""`` for the suite's own."""
 
 
 class GateFailed(pytest.fail.Exception):  # type: ignore[name-defined]

@@ -304,7 +304,7 @@ class Runner:
                 continue
             for check in run.checks:
                 if check.sae_id == item.sae_id and check.gate.metric == item.gate.metric:
-                    return GateOutcome(check=check)
+                    return GateOutcome(check=check, inputs=run.inputs.describe())
             for uid, gate in run.unchecked:
                 if uid == item.sae_id and gate.metric == item.gate.metric:
                     return GateOutcome(skip_reason=no_baseline_reason(None, uid, gate, own=run.inputs.own))
@@ -329,7 +329,7 @@ class Runner:
         except BaseException as e:
             self.record_error(e)
             raise
-        return [c.message for run in runs for c in run.checks if not c.passed]
+        return [c.message_on(run.inputs.describe()) for run in runs for c in run.checks if not c.passed]
 
     # -- end of the run ---------------------------------------------------------------------------
     def to_wire(self) -> JSON:

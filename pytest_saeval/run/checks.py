@@ -50,13 +50,23 @@ class GateCheck:
     def message(self) -> str:
         """``[sae] metric = value [interval], needs ... (short by ...) — file:line``: the numbers first, so a
         line cut short (pytest's short summary) still shows them."""
-        return f"[{self.sae_id}] {self.result.message} — {self.where}"
+        return self.message_on("")
+
+    def message_on(self, inputs: str) -> str:
+        """:attr:`message` with ``inputs`` (e.g. `` (with saeval_tokens from tests/conftest.py)``, see
+        :meth:`~pytest_saeval.run.outcome.Inputs.describe`) before its ``file:line``: a failure on a
+        conftest's inputs says so, where the same gate on the suite's own may have passed."""
+        return f"[{self.sae_id}] {self.result.message}{inputs} — {self.where}"
 
     @property
     def reading(self) -> str:
         """``value [interval], needs ... (short by ...) — file:line``: the message without the SAE and metric,
         for a line whose node id already names them (``...::layer1-res-topk::explained_variance``)."""
-        return f"{self.result.reading} — {self.where}"
+        return self.reading_on("")
+
+    def reading_on(self, inputs: str) -> str:
+        """:attr:`reading` with ``inputs`` before its ``file:line`` (see :meth:`message_on`)."""
+        return f"{self.result.reading}{inputs} — {self.where}"
 
 
 def check_suite(suite: Suite, entries: Sequence[SAEEntry], results: Mapping[str, SAEResult],

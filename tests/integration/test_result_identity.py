@@ -120,3 +120,24 @@ def test_two_evaluations_of_one_sae_stay_two(
     other_mse = next(g for g in other2["gates"] if g["metric"] == "mse")
     # the override's gate compares its own value with the suite's baseline, and says so by its inputs
     assert other_mse["value"] == other2["metrics"]["mse"]
+
+
+def test_a_failure_on_a_conftest_s_inputs_says_so(pytester: pytest.Pytester, assets: Assets) -> None:
+    """The same gate line passes for the suite's own tokens and fails for the override's: the marked test's
+    failure names the override before ``file:line``."""
+    _project(pytester.path, assets)
+    suite = pytester.path / "thresholds" / "demo.yaml"
+    suite.write_text(suite.read_text().replace('mse: "<= baseline * 1.5"', 'mse: "<= 1000"').replace(
+        "baseline: ../baselines/demo.json\n", ""))
+    first = run_pytest(pytester, "plain", "--saeval-output-dir=out")
+    assert first.ret == pytest.ExitCode.OK, first.stdout.str()[-4000:]
+    own, other = _own_and_other(_records(pytester.path / "out"))
+    low, high = sorted((own["metrics"]["mse"], other["metrics"]["mse"]))
+    bound = f"<= {(low + high) / 2:.6g}" if own["metrics"]["mse"] < other["metrics"]["mse"] else f">= {(low + high) / 2:.6g}"
+    suite.write_text(suite.read_text().replace('mse: "<= 1000"', f'mse: "{bound}"'))
+    result = run_pytest(pytester, "plain")
+    text = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, text[-4000:]
+    result.assert_outcomes(passed=2, failed=1)
+    assert re.search(rf"^\[good\] mse = \S+ \[.*\], needs {re.escape(bound)} .*\(with {re.escape(OVERRIDE)}\) — "
+                     r"thresholds/demo.yaml:\d+$", text, re.M), text[-3000:]

@@ -111,6 +111,9 @@ def test_check_suite_checks_every_gate_in_file_order(tmp_path):
     assert checks[0].message == f"[a] l0 = 61, needs <= 60 (over by 1) — {suite.path}:10"
     assert checks[0].reading == f"61, needs <= 60 (over by 1) — {suite.path}:10"
     assert checks[0].where == f"{suite.path}:10"
+    on = " (with saeval_tokens from tests/conftest.py)"  # a conftest's inputs: said before file:line
+    assert checks[0].message_on(on) == f"[a] l0 = 61, needs <= 60 (over by 1){on} — {suite.path}:10"
+    assert checks[0].reading_on(on) == f"61, needs <= 60 (over by 1){on} — {suite.path}:10"
     assert checks[1].message == f"[a] cossim = 0.9500 (>= baseline - 0.01 (= 0.9450)) — {suite.path}:11"
     assert checks[4].message == f"[b] frac_alive = 0.2500, needs >= 0.5 (short by 0.2500) — {suite.path}:18"  # defaults: line
     # an entry without a result (deselected, or set aside after an error) has no checks
