@@ -222,10 +222,15 @@ def _propose_entry(run: SuiteRun, spec: SAESpec, uids: Sequence[str], metrics: S
             skipped.append(f"{metric}: relative to the baseline, kept as written")
             continue
         gate = _propose_metric(run, metric, uids, policy, skipped)
+        current = spec.gate(metric)
         if gate is not None:
-            current = spec.gate(metric)
             existing = tuple(f"{b.op} {b.text}" for b in current.bounds) if current is not None else None
             gates.append(dataclasses.replace(gate, existing=existing))
+        elif current is not None:  # nothing to propose: the gate as written stays, and says if it fails now
+            failing = [c for c in run.checks if c.gate.metric == metric and c.sae_id in uids and not c.passed]
+            kept = ", ".join(f'"{b.op} {b.text}"' for b in current.bounds)
+            skipped[-1] += f"; kept {kept} as written" + (
+                f" (it fails now: {failing[0].result.message}; edit or remove it by hand)" if failing else "")
     return SAEProposal(run.suite.path, spec.id, tuple(gates), tuple(skipped))
 
 

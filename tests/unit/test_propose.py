@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from pathlib import Path
@@ -246,6 +247,24 @@ def test_a_metric_without_a_bound_that_could_fail_is_skipped_with_a_reason(tmp_p
     first = propose_gates([_run(path, {"first": measured, "second": measured})])[0]
     assert "freq_over_10_percent" not in _gates(first)
     assert first.skipped == ("freq_over_10_percent: measured 0.9950 for first; no bound at this margin could fail",)
+
+
+def test_a_gate_kept_because_nothing_can_be_proposed_says_when_it_fails_now(tmp_path):
+    from pytest_saeval.run.checks import check_suite
+
+    text = SUITE.replace('explained_variance: ">= 0.99"   # too strict on purpose',
+                         'freq_over_10_percent: "<= 0.148"   # measured 0.1426')
+    path = write_suite(tmp_path, text)
+    measured = {**MEASURED, "freq_over_10_percent": 0.995}
+    run = _run(path, {"first": measured, "second": measured})
+    checks, _ = check_suite(run.suite, run.entries, run.results, None, {})
+    first = propose_gates([dataclasses.replace(run, checks=checks)])[0]
+    (kept,) = [s for s in first.skipped if s.startswith("freq_over_10_percent")]
+    assert kept == ('freq_over_10_percent: measured 0.9950 for first; no bound at this margin could fail; kept '
+                    '"<= 0.148" as written (it fails now: freq_over_10_percent = 0.9950, needs <= 0.148 (over by '
+                    '0.8470); edit or remove it by hand)')
+    passing = propose_gates([dataclasses.replace(run, checks=[c for c in checks if c.passed])])[0]
+    assert 'kept "<= 0.148" as written' in passing.skipped[-1] and "fails now" not in passing.skipped[-1]
 
 
 def test_every_share_in_the_catalogue_has_limits_0_and_1():
