@@ -7,7 +7,10 @@ file and whose SAEs are all ``path:`` folders gets, per SAE, a key computed from
 
 - the bytes of every file of the model folder, of the token file and of the SAE folder (and their
   paths), through :class:`~pytest_saeval.store.filekey.FileDigests` (a stat-keyed memo skips re-reading
-  files that cannot have changed; see that module for why that is safe);
+  files that cannot have changed; see that module for why that is safe); for an SAE also the names of the
+  folder its path leads to and of its parents (a checkpoint's hook can come from them) and every file outside it that
+  its format's loader reads (a sparsify run's ``config.json``: :func:`~pytest_saeval.sources.sparsify.outside_files`),
+  by digest or as absent;
 - what the suite says about them: ``model.dtype`` and ``model.trust_remote_code``, the data settings
   (``context_size``, ``batch_size_prompts``, both batch counts, ``exclude_special_tokens``), the SAE
   entry's ``format`` and ``hook_name``;
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import os
 import platform
 import sys
 from array import array
@@ -36,11 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from pytest_saeval.engine.results import SAEResult
+from pytest_saeval.errors import SaevalError
 from pytest_saeval.fileio import os_reason
 from pytest_saeval.plain import JSON, to_plain
 from pytest_saeval.run.intervals import Interval
 from pytest_saeval.run.plan import SAEEntry
 from pytest_saeval.run.provenance import Provenance
+from pytest_saeval.sources.formats import detect_format
+from pytest_saeval.sources.sparsify import outside_files
 from pytest_saeval.spec.suite import Suite
 from pytest_saeval.store.answers import ANSWER_FORMAT, AnswerStore
 from pytest_saeval.store.entries import Unavailable, Unusable, digest, warn_unusable
@@ -117,8 +124,24 @@ def answer_key(common: Mapping[str, Any], entry: SAEEntry, digests: FileDigests)
     spec = entry.spec
     if spec.path is None:
         return None
-    sae = {"path": str(spec.path), "files": digests.tree(spec.path), "format": spec.format, "hook_name": spec.hook_name}
+    sae = {"path": str(spec.path), "files": digests.tree(spec.path), "format": spec.format, "hook_name": spec.hook_name,
+           # the names of the folder the path leads to and of its parents (a hook can come from them), not its
+           # place: a checkout elsewhere keys the same
+           "leads_to": Path(os.path.realpath(spec.path)).parts[-3:], "outside": _outside(spec.path, spec.format, digests)}
     return digest({**common, "sae": sae})
+
+
+def _outside(folder: Path, wanted: str | None, digests: FileDigests) -> dict[str, str]:
+    """Each file outside the checkpoint ``folder`` that its loader reads, by path: its digest, or what is
+    there instead (nothing, or no regular file). A folder of no format gives ``{}``: it does not load, so
+    no answer is stored for it."""
+    try:
+        found = detect_format(folder, wanted)
+    except SaevalError:
+        return {}
+    files = outside_files(folder) if found == "sparsify" else ()
+    return {str(f): digests.file(f) if os.path.isfile(f) else "absent" if not os.path.lexists(f)
+            else "not a regular file" for f in files}
 
 
 class FileKeyed:

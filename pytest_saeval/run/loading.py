@@ -1,14 +1,22 @@
 """Loading what suites name, once each: a model per distinct model spec (even across suites), a token
 set per data spec, an SAE per entry. Every source error comes out located at the suite key it came
-from (file, line, key path) and names its subject (suite, SAE entry)."""
+from (file, line, key path) and names its subject (suite, SAE entry).
+
+A sparsify or dictionary_learning checkpoint's hook is mapped from the names it records
+(:mod:`~pytest_saeval.sources.hookpoints`) unless its entry names ``hook_name:``. Once the model is
+loaded, such a mapped hook is checked against it: a hook the model lacks is named with the name it
+came from, and an attention or MLP output hook that TransformerLens normalizes on this model
+(:func:`~pytest_saeval.sources.hookpoints.post_norm_before`) is refused, since it does not hold the
+module output the trainer hooked."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pytest_saeval.errors import SaevalError, Subject
+from pytest_saeval.errors import SaevalError, SourceError, Subject
 from pytest_saeval.run.plan import ModelKey, Overrides, SAEEntry, group_key, located_in
+from pytest_saeval.sources.hookpoints import MappedHook, post_norm_before
 from pytest_saeval.spec.suite import Suite
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,6 +44,7 @@ class Loader:
         self._models: dict[ModelKey, Any] = {}
         self._tokens: dict[tuple[Any, ...], torch.Tensor] = {}
         self._saes: dict[tuple[Any, ...], Any] = {}
+        self._mapped: dict[tuple[Any, ...], MappedHook | None] = {}  # the hook mapped from a checkpoint's names
         self._token_refs: list[Any] = []  # override arrays stay alive while their id() keys them
 
     def device_for(self, suite: Suite) -> str:
@@ -153,8 +162,68 @@ class Loader:
             if key not in self._saes:
                 self._before_loading()
                 self._saes[key] = self._load_sae(suite, entry, device)
+                self._mapped[key] = self._mapped_hook(suite, entry)
+            self._check_mapped(suite, entry, self._mapped[key], self._model_of(suite, overrides))
             out[entry.unique_id] = self._saes[key]
         return out
+
+    def _model_of(self, suite: Suite, overrides: Overrides) -> Any:
+        """The suite's model when it is loaded (or overridden), else None."""
+        if overrides.model is not None:
+            return overrides.model
+        return self._models.get(group_key(suite, self.device_for(suite)).model)
+
+    @staticmethod
+    def _mapped_hook(suite: Suite, entry: SAEEntry) -> MappedHook | None:
+        """The hook a sparsify or dictionary_learning checkpoint's names map to, when the entry names none."""
+        from pytest_saeval.sources.common import resolve_path
+        from pytest_saeval.sources.dictionary_learning import dictionary_learning_folder_hook
+        from pytest_saeval.sources.formats import detect_format
+        from pytest_saeval.sources.sparsify import sparsify_folder_hook
+
+        spec = entry.spec
+        if spec.path is None or spec.hook_name is not None:
+            return None
+        folder = resolve_path(spec.path, suite.path.parent)
+        try:
+            found = detect_format(folder, spec.format)
+            if found == "sparsify":
+                return sparsify_folder_hook(folder)
+            return dictionary_learning_folder_hook(folder) if found == "dictionary_learning" else None
+        except SaevalError as e:  # it loaded a moment ago: a file changed meanwhile
+            raise located_in(e, suite, spec.line_of("path"), f"saes[{entry.index}].path", entry.index) from e
+
+    @staticmethod
+    def _check_mapped(suite: Suite, entry: SAEEntry, mapped: MappedHook | None, model: Any) -> None:
+        """A hook mapped from a checkpoint's names that the model lacks, or that TransformerLens normalizes on
+        this model (so that it does not hold the module output the trainer hooked), is refused, asking for
+        ``hook_name:``."""
+        if mapped is None or model is None:
+            return
+        found = getattr(model, "hook_dict", None)
+        hooks: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        said = f"{mapped.checkpoint} reads {mapped.hook}, mapped from {mapped.source}"
+        if hooks and mapped.hook not in hooks:
+            n_layers = getattr(getattr(model, "cfg", None), "n_layers", None)
+            has = f" (it has {n_layers} layers, blocks.0 to blocks.{n_layers - 1})" if isinstance(n_layers, int) \
+                and n_layers > 0 else ""
+            error = SourceError(f"{said}, but the model has no such hook{has}",
+                                fix="add hook_name: to the SAE entry with the hook of this model the SAE reads, or "
+                                "point path at a checkpoint trained on this model")
+        elif (norm := post_norm_before(mapped.hook, getattr(model, "cfg", None), hooks)) is not None:
+            before = f"{norm}.hook_in"
+            error = SourceError(
+                f"{said}, but on this model TransformerLens applies {norm} to the output before {mapped.hook}, "
+                "so that hook does not hold the module output the trainer hooked",
+                fix="add hook_name: to the SAE entry with the TransformerLens hook the SAE reads"
+                + (f" ({before} holds the output before {norm})" if before in hooks else "")
+                + f"; hook_name: {mapped.hook} if it was trained on the output after {norm}")
+        else:
+            return
+        spec = entry.spec
+        raise error.located(file=str(suite.path), line=spec.line_of("path"), key=f"saes[{entry.index}].path",
+                            subject=Subject(suite=str(suite.path), entry=entry.index, sae=entry.unique_id,
+                                            part="hook_name"))
 
     @staticmethod
     def _load_sae(suite: Suite, entry: SAEEntry, device: str) -> Any:

@@ -1,8 +1,10 @@
 """What can be checked before any model is loaded, checked first: a wrong path, a token file of the
 wrong shape or dtype or with too few rows, an SAE folder that is missing, of no known format, with a FIFO
 or a folder where its config belongs, whose config sizes are no whole numbers >= 1 or disagree with its
-weight shapes, or a factory module that does not import is reported in well under a second, not after the
-model has loaded.
+weight shapes, a sparsify or dictionary_learning config its reader refuses (an architecture SAE Lens cannot
+hold, an unknown ``dict_class``, a missing or too large ``k``) or whose hook cannot be mapped from its names
+when the entry names no ``hook_name:``, or a factory module that does not import is reported in well under
+a second, not after the model has loaded.
 
 Nothing here imports torch: token files and SAE weights are read from their headers (``.npy``,
 ``.safetensors``), model folders from their ``config.json``, factories are imported but not called.
@@ -14,9 +16,11 @@ from collections.abc import Iterable
 
 from pytest_saeval.errors import InputError, SaevalError
 from pytest_saeval.run.plan import Overrides, SAEEntry, located_in
+from pytest_saeval.sources.dictionary_learning import dictionary_learning_folder_hook
 from pytest_saeval.sources.factory import factory_function
 from pytest_saeval.sources.formats import inspect_sae_folder
 from pytest_saeval.sources.hf_folder import check_folder
+from pytest_saeval.sources.sparsify import sparsify_folder_hook
 from pytest_saeval.sources.tokens import inspect_token_file
 from pytest_saeval.spec.suite import Suite
 
@@ -75,7 +79,11 @@ def _sae(suite: Suite, entry: SAEEntry) -> None:
     key = f"saes[{entry.index}].{spec.kind}"
     try:
         if spec.path is not None:
-            inspect_sae_folder(spec.path, spec.format)
+            found = inspect_sae_folder(spec.path, spec.format)
+            if found == "sparsify":  # the config readers of the other trainers (JSON only) and the hook mapping
+                sparsify_folder_hook(spec.path, spec.hook_name)
+            elif found == "dictionary_learning":
+                dictionary_learning_folder_hook(spec.path, spec.hook_name)
         if spec.factory is not None:
             factory_function(spec.factory, base_dir=suite.path.parent, what="SAE")
     except SaevalError as e:

@@ -305,7 +305,7 @@ def _relocate(e: SaevalError, owners: Mapping[str, _Owner], first: Suite, ov: Ov
         if part == "hook_name" and entry.spec.hook_name is not None:  # the suite's own hook_name: its line
             return e.moved(file=str(suite.path), line=entry.spec.line_of("hook_name"), key=key, subject=where,
                            fix="set hook_name to a hook this model has (see model.hook_dict)")
-        source = entry.spec.path / "cfg.json" if entry.spec.path is not None else None
+        source = _config_file(entry.spec.path, entry.spec.format) if entry.spec.path is not None else None
         from_cfg = source is not None and part in _CFG_PARTS
         detail = f"{part} comes from the SAE's {source}" if from_cfg else ""
         return e.moved(file=str(suite.path), line=entry.spec.line, key=key, subject=where, detail=detail)
@@ -315,6 +315,16 @@ def _relocate(e: SaevalError, owners: Mapping[str, _Owner], first: Suite, ov: Ov
     if part in _DATA_PARTS:
         return e.moved(file=str(first.path), line=first.data.line_of(part), key=f"data.{part}", subject=suite_subject)
     return e.located(file=str(first.path), subject=Subject(suite=str(first.path)))
+
+
+def _config_file(folder: Path, wanted: str | None) -> Path:
+    """The config file of the checkpoint in ``folder`` (``cfg.json``, or dictionary_learning's ``config.json``)."""
+    from pytest_saeval.sources.formats import FORMAT_FILES, detect_format
+
+    try:
+        return folder / FORMAT_FILES[detect_format(folder, wanted)][0]
+    except SaevalError:  # it loaded a moment ago: what is there now cannot be told
+        return folder / "cfg.json"
 
 
 def eval_config(suite: Suite, context_size: int, tokens_from: str | None = None) -> EvalConfig:

@@ -24,11 +24,17 @@ done here for a local folder:
 float32: dictionary_learning builds float32 modules and copies the state dict into them. Weights are
 taken as stored: ``AutoEncoder.from_pretrained`` rescales a decoder whose columns are not unit norm
 (the reconstruction stays the same, feature magnitudes change); SAE Lens's loader does not, nor does this.
+
+``config.json`` is read and checked on its own (no torch) by :func:`dictionary_learning_folder_hook`, which
+the run calls before any model loads: the sizes, the ``dict_class``, ``k`` (1 to ``dict_size``) of the
+top-k classes, and the hook (from ``submodule_name``, else the run folder names, then those of the folder a
+symbolic link leads to).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +49,9 @@ from pytest_saeval.sources.formats import (
     read_json_object,
     whole_number,
 )
-from pytest_saeval.sources.hookpoints import dictionary_learning_hook
+from pytest_saeval.sources.hookpoints import MappedHook, dictionary_learning_hook
 
-__all__ = ["DICT_CLASSES", "dictionary_learning_converter", "load_dictionary_learning"]
+__all__ = ["DICT_CLASSES", "dictionary_learning_converter", "dictionary_learning_folder_hook", "load_dictionary_learning"]
 
 CONFIG_FILE, WEIGHTS_FILE = FORMAT_FILES["dictionary_learning"]
 _FIX = "point path at a trainer_N folder written by dictionary_learning's trainSAE (config.json + ae.pt)"
@@ -120,13 +126,40 @@ def _read_trainer(folder: Path) -> _Trainer:
     lm_name, submodule = block.get("lm_name"), block.get("submodule_name")
     topk = DICT_CLASSES[dict_class].architecture == "topk"
     layer = block.get("layer")
+    k = whole_number(block, "k", file, minimum=1, fix=_FIX, path="trainer.") if topk else None
+    if k is not None and k > d_sae:  # SAE Lens would build it and fail in encode
+        raise SourceError(f"'{file}': trainer.k = {k} exceeds trainer.dict_size = {d_sae} (a top-k dictionary "
+                          "keeps at most dict_size latents per token)",
+                          fix=f"set trainer.k (1 to {d_sae}) and trainer.dict_size in {CONFIG_FILE} to the values "
+                          "the dictionary was trained with")
     return _Trainer(
-        dict_class=dict_class, d_in=d_in, d_sae=d_sae,
-        k=whole_number(block, "k", file, minimum=1, fix=_FIX, path="trainer.") if topk else None,
+        dict_class=dict_class, d_in=d_in, d_sae=d_sae, k=k,
         layer=None if layer is None else whole_number(block, "layer", file, minimum=0, fix=_FIX, path="trainer."),
         submodule_name=submodule if isinstance(submodule, str) and submodule else None,
         lm_name=lm_name.split("/")[-1] if isinstance(lm_name, str) else "",
         ctx_len=ctx_len if isinstance(ctx_len, int) and not isinstance(ctx_len, bool) else None)
+
+
+def dictionary_learning_folder_hook(folder: Path, hook_name: str | None = None,
+                                    trainer: _Trainer | None = None) -> MappedHook | None:
+    """The hook the dictionary_learning trainer in ``folder`` reads, mapped from ``trainer.submodule_name``
+    (else the run folder names, then those of the folder a symbolic link leads to), after its config is
+    read and checked (or ``trainer`` when already read); None when ``hook_name`` (the suite entry's)
+    replaces it. No unambiguous hook is a :class:`SourceError` asking for ``hook_name:``. Reads
+    ``config.json`` only (no torch)."""
+    trainer = trainer or _read_trainer(folder)
+    if hook_name is not None:
+        return None
+    names = [folder.name, folder.parent.name]
+    real = Path(os.path.realpath(folder))
+    if real != folder:
+        names += [real.name, real.parent.name]
+    hook, why = dictionary_learning_hook(trainer.submodule_name, trainer.layer, names)
+    if hook is None:
+        raise SourceError(f"the dictionary_learning SAE in '{folder}' has no unambiguous hook: {why}",
+                          fix="add hook_name: to the SAE entry with the TransformerLens hook it reads, e.g. "
+                          f"hook_name: blocks.{trainer.layer or 0}.hook_resid_post")
+    return MappedHook(hook=hook, checkpoint=f"the dictionary_learning SAE in '{folder}'", source=why)
 
 
 def _read_state_dict(file: Path) -> dict[str, Any]:
@@ -194,13 +227,8 @@ def dictionary_learning_converter(path: str | Path, device: str = "cpu", cfg_ove
     those give none)."""
     folder = Path(path)
     trainer = _read_trainer(folder)
-    hook = hook_name
-    if hook is None:
-        hook, why = dictionary_learning_hook(trainer.submodule_name, trainer.layer, (folder.name, folder.parent.name))
-        if hook is None:
-            raise SourceError(f"the dictionary_learning SAE in '{folder}' has no unambiguous hook: {why}",
-                              fix="add hook_name: to the SAE entry with the TransformerLens hook it reads, e.g. "
-                              f"hook_name: blocks.{trainer.layer or 0}.hook_resid_post")
+    mapped = dictionary_learning_folder_hook(folder, hook_name, trainer)
+    hook = mapped.hook if mapped is not None else hook_name
     state = _state_for(trainer, _read_state_dict(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
     layout = DICT_CLASSES[trainer.dict_class]
     topk = layout.architecture == "topk"

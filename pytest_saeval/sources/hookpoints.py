@@ -9,14 +9,34 @@
 
 Anything else (a module inside the MLP, a layer norm, a name that disagrees with ``layer``) has no
 unambiguous hook: the caller then asks for ``hook_name:`` in the suite entry.
+
+The attention and MLP outputs map onto ``hook_attn_out`` / ``hook_mlp_out``, which hold the module's output
+on most models. Where TransformerLens normalizes that output before the hook (:func:`post_norm_before`:
+Gemma 2 and 3's ``ln1_post`` / ``ln2_post``, the post-norm OLMo 2 and 3), the Hugging Face module's output
+has no TransformerLens hook, and a mapped hook is refused once the model is loaded.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["dictionary_learning_hook", "sparsify_hook"]
+__all__ = ["MappedHook", "dictionary_learning_hook", "post_norm_before", "sparsify_hook"]
+
+
+@dataclass(frozen=True)
+class MappedHook:
+    """The TransformerLens hook a checkpoint of another trainer reads, mapped from the names it records."""
+
+    hook: str
+    """The TransformerLens hook, e.g. ``blocks.6.hook_mlp_out``."""
+    checkpoint: str
+    """The checkpoint, for messages: ``the sparsify checkpoint '/runs/r/layers.6.mlp'``."""
+    source: str
+    """The name it was mapped from, for messages: ``its folder name 'layers.6.mlp'``,
+    ``trainer.submodule_name 'mlp_out_layer_6'``."""
 
 _HOOK_OF_KIND = {
     "resid_pre": "hook_resid_pre",
@@ -72,3 +92,38 @@ def dictionary_learning_hook(submodule_name: str | None, layer: int | None,
     if layer is not None and n != layer:
         return None, f"{source} says layer {n} but trainer.layer is {layer}"
     return f"blocks.{n}.{_HOOK_OF_KIND[kind]}", str(source)
+
+
+_POST_NORM_ARCHITECTURES = frozenset({"Olmo2ForCausalLM", "Olmo3ForCausalLM"})
+"""TransformerLens 3.9's ``POST_NORM_ARCHITECTURES``: ``ln1`` / ``ln2`` normalize the attention / MLP output."""
+
+
+def _post_norm_architectures() -> frozenset[str]:
+    try:
+        from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+    except ImportError:  # a TransformerLens without the list: the architectures it had in 3.9
+        return _POST_NORM_ARCHITECTURES
+    return _POST_NORM_ARCHITECTURES | frozenset(POST_NORM_ARCHITECTURES)
+
+
+def post_norm_before(hook: str, model_cfg: Any, hooks: Iterable[str] = ()) -> str | None:
+    """The norm TransformerLens applies to a block's attention or MLP output before ``hook`` (a
+    ``blocks.N.hook_attn_out`` / ``hook_mlp_out``) on a model of config ``model_cfg`` and hook names
+    ``hooks``, as ``blocks.N.<norm>``; None when the hook holds the module's output as is.
+
+    With ``use_normalization_before_and_after`` (Gemma 2 and 3) ``ln1_post`` / ``ln2_post`` come before the
+    hook (a ``TransformerBridge`` shows them among its hooks, ``blocks.N.ln2_post.hook_out``); on the
+    post-norm architectures (OLMo 2 and 3) ``ln1`` / ``ln2`` do."""
+    m = re.fullmatch(r"blocks\.(\d+)\.hook_(attn|mlp)_out", hook)
+    if m is None:
+        return None
+    after = f"blocks.{m.group(1)}.{'ln1' if m.group(2) == 'attn' else 'ln2'}"
+    if getattr(model_cfg, "use_normalization_before_and_after", False) is True \
+            and getattr(model_cfg, "normalization_type", None) is not None:  # None: the norm after is the identity
+        return f"{after}_post"
+    if any(name.startswith(f"{after}_post.") for name in hooks):
+        return f"{after}_post"
+    architecture = getattr(model_cfg, "original_architecture", None)
+    if isinstance(architecture, str) and architecture in _post_norm_architectures():
+        return after
+    return None

@@ -17,11 +17,17 @@ SAE Lens 6.54 ships ``sparsify_disk_loader``, but it does not load these folders
 says bfloat16 whatever was stored, takes ``d_sae`` from ``num_latents`` even when that is 0, and maps
 only ``layers.N`` names. This reader produces the SAE Lens config and state dict itself and hands them
 to ``SAE.load_from_disk(folder, converter=...)``.
+
+The hook comes from the checkpoint folder's name (:func:`~.hookpoints.sparsify_hook`); a folder reached
+through a symbolic link whose own name maps to no hook is named by the folder the link leads to. Loading
+reads one file outside the checkpoint folder, the run's ``config.json`` (:func:`outside_files`), for the
+metadata it gives the SAE's config.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +42,17 @@ from pytest_saeval.sources.formats import (
     read_json_object,
     whole_number,
 )
-from pytest_saeval.sources.hookpoints import sparsify_hook
+from pytest_saeval.sources.hookpoints import MappedHook, sparsify_hook
 
-__all__ = ["SparsifyConfig", "load_sparsify", "read_sparsify_config", "sparsify_converter"]
+__all__ = ["SparsifyConfig", "load_sparsify", "outside_files", "read_sparsify_config", "sparsify_converter",
+           "sparsify_folder_hook"]
 
 CFG_FILE, WEIGHTS_FILE = FORMAT_FILES["sparsify"]
 _FIX = "re-save the checkpoint with sparsify's SparseCoder.save_to_disk(folder), or copy the folder again"
 _KNOWN_KEYS = frozenset({"d_in", "activation", "expansion_factor", "normalize_decoder", "num_latents", "k",
                          "multi_topk", "skip_connection", "transcode", "signed"})
 _SEED_FOLDER = re.compile(r"^seed\d+$")
+_RUN_CONFIG = "config.json"
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,29 @@ class SparsifyConfig:
     """True: the top ``k`` by magnitude keep their sign (AbsTopK); False: top ``k`` of the ReLU'd values."""
     hookpoint: str
     """The Hugging Face module the SAE was trained on: the checkpoint folder's name (its parent's for ``seedN``)."""
+    named_by: str
+    """Where :attr:`hookpoint` was read, for messages: ``the folder name 'layers.6'``."""
+    run_dir: Path
+    """The run folder above the checkpoint, whose ``config.json`` gives metadata when there is one."""
+
+
+def _names(folder: Path) -> tuple[str, Path, str]:
+    """The hookpoint a checkpoint folder's path records, its run folder and where the name was read."""
+    if _SEED_FOLDER.match(folder.name):
+        return folder.parent.name, folder.parent.parent, f"the name {folder.parent.name!r} of the folder above {folder.name}"
+    return folder.name, folder.parent, f"the folder name {folder.name!r}"
+
+
+def _located(folder: Path) -> tuple[str, Path, str]:
+    """:func:`_names` of ``folder``, or of the folder it leads to (symbolic links resolved) when its own
+    name maps to no hook and that one's does."""
+    given = _names(folder)
+    if sparsify_hook(given[0]) is None:
+        real = Path(os.path.realpath(folder))
+        hookpoint, run_dir, named_by = _names(real)
+        if real != folder and sparsify_hook(hookpoint) is not None:
+            return hookpoint, run_dir, f"{named_by} of '{real}', where its path leads"
+    return given
 
 
 def _refuse(file: Path, what: str, fix: str) -> SourceError:
@@ -91,8 +122,35 @@ def read_sparsify_config(folder: Path) -> SparsifyConfig:
     k = whole_number(raw, "k", file, minimum=1, fix=_FIX)
     if k > d_sae:
         raise SourceError(f"'{file}': k = {k} exceeds the {d_sae} latents", fix=_FIX)
-    hookpoint = folder.parent.name if _SEED_FOLDER.match(folder.name) else folder.name
-    return SparsifyConfig(d_in=d_in, d_sae=d_sae, k=k, signed=bool(raw.get("signed", False)), hookpoint=hookpoint)
+    hookpoint, run_dir, named_by = _located(folder)
+    return SparsifyConfig(d_in=d_in, d_sae=d_sae, k=k, signed=bool(raw.get("signed", False)), hookpoint=hookpoint,
+                          named_by=named_by, run_dir=run_dir)
+
+
+def sparsify_folder_hook(folder: Path, hook_name: str | None = None,
+                         cfg: SparsifyConfig | None = None) -> MappedHook | None:
+    """The hook the sparsify checkpoint in ``folder`` reads, mapped from its folder name, after its config
+    is read and checked (:func:`read_sparsify_config`, or ``cfg`` when already read); None when
+    ``hook_name`` (the suite entry's) replaces it. A name that maps to no hook is a :class:`SourceError`
+    asking for ``hook_name:``. Reads ``cfg.json`` only (no torch)."""
+    cfg = cfg or read_sparsify_config(folder)
+    if hook_name is not None:
+        return None
+    hook = sparsify_hook(cfg.hookpoint)
+    if hook is None:
+        raise SourceError(
+            f"the sparsify checkpoint '{folder}' was trained on hookpoint {cfg.hookpoint!r}, which maps to no "
+            "TransformerLens hook unambiguously (known: layers.N / h.N, layers.N.mlp, layers.N.self_attn, "
+            "embed_tokens)",
+            fix="add hook_name: to the SAE entry with the TransformerLens hook it reads, e.g. "
+            "hook_name: blocks.6.hook_resid_post")
+    return MappedHook(hook=hook, checkpoint=f"the sparsify checkpoint '{folder}'", source=cfg.named_by)
+
+
+def outside_files(folder: Path) -> tuple[Path, ...]:
+    """The files outside the checkpoint folder that loading it reads (whether there or not): the run's
+    ``config.json`` (the SAE's model, dataset and context size; a cache key must cover it)."""
+    return (_located(folder)[1] / _RUN_CONFIG,)
 
 
 def _read_weights(folder: Path, cfg: SparsifyConfig) -> tuple[dict[str, Any], str]:
@@ -125,12 +183,11 @@ def _read_weights(folder: Path, cfg: SparsifyConfig) -> tuple[dict[str, Any], st
     return state, dtype
 
 
-def _run_metadata(folder: Path) -> dict[str, Any]:
+def _run_metadata(run_dir: Path) -> dict[str, Any]:
     """Model, dataset and context size from the run's ``config.json`` above the checkpoint, when there is
     one (metadata only: an unreadable run config leaves them out)."""
-    run_dir = folder.parent.parent if _SEED_FOLDER.match(folder.name) else folder.parent
     try:
-        run = read_json_object(run_dir / "config.json", _FIX)
+        run = read_json_object(run_dir / _RUN_CONFIG, _FIX)
     except SourceError:
         return {}
     out: dict[str, Any] = {}
@@ -149,14 +206,8 @@ def sparsify_converter(path: str | Path, device: str = "cpu", cfg_overrides: dic
     ``hook_name`` replaces the hook mapped from the folder name (required when that maps to none)."""
     folder = Path(path)
     cfg = read_sparsify_config(folder)
-    hook = hook_name or sparsify_hook(cfg.hookpoint)
-    if hook is None:
-        raise SourceError(
-            f"the sparsify checkpoint '{folder}' was trained on hookpoint {cfg.hookpoint!r}, which maps to no "
-            "TransformerLens hook unambiguously (known: layers.N / h.N, layers.N.mlp, layers.N.self_attn, "
-            "embed_tokens)",
-            fix="add hook_name: to the SAE entry with the TransformerLens hook it reads, e.g. "
-            "hook_name: blocks.6.hook_resid_post")
+    mapped = sparsify_folder_hook(folder, hook_name, cfg)
+    hook = mapped.hook if mapped is not None else hook_name
     state, dtype = _read_weights(folder, cfg)
     cfg_dict: dict[str, Any] = {
         "architecture": "abstopk" if cfg.signed else "topk",
@@ -166,7 +217,7 @@ def sparsify_converter(path: str | Path, device: str = "cpu", cfg_overrides: dic
         "normalize_activations": "none",
         "hook_name": hook, "hook_head_index": None,
         "model_name": "", "prepend_bos": True,
-        **_run_metadata(folder),
+        **_run_metadata(cfg.run_dir),
         **(cfg_overrides or {}),
     }
     return cfg_dict, {k: v.to(device) for k, v in state.items()}

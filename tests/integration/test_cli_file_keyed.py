@@ -110,3 +110,24 @@ def test_a_switch_that_is_neither_on_nor_off_is_bad_input(suite: Path, tmp_path:
     assert rc == 2
     (line,) = err.getvalue().splitlines()
     assert "SAEVAL_FILE_KEYED: the environment variable is 'sometimes'" in line and "Fix: set SAEVAL_FILE_KEYED=0" in line
+
+
+def test_a_changed_sparsify_run_config_is_evaluated_again(tiny: Assets, tmp_path: Path) -> None:
+    """A sparsify checkpoint's loader also reads its run's config.json (model, dataset and context size in the
+    SAE's config): after it changes, the cached run writes byte for byte what a cold run writes."""
+    from tests.checkpoints import sparse_coder
+
+    run_dir = tmp_path / "sp_run"
+    sparse_coder(32, num_latents=64, k=4, seed=1).save_to_disk(run_dir / "layers.0")
+    config = run_dir / "config.json"
+    config.write_text(json.dumps({"model": "tiny-a", "dataset": "corpus", "ctx_len": 8}))
+    suite = write_suite(tmp_path / "thresholds" / "suite.yaml", tiny, sae0=run_dir / "layers.0", second=False)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert in_process(str(suite), *cache)[0] == 0
+    config.write_text(json.dumps({"model": "tiny-b", "dataset": "corpus", "ctx_len": 8}))
+    cold_rc, cold_out = in_process(str(suite), "--no-cache", *outputs(tmp_path / "cold"))
+    warm_rc, warm_out = in_process(str(suite), *cache, *outputs(tmp_path / "warm"))
+    assert warm_rc == cold_rc == 0 and table(warm_out) == table(cold_out)
+    assert files_of(tmp_path / "warm") == files_of(tmp_path / "cold")
+    [record] = json.loads((tmp_path / "warm" / "out" / "all_eval_results.json").read_text())
+    assert record["sae_cfg"]["metadata"]["model_name"] == "tiny-b"

@@ -161,6 +161,31 @@ def test_an_unmappable_hookpoint_is_bad_input_until_hook_name(tmp_path, capsys, 
     assert code == 0, out + err
 
 
+def test_a_symlinked_checkpoint_folder_keeps_its_hook(tmp_path, capsys, checkpoints):
+    """``path:`` a link named otherwise (``link_sp -> eai-run/h.1``): the hook comes from the folder it leads to."""
+    (tmp_path / "link_sp").symlink_to(checkpoints / "eai-run" / "h.1")
+    suite = _suite(tmp_path / "thresholds" / "link.yaml", ["- id: eai\n  path: ../link_sp\n"], 'l0: "<= 16"\n')
+    code, out, err = _run(capsys, str(suite), "--output-dir", str(tmp_path / "out"))
+    assert code == 0, out + err
+    [record] = json.loads((tmp_path / "out" / "all_eval_results.json").read_text())
+    assert record["sae_cfg"]["metadata"]["hook_name"] == "blocks.1.hook_resid_post"
+
+
+def test_a_hook_the_model_lacks_names_the_folder_it_came_from(tmp_path, capsys, checkpoints):
+    """``h.5`` on the 2-layer model: the hook came from the folder name (no cfg.json, no hook_name the user
+    wrote), and the fix is a hook_name: in the entry."""
+    import shutil
+
+    folder = shutil.copytree(checkpoints / "eai-run" / "h.1", tmp_path / "run" / "h.5")
+    suite = _suite(tmp_path / "deep.yaml", [f"- id: eai\n  path: {folder}\n"], 'l0: "<= 16"\n')
+    code, _, err = _run(capsys, str(suite))
+    assert code == 2
+    line = next(i for i, t in enumerate(suite.read_text().splitlines(), start=1) if "path:" in t and "h.5" in t)
+    assert f"saeval: error: {suite}:{line}: saes[0].path: the sparsify checkpoint '{folder}' reads " \
+           "blocks.5.hook_resid_post, mapped from the folder name 'h.5', but the model has no such hook" in err
+    assert "Fix: add hook_name: to the SAE entry" in err and "cfg.json" not in err and "Traceback" not in err
+
+
 def test_a_run_folder_is_bad_input(tmp_path, capsys, checkpoints):
     suite = _suite(tmp_path / "run.yaml", [f"- id: eai\n  path: {checkpoints / 'eai-run'}\n"], 'l0: "<= 16"\n')
     code, _, err = _run(capsys, str(suite))

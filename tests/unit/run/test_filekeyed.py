@@ -249,3 +249,63 @@ def test_a_factory_suite_takes_todays_path_every_run(project: SimpleNamespace, m
         session, found = run(project)
         assert session.answered == 0 and session.evaluations == 2 and found.passed
     assert not (project.cache / "answers").exists()
+
+
+@pytest.fixture
+def sparsify_project(project: SimpleNamespace) -> SimpleNamespace:
+    """The project's suite on one sparsify checkpoint inside a run folder whose config.json gives metadata."""
+    from tests.checkpoints import sparse_coder
+
+    run = project.assets / "sp_run"
+    sparse_coder(32, num_latents=64, k=4, seed=3).save_to_disk(run / "layers.1")
+    (run / "config.json").write_text(json.dumps({"model": "tiny-a", "dataset": "corpus", "ctx_len": CONTEXT}))
+    text = project.suite.read_text()
+    project.suite.write_text(text[:text.index("saes:\n")] + f"saes:\n  - id: sp\n    path: {run / 'layers.1'}\n"
+                             "    gates:\n      l0: '>= 0'\n")
+    project.run = run
+    return project
+
+
+def _model_name(found: SuiteRun) -> Any:
+    return found.sae_cfgs["sp"]["metadata"]["model_name"]
+
+
+@pytest.mark.parametrize("change", ["edited", "removed"])
+def test_a_sparsify_run_config_is_part_of_the_key(sparsify_project: SimpleNamespace, change: str) -> None:
+    """The loader reads the run's config.json above the checkpoint (model, dataset, context size in the SAE's
+    config): changing it misses, and the answer then stored is what a cold run gives."""
+    p = sparsify_project
+    _, first = run(p)
+    assert _model_name(first) == "tiny-a"
+    config = p.run / "config.json"
+    if change == "edited":
+        config.write_text(json.dumps({"model": "tiny-b", "dataset": "corpus", "ctx_len": CONTEXT}))
+    else:
+        config.unlink()
+    session, changed = run(p)
+    assert (session.answered, session.evaluations) == (0, 1)
+    warm_session, warm = run(p)
+    assert warm_session.answered == 1
+    cold = Session(RunOptions(use_cache=False)).run([load_suite(p.suite)])[0]
+    assert _model_name(cold) == ("tiny-b" if change == "edited" else "")
+    assert changed.sae_cfgs == warm.sae_cfgs == cold.sae_cfgs and warm.provenance == cold.provenance
+    if change == "removed":  # and back: the first answer again
+        config.write_text(json.dumps({"model": "tiny-a", "dataset": "corpus", "ctx_len": CONTEXT}))
+        again, found = run(p)
+        assert again.answered == 1 and found.sae_cfgs == first.sae_cfgs
+
+
+def test_a_link_led_elsewhere_misses(sparsify_project: SimpleNamespace) -> None:
+    """``path:`` a link whose name maps to no hook: the hook comes from the folder it leads to, so leading it
+    to an identical copy under another name (another hook, the same bytes) is another key."""
+    p = sparsify_project
+    shutil.copytree(p.run / "layers.1", p.run / "layers.0")
+    link = p.assets / "link_sp"
+    link.symlink_to(p.run / "layers.1")
+    p.suite.write_text(p.suite.read_text().replace(f"path: {p.run / 'layers.1'}", f"path: {link}"))
+    _, first = run(p)
+    assert first.results["sp"].hook_name == "blocks.1.hook_resid_post"
+    link.unlink()
+    link.symlink_to(p.run / "layers.0")
+    session, moved = run(p)
+    assert session.answered == 0 and moved.results["sp"].hook_name == "blocks.0.hook_resid_post"

@@ -219,3 +219,85 @@ def test_sae_folder_problems_are_found_before_the_model_loads(tmp_path, make, ne
     error = _error(path)
     assert needle.format(f=tmp_path / "sae") in error.message, error.message
     assert error.location.key == "saes[0].path" and error.location.line == _line(path, "path: ../sae")
+
+
+def _sparsify_folder(folder: Path, **cfg: object) -> Path:
+    """A sparsify checkpoint (cfg.json + sae.safetensors) of d_in 16 and 32 latents, written without torch."""
+    folder.mkdir(parents=True)
+    (folder / "cfg.json").write_text(json.dumps({k: v for k, v in {"d_in": 16, "num_latents": 32, "k": 4, **cfg}.items()
+                                                 if v is not None}))
+    _safetensors(folder / "sae.safetensors", {"encoder.weight": np.zeros((32, 16), dtype=np.float32),
+                                              "encoder.bias": np.zeros(32, dtype=np.float32),
+                                              "W_dec": np.zeros((32, 16), dtype=np.float32),
+                                              "b_dec": np.zeros(16, dtype=np.float32)})
+    return folder
+
+
+def _trainer_folder(folder: Path, **trainer: object) -> Path:
+    """A dictionary_learning trainer folder: its config.json, and an ae.pt preflight does not open."""
+    folder.mkdir(parents=True)
+    block = {"dict_class": "AutoEncoderTopK", "activation_dim": 16, "dict_size": 32, "k": 4, "layer": 1,
+             "submodule_name": "resid_post_layer_1", **trainer}
+    (folder / "config.json").write_text(json.dumps({"trainer": {k: v for k, v in block.items() if v is not None},
+                                                    "buffer": {"ctx_len": 16}}))
+    (folder / "ae.pt").write_bytes(b"not read before the model loads")
+    return folder
+
+
+@pytest.mark.parametrize(("make", "needle"), [
+    (lambda r: _sparsify_folder(r / "run" / "layers.1.ln_2"), "was trained on hookpoint 'layers.1.ln_2', which maps to no"),
+    (lambda r: _sparsify_folder(r / "run" / "layers.1", transcode=True), "describes a transcoder"),
+    (lambda r: _sparsify_folder(r / "run" / "layers.1", activation="groupmax"), "activation 'groupmax'"),
+    (lambda r: _sparsify_folder(r / "run" / "layers.1", k=None), "cfg.json' has no k"),
+    (lambda r: _sparsify_folder(r / "run" / "layers.1", k=33), "k = 33 exceeds the 32 latents"),
+    (lambda r: _trainer_folder(r / "sweep" / "run" / "trainer_0", submodule_name=None),
+     "has no unambiguous hook: trainer.layer is 1, but neither trainer.submodule_name nor a run folder name"),
+    (lambda r: _trainer_folder(r / "sweep" / "run" / "trainer_0", submodule_name="mlp_out_layer_2"),
+     "says layer 2 but trainer.layer is 1"),
+    (lambda r: _trainer_folder(r / "sweep" / "run" / "trainer_0", dict_class="IdentityDict"),
+     "trainer.dict_class 'IdentityDict' is not a dictionary class this loader maps"),
+    (lambda r: _trainer_folder(r / "sweep" / "run" / "trainer_0", k=None), "config.json' has no trainer.k"),
+    (lambda r: _trainer_folder(r / "sweep" / "run" / "trainer_0", k=33), "trainer.k = 33 exceeds trainer.dict_size = 32"),
+], ids=["sparsify-hookpoint", "sparsify-transcoder", "sparsify-activation", "sparsify-no-k", "sparsify-k",
+        "dl-no-hook", "dl-layer", "dl-class", "dl-no-k", "dl-k"])
+def test_other_trainers_configs_are_checked_before_the_model_loads(tmp_path, make, needle):
+    folder = make(tmp_path)
+    path = _project(tmp_path, sae=f"path: {folder}")
+    error = _error(path)
+    assert needle in error.message, error.message
+    assert error.location.key == "saes[0].path" and error.location.line == _line(path, f"path: {folder}")
+    assert error.subject.entry == 0 and error.fix
+
+
+@pytest.mark.parametrize("make", [lambda r: _sparsify_folder(r / "run" / "layers.1.ln_2"),
+                                  lambda r: _trainer_folder(r / "sweep" / "run" / "trainer_0", submodule_name=None)],
+                         ids=["sparsify", "dictionary_learning"])
+def test_a_hook_name_in_the_entry_stands_for_an_unmapped_hook(tmp_path, make):
+    folder = make(tmp_path)
+    path = _project(tmp_path, sae=f"path: {folder}")
+    path.write_text(path.read_text().replace(f"path: {folder}\n", f"path: {folder}\n    hook_name: blocks.1.hook_resid_post\n"))
+    _check(path)
+
+
+def test_other_trainers_configs_are_checked_without_torch(tmp_path):
+    """Both config readers and the hook mappings read JSON only: the first bad entry is reported with torch
+    (and TransformerLens) unimported."""
+    good = _sparsify_folder(tmp_path / "run" / "layers.1")
+    bad = _trainer_folder(tmp_path / "sweep" / "run" / "trainer_0", submodule_name=None)
+    path = _project(tmp_path, sae=f"path: {good}")
+    path.write_text(path.read_text() + f"  - id: b\n    path: {bad}\n")
+    code = textwrap.dedent(f"""
+        import sys
+        from pytest_saeval.errors import SaevalError
+        from pytest_saeval.run.plan import Overrides, entries_of
+        from pytest_saeval.run.preflight import preflight
+        from pytest_saeval.spec.loader import load_suite
+        suite = load_suite({str(path)!r})
+        try:
+            preflight([(suite, entries_of(suite))], Overrides())
+        except SaevalError as e:
+            print("ERROR", e.location.key)
+        print("torch" in sys.modules, "transformer_lens" in sys.modules)
+        """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.split() == ["ERROR", "saes[1].path", "False", "False"]

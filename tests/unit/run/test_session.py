@@ -126,6 +126,20 @@ def test_an_engine_error_about_an_sae_is_located_at_its_suite_entry(
     assert session.evaluations == 0
 
 
+def test_a_size_error_of_a_dictionary_learning_sae_names_its_config_json(
+    tmp_path: Path, assets: SimpleNamespace
+) -> None:
+    from tests.checkpoints import dl_state, save_dl_trainer
+
+    folder = save_dl_trainer(tmp_path / "dl" / "trainer_0", "AutoEncoder", dl_state("AutoEncoder", 16, 32),
+                             layer=0, submodule_name="resid_post_layer_0")  # the model's d_model is larger
+    suite = _suite(tmp_path, "a.yaml", assets, {"dl": str(folder)})
+    with pytest.raises(InputError) as info:
+        Session().run([suite])
+    assert info.value.location.key == "saes[0].d_in"
+    assert f"(d_in comes from the SAE's {folder / 'config.json'})" in str(info.value)
+
+
 def test_the_location_comes_from_the_subject_not_the_message(
     tmp_path: Path, assets: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pytest_saeval.errors import SourceError
+from pytest_saeval.sources.dictionary_learning import dictionary_learning_folder_hook
 from pytest_saeval.sources.saes import load_sae_folder
 from tests.checkpoints import DL_CLASSES, DL_TOPK, dl_forward, dl_state, save_dl_trainer
 
@@ -140,6 +141,7 @@ def _rewrite_config(folder: Path, change) -> None:
     (lambda c: c["trainer"].update(dict_class="BatchTopKSAE"), None),  # same keys as AutoEncoderTopK: loads
     (lambda c: c["trainer"].update(dict_class="AutoEncoder"), "has no bias and unexpected b_dec, k, threshold"),
     (lambda c: c["trainer"].update(layer=3), "says layer 1 but trainer.layer is 3"),
+    (lambda c: c["trainer"].update(k=41), "trainer.k = 41 exceeds trainer.dict_size = 40"),
 ])
 def test_configs_that_do_not_fit(tmp_path, change, expected):
     folder, _ = _trainer(tmp_path, "AutoEncoderTopK")
@@ -162,3 +164,33 @@ def test_broken_ae_pt(tmp_path, write, expected):
     write(folder / "ae.pt")
     with pytest.raises(SourceError, match=expected):
         load_sae_folder(folder)
+
+
+def test_a_top_k_beyond_the_dictionary_is_refused_when_the_config_is_read(tmp_path):
+    """k > dict_size in config.json and ae.pt alike: refused at the config (SAE Lens would build the SAE
+    and fail in encode), with the config file, both values and the fix."""
+    state = dl_state("AutoEncoderTopK", D_IN, D_SAE, k=K)
+    state["k"] = torch.tensor(D_SAE + 1)
+    folder = save_dl_trainer(tmp_path / "resid_post_layer_1" / "trainer_0", "AutoEncoderTopK", state, layer=1,
+                             submodule_name="resid_post_layer_1", k=D_SAE + 1)
+    for read in (lambda: load_sae_folder(folder), lambda: dictionary_learning_folder_hook(folder)):
+        with pytest.raises(SourceError) as excinfo:
+            read()
+        e = excinfo.value
+        assert e.message == (f"'{folder / 'config.json'}': trainer.k = 41 exceeds trainer.dict_size = 40 (a top-k "
+                             "dictionary keeps at most dict_size latents per token)")
+        assert "set trainer.k (1 to 40)" in (e.fix or "")
+
+
+def test_a_symlinked_trainer_folder_keeps_the_hook_of_its_run_folder(tmp_path):
+    """Without a submodule_name the hook comes from the run folder's name; a link elsewhere
+    (``mine -> sweep/mlp_out_layer_2/trainer_0``) falls back to the names of the folder it leads to."""
+    folder, _ = _trainer(tmp_path, "AutoEncoder", submodule=None, layer=2)
+    real = folder.parent.with_name("mlp_out_layer_2") / "trainer_0"
+    folder.parent.rename(real.parent)
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "mine").symlink_to(real)
+    assert load_sae_folder(tmp_path / "links" / "mine").cfg.metadata.hook_name == "blocks.2.hook_mlp_out"
+    mapped = dictionary_learning_folder_hook(tmp_path / "links" / "mine")
+    assert mapped is not None and mapped.source == "the run folder name 'mlp_out_layer_2'"
+    assert dictionary_learning_folder_hook(real, "blocks.2.hook_resid_pre") is None

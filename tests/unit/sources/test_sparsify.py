@@ -12,6 +12,7 @@ import torch
 
 from pytest_saeval.errors import SourceError
 from pytest_saeval.sources.saes import load_sae_folder, load_saes
+from pytest_saeval.sources.sparsify import outside_files, sparsify_folder_hook
 from tests.checkpoints import sparse_coder, sparse_coder_codes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -192,3 +193,48 @@ def test_a_sparse_coder_from_a_factory_points_at_path(tmp_path):
     msg = str(excinfo.value)
     assert "sparsify.sparse_coder.SparseCoder) is not a usable SAE" in msg
     assert "save_to_disk(folder)" in msg and "path:" in msg and "dense [..., d_sae]" in msg
+
+
+def test_a_symlinked_checkpoint_folder_keeps_its_hook(tmp_path):
+    """A link whose own name maps to no hook (``link_sp -> sp_run/layers.1``) is named by the folder it
+    leads to: its hook and its run's config.json; a link whose name maps keeps its own name."""
+    run = tmp_path / "sp_run"
+    _save(sparse_coder(D_IN, num_latents=32, k=4), run / "layers.1")
+    _save(sparse_coder(D_IN, num_latents=32, k=4), run / "layers.2.mlp" / "seed0")
+    (run / "config.json").write_text(json.dumps({"model": "EleutherAI/pythia-70m", "ctx_len": 64}))
+    (tmp_path / "link_sp").symlink_to(run / "layers.1")
+    (tmp_path / "link_seed").symlink_to(run / "layers.2.mlp" / "seed0")
+    (tmp_path / "layers.0").symlink_to(run / "layers.1")  # its own name maps: it decides
+    sae = load_sae_folder(tmp_path / "link_sp")
+    assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
+    assert (sae.cfg.metadata.model_name, sae.cfg.metadata.context_size) == ("EleutherAI/pythia-70m", 64)
+    assert load_sae_folder(tmp_path / "link_seed").cfg.metadata.hook_name == "blocks.2.hook_mlp_out"
+    assert load_sae_folder(tmp_path / "layers.0").cfg.metadata.hook_name == "blocks.0.hook_resid_post"
+    mapped = sparsify_folder_hook(tmp_path / "link_sp")
+    assert mapped is not None and mapped.hook == "blocks.1.hook_resid_post"
+    assert mapped.source == f"the folder name 'layers.1' of '{run / 'layers.1'}', where its path leads"
+    assert outside_files(tmp_path / "link_sp") == (run / "config.json",)
+    assert outside_files(tmp_path / "layers.0") == (tmp_path / "config.json",)
+
+
+def test_a_link_to_a_folder_without_a_hook_still_needs_hook_name(tmp_path):
+    _save(sparse_coder(D_IN, num_latents=32, k=4), tmp_path / "run" / "layers.1.ln_2")
+    (tmp_path / "link").symlink_to(tmp_path / "run" / "layers.1.ln_2")
+    with pytest.raises(SourceError, match="hookpoint 'link', which maps to no TransformerLens hook"):
+        load_sae_folder(tmp_path / "link")
+
+
+def test_the_folder_hook_names_where_it_came_from(tmp_path):
+    folder = _save(sparse_coder(D_IN, num_latents=32, k=4), tmp_path / "run" / "layers.5")
+    seed = _save(sparse_coder(D_IN, num_latents=32, k=4), tmp_path / "run" / "layers.3.mlp" / "seed2")
+    mapped = sparsify_folder_hook(folder)
+    assert mapped is not None
+    assert (mapped.hook, mapped.checkpoint, mapped.source) == (
+        "blocks.5.hook_resid_post", f"the sparsify checkpoint '{folder}'", "the folder name 'layers.5'")
+    seeded = sparsify_folder_hook(seed)
+    assert seeded is not None and seeded.source == "the name 'layers.3.mlp' of the folder above seed2"
+    assert outside_files(seed) == (tmp_path / "run" / "config.json",)
+    assert sparsify_folder_hook(folder, "blocks.0.hook_resid_pre") is None  # the entry's hook_name replaces it
+    _edit_cfg(folder, k=33)
+    with pytest.raises(SourceError, match="k = 33 exceeds the 32 latents"):  # the config is read either way
+        sparsify_folder_hook(folder, "blocks.0.hook_resid_pre")
