@@ -164,13 +164,15 @@ class DataSpec(_Section):
     """A text dataset tokenized with the model's tokenizer."""
     context_size: int = 128
     """Tokens per sequence."""
-    batch_size_prompts: int = 16
+    # The four settings below are the engine's EvalSettings as written in the suite (with their lines and
+    # located checks); their defaults are EvalSettings' own, and to_settings() hands them on.
+    batch_size_prompts: int = EvalSettings.batch_size_prompts
     """Sequences per batch."""
-    n_reconstruction_batches: int = 10
+    n_reconstruction_batches: int = EvalSettings.n_reconstruction_batches
     """Batches for the CE / KL metrics."""
-    n_sparsity_batches: int = 10
+    n_sparsity_batches: int = EvalSettings.n_sparsity_batches
     """Batches for the sparsity / variance / feature metrics."""
-    exclude_special_tokens: bool | tuple[int, ...] = True
+    exclude_special_tokens: bool | tuple[int, ...] = EvalSettings.exclude_special_tokens
     """``True``: the tokenizer's special tokens; ``False``: none; a tuple: exactly these ids."""
     line: int | None = None
     """Line of the ``data:`` key in the suite file."""
