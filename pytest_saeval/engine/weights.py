@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from pytest_saeval.engine.protocols import SAELike
 from pytest_saeval.engine.tensors import F64
 
 __all__ = ["COSINE_METRICS", "encoder_weight", "max_other_cosine_sim", "state_of", "weight_metrics"]
@@ -77,7 +78,7 @@ def encoder_weight(sae: object) -> torch.Tensor | None:
 
 
 def weight_metrics(
-    sae: object, *, encoder_cosines: bool = True, decoder_cosines: bool = True
+    sae: SAELike, *, encoder_cosines: bool = True, decoder_cosines: bool = True
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Per-feature weight statistics (no data needed).
 
@@ -92,7 +93,7 @@ def weight_metrics(
     if w_enc is None:
         raise ValueError("the SAE has no W_enc and its weights are not tied")
     w_enc = w_enc.detach()
-    w_dec = sae.W_dec.detach()  # type: ignore[attr-defined]
+    w_dec = sae.W_dec.detach()
     enc_cols = w_enc.T  # [d_sae, d_in]
     unit_enc = enc_cols / enc_cols.norm(dim=1, keepdim=True)
     unit_dec = w_dec / w_dec.norm(dim=1, keepdim=True)

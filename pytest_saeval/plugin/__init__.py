@@ -100,7 +100,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     fit_short_summary(terminalreporter.stats.get("failed", ()), config)  # pytest prints that summary after this
     lines = get_runner(config).summary()
     if lines:
