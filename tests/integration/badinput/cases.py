@@ -1,5 +1,5 @@
 """The bad-input matrix: :data:`CASES` is every case (round one, issue 9, round two in :mod:`.hostile`, round
-three in :mod:`.round3`).
+three in :mod:`.round3`, round four in :mod:`.round4_sources` and :mod:`.round4_inputs`).
 
 See :mod:`.kit` for what a case is and how it is run.
 """
@@ -31,8 +31,10 @@ from tests.integration.badinput.kit import (
     write_suite,
 )
 from tests.integration.badinput.round3 import ROUND_THREE
+from tests.integration.badinput.round4_inputs import ROUND_FOUR_INPUTS
+from tests.integration.badinput.round4_sources import ROUND_FOUR_SOURCES
 
-__all__ = ["CASES", "ROUND_ONE", "ROUND_THREE", "ROUND_TWO", "Assets", "BadInputCase", "build_assets", "expected_location",
+__all__ = ["CASES", "ROUND_FOUR", "ROUND_ONE", "ROUND_THREE", "ROUND_TWO", "Assets", "BadInputCase", "build_assets", "expected_location",
            "materialise", "shared_assets"]
 
 _base, _write, _edit, _text, _tokens_file = base_suite, write_suite, edit, text, tokens_file
@@ -296,5 +298,6 @@ _SCHEMA_REJECTS = {
 """Round-one cases about what a suite file says that a JSON Schema can say too."""
 ROUND_ONE = tuple(dataclasses.replace(c, schema=c.name in _SCHEMA_REJECTS) for c in ROUND_ONE)
 
-CASES: tuple[BadInputCase, ...] = ROUND_ONE + ROUND_TWO + ROUND_THREE
+ROUND_FOUR: tuple[BadInputCase, ...] = ROUND_FOUR_SOURCES + ROUND_FOUR_INPUTS
+CASES: tuple[BadInputCase, ...] = ROUND_ONE + ROUND_TWO + ROUND_THREE + ROUND_FOUR
 """Every case of the matrix."""
