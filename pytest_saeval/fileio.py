@@ -4,8 +4,8 @@ Every file the package writes (outputs, baselines, caches) goes through :func:`a
 :func:`atomic_write_text` or :func:`atomic_write_many`, so a reader never sees a half-written file and
 a failed write (a full disk, a folder in the way) leaves the previous files untouched. A write that is
 killed outright (SIGKILL, power loss) can leave its hidden temporary file behind; the next write to
-the same place removes such leftovers (:func:`remove_stale_temps`), so repeated cancellations do not
-fill a disk. An error names the file that was to be written, never the temporary one. A symbolic link is written
+the same place removes such leftovers (:func:`remove_stale_temps`, also those of an earlier run that had this
+process's id, as runs in containers do), so repeated cancellations do not fill a disk. An error names the file that was to be written, never the temporary one. A symbolic link is written
 through (it stays a link); a FIFO, device or socket in the way is refused, never replaced.
 """
 
@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import stat
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -75,6 +76,7 @@ def atomic_write_many(files: Sequence[tuple[str | os.PathLike[str], bytes]], *, 
         for i, tmp in enumerate(temps):
             name = given[i]  # the file an error names
             os.replace(tmp, targets[i])
+            _WRITING.discard(tmp.name)
     except OSError as e:
         _discard(temps)
         raise OSError(e.errno, e.strerror or str(e), str(name)) from e
@@ -121,6 +123,7 @@ def _write_temp(target: Path, data: bytes | bytearray | memoryview) -> Path:
 
 def _discard(temps: Sequence[Path]) -> None:
     for tmp in temps:
+        _WRITING.discard(tmp.name)
         try:
             os.unlink(tmp)
         except OSError:
@@ -152,9 +155,28 @@ def _create_temp(target: Path) -> tuple[Path, int]:
     while True:
         tmp = target.with_name(f".{target.name}.{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
         try:
-            return tmp, os.open(tmp, flags, 0o666)
+            fd = os.open(tmp, flags, 0o666)
         except FileExistsError:  # pragma: no cover - 32 random bits colliding
             continue
+        _WRITING.add(tmp.name)
+        return tmp, fd
+
+
+_WRITING: set[str] = set()
+"""The names of the temporary files this process is writing now (added when created, dropped once moved over their
+target or discarded). A temporary file named with this process's id that is not among them was left by an earlier
+process that had the same id -- in a container every run can be pid 1 -- and is stale (:func:`remove_stale_temps`)."""
+
+
+def _own_ids() -> set[int]:
+    """This process's id and its threads' ids (``os.kill(tid, 0)`` succeeds for a thread of ours too, so a killed
+    run whose pid is one of them would look alive)."""
+    ids = {os.getpid()}
+    try:
+        ids.update(int(name) for name in os.listdir("/proc/self/task"))
+    except (OSError, ValueError):  # no /proc: the threads Python knows
+        ids.update(t.native_id for t in threading.enumerate() if t.native_id is not None)
+    return ids
 
 
 def _alive(pid: int) -> bool:
@@ -171,9 +193,11 @@ def _alive(pid: int) -> bool:
 def remove_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
     """Remove temporary files that killed writes of ``target`` left behind; return what was removed.
 
-    A temporary file is stale when the process that wrote it (same host, its pid in the name) is gone,
-    or, for one from another host or an older naming, when it is older than 10 minutes. Temporary files
-    of writes still going on are left alone. Best effort: what cannot be listed or removed stays.
+    A temporary file is stale when the process that wrote it (same host, its pid in the name) is gone, or when
+    its pid is this process's own (or one of its threads' ids) but this process is not writing it: an earlier
+    run with the same id left it (in a container every run can be pid 1); or, for one from another host or an
+    older naming, when it is older than 10 minutes. Temporary files of writes still going on are left alone.
+    Best effort: what cannot be listed or removed stays.
     """
     target = Path(target)
     pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:([0-9a-f]{{6}})-(\d+)-[0-9a-f]{{8}}|[0-9a-f]{{12}})\.tmp")
@@ -183,6 +207,7 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
     except OSError:
         return removed
     now, host = time.time(), _host()
+    own: set[int] | None = None
     for entry in entries:
         found = pattern.fullmatch(entry.name)
         if found is None:
@@ -190,7 +215,8 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
         try:
             if found[1] == host and os.name != "nt":  # on Windows age decides: a pid cannot be probed safely
                 pid = int(found[2])
-                stale = pid != os.getpid() and not _alive(pid)
+                own = _own_ids() if own is None else own
+                stale = entry.name not in _WRITING if pid in own else not _alive(pid)
             else:
                 stale = now - entry.stat(follow_symlinks=False).st_mtime > _OLD_TEMP_SECONDS
             if stale:

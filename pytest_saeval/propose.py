@@ -9,9 +9,10 @@ and leaves a margin ``m = max(k · half-width, abs_floor, rel_floor · |value|)`
 * neither (``l0``, ...): a range ``>= lo − m'`` and ``<= hi + m'`` with ``m'`` using
   ``range_rel_floor`` (the lower end is left out when it would fall below 0 for a non-negative value).
 
-Bounds are rounded outward to a multiple of ``10^floor(log10 m)``, so they read as short decimals and
-loosen the gate by less than one more margin. A proposed gate therefore always passes on the run it
-came from. A bound at or beyond the values a metric can take (a share's 0 and 1, see
+Bounds are rounded outward to a multiple of ``10^floor(log10 m)`` (or of the value's 12th significant digit, when
+that is coarser), so they read as short decimals (scientific beyond 20 characters) and loosen the gate by less than
+one more margin; a bound that would be no finite number is not proposed. A proposed gate therefore always
+passes on the run it came from. A bound at or beyond the values a metric can take (a share's 0 and 1, see
 :data:`~pytest_saeval.catalogue.LIMITS`) could never fail and is left out. Gates relative to the
 baseline are kept as written; gates the suite already has are kept unless asked (``--update-gates``).
 """
@@ -30,6 +31,7 @@ from pytest_saeval.errors import SuiteError, did_you_mean
 from pytest_saeval.run.intervals import Interval, intervals
 from pytest_saeval.run.outcome import SuiteRun
 from pytest_saeval.settings import MarginPolicy
+from pytest_saeval.spec.gates import parse_bound
 from pytest_saeval.spec.numbers import format_number, interval_text
 from pytest_saeval.spec.suite import SAESpec
 
@@ -114,15 +116,30 @@ class SAEProposal:
 # proposing
 
 
-def _round(x: float, step_exp: int, down: bool) -> str:
-    """``x`` rounded down (up) to a multiple of ``10**step_exp``, as a plain decimal string."""
+_PLAIN_LENGTH = 20
+"""Longest bound written as a plain decimal; a longer one is written in scientific notation (``1.5E+24``)."""
+
+
+def _round(x: float, step_exp: int, down: bool) -> str | None:
+    """``x`` rounded down (up) to a multiple of ``10**step_exp``, as a short decimal string (plain, or scientific
+    beyond :data:`_PLAIN_LENGTH` characters); None when ``x`` or the rounded number is no finite float."""
+    if not math.isfinite(x):
+        return None
     # 12 significant digits first, so float noise (0.94 - 0.02 = 0.9199999999999999) does not cost a step
     exact = Decimal(f"{x:.12g}")
+    # a step below that 12th digit changes nothing but the number's length (and would outgrow Decimal's precision)
+    coarse = exact.adjusted() - 11 > step_exp
+    step_exp = max(step_exp, exact.adjusted() - 11)
     step = Decimal(1).scaleb(step_exp)
     d = (exact / step).to_integral_value(rounding=ROUND_FLOOR if down else ROUND_CEILING) * step
+    if coarse and (d > Decimal(x) if down else d < Decimal(x)):  # 12 digits rounded x itself the wrong way
+        d = d - step if down else d + step
     if step_exp < 0:
         d = d.quantize(step)
-    return "0" if d == 0 else format(d, "f")
+    text = "0" if d == 0 else format(d, "f")
+    if len(text) > _PLAIN_LENGTH:
+        text = format(d.normalize(), "E")
+    return text if math.isfinite(float(text)) else None
 
 
 def _step_exp(margin: float) -> int:
@@ -132,7 +149,13 @@ def _step_exp(margin: float) -> int:
 def propose_bounds(metric: str, value: float, interval: Interval | None, policy: MarginPolicy) -> tuple[str, ...]:
     """The gate expressions proposed for one measured ``value`` (and its interval) of ``metric``:
     ``()`` when no bound at this margin could ever fail (it would lie at or beyond the values the
-    metric can take, :data:`~pytest_saeval.catalogue.LIMITS`, e.g. ``<= 1.02`` for a share)."""
+    metric can take, :data:`~pytest_saeval.catalogue.LIMITS`, e.g. ``<= 1.02`` for a share) or when the
+    bound would be no finite number (a value near the largest float)."""
+    return _bounds(metric, value, interval, policy)[0]
+
+
+def _bounds(metric: str, value: float, interval: Interval | None, policy: MarginPolicy) -> tuple[tuple[str, ...], str]:
+    """:func:`propose_bounds`, and why it proposes nothing when it does not."""
     lo, hi = value, value
     half = 0.0
     if interval is not None and all(math.isfinite(v) for v in interval):
@@ -141,17 +164,31 @@ def propose_bounds(metric: str, value: float, interval: Interval | None, policy:
     direction = METRICS[metric].higher_is_better
     rel = policy.range_rel_floor if direction is None else policy.rel_floor
     margin = max(policy.k * half, policy.abs_floor, rel * abs(value))
+    if not math.isfinite(margin):
+        return (), "no finite bound at this margin"
     exp = _step_exp(margin)
     lowest, highest = LIMITS.get(metric, (None, None))
-    lower, upper = _round(lo - margin, exp, down=True), _round(hi + margin, exp, down=False)
+    lower = _round(lo - margin, exp, down=True) if direction is not False else None
+    upper = _round(hi + margin, exp, down=False) if direction is not True else None
     parts = []
     # a range's lower end below 0 for a non-negative value says nothing either
-    if direction is not False and (lowest is None or float(lower) > lowest) and not (
+    if lower is not None and (lowest is None or float(lower) > lowest) and not (
             direction is None and float(lower) <= 0 <= value):
         parts.append(f">= {lower}")
-    if direction is not True and (highest is None or float(upper) < highest):
+    if upper is not None and (highest is None or float(upper) < highest):
         parts.append(f"<= {upper}")
-    return tuple(parts)
+    parts = [p for p in parts if _readable(p)]
+    overflow = (direction is not False and lower is None) or (direction is not True and upper is None)
+    return tuple(parts), "no finite bound at this margin" if overflow else "no bound at this margin could fail"
+
+
+def _readable(expression: str) -> bool:
+    """Whether a suite file's loader reads ``expression`` back (it always should: a last check before writing)."""
+    try:
+        parse_bound(expression)
+    except SuiteError:
+        return False
+    return True
 
 
 def _bound_number(expression: str) -> float:
@@ -245,9 +282,9 @@ def _propose_metric(run: SuiteRun, metric: str, uids: Sequence[str], policy: Mar
             skipped.append(f"{metric}: measured {format_number(value)} for {uid}, no gate proposed")
             return None
         interval = (run.intervals_of(uid) or intervals(result)).get(metric)
-        bounds = propose_bounds(metric, value, interval, policy)
+        bounds, why = _bounds(metric, value, interval, policy)
         if not bounds:
-            skipped.append(f"{metric}: measured {format_number(value)} for {uid}; no bound at this margin could fail")
+            skipped.append(f"{metric}: measured {format_number(value)} for {uid}; {why}")
             return None
         per_sae.append(ProposedGate(metric, bounds, value, interval))
     return _loosest(per_sae)

@@ -2,7 +2,7 @@
 
 Also the one vocabulary of devices and dtypes that suite files, command-line options and loaders
 accept (:data:`DTYPES`, :func:`is_device`), and the margins ``saeval init`` leaves between a measurement
-and the bound it proposes (:class:`MarginPolicy`, with the ``--margin-*`` defaults).
+and the bound it proposes (:class:`MarginPolicy`, with the ``--margin-*`` defaults and ranges).
 """
 
 from __future__ import annotations
@@ -75,6 +75,18 @@ class EvalSettings:
         return self.batch_size_prompts * max(self.n_reconstruction_batches, self.n_sparsity_batches)
 
 
+MARGIN_RANGES: dict[str, tuple[float, float]] = {"k": (0.0, 100.0), "abs_floor": (1e-9, 1e9), "rel_floor": (0.0, 10.0),
+                                                 "range_rel_floor": (0.0, 10.0)}
+"""The values each :class:`MarginPolicy` field may take, both ends included: far beyond any useful margin (a
+relative margin of 10 puts a bound ten values away), and a positive smallest margin (0 would allow a bound at the
+measured value); beyond them a proposed bound would be a number of hundreds of digits, or no number at all."""
+
+
+def _short(number: float) -> str:
+    """``1e-9`` rather than ``1e-09``: as a user would type it."""
+    return f"{number:g}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
+
+
 @dataclass(frozen=True)
 class MarginPolicy:
     """How far below (above) the measurement a proposed bound sits: the margin is
@@ -92,13 +104,19 @@ class MarginPolicy:
 
     @staticmethod
     def rule(name: str, value: object) -> str | None:
-        """What field ``name`` must be when ``value`` is not acceptable for it (e.g. ``"a number > 0"``);
-        None when it is."""
-        positive = name == "abs_floor"  # the smallest margin: 0 would allow a bound at the measured value
-        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
-                or (positive and value == 0)):
-            return "a finite number > 0" if positive else "a finite number >= 0"
+        """What field ``name`` must be when ``value`` is not acceptable for it (e.g. ``"a number from 0 to 100"``,
+        :data:`MARGIN_RANGES`); None when it is."""
+        low, high = MARGIN_RANGES[name]
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or not low <= value <= high):
+            return MarginPolicy.range_text(name)
         return None
+
+    @staticmethod
+    def range_text(name: str) -> str:
+        """The values field ``name`` may take, in words: ``a number from 0 to 100``."""
+        low, high = MARGIN_RANGES[name]
+        return f"a number from {_short(low)} to {_short(high)}"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -1,5 +1,6 @@
 """The ``saeval`` command line: ``run``, ``init``, ``merge`` and ``schema`` and their options (argparse, with
-usage errors returned to :func:`pytest_saeval.cli.main` instead of exiting)."""
+usage errors returned to :func:`pytest_saeval.cli.main` instead of exiting). Path options expand ``~`` and refuse an
+empty value."""
 
 from __future__ import annotations
 
@@ -45,6 +46,15 @@ class _Parser(argparse.ArgumentParser):
         return parsed, extra
 
 
+def _path(text: str) -> Path:
+    """The value of a path option: ``~`` expanded (a quoted ``'~/out'``, or a CI system's variable, reaches the command
+    unexpanded); an empty value is a usage error (an unset variable in the command would name the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"the path is empty ({text!r}; an unset variable in the command?), which "
+                                         "would name the current folder")
+    return Path(text).expanduser()
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``saeval`` parser."""
     top = _Parser(prog="saeval", description="Gate trained sparse autoencoders (SAEs) with threshold files.")
@@ -72,7 +82,7 @@ def _add_common(command: argparse.ArgumentParser) -> None:
                          help="override every suite's model.device: auto, cpu, cuda or cuda:N")
     command.add_argument("--no-cache", action="store_true",
                          help="do not read or write the caches (file-keyed answers, results, model-side)")
-    command.add_argument("--cache-dir", type=Path, default=None, metavar="DIR", help=_CACHE_DIR_HELP)
+    command.add_argument("--cache-dir", type=_path, default=None, metavar="DIR", help=_CACHE_DIR_HELP)
     command.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     command.add_argument("-v", "--verbose", action="store_true", help="show long error messages whole")
 
@@ -85,14 +95,14 @@ def _add_run(sub: Any) -> None:
         "Exit 0: every gate passed; 1: a gate failed; 2: bad input.",
     )
     run.add_argument("suites", nargs="+", metavar="SUITE.yaml", help="suite (threshold) files")
-    run.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
+    run.add_argument("--output-dir", type=_path, default=None, metavar="DIR",
                      help="write one JSON per SAE, all_eval_results.json and all_eval_results.csv here")
     run.add_argument("--update-baseline", action="store_true",
                      help="rewrite each suite's baseline file from this run (gates are checked against the old "
                      "values first; nothing is written when a gate failed)")
     run.add_argument("--update-baseline-force", action="store_true",
                      help="as --update-baseline, and record the values even when gates failed")
-    run.add_argument("--report", type=Path, default=None, metavar="PAGE.html",
+    run.add_argument("--report", type=_path, default=None, metavar="PAGE.html",
                      help="write a self-contained HTML report (gate table and the SAE Lens evals plots)")
     run.add_argument("--shard", default=None, metavar="K/N",
                      help="evaluate only shard K of N (numbered from 1) of the suites' evaluation groups, and record "
@@ -110,9 +120,9 @@ def _add_merge(sub: Any) -> None:
         "Exit 0: every gate passed; 1: a gate failed; 2: a shard is missing, doubled or inconsistent.",
     )
     merge.add_argument("folders", nargs="+", metavar="DIR", help="the --output-dir folders of the shards")
-    merge.add_argument("--output-dir", type=Path, required=True, metavar="OUT",
+    merge.add_argument("--output-dir", type=_path, required=True, metavar="OUT",
                        help="write the merged per-SAE JSON, all_eval_results.json/.csv and summary.md here")
-    merge.add_argument("--report", type=Path, default=None, metavar="PAGE.html",
+    merge.add_argument("--report", type=_path, default=None, metavar="PAGE.html",
                        help="write the self-contained HTML report of the merged run")
     merge.add_argument("--update-baseline", action="store_true",
                        help="rewrite each suite's baseline file from the merged results (instead of in the shards; "
@@ -122,7 +132,7 @@ def _add_merge(sub: Any) -> None:
     merge.add_argument("--no-cache", action="store_true",
                        help="do not keep the shards' timings in the cache folder for the next partition (a merge "
                        "keeps them only when every gate passed)")
-    merge.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+    merge.add_argument("--cache-dir", type=_path, default=None, metavar="DIR",
                        help="cache folder that keeps the timings (default: as for saeval run, from the first "
                        "merged suite)")
     merge.add_argument("-v", "--verbose", action="store_true", help="show long error messages whole")
@@ -139,14 +149,14 @@ def _add_init(sub: Any) -> None:
         "--tokens write a new suite to --output first.",
     )
     init.add_argument("suite", nargs="?", default=None, metavar="SUITE.yaml", help="the suite file to propose gates for")
-    init.add_argument("--output", "-o", type=Path, default=None, metavar="NEW.yaml",
+    init.add_argument("--output", "-o", type=_path, default=None, metavar="NEW.yaml",
                       help="write the proposed suite here instead of editing SUITE.yaml in place")
     init.add_argument("--update-gates", action="store_true",
                       help="also replace gates the suite already has (each change is printed as old -> new)")
-    init.add_argument("--model", type=Path, default=None, metavar="PATH", help="new suite: the model folder")
-    init.add_argument("--sae", type=Path, action="append", default=None, metavar="PATH",
+    init.add_argument("--model", type=_path, default=None, metavar="PATH", help="new suite: the model folder")
+    init.add_argument("--sae", type=_path, action="append", default=None, metavar="PATH",
                       help="new suite: an SAE folder (repeat for several)")
-    init.add_argument("--tokens", type=Path, default=None, metavar="PATH", help="new suite: the token file")
+    init.add_argument("--tokens", type=_path, default=None, metavar="PATH", help="new suite: the token file")
     defaults = MarginPolicy()
     for (name, flag), what in zip(MARGIN_FLAGS.items(), (
         "interval half-widths between the interval's end and the bound",
@@ -156,5 +166,5 @@ def _add_init(sub: Any) -> None:
     )):
         default = getattr(defaults, name)
         init.add_argument(flag, dest=f"margin_{name}", type=float, default=default, metavar="X",
-                          help=f"{what} (default {default})")
+                          help=f"{what} (default {default}; {MarginPolicy.range_text(name)})")
     _add_common(init)

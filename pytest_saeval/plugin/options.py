@@ -80,16 +80,19 @@ class PluginOptions:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> PluginOptions:
-        """Command-line options first, then ini values (ini paths are relative to the ini file's folder)."""
+        """Command-line options first, then ini values (ini paths are relative to the ini file's folder; ``~`` is
+        expanded in both, and a blank value counts as unset)."""
         base = config.inipath.parent if config.inipath is not None else config.rootpath
         cwd = config.invocation_params.dir
 
         def path_option(option: str, ini: str) -> Path | None:
+            """The flag (relative to the invocation folder), else the ini value (relative to the ini file); ``~``
+            expanded (a quoted flag or an ini value reaches us unexpanded), a blank value unset."""
             value = config.getoption(option)
-            if value:
-                return cwd / value
+            if value and value.strip():
+                return cwd / Path(value).expanduser()
             value = config.getini(ini)
-            return base / value if value else None
+            return base / Path(value).expanduser() if value and value.strip() else None
 
         _check_ini_choices(config)
         device = config.getoption("saeval_device") or config.getini("saeval_device") or None

@@ -8,6 +8,7 @@ are still written, and what was there before stays (the output files are written
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -115,9 +116,7 @@ def finish(runs: Sequence[SuiteRun], options: FinishOptions, errors: Sequence[st
             append_github_step_summary(markdown_summary(kept))
         except OSError as e:
             problems.append(("writing the step summary", OutputError(
-                f"cannot write $GITHUB_STEP_SUMMARY ({e.filename}): {os_reason(e)}",
-                fix="free space on the runner or unset GITHUB_STEP_SUMMARY; the summary is also in summary.md "
-                "with --output-dir")))
+                f"cannot write $GITHUB_STEP_SUMMARY ({e.filename}): {os_reason(e)}", fix=_summary_fix(e))))
     if options.update_baseline:
         _update_baselines(kept, options, errors, lines, problems)
     if plan is None:
@@ -125,6 +124,17 @@ def finish(runs: Sequence[SuiteRun], options: FinishOptions, errors: Sequence[st
     elif not problems:
         _record_shard(kept, plan, options, errors, lines, problems)
     return Finished(tuple(lines), tuple(problems))
+
+
+def _summary_fix(e: OSError) -> str:
+    """What to do when the step summary cannot be written: a full disk needs space, anything else another file."""
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        first = "free space on the runner"
+    elif e.errno == errno.EISDIR:
+        first = "point GITHUB_STEP_SUMMARY at a file, not a folder"
+    else:
+        first = "point GITHUB_STEP_SUMMARY at a file you can write"
+    return f"{first}, or unset GITHUB_STEP_SUMMARY; the summary is also in summary.md with --output-dir"
 
 
 def shard_runs(runs: Sequence[SuiteRun], plan: ShardPlan) -> list[SuiteRun]:

@@ -23,7 +23,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_saeval.errors import InputError
+from pytest_saeval.errors import InputError, brief
 from pytest_saeval.run.costs import group_costs
 from pytest_saeval.run.plan import GroupKey, group_key
 from pytest_saeval.spec.suite import Suite
@@ -118,37 +118,51 @@ def shard_from(value: str | None, environ: Mapping[str, str] | None = None, *, k
             return None
     if value.strip().lower() != "auto":
         return Shard.parse(value, key=key)
-    found = _slurm(env) or next(((system, index, count, first) for system, index, count, first in CI_VARIABLES
-                                 if env.get(index, "").strip() and env.get(count, "").strip()), None)
     example = f"{key} 2/3" if key.startswith("-") else f"{key}=2/3"
+    found = _slurm(env, example) or next(((system, index, count, first) for system, index, count, first in CI_VARIABLES
+                                          if env.get(index, "").strip() and env.get(count, "").strip()), None)
     if found is None:
         names = ", ".join(f"{i} + {c}" for _, i, c, _ in CI_VARIABLES)
         raise InputError(f"auto: no CI index variables are set (looked for {names} and SLURM_ARRAY_TASK_ID)",
                          fix=f"give the shard as K/N, e.g. {example}", key=key)
     system, index, count, first = found
+    k, n = _whole(env, index, example), _whole(env, count, example)
     try:
-        if not all(env[v].strip().isascii() and env[v].strip().isdecimal() for v in (index, count)):
-            raise ValueError  # int() takes other scripts' digits too ('２'), which K/N refuses
-        k, n = int(env[index]), int(env[count])
-    except ValueError:
-        raise InputError(f"auto: {index}={env[index]!r} and {count}={env[count]!r} are not whole numbers",
-                         fix=f"give the shard as K/N, e.g. {example}", key=key) from None
-    try:
+        if n >= 1 and not first <= k < first + n:  # e.g. CIRCLE_NODE_INDEX=-1: no job of the partition
+            raise InputError(f"{index}={k} is out of range: jobs are numbered from {first} to {first + n - 1} "
+                             f"({count}={n})", fix=f"check the job's index variables, or give the shard as K/N, "
+                             f"e.g. {example}", key=key)
         return Shard(k - first + 1, n)
     except InputError as e:
         raise InputError(f"{system}: {e.message}", fix=e.fix, key=f"{index}/{count}") from None
 
 
-def _slurm(env: Mapping[str, str]) -> tuple[str, str, str, int] | None:
+_WHOLE_RE = re.compile(r"^[+-]?[0-9]{1,18}$", re.ASCII)  # ASCII: int() would read '２' and other scripts' digits
+
+
+def _whole(env: Mapping[str, str], name: str, example: str) -> int:
+    """Variable ``name`` as a whole number; an :class:`InputError` at ``name`` when it is none."""
+    value = env.get(name, "")
+    if _WHOLE_RE.match(value.strip()) is None:
+        raise InputError(f"auto: {name}={brief(value, 40)} is not a whole number", key=name,
+                         fix=f"give the shard as K/N, e.g. {example}")
+    return int(value)
+
+
+def _slurm(env: Mapping[str, str], example: str) -> tuple[str, str, str, int] | None:
     """Slurm job arrays: shard ``ID - MIN + 1`` of ``COUNT``, for a contiguous array (``--array=A-B``)."""
     if not env.get("SLURM_ARRAY_TASK_ID", "").strip():
         return None
-    lo, hi, n = (env.get(f"SLURM_ARRAY_TASK_{k}", "") for k in ("MIN", "MAX", "COUNT"))
-    if not all(v.isascii() and v.isdecimal() for v in (lo, hi, n)) or int(hi) - int(lo) + 1 != int(n) \
-            or env.get("SLURM_ARRAY_TASK_STEP", "1") != "1":
+    missing = [v for v in (f"SLURM_ARRAY_TASK_{k}" for k in ("MIN", "MAX", "COUNT")) if not env.get(v, "").strip()]
+    if missing:
+        raise InputError(f"SLURM_ARRAY_TASK_ID is set, but not {', '.join(missing)}: this is no Slurm job array",
+                         key="SLURM_ARRAY_TASK_ID",
+                         fix=f"submit the job as an array (--array=1-N) or give the shard as K/N, e.g. {example}")
+    lo, hi, n = (_whole(env, f"SLURM_ARRAY_TASK_{k}", example) for k in ("MIN", "MAX", "COUNT"))
+    if hi - lo + 1 != n or env.get("SLURM_ARRAY_TASK_STEP", "1").strip() != "1":
         raise InputError("a Slurm array with gaps or steps is not one partition", key="SLURM_ARRAY_TASK_ID",
                          fix="submit a contiguous array (--array=1-N, optionally with %limit) or give --shard K/N")
-    return ("Slurm", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", int(lo))
+    return ("Slurm", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", lo)
 
 
 def suite_name(path: str | os.PathLike[str]) -> str:

@@ -25,6 +25,8 @@ __all__ = [
     "DEFAULTS_KEYS",
     "FACTORY_PATTERN",
     "MAX_COUNT",
+    "MAX_EXPRESSION_LENGTH",
+    "MAX_GATE_EXPRESSIONS",
     "MAX_ID_LENGTH",
     "MAX_NAME_BYTES",
     "MAX_PATH_BYTES",
@@ -83,6 +85,10 @@ MAX_NAME_BYTES = 255
 """Longest file or folder name, in UTF-8 bytes (the limit of common file systems)."""
 MAX_PATH_BYTES = 4095
 """Longest path, in UTF-8 bytes."""
+MAX_GATE_EXPRESSIONS = 8
+"""Most expressions in one gate's list (a range is two; a baseline-relative bound or two more is plenty)."""
+MAX_EXPRESSION_LENGTH = 100
+"""Longest gate expression, in characters (a number of up to 17 significant digits needs far fewer)."""
 
 SAE_ID_PATTERN = r"^(?!/)(?!.*//)(?!.*/$)(?!(?:.*/)?\.\.?(?:/|$))[A-Za-z0-9_.\-/]+$"
 """SAE ids: letters, digits, ``-``, ``_``, ``.`` and ``/``, without empty, ``.`` or ``..`` parts between slashes
@@ -155,7 +161,8 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
         _F("release", "text", "An SAE Lens pretrained release (with sae_id)."),
         _F("sae_id", "text", "The id inside the release: an exact id or a regex (one SAE entry per match)."),
         _F("factory", "factory", "module:function returning an SAE (runs that code)."),
-        _F("gates", "gates", "metric: \">= value\" (or a list of such expressions, all of which must hold)."),
+        _F("gates", "gates", f"metric: \">= value\" (or a list of up to {MAX_GATE_EXPRESSIONS} such expressions, all "
+                             "of which must hold)."),
     ),
     "defaults": (
         _F("gates", "gates", "Gates merged into every SAE's gates."),

@@ -7,8 +7,11 @@ Grammar (whitespace between the parts is optional)::
     VALUE  := NUMBER | "baseline" | "baseline" ("+" | "-" | "*") NUMBER
     NUMBER := decimal or scientific literal, e.g. 10, 0.8, .5, -2, 1e-3
 
-A suite file gives a metric either one expression or a list of expressions that must all hold.
-NaN and infinite values never pass a gate (checking is :mod:`.verdict`'s).
+Digits are ASCII ``0-9`` and whitespace is ASCII (a digit of another script or a no-break space is refused,
+never read as a number). A suite file gives a metric either one expression or a list of at most
+:data:`~pytest_saeval.spec.fields.MAX_GATE_EXPRESSIONS` different expressions that must all hold; an expression
+holds at most :data:`~pytest_saeval.spec.fields.MAX_EXPRESSION_LENGTH` characters. NaN and infinite values never
+pass a gate (checking is :mod:`.verdict`'s).
 """
 
 from __future__ import annotations
@@ -20,22 +23,12 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from pytest_saeval.catalogue import METRICS, SCALAR_METRICS
-from pytest_saeval.errors import BaselineError, SuiteError, did_you_mean
+from pytest_saeval.errors import BaselineError, SuiteError, brief, did_you_mean
+from pytest_saeval.spec.fields import MAX_EXPRESSION_LENGTH, MAX_GATE_EXPRESSIONS
 from pytest_saeval.spec.numbers import format_number
 
-__all__ = [
-    "BASELINE_FIX",
-    "GATE_PATTERN",
-    "GRAMMAR",
-    "MODES",
-    "Bound",
-    "Gate",
-    "Mode",
-    "Op",
-    "holds",
-    "parse_bound",
-    "parse_gate",
-]
+__all__ = ["BASELINE_FIX", "GATE_PATTERN", "GRAMMAR", "MODES", "Bound", "Gate", "Mode", "Op", "holds", "parse_bound",
+           "parse_gate"]
 
 Op = Literal[">=", ">", "<=", "<"]
 """Comparison operators a gate may use."""
@@ -54,14 +47,20 @@ GRAMMAR = (
 )
 """The accepted grammar, as the fix text of parse errors."""
 
-_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+# ASCII classes written out: Python's \d and \s (and ECMAScript's \s) would take other scripts' digits and spaces
+_D = "[0-9]"
+_S = "[ \\t\\n\\r\\f\\v]*"
+_NUMBER = rf"[+-]?(?:{_D}+(?:\.{_D}*)?|\.{_D}+)(?:[eE][+-]?{_D}+)?"
 _OP = r">=|<=|>|<"
 _EXPR_RE = re.compile(
-    rf"^\s*(?P<op>{_OP})\s*(?:(?P<number>{_NUMBER})|baseline\s*(?:(?P<sign>[-+*])\s*(?P<arg>{_NUMBER}))?)\s*$"
+    rf"^{_S}(?P<op>{_OP}){_S}(?:(?P<number>{_NUMBER})|baseline{_S}(?:(?P<sign>[-+*]){_S}(?P<arg>{_NUMBER}))?){_S}\Z",
+    re.ASCII,
 )
-GATE_PATTERN = rf"^\s*(?:{_OP})\s*(?:{_NUMBER}|baseline\s*(?:[-+*]\s*{_NUMBER})?)\s*$"
+GATE_PATTERN = rf"^{_S}(?:{_OP}){_S}(?:{_NUMBER}|baseline{_S}(?:[-+*]{_S}{_NUMBER})?){_S}$"
 """The grammar above as one ECMAScript-compatible regular expression (the suite schema's), from the same parts
-as the parser's."""
+as the parser's: ASCII digits and whitespace only, in both languages."""
+_NOT_ASCII_FIX = ("write the expression in ASCII: the operators >=, >, <=, <, the digits 0-9 and plain spaces (a digit "
+                  "or sign of another script, or a no-break space, looks alike but is another character), e.g. \">= 0.8\"")
 BASELINE_FIX = (
     "record baseline values with `pytest --saeval-update-baseline` or `saeval run --update-baseline`, "
     "and point the suite's `baseline:` key at that file"
@@ -175,9 +174,17 @@ def parse_bound(expression: str) -> Bound:
     accepted grammar.
     """
     if not isinstance(expression, str):
-        raise SuiteError(f"a gate expression must be a string, got {expression!r}", fix=GRAMMAR)
+        raise SuiteError(f"a gate expression must be a string, got {brief(expression)}", fix=GRAMMAR)
+    if len(expression) > MAX_EXPRESSION_LENGTH:
+        raise SuiteError(f"gate expression {expression[:24]!r}... is {len(expression):,} characters long; an expression "
+                         f"holds at most {MAX_EXPRESSION_LENGTH}", fix="write the number in a few digits (e.g. \">= 0.8\" "
+                         "or \">= 1.5e-3\"); more digits than a float holds change nothing")
     match = _EXPR_RE.match(expression)
     if match is None:
+        odd = next((c for c in expression if not c.isascii()), None)
+        if odd is not None:
+            raise SuiteError(f"cannot parse gate expression {expression!r}: it holds {odd!r} (U+{ord(odd):04X}), which "
+                             "is not an ASCII digit, sign or space", fix=_NOT_ASCII_FIX)
         raise SuiteError(f"cannot parse gate expression {expression!r}{_parse_hint(expression)}", fix=GRAMMAR)
     op = match["op"]
     number = match["number"]
@@ -196,6 +203,11 @@ def parse_bound(expression: str) -> Bound:
     if sign == "*":
         return Bound(op=op, factor=amount, text=text)  # type: ignore[arg-type]
     return Bound(op=op, offset=amount if sign == "+" else -amount, text=text)  # type: ignore[arg-type]
+
+
+def _same(a: Bound, b: Bound) -> bool:
+    """Whether two bounds say the same (``>= 1`` and ``>= 1.0`` do)."""
+    return (a.op, a.constant, a.offset, a.factor) == (b.op, b.constant, b.offset, b.factor)
 
 
 def _parse_hint(expression: str) -> str:
@@ -307,6 +319,45 @@ class Gate:
         return " and ".join(b.describe(baseline_value, digits) for b in self.bounds)
 
 
+def _expression(value: object) -> Bound:
+    """One item of a gate as a bound; a :class:`SuiteError` without a location when it is none (a bare
+    number: the message shows the expression to write instead)."""
+    if isinstance(value, bool) or value is None:
+        raise SuiteError(f"a gate expression must be a string, got {value!r}", fix=GRAMMAR)
+    if isinstance(value, (int, float)):
+        raise SuiteError(f"a gate needs a comparison, got the bare number {value!r}",
+                         fix=f'write a quoted expression with an operator, e.g. ">= {value}" or "<= {value}"')
+    if not isinstance(value, str):
+        raise SuiteError(f"a gate expression must be a string, got {type(value).__name__}", fix=GRAMMAR)
+    return parse_bound(value)
+
+
+def _expressions(metric: str, spec: Sequence[object], item_lines: Sequence[int | None],
+                 key: str | None) -> tuple[Bound, ...]:
+    """The bounds of a gate's list: at most :data:`MAX_GATE_EXPRESSIONS`, no two alike; errors located at their item
+    (line and key) where known."""
+    if not spec:
+        raise SuiteError(f"gate on {metric} is an empty list", fix=GRAMMAR)
+    if len(spec) > MAX_GATE_EXPRESSIONS:
+        raise SuiteError(f"gate on {metric} lists {len(spec):,} expressions; a gate holds at most {MAX_GATE_EXPRESSIONS}",
+                         fix='keep the bounds that decide: a range is [">= LOW", "<= HIGH"] (every expression must '
+                         "hold, so a lower bound below another one adds nothing)")
+    bounds: list[Bound] = []
+    for i, item in enumerate(spec):
+        at, sub = item_lines[i] if i < len(item_lines) else None, f"{key}[{i}]"
+        try:
+            bound = _expression(item)
+            twin = next((j for j, b in enumerate(bounds) if _same(b, bound)), None)
+            if twin is not None:
+                raise SuiteError(f"gate on {metric} lists {bound.op} {bound.text} twice (items {twin} and {i})",
+                                 fix="remove the repeated expression (every expression of the list must hold; once "
+                                 "is enough)")
+        except SuiteError as e:
+            raise SuiteError(e.message, fix=e.fix or GRAMMAR, line=at, key=sub) from e
+        bounds.append(bound)
+    return tuple(bounds)
+
+
 def parse_gate(
     metric: str,
     spec: object,
@@ -326,39 +377,14 @@ def parse_gate(
     problem = _metric_problem(metric)
     if problem is not None:
         raise SuiteError(problem[0], fix=problem[1], file=file, line=line, key=key)
-
-    def err(message: str, fix: str, at: int | None = None, sub: str | None = None) -> SuiteError:
-        return SuiteError(message, fix=fix, file=file, line=at or line, key=sub or key)
-
-    def bare_number(value: object, at: int | None, sub: str | None) -> SuiteError:
-        return err(
-            f"a gate needs a comparison, got the bare number {value!r}",
-            f'write a quoted expression with an operator, e.g. ">= {value}" or "<= {value}"',
-            at,
-            sub,
-        )
-
-    def one(value: object, at: int | None, sub: str | None) -> Bound:
-        if isinstance(value, bool) or value is None:
-            raise err(f"a gate expression must be a string, got {value!r}", GRAMMAR, at, sub)
-        if isinstance(value, (int, float)):
-            raise bare_number(value, at, sub)
-        if not isinstance(value, str):
-            raise err(f"a gate expression must be a string, got {type(value).__name__}", GRAMMAR, at, sub)
-        try:
-            return parse_bound(value)
-        except SuiteError as e:
-            raise err(e.message, e.fix or GRAMMAR, at, sub) from e
-
-    if isinstance(spec, (list, tuple)):
-        if not spec:
-            raise err(f"gate on {metric} is an empty list", GRAMMAR)
-        lines = list(item_lines) if item_lines is not None else [None] * len(spec)
-        bounds = tuple(
-            one(item, lines[i] if i < len(lines) else None, f"{key}[{i}]") for i, item in enumerate(spec)
-        )
-        text = ", ".join(item.strip() for item in spec)
-    else:
-        bounds = (one(spec, line, key),)
-        text = str(spec).strip()
+    try:
+        if isinstance(spec, (list, tuple)):
+            bounds = _expressions(metric, spec, list(item_lines or ()), key)
+            text = ", ".join(item.strip() for item in spec)
+        else:
+            bounds = (_expression(spec),)
+            text = str(spec).strip()
+    except SuiteError as e:
+        raise SuiteError(e.message, fix=e.fix or GRAMMAR, file=file, line=e.location.line or line,
+                         key=e.location.key or key) from e
     return Gate(metric=metric, bounds=bounds, text=text, line=line, file=file, key=key)

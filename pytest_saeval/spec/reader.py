@@ -255,6 +255,9 @@ def read_yaml(path: Path, file: str) -> object:
         source_line = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
         if "another document" in problem:
             fix = "keep one YAML document per suite file: remove the '---' line or split the file"
+        elif "for merging" in problem:  # `<<: 5`: the line starts with <, but it is no gate
+            fix = ("a merge key `<<:` takes a mapping or an alias of one (`<<: *name`), or a list of them; "
+                   "remove it or merge a mapping")
         elif _UNQUOTED_GATE_RE.search(source_line):
             fix = 'YAML reads a leading > or < as special: quote gate expressions, e.g. l0: ">= 10"'
         else:

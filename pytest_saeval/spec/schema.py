@@ -1,8 +1,8 @@
 """The suite file format as a JSON Schema (draft 2020-12), built from the definitions the loader checks.
 
 Every key, its description and its kind come from :data:`~pytest_saeval.spec.fields.SECTIONS`; the
-limits and patterns (counts, token ids, SAE ids, factories, paths, devices, dtypes, gate expressions,
-gate modes, the "exactly one of" source keys) are the same constants the checks use, an integer is what
+limits and patterns (counts, token ids, SAE ids, factories, paths, devices, dtypes, gate expressions and how
+many a gate lists, gate modes, the "exactly one of" source keys) are the same constants the checks use, an integer is what
 JSON Schema calls one (``8`` and ``8.0`` alike, as the checks take them), and the metric names are the
 catalogue's scalar metrics. So an editor that reads ``# yaml-language-server:
 $schema=...`` completes the keys the loader accepts and flags what it would refuse before a run.
@@ -22,6 +22,8 @@ from pytest_saeval.spec.fields import (
     FACTORY_PATTERN,
     HOOK_PATTERN,
     MAX_COUNT,
+    MAX_EXPRESSION_LENGTH,
+    MAX_GATE_EXPRESSIONS,
     MAX_ID_LENGTH,
     MAX_NAME_BYTES,
     MAX_PATH_BYTES,
@@ -79,7 +81,7 @@ def _one_of(*required: tuple[str, ...]) -> dict[str, Any]:
 
 def suite_schema() -> dict[str, Any]:
     """The JSON Schema of a suite file, as a JSON-ready dict."""
-    expression = {"type": "string", "pattern": GATE_PATTERN,
+    expression = {"type": "string", "pattern": GATE_PATTERN, "maxLength": MAX_EXPRESSION_LENGTH,
                   "description": 'OP VALUE: OP one of >=, >, <=, <; VALUE a number, baseline, baseline + X, '
                                  'baseline - X or baseline * X, e.g. ">= 0.8"'}
     sources = tuple((k,) if k != "release" else ("release", "sae_id") for k in SAE_SOURCES)
@@ -100,7 +102,8 @@ def suite_schema() -> dict[str, Any]:
                       "additionalProperties": {"$ref": "#/$defs/gate"},
                       "description": "Scalar metric -> gate expression, or a list of expressions that must all hold."},
             "gate": {"oneOf": [{"$ref": "#/$defs/expression"},
-                               {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/expression"}}]},
+                               {"type": "array", "minItems": 1, "maxItems": MAX_GATE_EXPRESSIONS, "uniqueItems": True,
+                                "items": {"$ref": "#/$defs/expression"}}]},
             "expression": expression,
         },
     }

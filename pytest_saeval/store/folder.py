@@ -29,11 +29,11 @@ CACHE_FORMAT = 3
 
 
 def default_cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
-    """``$SAEVAL_CACHE_DIR`` when set, else ``.saeval-cache`` in ``root`` (the project's root), else in
-    the current folder."""
-    env = os.environ.get("SAEVAL_CACHE_DIR")
+    """``$SAEVAL_CACHE_DIR`` when set (``~`` expanded, as a shell would not where CI passes it literally; a blank value
+    counts as unset), else ``.saeval-cache`` in ``root`` (the project's root), else in the current folder."""
+    env = os.environ.get("SAEVAL_CACHE_DIR", "").strip()
     if env:
-        return Path(env)
+        return Path(env).expanduser()
     return Path(root if root is not None else Path.cwd()) / DEFAULT_CACHE_DIR
 
 

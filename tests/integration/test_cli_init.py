@@ -79,6 +79,14 @@ def test_the_margins_are_set_from_the_command_line(tiny: Assets, tmp_path: Path,
     assert rc == 2 and out == "" and "--margin-abs" in err and "Fix: " in err and len(err.splitlines()) == 1
     rc, _, err = _init(capsys, str(suite), "--margin-k", "-1")
     assert rc == 2 and "--margin-k" in err
+    # no upper bound used to mean an OverflowError (exit 3) or a 300-digit gate the loader refuses
+    for flag, value, rule in (("--margin-rel", "1e308", "from 0 to 10"), ("--margin-range-rel", "1e308", "from 0 to 10"),
+                              ("--margin-k", "1e308", "from 0 to 100"), ("--margin-abs", "1.7e308", "from 1e-9 to 1e9")):
+        new = tmp_path / "new.yaml"
+        rc, out, err = _init(capsys, str(suite), "-o", str(new), flag, value)
+        assert rc == 2 and out == "" and len(err.splitlines()) == 1, err
+        assert err.startswith(f"saeval: error: {flag}: {flag} must be a number {rule}, got ") and "Fix: " in err, err
+        assert not new.exists()
     help_text = _help(capsys)
     assert "m = max(k * half-width, abs, rel * |value|)" in " ".join(help_text.split())
 

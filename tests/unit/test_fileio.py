@@ -244,7 +244,8 @@ def test_temp_files_of_live_writers_and_recent_foreign_ones_stay(tmp_path: Path)
     target = tmp_path / "t"
     host = fileio._host()  # the naming scheme is what is tested
     live = tmp_path / f".t.{host}-{os.getppid()}-0000abcd.tmp"  # our parent: alive
-    mine = tmp_path / f".t.{host}-{os.getpid()}-0000abce.tmp"  # a write of this process still going on
+    mine, fd = fileio._create_temp(target)  # a write of this process still going on
+    os.close(fd)
     foreign = tmp_path / ".t.000000-1-0000abcf.tmp"  # another host: only old ones go
     legacy = tmp_path / ".t.0123456789ab.tmp"  # the earlier naming
     for p in (live, mine, foreign, legacy):
@@ -255,6 +256,39 @@ def test_temp_files_of_live_writers_and_recent_foreign_ones_stay(tmp_path: Path)
     os.utime(legacy, (old, old))
     assert sorted(p.name for p in remove_stale_temps(target)) == sorted([foreign.name, legacy.name])
     assert live.exists() and mine.exists()
+    fileio._discard([mine])
+
+
+def test_temp_files_of_an_earlier_process_with_our_id_or_a_thread_id_of_ours_go(tmp_path: Path) -> None:
+    """In a container every run can be pid 1, and ``os.kill(tid, 0)`` succeeds for a thread of ours: a killed run's
+    temporary file named with such an id looked alive and was never removed."""
+    import threading
+
+    target = tmp_path / "t"
+    host = fileio._host()
+    started, done = threading.Event(), threading.Event()
+    tids: list[int] = []
+    worker = threading.Thread(target=lambda: (tids.append(threading.get_native_id()), started.set(), done.wait()))
+    worker.start()
+    try:
+        started.wait()
+        assert tids[0] != os.getpid()
+        earlier = tmp_path / f".t.{host}-{os.getpid()}-0000abce.tmp"  # our pid, but not a write of ours
+        by_thread_id = tmp_path / f".t.{host}-{tids[0]}-0000abcf.tmp"  # a pid that is now one of our threads
+        for p in (earlier, by_thread_id):
+            p.write_text("x")
+        ours, fd = fileio._create_temp(target)  # our own write, still going on, stays
+        os.close(fd)
+        assert sorted(p.name for p in remove_stale_temps(target)) == sorted([earlier.name, by_thread_id.name])
+        assert ours.exists()
+        writing = set(fileio._WRITING)
+        atomic_write_text(target, "new\n")  # a finished write forgets its temporary file (moved over the target)
+        assert writing == fileio._WRITING and ours.exists() and target.read_text() == "new\n"
+        fileio._discard([ours])
+        assert _leftovers(tmp_path) == [] and ours.name not in fileio._WRITING
+    finally:
+        done.set()
+        worker.join()
 
 
 def test_write_problem_finds_what_stands_in_the_way(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from pytest_saeval.propose import (
 from pytest_saeval.run.outcome import EvalConfig, SuiteRun
 from pytest_saeval.run.plan import SAEEntry, entries_of
 from pytest_saeval.settings import MarginPolicy
-from pytest_saeval.spec.gates import parse_gate
+from pytest_saeval.spec.gates import parse_bound, parse_gate
 from pytest_saeval.spec.loader import load_suite
 from pytest_saeval.spec.verdict import check_gate
 from tests.unit.init_helpers import SUITE, write_suite
@@ -119,13 +119,53 @@ def test_margin_policy_is_used(tmp_path):
     loose = propose_gates([run], metrics=("explained_variance",), policy=MarginPolicy(k=10, rel_floor=0))
     # 0.7950 - 10 * 0.00605 = 0.7345 -> step 0.01
     assert _gates(loose[0])["explained_variance"] == (">= 0.73",)
-    with pytest.raises(InputError, match="abs_floor must be a finite number > 0") as info:
+    with pytest.raises(InputError, match="abs_floor must be a number from 1e-9 to 1e9, got 0") as info:
         MarginPolicy(abs_floor=0)
     assert info.value.location.key == "abs_floor" and "e.g. 0.005" in (info.value.fix or "")
-    with pytest.raises(InputError, match="k must be a finite number >= 0"):
+    with pytest.raises(InputError, match="k must be a number from 0 to 100"):
         MarginPolicy(k=-1)
     with pytest.raises(InputError, match="rel_floor must be"):
         MarginPolicy(rel_floor=float("nan"))
+
+
+@pytest.mark.parametrize(("field", "low", "high", "beyond"), [
+    ("k", 0, 100, 1e308), ("abs_floor", 1e-9, 1e9, 1.7e308), ("rel_floor", 0, 10, 1e308),
+    ("range_rel_floor", 0, 10, 1e308)])
+def test_margins_have_sensible_ranges(field: str, low: float, high: float, beyond: float) -> None:
+    """``--margin-rel 1e308`` ended in an OverflowError, ``--margin-k 1e308`` in a 300-digit gate."""
+    assert MarginPolicy(**{field: low}) and MarginPolicy(**{field: high})
+    for value in (beyond, high * 1.001, low - 1e-12, math.inf):
+        with pytest.raises(InputError, match=f"{field} must be a number from ") as info:
+            MarginPolicy(**{field: value})
+        assert "Fix: set " in str(info.value) and info.value.location.key == field
+
+
+@pytest.mark.parametrize("metric", ["explained_variance", "mse", "l0"])
+@pytest.mark.parametrize(("value", "interval"), [
+    (1.7e308, None), (-1.7e308, None), (1.0, (-1.7e308, 1.7e308)), (1e30, (1e30 - 1e15, 1e30 + 1e15)),
+    (1e-30, None), (123456789012345.0, (123456789012344.0, 123456789012346.0))])
+def test_every_proposed_bound_is_a_short_finite_number_the_loader_reads(metric: str, value: float,
+                                                                        interval: tuple[float, float] | None) -> None:
+    """Values near the largest float give no bound (never an OverflowError or an 'inf' one); huge and tiny values
+    and the smallest margins (which used to outgrow Decimal's precision) give short bounds that pass the value."""
+    for policy in (MarginPolicy(), MarginPolicy(k=100, rel_floor=10, range_rel_floor=10, abs_floor=1e9),
+                   MarginPolicy(k=0, rel_floor=0, range_rel_floor=0, abs_floor=1e-9)):
+        expressions = propose_bounds(metric, value, interval, policy)
+        for e in expressions:
+            assert len(e) <= 3 + 20 and math.isfinite(parse_bound(e).constant or math.nan), e
+        if expressions:
+            assert check_gate(parse_gate(metric, list(expressions)), value).passed, (value, expressions)
+        elif abs(value) < 1e300 and interval is None:
+            raise AssertionError(f"no bound for {metric} = {value} with {policy}")
+
+
+def test_a_bound_beyond_the_largest_float_is_skipped_with_its_reason(tmp_path):
+    path = write_suite(tmp_path)
+    measured = {**MEASURED, "mse": 1.7e308}
+    first = propose_gates([_run(path, {"first": measured, "second": measured})], metrics=("mse",),
+                          policy=MarginPolicy(rel_floor=10))[0]
+    assert "mse" not in _gates(first)
+    assert first.skipped[0] == "mse: measured 1.700e+308 for first; no finite bound at this margin"
 
 
 def test_already_gated_metrics_are_proposed_and_baseline_gates_kept(tmp_path):

@@ -52,6 +52,38 @@ def test_usage_errors_are_raised_not_exited(argv: list[str], words: str) -> None
     assert info.value.prog == (f"saeval {command}" if command else "saeval")  # whose --help the fix names
 
 
+_PATH_FLAGS = [("run", "--output-dir"), ("run", "--cache-dir"), ("run", "--report"), ("merge", "--output-dir"),
+               ("merge", "--report"), ("merge", "--cache-dir"), ("init", "--output"), ("init", "--cache-dir"),
+               ("init", "--model"), ("init", "--sae"), ("init", "--tokens")]
+
+
+def _with(command: str, flag: str, value: str) -> list[str]:
+    given = {"run": ["run", "a.yaml"], "merge": ["merge", "s1", "--output-dir", "o"], "init": ["init"]}[command]
+    return [*given, flag, value]
+
+
+@pytest.mark.parametrize(("command", "flag"), _PATH_FLAGS)
+def test_path_options_expand_the_home_folder(command: str, flag: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quoted ``'~/out'`` (or a CI variable holding one) reaches the command unexpanded: it used to make a folder
+    named ``~``."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = parser().parse_args(_with(command, flag, "~/x"))
+    value = getattr(args, flag.lstrip("-").replace("-", "_"))
+    assert value == ([tmp_path / "x"] if flag == "--sae" else tmp_path / "x")
+
+
+@pytest.mark.parametrize(("command", "flag"), _PATH_FLAGS)
+@pytest.mark.parametrize("empty", ["", " "])
+def test_an_empty_path_option_is_a_usage_error(command: str, flag: str, empty: str) -> None:
+    """``--output-dir ''`` used to write into the current folder, ``--cache-dir ''`` to scatter caches there."""
+    with pytest.raises(CommandLineError) as info:
+        parser().parse_args(_with(command, flag, empty))
+    named = "--output/-o" if flag == "--output" else flag
+    assert info.value.message.startswith(f"argument {named}: the path is empty ({empty!r}; an unset variable")
+    assert info.value.prog == f"saeval {command}"
+
+
 def test_schema_takes_no_options() -> None:
     assert parser().parse_args(["schema"]).command == "schema"
     with pytest.raises(CommandLineError):

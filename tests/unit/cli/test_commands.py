@@ -99,8 +99,19 @@ def test_a_bad_margin_names_its_flag(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         commands.init(_args("init", str(tmp_path / "s.yaml"), "--margin-rel", "-1"), Signals())
     assert info.value.location.key == "--margin-rel" and "--margin-rel" in info.value.message
-    assert info.value.message == "--margin-rel must be a finite number >= 0, got -1.0"
-    assert "give --margin-rel a finite number >= 0" in (info.value.fix or "")
+    assert info.value.message == "--margin-rel must be a number from 0 to 10, got -1.0"
+    assert "give --margin-rel a number from 0 to 10" in (info.value.fix or "")
+
+
+def test_the_cache_folder_expands_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quoted ``--cache-dir '~/c'`` or a ``SAEVAL_CACHE_DIR=~/x`` from CI used to make a folder named ``~``."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    suite = tmp_path / "s.yaml"
+    assert commands._run_options(_args("run", str(suite), "--cache-dir", "~/c"), suite).cache_dir == tmp_path / "home" / "c"
+    monkeypatch.setenv("SAEVAL_CACHE_DIR", "~/x")
+    assert commands._run_options(_args("run", str(suite)), suite).cache_dir == tmp_path / "home" / "x"
+    monkeypatch.setenv("SAEVAL_CACHE_DIR", " ")  # blank: unset, the project's cache folder
+    assert commands._run_options(_args("run", str(suite)), suite).cache_dir == tmp_path / ".saeval-cache"
 
 
 def test_is_terminal() -> None:

@@ -47,6 +47,23 @@ def test_ini_paths_are_relative_to_the_ini_file(pytester: pytest.Pytester) -> No
     assert flags.device == "auto" and flags.output_dir == pytester.path / "o2"
 
 
+def test_paths_expand_the_home_folder(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``saeval_cache_dir = ~/c`` and a quoted ``--saeval-output-dir '~/o'`` used to make folders named ``~``."""
+    home = pytester.path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    (pytester.path / "pytest.ini").write_text("[pytest]\nsaeval_output_dir = ~/o\nsaeval_cache_dir = ~/c\n"
+                                              "saeval_report = ~/r.html\nsaeval_suite = ~/s.yaml\n")
+    options = _options(pytester)
+    assert (options.output_dir, options.cache_dir, options.report, options.suite) == (
+        home / "o", home / "c", home / "r.html", home / "s.yaml")
+    flags = _options(pytester, "--saeval-output-dir", "~/o2", "--saeval-cache-dir", "~/c2", "--saeval-report",
+                     "~/r2.html", "--saeval-suite", "~/s2.yaml")
+    assert (flags.output_dir, flags.cache_dir, flags.report, flags.suite) == (
+        home / "o2", home / "c2", home / "r2.html", home / "s2.yaml")
+    blank = _options(pytester, "--saeval-output-dir", " ", "--saeval-cache-dir", "")  # blank: the ini value
+    assert (blank.output_dir, blank.cache_dir) == (home / "o", home / "c")
+
+
 @pytest.mark.parametrize("device", ["gpu", "cuda:x", "CUDA", "mps"])
 def test_a_bad_device_is_a_usage_error(device: str) -> None:
     with pytest.raises(pytest.UsageError, match=f"--saeval-device must be auto, cpu, cuda or cuda:N, got '{device}'"):

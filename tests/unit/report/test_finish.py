@@ -105,6 +105,40 @@ def test_the_step_summary_is_appended_when_set(tmp_path: Path, monkeypatch: pyte
     assert summary.read_text(encoding="utf-8").startswith("## saeval: ✅ all 2 gates passed (2 SAEs)")
 
 
+@pytest.mark.parametrize(("make", "reason", "fix"), [
+    ("folder", "a folder is in the way", "point GITHUB_STEP_SUMMARY at a file, not a folder"),
+    ("under-a-file", "a file is in the way where a folder is needed", "point GITHUB_STEP_SUMMARY at a file you can "
+                                                                      "write"),
+    ("full", "No space left on device", "free space on the runner"),
+])
+def test_a_step_summary_that_cannot_be_written_gets_the_fix_for_its_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: str, reason: str, fix: str) -> None:
+    """A folder in the way used to get "free space on the runner", the fix for a full disk."""
+    import errno
+    import os
+
+    target = tmp_path / "summary"
+    if make == "folder":
+        target.mkdir()
+    elif make == "under-a-file":
+        (tmp_path / "blocker").write_text("x")
+        target = tmp_path / "blocker" / "summary.md"
+    else:
+        real_write = os.write
+
+        def full(fd: int, data: bytes) -> int:
+            if fd in (0, 1, 2):
+                return real_write(fd, data)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "write", full)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(target))
+    ((what, error),) = finish(_runs(tmp_path), FinishOptions()).problems
+    assert what == "writing the step summary"
+    assert str(error) == (f"cannot write $GITHUB_STEP_SUMMARY ({target}): {reason}. Fix: {fix}, or unset "
+                          "GITHUB_STEP_SUMMARY; the summary is also in summary.md with --output-dir")
+
+
 def test_baselines_are_updated_from_the_run(tmp_path: Path) -> None:
     done = finish(_runs(tmp_path), FinishOptions(update_baseline=True))
     path = tmp_path / "baselines" / "with.json"

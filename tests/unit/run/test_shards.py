@@ -88,12 +88,37 @@ def test_auto_never_falls_back_to_an_unsharded_run() -> None:
     with pytest.raises(InputError, match="gaps or steps"):
         shard_from("auto", stepped)
     superscript = {**stepped, "SLURM_ARRAY_TASK_MAX": "\u00b3", "SLURM_ARRAY_TASK_STEP": "1"}  # isdigit(), not int()
-    with pytest.raises(InputError, match="gaps or steps"):
+    with pytest.raises(InputError, match="SLURM_ARRAY_TASK_MAX='\u00b3' is not a whole number"):
         shard_from("auto", superscript)
-    with pytest.raises(InputError, match="are not whole numbers"):  # int() would read the full-width digit
+    with pytest.raises(InputError, match="CI_NODE_INDEX='\uff12' is not a whole number"):  # int() would read it
         shard_from("auto", {"CI_NODE_INDEX": "\uff12", "CI_NODE_TOTAL": "2"})
-    with pytest.raises(InputError, match="GitLab.*does not exist"):
+    with pytest.raises(InputError, match="GitLab.*CI_NODE_INDEX=0 is out of range: jobs are numbered from 1 to 2"):
         shard_from("auto", {"CI_NODE_INDEX": "0", "CI_NODE_TOTAL": "2"})
+
+
+_SLURM = {"SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "3", "SLURM_ARRAY_TASK_COUNT": "3"}
+
+
+@pytest.mark.parametrize(("env", "key", "message"), [
+    ({"SLURM_ARRAY_TASK_ID": "x", **_SLURM}, "SLURM_ARRAY_TASK_ID",
+     "auto: SLURM_ARRAY_TASK_ID='x' is not a whole number"),  # was "a Slurm array with gaps or steps"
+    ({"SLURM_ARRAY_TASK_ID": "x"}, "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_ID is set, but not SLURM_ARRAY_TASK_MIN, "
+     "SLURM_ARRAY_TASK_MAX, SLURM_ARRAY_TASK_COUNT: this is no Slurm job array"),
+    ({"SLURM_ARRAY_TASK_ID": "9", **_SLURM}, "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT",
+     "Slurm: SLURM_ARRAY_TASK_ID=9 is out of range: jobs are numbered from 1 to 3 (SLURM_ARRAY_TASK_COUNT=3)"),
+    ({"CIRCLE_NODE_INDEX": "-1", "CIRCLE_NODE_TOTAL": "3"}, "CIRCLE_NODE_INDEX/CIRCLE_NODE_TOTAL",
+     "CircleCI (parallelism:): CIRCLE_NODE_INDEX=-1 is out of range: jobs are numbered from 0 to 2"),  # no 0-based hint
+    ({"CIRCLE_NODE_INDEX": "3", "CIRCLE_NODE_TOTAL": "3"}, "CIRCLE_NODE_INDEX/CIRCLE_NODE_TOTAL",
+     "CIRCLE_NODE_INDEX=3 is out of range: jobs are numbered from 0 to 2 (CIRCLE_NODE_TOTAL=3)"),
+    ({"BUILDKITE_PARALLEL_JOB": "1", "BUILDKITE_PARALLEL_JOB_COUNT": "three"}, "BUILDKITE_PARALLEL_JOB_COUNT",
+     "auto: BUILDKITE_PARALLEL_JOB_COUNT='three' is not a whole number"),
+])
+def test_auto_says_which_variable_is_wrong_and_how(env: dict[str, str], key: str, message: str) -> None:
+    with pytest.raises(InputError) as info:
+        shard_from("auto", env, key="--saeval-shard")
+    assert info.value.location.key == key and message in info.value.message, str(info.value)
+    assert "0-based" not in str(info.value) and "gaps or steps" not in str(info.value)
+    assert "--saeval-shard 2/3" in (info.value.fix or "")
 
 
 # -- the partition ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 from pytest_saeval.errors import BaselineError, SuiteError
+from pytest_saeval.spec.fields import MAX_EXPRESSION_LENGTH, MAX_GATE_EXPRESSIONS
 from pytest_saeval.spec.gates import GRAMMAR, Bound, Gate, parse_bound, parse_gate
 
 NAN = float("nan")
@@ -249,3 +250,51 @@ def test_fixed_bounds_no_value_meets_are_refused(spec: list[str]) -> None:
 @pytest.mark.parametrize("spec", [[">= 20", "<= 20"], [">= 1", "<= 2"], [">= baseline", "<= 0"], [">= 5", "> 9"]])
 def test_ranges_a_value_can_meet_load(spec: list[str]) -> None:
     assert parse_gate("l0", spec).bounds
+
+
+# ---------------------------------------------------------------------------- bounded, ASCII gates
+
+
+@pytest.mark.parametrize("text", [">= \u0663", ">= \uff13", ">=\u00a00", "\u2265 0.8", "<= 1\u2003", ">= 0.\u0665"])
+def test_digits_signs_and_spaces_of_other_scripts_are_refused(text: str) -> None:
+    """Python's \\d and \\s take them (and float() reads '٣' as 3): a gate of other characters than it shows."""
+    with pytest.raises(SuiteError) as info:
+        parse_gate("l0", text, file="s.yaml", line=4, key="saes[0].gates.l0")
+    message = str(info.value)
+    assert message.startswith("s.yaml:4: saes[0].gates.l0: cannot parse gate expression ")
+    odd = next(c for c in text if not c.isascii())
+    assert f"U+{ord(odd):04X}" in message and "Fix: write the expression in ASCII" in message
+
+
+def test_a_long_expression_is_refused_without_being_echoed() -> None:
+    longest = ">= " + "0" * 96 + "1"
+    assert len(longest) == MAX_EXPRESSION_LENGTH and parse_bound(longest).constant == 1.0
+    with pytest.raises(SuiteError) as info:
+        parse_gate("l0", ">= " + "0" * 100_000 + "1", file="s.yaml", line=4, key="saes[0].gates.l0")
+    message = str(info.value)
+    assert len(message) < 400, message
+    assert message.startswith("s.yaml:4: saes[0].gates.l0: gate expression '>= 000")
+    assert "is 100,004 characters long; an expression holds at most 100" in message and "Fix: " in message
+
+
+def test_a_gate_lists_at_most_a_few_expressions() -> None:
+    eight = [f">= {i}" for i in range(MAX_GATE_EXPRESSIONS)]
+    assert len(parse_gate("l0", eight).bounds) == MAX_GATE_EXPRESSIONS == 8
+    for count in (MAX_GATE_EXPRESSIONS + 1, 20_000):
+        with pytest.raises(SuiteError) as info:
+            parse_gate("l0", [">= 1000"] * count, file="s.yaml", line=4, key="saes[0].gates.l0",
+                       item_lines=list(range(5, 5 + count)))
+        message = str(info.value)
+        assert message.startswith(f"s.yaml:4: saes[0].gates.l0: gate on l0 lists {count:,} expressions; a gate "
+                                  "holds at most 8. Fix: ")
+        assert len(message) < 400
+
+
+@pytest.mark.parametrize("twin", [">= 1", ">=1.0", " >= 1e0 "])
+def test_a_repeated_expression_is_refused_at_its_item(twin: str) -> None:
+    with pytest.raises(SuiteError) as info:
+        parse_gate("l0", [">= 1", "<= 5", twin], file="s.yaml", line=4, key="saes[0].gates.l0", item_lines=[5, 6, 7])
+    message = str(info.value)
+    assert message.startswith("s.yaml:7: saes[0].gates.l0[2]: gate on l0 lists >= ")
+    assert "twice (items 0 and 2)" in message and "Fix: remove the repeated expression" in message
+    assert len(parse_gate("l0", [">= 1", "> 1", ">= baseline - 1", "<= 5"]).bounds) == 4  # alike only when the same

@@ -76,6 +76,14 @@ def test_unquoted_gate_in_flow_list_hint(tmp_path: Path) -> None:
     assert_error(tmp_path, MINIMAL + "    gates:\n      l0: [>= 10, <= 60]\n", 9, None, "quote gate expressions")
 
 
+@pytest.mark.parametrize("merge", ["<<: 5", "<<: [1, 2]", '<<: ">= 1"'])
+def test_a_merge_key_without_a_mapping_says_so(tmp_path: Path, merge: str) -> None:
+    """The line starts with '<', as an unquoted gate does, but the fix is about the merge key."""
+    message = assert_error(tmp_path, MINIMAL + f"    gates:\n      {merge}\n      l0: \">= 1\"\n", 9, None,
+                           "invalid YAML", "for merging", "Fix: a merge key `<<:` takes a mapping")
+    assert "quote gate expressions" not in message
+
+
 @pytest.mark.parametrize(
     ("value", "tag"),
     [

@@ -12,7 +12,15 @@ import yaml
 
 from pytest_saeval.catalogue import SCALAR_METRICS
 from pytest_saeval.errors import SuiteError
-from pytest_saeval.spec.fields import MAX_COUNT, MAX_TOKEN_ID, SECTIONS, Invalid, check_field
+from pytest_saeval.spec.fields import (
+    MAX_COUNT,
+    MAX_EXPRESSION_LENGTH,
+    MAX_GATE_EXPRESSIONS,
+    MAX_TOKEN_ID,
+    SECTIONS,
+    Invalid,
+    check_field,
+)
 from pytest_saeval.spec.gates import GATE_PATTERN, parse_bound
 from pytest_saeval.spec.schema import schema_text, suite_schema
 
@@ -70,7 +78,8 @@ def test_every_suite_in_the_repo_is_valid() -> None:
 
 @pytest.mark.parametrize("expression", [">= 0.8", "<=60", "> -1e-3", "< .5", ">= baseline", ">= baseline - 0.01",
                                         "<= baseline*1.1", " >  +2. ", "=> 1", "== 1", ">= nan", ">= ten", "baseline",
-                                        ">= Baseline", ">= baseline / 2", "", ">=", ">= 1 2"])
+                                        ">= Baseline", ">= baseline / 2", "", ">=", ">= 1 2", ">= \u0663", ">= \uff13",
+                                        ">=\u00a00", "\u2265 1", ">= 1\u2003", ">= baseline\u00a0- 1", ">=\t1\n"])
 def test_the_gate_pattern_accepts_what_the_parser_accepts(expression: str) -> None:
     try:
         parse_bound(expression)
@@ -78,6 +87,26 @@ def test_the_gate_pattern_accepts_what_the_parser_accepts(expression: str) -> No
     except SuiteError:
         parsed = False
     assert (re.fullmatch(GATE_PATTERN, expression) is not None) == parsed, expression
+
+
+@pytest.mark.parametrize("gate", [
+    [f">= {i}" for i in range(MAX_GATE_EXPRESSIONS + 1)], [">= 1000"] * 20_000, [">= 1", ">= 1"],
+    ">= " + "0" * (MAX_EXPRESSION_LENGTH - 3) + "1", [">= 1", "<= " + "9" * MAX_EXPRESSION_LENGTH],
+    ">= \u0663", ">=\u00a00",
+], ids=["nine", "20000", "twice", "101-characters", "long-item", "arabic-digit", "no-break-space"])
+def test_the_schema_refuses_gates_the_loader_refuses(gate: object) -> None:
+    """A gate lists at most 8 different expressions of at most 100 ASCII characters, for the schema and the loader."""
+    from pytest_saeval.spec.gates import parse_gate
+
+    schema = suite_schema()
+    assert schema["$defs"]["gate"]["oneOf"][1]["maxItems"] == MAX_GATE_EXPRESSIONS
+    assert schema["$defs"]["expression"]["maxLength"] == MAX_EXPRESSION_LENGTH
+    validator = jsonschema.Draft202012Validator(schema["$defs"]["gates"] | {"$defs": schema["$defs"]})
+    assert not validator.is_valid({"l0": gate})
+    with pytest.raises(SuiteError):
+        parse_gate("l0", gate)
+    longest = [f">= {i}" for i in range(MAX_GATE_EXPRESSIONS - 1)] + ["<= " + "9" * (MAX_EXPRESSION_LENGTH - 3)]
+    assert validator.is_valid({"l0": longest}) and len(parse_gate("l0", longest).bounds) == MAX_GATE_EXPRESSIONS
 
 
 _STRUCTURE = {"gates", "model", "data", "dataset", "data_files", "saes", "defaults", "gate_mode"}
