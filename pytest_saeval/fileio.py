@@ -154,18 +154,24 @@ def _create_temp(target: Path) -> tuple[Path, int]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     while True:
         tmp = target.with_name(f".{target.name}.{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+        _WRITING.add(tmp.name)  # before the file exists: another thread's cleanup must never see it unclaimed
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:  # pragma: no cover - 32 random bits colliding
+            _WRITING.discard(tmp.name)
             continue
-        _WRITING.add(tmp.name)
+        except BaseException:
+            _WRITING.discard(tmp.name)
+            raise
         return tmp, fd
 
 
+# Process-wide by nature (module state on purpose): which temporary files this process's threads are writing.
 _WRITING: set[str] = set()
-"""The names of the temporary files this process is writing now (added when created, dropped once moved over their
-target or discarded). A temporary file named with this process's id that is not among them was left by an earlier
-process that had the same id -- in a container every run can be pid 1 -- and is stale (:func:`remove_stale_temps`)."""
+"""The names of the temporary files this process is writing now (added just before they are created, dropped once
+moved over their target or discarded). A temporary file named with this process's id that is not among them was left
+by an earlier process that had the same id -- in a container every run can be pid 1 -- and is stale
+(:func:`remove_stale_temps`)."""
 
 
 def _own_ids() -> set[int]:

@@ -306,3 +306,24 @@ def test_write_problem_finds_what_stands_in_the_way(tmp_path: Path) -> None:
 def test_write_problem_sees_a_read_only_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fileio.os, "access", lambda path, mode: False)
     assert "not writable" in write_problem(tmp_path / "out", folder=True)
+
+
+def test_a_temp_file_is_claimed_before_another_thread_s_cleanup_can_see_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cleanup that runs the moment the temporary file appears (another thread writing the same file)
+    must leave it: it is claimed before it exists."""
+    target = tmp_path / "out.json"
+    real_open = os.open
+    removed: list[list[Path]] = []
+
+    def open_then_clean(path: str | os.PathLike[str], flags: int, mode: int = 0o777) -> int:
+        fd = real_open(path, flags, mode)
+        if str(path).endswith(".tmp"):
+            removed.append(fileio.remove_stale_temps(target))
+        return fd
+
+    monkeypatch.setattr(fileio.os, "open", open_then_clean)
+    fileio.atomic_write_text(target, "kept")
+    assert removed == [[]] and target.read_text() == "kept"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
