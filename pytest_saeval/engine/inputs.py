@@ -38,13 +38,25 @@ def supports_start_at_layer(model: Any) -> bool:
 
 
 def special_token_ids(model: Any, setting: bool | Sequence[int]) -> list[int]:
-    """Token ids to exclude: the tokenizer's BOS/EOS/PAD/SEP/decoder-start ids for ``True`` (as SAE Lens)."""
+    """Token ids to exclude: the tokenizer's BOS/EOS/PAD/SEP/decoder-start ids for ``True`` (as SAE Lens).
+
+    ``True`` on a model without a tokenizer is an :class:`InputError` about ``exclude_special_tokens``: SAE Lens's
+    ``get_special_token_ids(None)`` finds no attributes on ``None`` and excludes nothing without a word (its
+    ``run_evals`` and ``ActivationsStore`` alike), so the metrics would count BOS positions that the setting
+    says to leave out. The ids to leave out are then the user's to list (or ``false``)."""
     if setting is False:
         return []
     if setting is True:
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is None:
-            return []
+            raise InputError(
+                "exclude_special_tokens is true (the default when not set), but the model has no tokenizer to name its special tokens "
+                "(they would not be excluded)",
+                key="exclude_special_tokens",
+                subject=Subject(part="exclude_special_tokens"),
+                fix="list the ids to exclude, e.g. [0] for a BOS id of 0, or set exclude_special_tokens: false "
+                    "(or give the model folder its tokenizer files)",
+            )
         from sae_lens.util import get_special_token_ids
 
         return sorted(int(i) for i in get_special_token_ids(tokenizer))
@@ -121,16 +133,7 @@ def check_inputs(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, 
             subject=Subject(part="tokens"),
             fix="tokenize with the model's own tokenizer (the ids outside the vocabulary come from another one)",
         )
-    listed = settings.exclude_special_tokens
-    outside = [] if isinstance(listed, bool) or d_vocab is None else [i for i in listed if i >= d_vocab]
-    if outside and d_vocab is not None:
-        raise InputError(
-            f"exclude_special_tokens lists {', '.join(map(str, outside[:5]))}, outside the model's vocabulary "
-            f"(ids 0 to {d_vocab - 1}): {'it' if len(outside) == 1 else 'they'} would exclude nothing",
-            key="exclude_special_tokens",
-            subject=Subject(part="exclude_special_tokens"),
-            fix="list the special-token ids of this model's tokenizer, or use true (its BOS/EOS/PAD ids) or false",
-        )
+    check_special_tokens(model, settings.exclude_special_tokens, d_vocab)
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx is not None and tokens.shape[1] > n_ctx:
         raise InputError(
@@ -169,6 +172,21 @@ def check_inputs(model: Any, saes: Mapping[str, SAELike], tokens: torch.Tensor, 
                 subject=Subject(sae=sae_id, part="hook_name"),
                 fix="train/load the SAE for a hook this model has (see model.hook_dict)",
             )
+
+
+def check_special_tokens(model: Any, listed: bool | Sequence[int], d_vocab: int | None) -> None:
+    """``exclude_special_tokens`` names ids that exist: ``true`` needs a tokenizer (:func:`special_token_ids`),
+    a list only ids inside the vocabulary (an id outside it would exclude nothing)."""
+    special_token_ids(model, listed)  # true without a tokenizer: refused before anything runs
+    outside = [] if isinstance(listed, bool) or d_vocab is None else [i for i in listed if i >= d_vocab]
+    if outside and d_vocab is not None:
+        raise InputError(
+            f"exclude_special_tokens lists {', '.join(map(str, outside[:5]))}, outside the model's vocabulary "
+            f"(ids 0 to {d_vocab - 1}): {'it' if len(outside) == 1 else 'they'} would exclude nothing",
+            key="exclude_special_tokens",
+            subject=Subject(part="exclude_special_tokens"),
+            fix="list the special-token ids of this model's tokenizer, or use true (its BOS/EOS/PAD ids) or false",
+        )
 
 
 def check_finite(sae_id: str, sae: SAELike) -> None:

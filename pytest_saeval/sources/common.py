@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROJECT_MARKERS", "exception_chain", "exists", "hub_offline", "is_hub_unreachable", "project_root",
-           "resolve_path", "safetensors_header", "short"]
+__all__ = ["PROJECT_MARKERS", "exception_chain", "exists", "hub_offline", "is_hub_unreachable", "missing_hint",
+           "project_root", "resolve_path", "safetensors_header", "short"]
 
 PROJECT_MARKERS = ("pyproject.toml", "pytest.ini", "setup.cfg", "tox.ini", "setup.py")
 """Files that mark a project's root folder (as pytest looks for its rootdir)."""
@@ -51,6 +51,38 @@ def exists(path: Path, what: str) -> bool:
                           "form a loop)",
                           fix="point the link at the file or folder itself, or give that path instead")
     return found
+
+
+_SCHEMES = frozenset({"file:", "http:", "https:", "ftp:", "sftp:", "s3:", "gs:", "gcs:", "hf:", "az:", "abfs:"})
+"""URL schemes as a path keeps them: ``file:///tmp/t.npy`` becomes the folder ``file:`` and ``tmp/t.npy``."""
+_SCAN_LIMIT = 5000
+"""Entries of a folder looked at for a name that differs only in spaces."""
+
+
+def missing_hint(path: Path) -> tuple[str, str | None]:
+    """Why ``path``, which does not exist, may have been meant otherwise: ``(text to add to the message, fix)``,
+    ``("", None)`` when nothing is seen. A URL (``file://...``, ``https://...``) is no path: it is read as
+    folders named ``file:`` or ``https:``; and a suite path is read without spaces at its start and end, so a
+    file whose name has them next to it is named."""
+    parts = path.parts
+    at = next((i for i, part in enumerate(parts) if part.lower() in _SCHEMES and i + 1 < len(parts)), None)
+    if at is not None:
+        scheme, rest = parts[at].lower(), "/".join(parts[at + 1:])
+        url = f"file:///{rest}" if scheme == "file:" else f"{scheme}//{rest}"
+        return (f" (it holds the URL {url}: paths name local files and folders, URLs are not read)",
+                f"give the local path itself: /{rest}" if scheme == "file:" else
+                "download it and give the local path of the copy")
+    try:
+        with os.scandir(path.parent) as entries:
+            for n, entry in enumerate(entries):
+                if n >= _SCAN_LIMIT:
+                    break
+                if entry.name != path.name and entry.name.strip() == path.name:
+                    return (f" (the folder holds {entry.name!r}, whose name starts or ends with spaces; a path in "
+                            "a suite file is read without them)", f"rename {entry.name!r} to {path.name!r}")
+    except (OSError, ValueError):
+        pass
+    return "", None
 
 
 def short_path(path: Path, limit: int = 120) -> str:

@@ -23,7 +23,8 @@ from typing import Any
 from pytest_saeval.bounded import NotRegularFile, parse_json, read_regular
 from pytest_saeval.errors import SaevalError, SourceError, special_kind
 from pytest_saeval.fileio import os_reason
-from pytest_saeval.sources.common import exists, safetensors_header, short
+from pytest_saeval.sources.common import exists, missing_hint, safetensors_header, short
+from pytest_saeval.sources.sae_lens_config import check_sae_lens_config
 
 __all__ = ["FOLDER_FIX", "FORMAT_FILES", "check_safetensors", "check_weight_dtypes", "checkpoints_in", "config_sizes",
            "detect_format", "inspect_sae_folder", "load_with_converter", "read_json_object", "whole_number"]
@@ -54,8 +55,9 @@ def detect_format(folder: Path, wanted: str | None = None) -> str:
     level down), a half checkpoint, the files of two formats at once, or a folder, FIFO or device where
     a checkpoint file belongs (:func:`_is_file`) is a :class:`SourceError`."""
     if not exists(folder, "SAE folder"):
-        raise SourceError(f"SAE folder '{folder}' does not exist",
-                          fix="check the SAE path (relative paths are relative to the suite file); " + FOLDER_FIX)
+        hint, fix = missing_hint(folder)
+        raise SourceError(f"SAE folder '{folder}' does not exist{hint}",
+                          fix=fix or "check the SAE path (relative paths are relative to the suite file); " + FOLDER_FIX)
     if not folder.is_dir():
         raise SourceError(f"SAE path '{folder}' is not a folder", fix=FOLDER_FIX)
     if wanted is not None:
@@ -159,12 +161,30 @@ def read_json_object(file: Path, fix: str) -> dict[str, Any]:
     except ValueError as e:  # over the limit
         raise SourceError(f"'{file}' is no config file: {e}", fix=fix) from e
     try:
-        data = parse_json(raw.decode("utf-8"))
+        data = parse_json(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as e:  # json keeps the last of two silently; YAML suites and baselines refuse them too
+        raise SourceError(f"'{file}' holds the key {json.dumps(e.key)} twice in one object (a JSON reader would keep "
+                          "the last one without a word)", fix=f"keep one \"{e.key}\" in {file.name}") from None
     except ValueError as e:
         raise SourceError(f"'{file}' is not valid JSON: {short(e)}", fix=fix) from e
     if not isinstance(data, dict):
         raise SourceError(f"'{file}' does not hold a JSON object", fix=fix)
     return data
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def _shown(value: Any) -> str:
@@ -314,6 +334,7 @@ def inspect_sae_folder(folder: Path, wanted: str | None = None) -> str:
     seen = f"{known[0]} in {weights_name} has shape {known[1]}" if known else ""
     d_in, d_sae = config_sizes(found, cfg, folder / cfg_name, stored, seen)
     if found == "sae_lens":
+        check_sae_lens_config(cfg, folder / cfg_name, d_sae=d_sae, hook_given=None)
         check_weight_dtypes(weights, cfg, {k: str(v.get("dtype")) for k, v in header.items()
                                            if k != "__metadata__" and isinstance(v, dict)})
     sizes = {"d_in": d_in, "d_sae": d_sae}

@@ -8,11 +8,12 @@ that turns out broken while it is read (a malformed ``.jsonl`` line) is a locate
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_saeval.errors import InputError, SourceError, did_you_mean
+from pytest_saeval.errors import InputError, SourceError, brief, did_you_mean
 from pytest_saeval.sources.common import exception_chain, hub_offline, is_hub_unreachable, resolve_path, short
 from pytest_saeval.spec.suite import DatasetSpec
 
@@ -22,6 +23,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["tokens_from_dataset"]
 
 _TEXT_COLUMNS = ("tokens", "input_ids", "text", "problem")
+_TOKEN_COLUMNS = ("tokens", "input_ids")
+"""Columns SAE Lens reads as token ids by their name (``ActivationsStore``: ``is_dataset_tokenized``)."""
+_TEXT_NAMES = ("text", "problem")
+"""Columns SAE Lens tokenizes by their name."""
 _DATA_BUILDERS = {
     ".jsonl": "json",
     ".json": "json",
@@ -49,7 +54,10 @@ def tokens_from_dataset(
     ``Dataset.save_to_disk`` is read with ``load_from_disk``.
 
     ``spec.column``: by default the first of ``tokens``, ``input_ids``, ``text``, ``problem`` present
-    (SAE Lens's order). A column of token lists is used row by row, each row cut to
+    (SAE Lens's order). As SAE Lens, the name decides what a column holds: ``tokens`` and ``input_ids``
+    token ids (a row of anything but integers, such as the text ``"[0, 103]"`` or an id beyond int64, is an
+    error), ``text`` and ``problem`` text; another column named by ``spec.column`` is told by its first
+    value. A column of token lists is used row by row, each row cut to
     ``context_size`` (rows must be at least that long). A text column is tokenized with
     ``model.to_tokens(text, prepend_bos=False)``, documents are concatenated with BOS between them
     and cut into windows of ``context_size``, each window starting with BOS when ``prepend_bos``
@@ -116,7 +124,11 @@ def _open_dataset(path: str, *, split: str, streaming: bool, name: str | None,
 def _why(e: BaseException) -> str:
     """``e`` in short, with the first cause in its chain that says more (datasets wraps parse errors)."""
     causes = [c for c in exception_chain(e) if c is not e and str(c).strip()]
-    return short(e, 150) + (f" ({short(causes[0], 200)})" if causes else "")
+    text = short(e, 150) + (f" ({short(causes[0], 200)})" if causes else "")
+    return _ADDRESS.sub("", text)  # "<function resolve_pattern at 0x7f...>" says nothing to the user
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def _open_local(local: Path, *, split: str, streaming: bool, name: str | None, data_files: Any) -> Any:
@@ -130,7 +142,7 @@ def _open_local(local: Path, *, split: str, streaming: bool, name: str | None, d
                 fix="convert the data to .jsonl, .csv or .parquet files (or Dataset.save_to_disk) and point path at them",
             )
         if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
-            loaded = datasets.load_from_disk(str(local))
+            loaded = _load_from_disk(local)
             if isinstance(loaded, datasets.DatasetDict):
                 if split not in loaded:
                     raise SourceError(
@@ -139,8 +151,15 @@ def _open_local(local: Path, *, split: str, streaming: bool, name: str | None, d
                     )
                 loaded = loaded[split]
             return loaded.to_iterable_dataset() if streaming else loaded
-        return datasets.load_dataset(str(local), name, data_files=data_files, split=split, streaming=streaming,
-                                     trust_remote_code=False)
+        try:
+            return datasets.load_dataset(str(local), name, data_files=data_files, split=split, streaming=streaming,
+                                         trust_remote_code=False)
+        except Exception as e:
+            if any(type(c).__name__ == "EmptyDatasetError" for c in exception_chain(e)):
+                raise SourceError(f"dataset folder '{local}' holds no data files (looked for "
+                                  f"{', '.join(_DATA_BUILDERS)} files, and a Dataset.save_to_disk folder)",
+                                  fix="point path at the folder or file that holds the data") from e
+            raise
     if local.stat().st_size == 0:
         raise SourceError(f"dataset file '{local}' is empty", fix="check the dataset path")
     builder = _DATA_BUILDERS.get(local.suffix.lower())
@@ -152,6 +171,32 @@ def _open_local(local: Path, *, split: str, streaming: bool, name: str | None, d
     # A single file is the split "train" (as datasets names it).
     return datasets.load_dataset(builder, data_files=str(local), split=split, streaming=streaming,
                                  trust_remote_code=False)
+
+
+def _load_from_disk(local: Path) -> Any:
+    """``datasets.load_from_disk``; a folder saved from an empty dataset (its ``state.json`` lists no data files,
+    which ``datasets`` reports as an ``IndexError``) is an error saying so."""
+    import json
+
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(local))
+    except Exception as e:
+        empty = []
+        for state in (local / "state.json", *sorted(local.glob("*/state.json"))):
+            try:
+                files = json.loads(state.read_text(encoding="utf-8")).get("_data_files") if state.is_file() else None
+            except (OSError, ValueError, AttributeError):
+                continue
+            if files == []:
+                empty.append("the dataset" if state.parent == local else f"split {state.parent.name!r}")
+        if empty:
+            raise SourceError(f"dataset folder '{local}' was saved from an empty dataset: {', '.join(empty)} "
+                              "holds no rows (its state.json lists no data files)",
+                              fix="save the dataset again with its rows (Dataset.save_to_disk), or point path at "
+                                  "the data") from e
+        raise
 
 
 def _pick_column(first: dict[str, Any], column: str | None, path: str) -> str:
@@ -173,8 +218,6 @@ def _pick_column(first: dict[str, Any], column: str | None, path: str) -> str:
 
 
 def _iter_rows(dataset: Any, *, path: str, column: str | None, model: Any, context_size: int, prepend_bos: bool) -> Iterator[torch.Tensor]:
-    import torch
-
     iterator = iter(dataset)
     try:
         first = next(iterator)
@@ -187,29 +230,72 @@ def _iter_rows(dataset: Any, *, path: str, column: str | None, model: Any, conte
         for row in iterator:
             yield row[col]
 
-    sample = first[col]
-    if isinstance(sample, str):
-        yield from _text_rows(values(), model=model, path=path, context_size=context_size, prepend_bos=prepend_bos)
+    # SAE Lens's ActivationsStore decides by the column's name: "tokens" and "input_ids" hold token ids,
+    # "text" and "problem" text, whatever their values are. Another column (``column:``) by its values.
+    pretokenized = col in _TOKEN_COLUMNS or (col not in _TEXT_NAMES and not isinstance(first[col], str))
+    if not pretokenized:
+        yield from _text_rows(values(), model=model, path=path, column=col, context_size=context_size,
+                              prepend_bos=prepend_bos)
         return
     for index, value in enumerate(values()):
-        try:
-            row = torch.as_tensor(value)
-        except Exception as e:
-            raise SourceError(f"dataset {path!r}, row {index}: column {col!r} is neither text nor a list of token ids ({short(e, 120)})", fix="set column to the text or token-id column") from e
-        if row.ndim != 1 or row.is_floating_point() or row.dtype == torch.bool:
-            raise SourceError(
-                f"dataset {path!r}, row {index}: column {col!r} holds {row.dtype} values of shape {list(row.shape)}, not a list of token ids",
-                fix="set column to the text or token-id column",
-            )
+        row = _token_row(value, where=f"dataset {path!r}, row {index}: column {col!r}",
+                         named=col if col in _TOKEN_COLUMNS else None)
         if row.shape[0] < context_size:
             raise InputError(
                 f"dataset {path!r}, row {index}: {row.shape[0]} pretokenized tokens, fewer than context_size {context_size}",
                 fix=f"set context_size to {row.shape[0]} or less, or pretokenize with longer rows",
             )
-        yield row[:context_size].to(torch.long)
+        yield row[:context_size]
 
 
-def _text_rows(texts: Iterator[Any], *, model: Any, path: str, context_size: int, prepend_bos: bool) -> Iterator[torch.Tensor]:
+_INT64_MAX = (1 << 63) - 1
+
+
+def _token_row(value: Any, *, where: str, named: str | None) -> torch.Tensor:
+    """One row of a pretokenized column as a 1-D ``long`` tensor, or a :class:`SourceError` saying what it holds
+    instead (text, floats, an id beyond int64, another shape)."""
+    import numpy as np
+    import torch
+
+    fix = ("store each row as a list of integer token ids (e.g. [0, 103, 83], not the text \"[0, 103, 83]\"), or "
+           "put text in a column named text" if named else "set column to the text or token-id column")
+    if isinstance(value, (str, bytes)):
+        because = f", and SAE Lens reads a column named {named} as token ids" if named else ""
+        raise SourceError(f"{where} holds text ({brief(value, 40)}), not a list of token ids{because}", fix=fix)
+    try:
+        array = np.asarray(value)
+    except Exception as e:
+        raise SourceError(f"{where} is neither text nor a list of token ids ({short(e, 120)})", fix=fix) from e
+    if array.ndim != 1:
+        raise SourceError(f"{where} holds {array.dtype} values of shape {list(array.shape)}, not a list of token ids",
+                          fix=fix)
+    beyond = _beyond_int64(array)
+    if beyond is not None:
+        raise SourceError(f"{where} holds the id {beyond}, beyond int64 and so beyond any vocabulary"
+                          + (" (a JSON reader stores a column holding such a number as floats)"
+                             if array.dtype.kind == "f" else ""),
+                          fix="tokenize the data again with the model's tokenizer: token ids lie in [0, vocabulary size)")
+    if array.dtype.kind not in "iu":
+        shown = next((brief(v, 40) for v in array.tolist() if isinstance(v, (str, bytes))), None)
+        what = f"text values ({shown})" if shown is not None else f"{array.dtype} values"
+        raise SourceError(f"{where} holds {what}, not a list of integer token ids", fix=fix)
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def _beyond_int64(array: Any) -> int | None:
+    """The first value of ``array`` (integers, or whole floats) outside int64, else None."""
+    kind = array.dtype.kind
+    if kind == "f":
+        huge = [v for v in array.tolist() if v == v and abs(v) != float("inf") and v == int(v) and abs(v) > _INT64_MAX]
+        return int(huge[0]) if huge else None
+    if kind in "uO":
+        return next((int(v) for v in array.tolist()
+                     if isinstance(v, int) and not isinstance(v, bool) and not -_INT64_MAX - 1 <= v <= _INT64_MAX), None)
+    return None
+
+
+def _text_rows(texts: Iterator[Any], *, model: Any, path: str, column: str, context_size: int,
+               prepend_bos: bool) -> Iterator[torch.Tensor]:
     """ActivationsStore's text path: ``to_tokens(prepend_bos=False)`` per document, then SAE Lens's batching."""
     from sae_lens.pretokenize_runner import get_special_token_from_cfg
     from sae_lens.tokenization_and_batching import concat_and_batch_sequences
@@ -224,7 +310,10 @@ def _text_rows(texts: Iterator[Any], *, model: Any, path: str, context_size: int
     def token_docs() -> Iterator[torch.Tensor]:
         for index, text in enumerate(texts):
             if not isinstance(text, str):
-                raise SourceError(f"dataset {path!r}, row {index}: expected text, got {type(text).__name__}", fix="set column to the text column")
+                raise SourceError(
+                    f"dataset {path!r}, row {index}: column {column!r} holds a {type(text).__name__}, not text"
+                    + (", and SAE Lens tokenizes a column named so" if column in _TEXT_NAMES else ""),
+                    fix="put token ids in a column named tokens or input_ids, or set column to the text column")
             yield model.to_tokens(text, truncate=False, move_to_device=False, prepend_bos=False).squeeze(0).cpu()
 
     bos = tokenizer.bos_token_id

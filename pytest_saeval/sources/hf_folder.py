@@ -4,7 +4,11 @@ The folder becomes a ``HookedTransformer`` through TransformerLens's own config 
 for that architecture (the code path of ``from_pretrained_no_processing``, minus its official-name
 check), checked against the Hugging Face model's logits. Architectures that conversion does not cover
 are loaded as a ``TransformerBridge`` in compatibility mode (no processing), which keeps the usual hook
-names but cannot start a forward at a layer.
+names but cannot start a forward at a layer. Weights that do not fit the architecture ``config.json``
+describes (a tensor missing, which transformers would initialise randomly, one it has no place for, or one
+of another shape, as transformers' loading info reports them) are refused, naming the tensors; a folder
+forced onto the bridge (``backend="bridge"``, or its own code under ``trust_remote_code``) is loaded by the
+bridge itself, without that check.
 
 A folder never runs its own Python code: a ``config.json`` or ``tokenizer_config.json`` with an
 ``auto_map`` (custom architecture code next to the weights) is refused in one line, before transformers
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_saeval.errors import SourceError
-from pytest_saeval.sources.common import exists, hub_offline, safetensors_header, short
+from pytest_saeval.sources.common import exists, hub_offline, missing_hint, safetensors_header, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -48,9 +52,10 @@ def check_folder(folder: Path, *, trust_remote_code: bool = False) -> dict[str, 
     """The folder's ``config.json``, after checking that the folder holds a config and a weights file
     (not empty, a whole safetensors file) and, unless ``trust_remote_code``, no code of its own (no torch)."""
     if not exists(folder, "model folder"):
+        hint, fix = missing_hint(folder)
         raise SourceError(
-            f"model folder '{folder}' does not exist",
-            fix="check model.path (relative paths are relative to the suite file), or " + _SAVE_FIX,
+            f"model folder '{folder}' does not exist{hint}",
+            fix=fix or "check model.path (relative paths are relative to the suite file), or " + _SAVE_FIX,
         )
     if not folder.is_dir():
         raise SourceError(f"model path '{folder}' is not a folder", fix="point model.path at the folder save_pretrained wrote")
@@ -171,16 +176,82 @@ def _load_hf_model(folder: Path, dtype: torch.dtype) -> Any:
     from transformers import AutoModelForCausalLM
 
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True,
-                                                        trust_remote_code=False)
+        # ignore_mismatched_sizes: a tensor of another shape is reported below, by name, with both shapes
+        loaded: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True,
+                                                           trust_remote_code=False, output_loading_info=True,
+                                                           ignore_mismatched_sizes=True)
+        hf_model, info = loaded
     except Exception as e:
         raise SourceError(
             f"the model in '{folder}' could not be loaded by transformers (corrupt or truncated weights, or an unknown architecture): {short(e)}",
             fix="re-save the model with model.save_pretrained(folder); check that the weights file was copied completely",
         ) from e
+    _refuse_incomplete(folder, type(hf_model), info)
     for p in hf_model.parameters():
         p.requires_grad_(False)
     return hf_model.eval()
+
+
+def _refuse_incomplete(folder: Path, cls: type, info: dict[str, Any]) -> None:
+    """Weights the architecture of ``config.json`` needs but the files lack (transformers would leave them
+    randomly initialised), tensors it has no place for (dropped), or tensors of another shape are refused,
+    naming them. What the architecture itself declares it may miss or ignore (a tied ``lm_head``, its
+    ``_keys_to_ignore_on_load_missing`` / ``_unexpected`` patterns, such as GPT-2's attention-mask buffers)
+    is not a problem: transformers leaves most of it out of ``info`` already, and it is left out here again."""
+    tied = getattr(cls, "_tied_weights_keys", None) or ()
+    missing = _not_declared(info.get("missing_keys"), [*tied, *(getattr(cls, "_keys_to_ignore_on_load_missing", None) or ())])
+    unexpected = _not_declared(info.get("unexpected_keys"), getattr(cls, "_keys_to_ignore_on_load_unexpected", None) or ())
+    mismatched = sorted(info.get("mismatched_keys") or (), key=str)
+    problems = []
+    if missing:
+        problems.append(f"{_count(missing, 'tensor')} the architecture needs {'is' if len(missing) == 1 else 'are'} "
+                        f"missing from the weights ({_names(missing)}): {'it' if len(missing) == 1 else 'they'} "
+                        "would be random")
+    if unexpected:
+        problems.append(f"{_count(unexpected, 'tensor')} in the weights {'has' if len(unexpected) == 1 else 'have'} "
+                        f"no place in it ({_names(unexpected)})")
+    if mismatched:
+        shown = [f"{m[0]} is {_shape(m[1])} in the file, {_shape(m[2])} in the model" if isinstance(m, tuple) and len(m) == 3
+                 else str(m) for m in mismatched]
+        problems.append(f"{_count(mismatched, 'tensor')} {'has' if len(mismatched) == 1 else 'have'} another shape "
+                        f"({_names(shown)})")
+    if problems:
+        raise SourceError(
+            f"the weights in '{folder}' do not match the architecture its config.json describes ({cls.__name__}): "
+            + "; ".join(problems),
+            fix="re-save the whole model with model.save_pretrained(folder), or correct config.json (e.g. the "
+                "number of layers) to describe the weights the folder holds",
+        )
+
+
+def _not_declared(keys: Any, patterns: Any) -> list[str]:
+    import re
+
+    names = [str(k) for k in keys or ()]
+    if isinstance(patterns, dict):  # transformers 5: {tied: source}
+        patterns = list(patterns)
+    regexes = []
+    for pattern in patterns:
+        try:
+            regexes.append(re.compile(str(pattern)))
+        except re.error:
+            regexes.append(re.compile(re.escape(str(pattern))))
+    return sorted(k for k in names if not any(r.search(k) for r in regexes))
+
+
+def _count(items: list[Any], what: str) -> str:
+    return f"{len(items)} {what}{'' if len(items) == 1 else 's'}"
+
+
+def _names(items: list[str], limit: int = 4) -> str:
+    return ", ".join(items[:limit]) + (f", and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _shape(shape: Any) -> str:
+    try:
+        return str(list(shape))
+    except TypeError:
+        return str(shape)
 
 
 def _hooked_from_hf(folder: Path, hf_model: Any, tokenizer: Any, dtype: torch.dtype) -> Any:

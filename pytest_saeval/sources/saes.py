@@ -29,6 +29,7 @@ from pytest_saeval.sources.formats import (
     detect_format,
     read_json_object,
 )
+from pytest_saeval.sources.sae_lens_config import check_sae_lens_config
 
 SAE_CFG_FILE, SAE_WEIGHTS_FILE = FORMAT_FILES["sae_lens"]
 
@@ -115,7 +116,7 @@ def load_sae_folder(
     """
     folder = resolve_path(path, base_dir)
     sae = _load_folder(folder, resolve_device(device), _dtype_name(dtype), format, hook_name)
-    return _checked(sae, f"SAE folder '{folder}'")
+    return _checked(sae, f"SAE folder '{folder}'", folder=True)
 
 
 def _load_folder(folder: Path, device: str, dtype: str | None, sae_format: str | None, hook_name: str | None) -> Any:
@@ -129,17 +130,18 @@ def _load_folder(folder: Path, device: str, dtype: str | None, sae_format: str |
         from pytest_saeval.sources.dictionary_learning import load_dictionary_learning
 
         return load_dictionary_learning(folder, device=device, dtype=dtype, hook_name=hook_name)
-    sae = _load_sae_lens_folder(folder, device, dtype)
+    sae = _load_sae_lens_folder(folder, device, dtype, hook_given=hook_name is not None)
     if hook_name is not None:
         sae.cfg.metadata.hook_name = hook_name
     return sae
 
 
-def _load_sae_lens_folder(folder: Path, device: str, dtype: str | None) -> Any:
+def _load_sae_lens_folder(folder: Path, device: str, dtype: str | None, *, hook_given: bool) -> Any:
     cfg_file = folder / SAE_CFG_FILE
     weights = folder / SAE_WEIGHTS_FILE
     cfg = read_json_object(cfg_file, fix="re-save the SAE with sae.save_model(folder)")
-    config_sizes("sae_lens", cfg, cfg_file)  # SAE Lens would build tensors of d_sae 0 or "64" and fail obscurely
+    _, d_sae = config_sizes("sae_lens", cfg, cfg_file)  # SAE Lens would build tensors of d_sae 0 or "64" and fail obscurely
+    check_sae_lens_config(cfg, cfg_file, d_sae=d_sae, hook_given=hook_given)  # and take "false" as true
     dtypes = check_safetensors(weights, fix="re-save the SAE with sae.save_model(folder) or copy the file again completely")
     check_weight_dtypes(weights, cfg, dtypes)
 
@@ -288,14 +290,19 @@ _SAVE_HINTS = {
 }
 
 
-def _checked(sae: Any, what: str) -> Any:
+def _checked(sae: Any, what: str, *, folder: bool = False) -> Any:
+    """``sae``, unless it lacks some of the SAE protocol; ``folder``: it was read from a checkpoint folder, whose
+    files (not a factory) are then what to correct."""
     problems = sae_protocol_problems(sae)
     if problems:
         library = type(sae).__module__.split(".")[0]
+        protocol = (" with encode (dense [..., d_sae] output), decode, W_enc, W_dec, cfg.d_in, cfg.d_sae and "
+                    "cfg.metadata.hook_name (see the README's factory protocol)")
         raise SourceError(
             f"{what} ({type(sae).__module__}.{type(sae).__name__}) is not a usable SAE: it lacks {'; '.join(problems)}",
-            fix=(_SAVE_HINTS[library] + ", or wrap it in an object" if library in _SAVE_HINTS else "return an SAE Lens SAE, or an object")
-            + " with encode (dense [..., d_sae] output), decode, W_enc, W_dec, cfg.d_in, cfg.d_sae and "
-            "cfg.metadata.hook_name (see the README's factory protocol)",
+            fix="correct the checkpoint's config file (cfg.json: its metadata.hook_name, hook_head_index, d_in, "
+                "d_sae), or write the folder again with its trainer" if folder
+            else (_SAVE_HINTS[library] + ", or wrap it in an object" if library in _SAVE_HINTS
+                  else "return an SAE Lens SAE, or an object") + protocol,
         )
     return sae

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_saeval.errors import InputError, SourceError
-from pytest_saeval.sources.common import exists, resolve_path, safetensors_header, short
+from pytest_saeval.sources.common import exists, missing_hint, resolve_path, safetensors_header, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -61,9 +61,10 @@ def _existing(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | N
     """The token file, after checking that it exists, is a file of a known format and is not empty."""
     file = resolve_path(path, base_dir)
     if not exists(file, "token file"):
+        hint, fix = missing_hint(file)
         raise SourceError(
-            f"token file '{file}' does not exist",
-            fix="check data.tokens (relative paths are relative to the suite file)",
+            f"token file '{file}' does not exist{hint}",
+            fix=fix or "check data.tokens (relative paths are relative to the suite file)",
         )
     if not file.is_file():
         raise SourceError(f"token path '{file}' is not a file", fix=_FILE_FIX)

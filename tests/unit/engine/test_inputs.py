@@ -145,6 +145,24 @@ def test_special_token_ids_outside_the_vocabulary_are_refused(model):
     assert info.value.location.key == "exclude_special_tokens"
 
 
+def test_excluding_special_tokens_without_a_tokenizer_is_refused(model):
+    """SAE Lens's get_special_token_ids(None) gives [] and excludes nothing without a word; here it is an error
+    about exclude_special_tokens (the session locates it at data.exclude_special_tokens by its subject)."""
+    from pytest_saeval.engine.inputs import special_token_ids
+
+    assert model.tokenizer is None
+    settings = EvalSettings(batch_size_prompts=2, n_reconstruction_batches=1, n_sparsity_batches=2,
+                            exclude_special_tokens=True)
+    with pytest.raises(InputError, match="the model has no tokenizer to name its special tokens") as info:
+        evaluate(model, {"a": _sae("blocks.0.hook_resid_pre")}, _tokens(), settings)
+    assert info.value.subject.part == "exclude_special_tokens"
+    assert info.value.location.key == "exclude_special_tokens"
+    assert "[0]" in (info.value.fix or "") and "false" in (info.value.fix or "")
+    with pytest.raises(InputError):
+        special_token_ids(model, True)
+    assert special_token_ids(model, False) == [] and special_token_ids(model, (3, 1)) == [1, 3]
+
+
 def test_an_adapter_whose_getattr_raises_anything_is_checked_by_its_weights():
     from pytest_saeval.engine.inputs import check_finite
 

@@ -181,3 +181,18 @@ def test_a_link_that_leads_nowhere_is_named_as_such(tmp_path: Path) -> None:
             exists(tmp_path / link, "token file")
         assert "point the link at the file or folder itself" in (info.value.fix or "")
     assert exists(tmp_path / "missing.npy", "token file") is False  # plainly missing: the caller says so
+
+
+def test_missing_hint_names_urls_and_names_with_spaces(tmp_path: Path) -> None:
+    from pytest_saeval.sources.common import missing_hint
+
+    assert missing_hint(tmp_path / "nothing.npy") == ("", None)
+    text, fix = missing_hint(Path("/suite/dir") / "file:///data/t.npy")  # what a path makes of file:///data/t.npy
+    assert "it holds the URL file:///data/t.npy: paths name local files and folders, URLs are not read" in text
+    assert fix == "give the local path itself: /data/t.npy"
+    text, fix = missing_hint(tmp_path / "https://example.com/t.npy")
+    assert "https://example.com/t.npy" in text and fix == "download it and give the local path of the copy"
+    (tmp_path / "t.npy ").write_bytes(b"")
+    text, fix = missing_hint(tmp_path / "t.npy")
+    assert "the folder holds 't.npy ', whose name starts or ends with spaces" in text
+    assert fix == "rename 't.npy ' to 't.npy'"

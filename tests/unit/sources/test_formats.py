@@ -311,3 +311,42 @@ def test_dictionary_learning_sizes_are_checked_before_loading(tmp_path, trainer,
         inspect_sae_folder(folder)
     assert message in info.value.message and str(folder / "config.json") in info.value.message
     assert "a whole number >= 1 written without quotes or a decimal point" in (info.value.fix or "") or trainer is None
+
+
+# ------------------------------------------------------------------------------------------
+# cfg.json: a key given twice, and values SAE Lens would take as they are
+
+
+def test_a_key_given_twice_in_a_config_is_refused(tmp_path):
+    folder = _sae_lens(tmp_path / "sae")
+    cfg = folder / "cfg.json"
+    cfg.write_text(cfg.read_text().replace('"d_sae": 32', '"d_sae": 32, "d_sae": 16'))
+    with pytest.raises(SourceError) as info:
+        inspect_sae_folder(folder)
+    assert info.value.message == (f"'{cfg}' holds the key \"d_sae\" twice in one object (a JSON reader would keep the "
+                                  "last one without a word)")
+    assert info.value.fix == 'keep one "d_sae" in cfg.json'
+    nested = tmp_path / "nested.json"
+    nested.write_text('{"metadata": {"hook_name": "a", "hook_name": "b"}}')
+    with pytest.raises(SourceError, match='holds the key "hook_name" twice'):
+        read_json_object(nested, fix="-")
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    ({"apply_b_dec_to_input": "false"}, 'apply_b_dec_to_input must be true or false, got "false" (a string)'),
+    ({"metadata": {"sae_lens_version": "6.54.12", "hook_name": 5}}, "metadata.hook_name must name the hook"),
+    ({"metadata": {"sae_lens_version": "6.54.12", "hook_name": "blocks.0.hook_resid_pre", "hook_head_index": -1}},
+     "metadata.hook_head_index must be null (all heads)"),
+])
+def test_sae_lens_config_values_are_checked_before_loading(tmp_path, cfg, message):
+    folder = _sae_lens(tmp_path / "sae", **cfg)
+    with pytest.raises(SourceError) as info:
+        inspect_sae_folder(folder)
+    assert message in info.value.message and (info.value.fix or "").startswith("edit cfg.json")
+
+
+def test_a_url_as_an_sae_path_says_urls_are_not_read(tmp_path):
+    with pytest.raises(SourceError) as info:
+        detect_format(tmp_path / "https:" / "huggingface.co" / "x" / "sae")
+    assert "it holds the URL https://huggingface.co/x/sae" in info.value.message
+    assert info.value.fix == "download it and give the local path of the copy"

@@ -191,3 +191,73 @@ def test_hub_dataset_not_cached_with_hub_unreachable(model, monkeypatch, tmp_pat
         tokens_from_dataset(_spec(path="saeval-tests/no-such-dataset"), model=model, context_size=CTX, n_rows=2)
     assert "saeval-tests/no-such-dataset" in _message(excinfo)
     assert "not in the local Hugging Face cache" in _message(excinfo)
+
+
+# ------------------------------------------------------------------------------------------
+# columns read by their name, as SAE Lens reads them; values that are no token ids; empty folders
+
+
+@pytest.mark.parametrize("column", ["input_ids", "tokens"])
+def test_a_token_column_of_strings_is_refused_not_tokenized(model, tmp_path, column):
+    """SAE Lens reads tokens / input_ids as token ids because of their name (ActivationsStore): strings there
+    are a mistake (a list written as text), not text to tokenize."""
+    data = tmp_path / "ids.jsonl"
+    data.write_text("".join(json.dumps({column: str(list(range(CTX)))}) + "\n" for _ in range(4)))
+    with pytest.raises(SourceError) as excinfo:
+        tokens_from_dataset(_spec(path=str(data)), model=model, context_size=CTX, n_rows=2)
+    msg = _message(excinfo)
+    assert f"row 0: column {column!r} holds text ('[0, 1, 2" in msg
+    assert f"SAE Lens reads a column named {column} as token ids" in msg
+    assert "list of integer token ids" in msg
+
+
+def test_a_text_column_of_token_lists_is_refused(model, tmp_path):
+    data = tmp_path / "text.jsonl"
+    data.write_text("".join(json.dumps({"text": list(range(CTX))}) + "\n" for _ in range(4)))
+    with pytest.raises(SourceError, match=r"row 0: column 'text' holds a list, not text, and SAE Lens tokenizes a "
+                                          r"column named so"):
+        tokens_from_dataset(_spec(path=str(data)), model=model, context_size=CTX, n_rows=2)
+
+
+def test_a_token_id_beyond_int64_is_named(model, tmp_path):
+    rows = [list(range(CTX)) for _ in range(4)]
+    rows[0][3] = 2**70  # the JSON reader then stores the whole column as float64
+    data = tmp_path / "big.jsonl"
+    data.write_text("".join(json.dumps({"input_ids": r}) + "\n" for r in rows))
+    with pytest.raises(SourceError) as excinfo:
+        tokens_from_dataset(_spec(path=str(data)), model=model, context_size=CTX, n_rows=2)
+    msg = _message(excinfo)
+    assert f"row 0: column 'input_ids' holds the id {2**70}, beyond int64" in msg and "float32" not in msg
+
+
+@pytest.mark.parametrize(("values", "needle"), [
+    ([0.5] * CTX, "holds float64 values, not a list of integer token ids"),
+    ([[1, 2]] * CTX, "of shape [16, 2], not a list of token ids"),
+    ([True] * CTX, "holds bool values"),
+])
+def test_other_values_of_a_token_column_are_refused(model, tmp_path, values, needle):
+    data = tmp_path / "odd.jsonl"
+    data.write_text("".join(json.dumps({"tokens": values}) + "\n" for _ in range(4)))
+    with pytest.raises(SourceError) as excinfo:
+        tokens_from_dataset(_spec(path=str(data)), model=model, context_size=CTX, n_rows=2)
+    assert needle in _message(excinfo)
+
+
+def test_a_saved_empty_dataset_says_so(model, tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"text": []}).save_to_disk(str(tmp_path / "empty"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": []})}).save_to_disk(str(tmp_path / "emptydict"))
+    for name, part in (("empty", "the dataset"), ("emptydict", "split 'train'")):
+        with pytest.raises(SourceError) as excinfo:
+            tokens_from_dataset(_spec(path=str(tmp_path / name)), model=model, context_size=CTX, n_rows=2)
+        msg = _message(excinfo)
+        assert f"was saved from an empty dataset: {part} holds no rows" in msg and "IndexError" not in msg
+
+
+def test_a_folder_without_data_files_says_so_without_addresses(model, tmp_path):
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(SourceError) as excinfo:
+        tokens_from_dataset(_spec(path=str(tmp_path / "nothing")), model=model, context_size=CTX, n_rows=2)
+    msg = _message(excinfo)
+    assert "holds no data files (looked for .jsonl" in msg and " at 0x" not in msg

@@ -238,3 +238,89 @@ def test_folder_with_corrupt_tokenizer(gpt2_folder, tmp_path):
     (folder / "tokenizer.json").write_text("{broken")
     with pytest.raises(SourceError, match="tokenizer files .* could not be loaded"):
         load_model(path=folder, device="cpu")
+
+
+# ------------------------------------------------------------------------------------------
+# weights that do not match the architecture of config.json (transformers would fill the gaps randomly)
+
+
+def _edit_weights(folder: Path, change) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / "model.safetensors")
+    change(tensors)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def test_weights_missing_from_the_file_are_refused_not_made_random(gpt2_folder, tmp_path):
+    folder = shutil.copytree(gpt2_folder, tmp_path / "missing")
+    _edit_weights(folder, lambda t: (t.pop("transformer.h.0.mlp.c_fc.weight"), t.pop("transformer.h.0.mlp.c_proj.weight")))
+    with pytest.raises(SourceError) as excinfo:
+        load_model(path=folder, device="cpu")
+    msg = _message(excinfo)
+    assert f"the weights in '{folder}' do not match the architecture its config.json describes (GPT2LMHeadModel)" in msg
+    assert ("2 tensors the architecture needs are missing from the weights (transformer.h.0.mlp.c_fc.weight, "
+            "transformer.h.0.mlp.c_proj.weight): they would be random") in msg
+    assert "save_pretrained" in msg
+
+
+def test_a_stray_tensor_and_a_tensor_of_another_shape_are_named(gpt2_folder, tmp_path):
+    folder = shutil.copytree(gpt2_folder, tmp_path / "stray")
+
+    def change(t: dict[str, torch.Tensor]) -> None:
+        t["transformer.h.5.mlp.c_fc.weight"] = torch.zeros(3)
+        t["transformer.h.1.ln_1.weight"] = torch.ones(5)
+
+    _edit_weights(folder, change)
+    with pytest.raises(SourceError) as excinfo:
+        load_model(path=folder, device="cpu")
+    msg = _message(excinfo)
+    assert "1 tensor in the weights has no place in it (transformer.h.5.mlp.c_fc.weight)" in msg
+    assert "1 tensor has another shape (transformer.h.1.ln_1.weight is [5] in the file, [32] in the model)" in msg
+
+
+def test_a_config_with_more_layers_than_the_weights_is_refused(gpt2_folder, tmp_path):
+    import json
+
+    folder = shutil.copytree(gpt2_folder, tmp_path / "deeper")
+    config = json.loads((folder / "config.json").read_text())
+    config["n_layer"] += 1
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SourceError, match=r"12 tensors the architecture needs are missing from the weights "
+                                          r"\(transformer\.h\.2\.attn\.c_attn\.bias, .*, and 8 more\)"):
+        load_model(path=folder, device="cpu")
+
+
+def test_what_the_architecture_declares_ignorable_loads(gpt2_folder, tmp_path, hooked, sample_tokens):
+    """A tied lm_head written out, and GPT-2's old attention-mask buffers, are no problem."""
+    folder = shutil.copytree(gpt2_folder, tmp_path / "declared")
+
+    def change(t: dict[str, torch.Tensor]) -> None:
+        t["lm_head.weight"] = t["transformer.wte.weight"].clone()
+        t["transformer.h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 8, 8))
+
+    _edit_weights(folder, change)
+    model = load_model(path=folder, device="cpu")
+    with torch.no_grad():
+        assert torch.allclose(model(sample_tokens), hooked(sample_tokens), atol=1e-5)
+
+
+def test_what_the_model_class_declares_is_left_out_of_the_loading_info(gpt2_folder, monkeypatch):
+    """Older transformers reported a tied lm_head or an ignorable buffer as missing / unexpected: the class's
+    own ``_tied_weights_keys`` and ``_keys_to_ignore_on_load_*`` patterns are left out here again."""
+    auto = transformers.AutoModelForCausalLM
+    real = auto.from_pretrained
+    reported = {"missing_keys": ["lm_head.weight", "transformer.h.1.attn.masked_bias"],
+                "unexpected_keys": ["transformer.h.0.attn.bias"], "mismatched_keys": []}
+
+    def from_pretrained(*args, **kwargs):
+        model, _ = real(*args, **kwargs)
+        monkeypatch.setattr(type(model), "_keys_to_ignore_on_load_missing", [r"h\.\d+\.attn\.masked_bias"])
+        return model, dict(reported)
+
+    monkeypatch.setattr(auto, "from_pretrained", from_pretrained)
+    assert load_model(path=gpt2_folder, device="cpu") is not None
+    reported["missing_keys"] = ["transformer.h.0.mlp.c_fc.weight"]
+    with pytest.raises(SourceError, match=r"1 tensor the architecture needs is missing from the weights "
+                                          r"\(transformer\.h\.0\.mlp\.c_fc\.weight\): it would be random"):
+        load_model(path=gpt2_folder, device="cpu")

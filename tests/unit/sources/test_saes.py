@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pytest_saeval.errors import SourceError
-from pytest_saeval.sources.saes import expand_sae_ids, load_saes, sae_protocol_problems
+from pytest_saeval.sources.saes import expand_sae_ids, load_sae_folder, load_saes, sae_protocol_problems
 from tests.helpers import ProtocolSAE, build_tiny_sae, save_tiny_sae
 
 ARCHITECTURES = ["standard", "gated", "topk", "abstopk", "jumprelu", "matching_pursuit"]
@@ -132,7 +132,13 @@ def test_cfg_without_hook_name(sae_folder, tmp_path):
     (folder / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(SourceError) as excinfo:
         load_saes(path=folder)
-    assert "not a usable SAE" in _message(excinfo) and "cfg.metadata.hook_name" in _message(excinfo)
+    message = _message(excinfo)
+    assert "cfg.json' names no hook (metadata.hook_name is missing)" in message
+    assert "edit cfg.json" in message and "hook_name: in the suite's SAE entry" in message
+    assert "factory protocol" not in message  # advice for factories, not for a folder
+    # the suite entry's hook_name: stands in for it
+    sae = load_sae_folder(folder, hook_name="blocks.1.hook_resid_pre")
+    assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_pre"
 
 
 # ------------------------------------------------------------------------------------------

@@ -231,3 +231,21 @@ def test_check_tokens_out_of_vocabulary():
 def test_check_tokens_negative():
     with pytest.raises(InputError, match="negative id -1"):
         check_tokens(torch.tensor([[0, -1]]), 160)
+
+
+@pytest.mark.parametrize(("given", "fix"), [
+    ("file:///tmp/saeval-tokens.npy", "give the local path itself: /tmp/saeval-tokens.npy"),
+    ("https://example.com/t.npy", "download it and give the local path of the copy"),
+])
+def test_a_url_as_token_path_says_urls_are_not_read(tmp_path, given, fix):
+    with pytest.raises(SourceError) as excinfo:
+        inspect_token_file(given, base_dir=tmp_path)
+    assert "URLs are not read" in excinfo.value.message and excinfo.value.fix == fix
+
+
+def test_a_token_file_whose_name_ends_in_a_space_is_named(tmp_path):
+    np.save(tmp_path / "t.npy", np.zeros((2, 4), dtype=np.int64))
+    (tmp_path / "t.npy").rename(tmp_path / "t.npy ")
+    with pytest.raises(SourceError) as excinfo:
+        load_token_file("t.npy", base_dir=tmp_path)  # the suite's "t.npy " as the suite reader gives it
+    assert "the folder holds 't.npy '" in excinfo.value.message and excinfo.value.fix == "rename 't.npy ' to 't.npy'"
