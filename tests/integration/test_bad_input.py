@@ -26,6 +26,7 @@ import pytest
 from pytest_saeval.cli import main
 from tests.integration.badinput.cases import (
     CASES,
+    ROUND_FOUR,
     ROUND_ONE,
     ROUND_THREE,
     ROUND_TWO,
@@ -86,7 +87,8 @@ def _check_message(case: BadInputCase, suite: Path, err: str) -> str:
 def test_the_matrix_is_large_and_well_formed() -> None:
     names = [c.name for c in CASES]
     assert len(names) == len(set(names))
-    assert len(ROUND_ONE) == 61 and len(ROUND_TWO) == 53 and len(ROUND_THREE) == 20 and len(CASES) == 134
+    assert len(ROUND_ONE) == 61 and len(ROUND_TWO) == 53 and len(ROUND_THREE) == 20 and len(ROUND_FOUR) == 29
+    assert len(CASES) == 163
     assert sum(c.loads_model for c in CASES) >= 15  # source problems found only with the model loaded
     # source problems (tokens, model and SAE folders, factories) found before any model loads
     sources = [c for c in CASES if c.outcome == "error" and not c.loads_model and c.key is not None
