@@ -49,7 +49,8 @@ class EvalSettings:
     """Batches used for sparsity, variance, shrinkage and per-feature density metrics."""
 
     exclude_special_tokens: bool | tuple[int, ...] = True
-    """``True``: the tokenizer's BOS/EOS/PAD/SEP/decoder-start ids (as SAE Lens picks them);
+    """``True``: the tokenizer's BOS/EOS/PAD/SEP/decoder-start ids (as SAE Lens picks them; a model without a
+    tokenizer is an :class:`~pytest_saeval.errors.InputError`, where SAE Lens would exclude nothing);
     ``False``: nothing; a tuple: exactly these token ids."""
 
     def __post_init__(self) -> None:
