@@ -200,7 +200,8 @@ def _refuse_incomplete(folder: Path, cls: type, info: dict[str, Any]) -> None:
     is not a problem: transformers leaves most of it out of ``info`` already, and it is left out here again."""
     tied = getattr(cls, "_tied_weights_keys", None) or ()
     missing = _not_declared(info.get("missing_keys"), [*tied, *(getattr(cls, "_keys_to_ignore_on_load_missing", None) or ())])
-    unexpected = _not_declared(info.get("unexpected_keys"), getattr(cls, "_keys_to_ignore_on_load_unexpected", None) or ())
+    unexpected = _not_declared(info.get("unexpected_keys"),
+                               [*(getattr(cls, "_keys_to_ignore_on_load_unexpected", None) or ()), *_DERIVED_BUFFERS])
     mismatched = sorted(info.get("mismatched_keys") or (), key=str)
     problems = []
     if missing:
@@ -222,6 +223,13 @@ def _refuse_incomplete(folder: Path, cls: type, info: dict[str, Any]) -> None:
             fix="re-save the whole model with model.save_pretrained(folder), or correct config.json (e.g. the "
                 "number of layers) to describe the weights the folder holds",
         )
+
+
+_DERIVED_BUFFERS = (r"\.attn\.(masked_)?bias$", r"\.attention\.(masked_)?bias$", r"(^|\.)inv_freq$",
+                    r"(^|\.)position_ids$")
+"""Buffers that checkpoints of older transformers versions kept in their weights and that newer model classes
+compute instead (GPT-2's and GPT-Neo's causal masks, rotary frequencies, position ids): transformers only warns
+about them, and they are no weights (an ``attn.c_attn.bias`` is not among them)."""
 
 
 def _not_declared(keys: Any, patterns: Any) -> list[str]:

@@ -305,6 +305,42 @@ def test_what_the_architecture_declares_ignorable_loads(gpt2_folder, tmp_path, h
         assert torch.allclose(model(sample_tokens), hooked(sample_tokens), atol=1e-5)
 
 
+def test_buffers_older_transformers_saved_load(gpt2_folder, tmp_path, hooked, sample_tokens):
+    """GPT-2 checkpoints of transformers 4.x keep ``attn.masked_bias`` (and GPT-Neo's ``attn.attention.bias`` /
+    ``masked_bias``): buffers the model computes itself, which transformers only warns about."""
+    folder = shutil.copytree(gpt2_folder, tmp_path / "old-gpt2")
+
+    def change(t: dict[str, torch.Tensor]) -> None:
+        for i in range(2):
+            t[f"transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, 8, 8))
+            t[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+
+    _edit_weights(folder, change)
+    model = load_model(path=folder, device="cpu")
+    with torch.no_grad():
+        assert torch.allclose(model(sample_tokens), hooked(sample_tokens), atol=1e-5)
+
+
+def test_gpt_neo_with_its_old_mask_buffers_loads(tmp_path):
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    folder = tmp_path / "neo"
+    GPTNeoForCausalLM(GPTNeoConfig(num_layers=2, hidden_size=32, num_heads=2, vocab_size=100, max_position_embeddings=64,
+                                   attention_types=[[["global", "local"], 1]])).save_pretrained(folder)
+
+    def change(t: dict[str, torch.Tensor]) -> None:
+        for i in range(2):
+            t[f"transformer.h.{i}.attn.attention.bias"] = torch.tril(torch.ones(1, 1, 64, 64)).bool()
+            t[f"transformer.h.{i}.attn.attention.masked_bias"] = torch.tensor(-1e9)
+
+    _edit_weights(folder, change)
+    assert load_model(path=folder, device="cpu") is not None
+    _edit_weights(folder, lambda t: t.update({"transformer.h.0.attn.attention.k_proj.extra": torch.zeros(2)}))
+    with pytest.raises(SourceError, match=r"1 tensor in the weights has no place in it "
+                                          r"\(transformer\.h\.0\.attn\.attention\.k_proj\.extra\)"):
+        load_model(path=folder, device="cpu")  # a weight of no place is still refused
+
+
 def test_what_the_model_class_declares_is_left_out_of_the_loading_info(gpt2_folder, monkeypatch):
     """Older transformers reported a tied lm_head or an ignorable buffer as missing / unexpected: the class's
     own ``_tied_weights_keys`` and ``_keys_to_ignore_on_load_*`` patterns are left out here again."""
