@@ -53,7 +53,7 @@ def special_token_ids(model: Any, setting: bool | Sequence[int]) -> list[int]:
                 "exclude_special_tokens is true (the default when not set), but the model has no tokenizer to name its special tokens "
                 "(they would not be excluded)",
                 key="exclude_special_tokens",
-                subject=Subject(part="exclude_special_tokens"),
+                subject=Subject(part="tokenizer"),  # the model's part: a conftest's model is at fault, not the suite
                 fix="list the ids to exclude, e.g. [0] for a BOS id of 0, or set exclude_special_tokens: false "
                     "(or give the model folder its tokenizer files)",
             )

@@ -309,9 +309,15 @@ def _relocate(e: SaevalError, owners: Mapping[str, _Owner], first: Suite, ov: Ov
         from_cfg = source is not None and part in _CFG_PARTS
         detail = f"{part} comes from the SAE's {source}" if from_cfg else ""
         return e.moved(file=str(suite.path), line=entry.spec.line, key=key, subject=where, detail=detail)
+    if part == "tokenizer" and ov.model is None:  # the suite's own model: its setting asked for special tokens
+        part = "exclude_special_tokens"
     suite_subject = Subject(suite=str(first.path), part=part)
     if part in _TOKEN_PARTS and ov.tokens is not None:
         return e.moved(file=None, line=None, key=ov.origins.get("tokens", "saeval_tokens"), subject=suite_subject)
+    if part == "tokenizer":  # the conftest's model has none to name the special tokens
+        return e.moved(file=None, line=None, key=ov.origins.get("model", "saeval_model"), subject=suite_subject,
+                       fix=f"give the fixture's model a tokenizer (model.tokenizer), or set data.exclude_special_tokens "
+                       f"in {first.path} to a list of ids or false")
     if part in _DATA_PARTS:
         return e.moved(file=str(first.path), line=first.data.line_of(part), key=f"data.{part}", subject=suite_subject)
     return e.located(file=str(first.path), subject=Subject(suite=str(first.path)))

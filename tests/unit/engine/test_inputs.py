@@ -155,7 +155,7 @@ def test_excluding_special_tokens_without_a_tokenizer_is_refused(model):
                             exclude_special_tokens=True)
     with pytest.raises(InputError, match="the model has no tokenizer to name its special tokens") as info:
         evaluate(model, {"a": _sae("blocks.0.hook_resid_pre")}, _tokens(), settings)
-    assert info.value.subject.part == "exclude_special_tokens"
+    assert info.value.subject.part == "tokenizer"  # the model's: the session locates it (suite key or fixture)
     assert info.value.location.key == "exclude_special_tokens"
     assert "[0]" in (info.value.fix or "") and "false" in (info.value.fix or "")
     with pytest.raises(InputError):

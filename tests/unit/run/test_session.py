@@ -126,6 +126,37 @@ def test_an_engine_error_about_an_sae_is_located_at_its_suite_entry(
     assert session.evaluations == 0
 
 
+def test_a_model_without_a_tokenizer_is_located_at_the_suite_s_setting_or_at_the_fixture(
+    tmp_path: Path, assets: SimpleNamespace
+) -> None:
+    from pytest_saeval.sources.models import load_model
+
+    suite = _suite(tmp_path, "a.yaml", assets, {"x": "s0"})
+    model = load_model(path=assets.model, device="cpu")
+    model.tokenizer = None
+    origin = "saeval_model from tests/conftest.py"
+    with pytest.raises(InputError) as info:  # the conftest's model lacks it: the fixture, not the suite's folder
+        Session().run([suite], overrides=Overrides(model=model, origins={"model": origin}))
+    loc = info.value.location
+    assert (loc.file, loc.line, loc.key) == (None, None, origin)
+    assert "Fix: give the fixture's model a tokenizer" in str(info.value) and "tokenizer files" not in str(info.value)
+    assert info.value.subject == Subject(suite=str(suite.path), part="tokenizer")
+
+    folder = tmp_path / "no-tokenizer"
+    import shutil
+
+    shutil.copytree(assets.model, folder)
+    for name in folder.glob("tokenizer*"):
+        name.unlink()
+    (folder / "vocab.json").unlink(missing_ok=True)
+    (folder / "merges.txt").unlink(missing_ok=True)
+    own = _suite(tmp_path, "b.yaml", assets, {"x": "s0"}, model=folder)
+    with pytest.raises(InputError) as info:  # the suite's own model: at its data: setting
+        Session().run([own])
+    assert info.value.location.file == str(own.path) and info.value.location.key == "data.exclude_special_tokens"
+    assert info.value.subject == Subject(suite=str(own.path), part="exclude_special_tokens")
+
+
 def test_a_size_error_of_a_dictionary_learning_sae_names_its_config_json(
     tmp_path: Path, assets: SimpleNamespace
 ) -> None:
