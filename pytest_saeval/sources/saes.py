@@ -298,11 +298,18 @@ def _checked(sae: Any, what: str, *, folder: bool = False) -> Any:
         library = type(sae).__module__.split(".")[0]
         protocol = (" with encode (dense [..., d_sae] output), decode, W_enc, W_dec, cfg.d_in, cfg.d_sae and "
                     "cfg.metadata.hook_name (see the README's factory protocol)")
+        code = [p for p in problems if p.startswith(("method ", "tensor "))]  # the class's, not its config's
+        if folder and code:
+            fix = (f"{type(sae).__name__} has no {', '.join(code)}, which no config can give it: load it through a "
+                   "factory (factory: module:function) that returns an object" + protocol)
+        elif folder:
+            fix = ("correct the checkpoint's config file (cfg.json: its metadata.hook_name, hook_head_index, d_in, "
+                   "d_sae), or write the folder again with its trainer")
+        else:
+            fix = (_SAVE_HINTS[library] + ", or wrap it in an object" if library in _SAVE_HINTS
+                   else "return an SAE Lens SAE, or an object") + protocol
         raise SourceError(
             f"{what} ({type(sae).__module__}.{type(sae).__name__}) is not a usable SAE: it lacks {'; '.join(problems)}",
-            fix="correct the checkpoint's config file (cfg.json: its metadata.hook_name, hook_head_index, d_in, "
-                "d_sae), or write the folder again with its trainer" if folder
-            else (_SAVE_HINTS[library] + ", or wrap it in an object" if library in _SAVE_HINTS
-                  else "return an SAE Lens SAE, or an object") + protocol,
+            fix=fix,
         )
     return sae

@@ -141,6 +141,22 @@ def test_cfg_without_hook_name(sae_folder, tmp_path):
     assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_pre"
 
 
+def test_a_folder_whose_sae_class_lacks_a_tensor_is_not_sent_to_its_cfg_json(sae_folder, monkeypatch):
+    """No config can give an architecture a W_enc it does not have: the fix names a factory, not cfg.json."""
+    import pytest_saeval.sources.saes as saes
+
+    monkeypatch.setattr(saes, "sae_protocol_problems", lambda sae: ["tensor W_enc"])
+    with pytest.raises(SourceError) as excinfo:
+        load_saes(path=sae_folder)
+    message = _message(excinfo)
+    assert "is not a usable SAE: it lacks tensor W_enc" in message
+    assert "has no tensor W_enc, which no config can give it: load it through a factory" in message
+    assert "correct the checkpoint's config file" not in message
+    monkeypatch.setattr(saes, "sae_protocol_problems", lambda sae: ["cfg.d_in (a positive int)"])
+    with pytest.raises(SourceError, match="correct the checkpoint's config file"):
+        load_saes(path=sae_folder)
+
+
 # ------------------------------------------------------------------------------------------
 # arguments
 
