@@ -16,7 +16,8 @@ from typing import Any
 
 from pytest_saeval.errors import NotRegularFile, special_kind
 
-__all__ = ["MAX_JSON_DEPTH", "NotRegularFile", "is_finite", "parse_json", "read_json", "read_regular", "size_text"]
+__all__ = ["MAX_JSON_DEPTH", "DuplicateKey", "NotRegularFile", "is_finite", "parse_json", "read_json", "read_regular",
+           "size_text", "unique_keys"]
 
 
 MAX_JSON_DEPTH = 100
@@ -72,6 +73,25 @@ def _deeper_than(data: object, depth: int) -> bool:
             return False
         level = inner
     return bool(level)
+
+
+class DuplicateKey(ValueError):
+    """A JSON object that holds one key twice (``json`` would keep the last one without a word)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+        """The key written twice."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An ``object_pairs_hook`` for :func:`parse_json` that raises :class:`DuplicateKey` for a key given twice."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def parse_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, **options: Any) -> Any:

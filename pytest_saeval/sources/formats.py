@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_saeval.bounded import NotRegularFile, parse_json, read_regular
+from pytest_saeval.bounded import DuplicateKey, NotRegularFile, parse_json, read_regular, unique_keys
 from pytest_saeval.errors import SaevalError, SourceError, special_kind
 from pytest_saeval.fileio import os_reason
 from pytest_saeval.sources.common import exists, missing_hint, safetensors_header, short
@@ -161,8 +161,8 @@ def read_json_object(file: Path, fix: str) -> dict[str, Any]:
     except ValueError as e:  # over the limit
         raise SourceError(f"'{file}' is no config file: {e}", fix=fix) from e
     try:
-        data = parse_json(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except _DuplicateKey as e:  # json keeps the last of two silently; YAML suites and baselines refuse them too
+        data = parse_json(raw.decode("utf-8"), object_pairs_hook=unique_keys)
+    except DuplicateKey as e:  # json keeps the last of two silently; YAML suites and baselines refuse them too
         raise SourceError(f"'{file}' holds the key {json.dumps(e.key)} twice in one object (a JSON reader would keep "
                           "the last one without a word)", fix=f"keep one \"{e.key}\" in {file.name}") from None
     except ValueError as e:
@@ -170,21 +170,6 @@ def read_json_object(file: Path, fix: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SourceError(f"'{file}' does not hold a JSON object", fix=fix)
     return data
-
-
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
 
 
 def _shown(value: Any) -> str:

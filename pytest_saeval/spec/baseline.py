@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_saeval.bounded import NotRegularFile, is_finite, parse_json, read_regular, size_text
+from pytest_saeval.bounded import (
+    DuplicateKey,
+    NotRegularFile,
+    is_finite,
+    parse_json,
+    read_regular,
+    size_text,
+    unique_keys,
+)
 from pytest_saeval.errors import BaselineError, did_you_mean
 from pytest_saeval.fileio import atomic_write_text, os_reason
 
@@ -110,21 +118,6 @@ def _line_of(text: str, keys: list[str]) -> int | None:
     return text.count("\n", 0, pos) + 1
 
 
-class _Duplicate(Exception):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Duplicate(key)
-        out[key] = value
-    return out
-
-
 def _kind(value: object) -> str:
     if value is None:
         return "null"
@@ -200,13 +193,13 @@ def _read_text(target: Path, file: str, missing_ok: bool) -> tuple[str, object] 
         line = raw[: e.start].count(b"\n") + 1
         raise BaselineError("the baseline file is not UTF-8 text", fix=_RECREATE_FIX, file=file, line=line) from e
     try:
-        return text, parse_json(text, object_pairs_hook=_no_duplicates)
+        return text, parse_json(text, object_pairs_hook=unique_keys)
+    except DuplicateKey as e:
+        raise BaselineError(f"duplicate key {e.key!r}", fix="keep one entry per key", file=file, line=_line_of(text, [e.key])) from None
     except json.JSONDecodeError as e:
         raise BaselineError(f"invalid JSON: {e.msg} (column {e.colno})", fix=_RECREATE_FIX, file=file, line=e.lineno) from e
     except ValueError as e:  # nested too deeply, or an integer too long to read
         raise BaselineError(f"the baseline file cannot be read: {e}", fix=_RECREATE_FIX, file=file) from None
-    except _Duplicate as e:
-        raise BaselineError(f"duplicate key {e.key!r}", fix="keep one entry per key", file=file, line=_line_of(text, [e.key])) from None
 
 
 _Bad = Callable[..., BaselineError]

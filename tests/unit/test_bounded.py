@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from pytest_saeval import bounded
-from pytest_saeval.bounded import NotRegularFile, parse_json, read_json, read_regular, size_text
+from pytest_saeval.bounded import (
+    DuplicateKey,
+    NotRegularFile,
+    parse_json,
+    read_json,
+    read_regular,
+    size_text,
+    unique_keys,
+)
 from pytest_saeval.fileio import os_reason
 from tests.helpers import NEEDS_DEV_ZERO, NEEDS_FIFO
 
@@ -111,6 +119,14 @@ def test_read_json_reads_utf8_json(tmp_path: Path) -> None:
         read_json(path, limit=None)
     with pytest.raises(ValueError, match="larger than 1 KiB"):
         read_json(path, limit=1024)
+
+
+def test_unique_keys_refuses_a_key_given_twice_at_any_depth() -> None:
+    assert parse_json('{"a": {"b": 1}, "c": 2}', object_pairs_hook=unique_keys) == {"a": {"b": 1}, "c": 2}
+    for text in ('{"a": 1, "a": 2}', '{"x": [{"b": 1, "b": 1}]}'):
+        with pytest.raises(DuplicateKey) as info:
+            parse_json(text, object_pairs_hook=unique_keys)
+        assert info.value.key in ("a", "b") and isinstance(info.value, ValueError)
 
 
 def test_size_text() -> None:
