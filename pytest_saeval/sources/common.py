@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROJECT_MARKERS", "exception_chain", "exists", "hub_offline", "is_hub_unreachable", "missing_hint",
+__all__ = ["PROJECT_MARKERS", "exception_chain", "exists", "hub_offline", "is_hub_unreachable", "json_text", "missing_hint",
            "project_root", "resolve_path", "safetensors_header", "short"]
 
 PROJECT_MARKERS = ("pyproject.toml", "pytest.ini", "setup.cfg", "tox.ini", "setup.py")
@@ -160,6 +160,18 @@ def short(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split())
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_text(value: Any, limit: int = 60) -> str:
+    """A config value as its JSON text (``repr`` when it has none), cut to ``limit`` characters with the length
+    said (``[0, 0, 0, ... (8000 characters)``)."""
+    import json
+
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit * 3 // 4] + f"... ({len(text)} characters)"
 
 
 def safetensors_header(file: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 from pytest_saeval.bounded import DuplicateKey, NotRegularFile, parse_json, read_regular, unique_keys
 from pytest_saeval.errors import SaevalError, SourceError, special_kind
 from pytest_saeval.fileio import os_reason
-from pytest_saeval.sources.common import exists, missing_hint, safetensors_header, short
+from pytest_saeval.sources.common import exists, json_text, missing_hint, safetensors_header, short
 from pytest_saeval.sources.sae_lens_config import check_sae_lens_config
 
 __all__ = ["FOLDER_FIX", "FORMAT_FILES", "check_safetensors", "check_weight_dtypes", "checkpoints_in", "config_sizes",
@@ -174,11 +174,7 @@ def read_json_object(file: Path, fix: str) -> dict[str, Any]:
 
 def _shown(value: Any) -> str:
     """A config value as its JSON text, with its kind when that is the problem (``"64" (a string)``)."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    text = text if len(text) <= 60 else text[:45] + f"... ({len(text)} characters)"
+    text = json_text(value)
     kind = ("a boolean" if isinstance(value, bool) else "a string" if isinstance(value, str)
             else "a list" if isinstance(value, list) else "an object" if isinstance(value, dict)
             else "a decimal number" if isinstance(value, float) and math.isfinite(value) else None)

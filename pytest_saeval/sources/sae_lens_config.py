@@ -14,11 +14,11 @@ SAE Lens 6 or later, at the top (``hook_name`` or ``hook_point``, ``hook_head_in
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pytest_saeval.errors import SourceError
+from pytest_saeval.sources.common import json_text
 
 __all__ = ["BOOL_KEYS", "check_sae_lens_config"]
 
@@ -88,9 +88,5 @@ def _from_sae_lens_6(version: Any) -> bool:
 
 def _shown(value: Any) -> str:
     """A value as JSON text, with its kind when it is a string (``"false" (a string)``)."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    text = text if len(text) <= 60 else text[:45] + f"... ({len(text)} characters)"
+    text = json_text(value)
     return f"{text} (a string)" if isinstance(value, str) else text

@@ -196,3 +196,11 @@ def test_missing_hint_names_urls_and_names_with_spaces(tmp_path: Path) -> None:
     text, fix = missing_hint(tmp_path / "t.npy")
     assert "the folder holds 't.npy ', whose name starts or ends with spaces" in text
     assert fix == "rename 't.npy ' to 't.npy'"
+
+
+def test_json_text_shows_a_value_as_json_cut_with_its_length() -> None:
+    from pytest_saeval.sources.common import json_text
+
+    assert json_text("false") == '"false"' and json_text(64) == "64" and json_text({1, 2}) in ("{1, 2}", "{2, 1}")
+    long = json_text(list(range(100)))
+    assert long.startswith("[0, 1, 2") and long.endswith("... (390 characters)") and len(long) < 70
