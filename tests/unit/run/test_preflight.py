@@ -158,6 +158,12 @@ def test_overridden_parts_are_not_checked(tmp_path):
 def test_preflight_imports_no_torch(tmp_path):
     """The checks read headers and JSON only: a wrong token path costs no torch import."""
     path = _project(tmp_path, tokens=np.ones((8, 16), dtype=np.float64))
+    assert _preflight_in_a_process(path, "transformers") == ["ERROR", "data.tokens", "False", "False"]
+
+
+def _preflight_in_a_process(path: Path, library: str) -> list[str]:
+    """Preflight of the suite ``path`` in a fresh interpreter: the key of the error it reports, and whether
+    torch and ``library`` were imported."""
     code = textwrap.dedent(f"""
         import sys
         from pytest_saeval.errors import SaevalError
@@ -169,10 +175,10 @@ def test_preflight_imports_no_torch(tmp_path):
             preflight([(suite, entries_of(suite))], Overrides())
         except SaevalError as e:
             print("ERROR", e.location.key)
-        print("torch" in sys.modules, "transformers" in sys.modules)
+        print("torch" in sys.modules, {library!r} in sys.modules)
         """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
-    assert out.split() == ["ERROR", "data.tokens", "False", "False"]
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          check=True).stdout.split()
 
 
 def _sae_lens_folder(folder: Path, d_in: object = 16, d_sae: object = 32, w_enc: tuple[int, int] | None = None) -> None:
@@ -286,18 +292,4 @@ def test_other_trainers_configs_are_checked_without_torch(tmp_path):
     bad = _trainer_folder(tmp_path / "sweep" / "run" / "trainer_0", submodule_name=None)
     path = _project(tmp_path, sae=f"path: {good}")
     path.write_text(path.read_text() + f"  - id: b\n    path: {bad}\n")
-    code = textwrap.dedent(f"""
-        import sys
-        from pytest_saeval.errors import SaevalError
-        from pytest_saeval.run.plan import Overrides, entries_of
-        from pytest_saeval.run.preflight import preflight
-        from pytest_saeval.spec.loader import load_suite
-        suite = load_suite({str(path)!r})
-        try:
-            preflight([(suite, entries_of(suite))], Overrides())
-        except SaevalError as e:
-            print("ERROR", e.location.key)
-        print("torch" in sys.modules, "transformer_lens" in sys.modules)
-        """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
-    assert out.split() == ["ERROR", "saes[1].path", "False", "False"]
+    assert _preflight_in_a_process(path, "transformer_lens") == ["ERROR", "saes[1].path", "False", "False"]
