@@ -21,6 +21,7 @@ and baseline values, and merged as the workers of one pytest-xdist run are: one 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -262,9 +263,10 @@ def merge_shards(folders: Sequence[str | os.PathLike[str]],
     _raise(_suite_problems(shards))
     kept, problems, notes = _gather(shards)
     _raise(problems)
-    _raise(_content_problems(kept, load))
+    load_once = functools.cache(load)  # the content check and the read-back both need each suite
+    _raise(_content_problems(kept, load_once))
     records = [rec for _, rec in kept]
-    runs = _timed(merge_runs(runs_from_records(records, load)), shards)
+    runs = _timed(merge_runs(runs_from_records(records, load_once)), shards)
     versions = sorted({s.saeval_version for s in shards})
     if len(versions) > 1:
         notes.append(f"the shards ran different pytest-saeval versions ({', '.join(versions)})")

@@ -141,6 +141,18 @@ def test_shards_of_two_partitions_merge_only_when_each_group_ran_once_and_say_so
         merge_shards(doubled)
 
 
+def test_the_merge_loads_each_suite_file_once(project: list[SuiteRun]) -> None:
+    folders = _shards(project)
+    loaded: list[Path] = []
+
+    def load(path: Path) -> Suite:
+        loaded.append(path)
+        return load_suite(path)
+
+    assert merge_shards(folders, load=load).passed
+    assert sorted(map(str, loaded)) == sorted({str(r.suite.path) for r in project})
+
+
 def test_a_failing_gate_in_one_shard_fails_the_merged_verdict(project: list[SuiteRun]) -> None:
     write_baseline("baselines/c.json", {"cb": {"l0": 9.0}})  # cb (l0 7.25) now needs >= 8.5
     runs = [*project[:3], _run(project[3].suite, {"cb": 7.25})]
